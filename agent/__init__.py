@@ -1,0 +1,1 @@
+"""On-device agent: verifies, installs, runs, health-checks and rolls back scoring modules."""

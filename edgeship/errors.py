@@ -1,0 +1,78 @@
+"""The one exception tree of edgeship.
+
+Every error a user can cause derives from :class:`EdgeshipError` and carries a
+message that says what was wrong and what to do about it. Third-party errors are
+wrapped at the boundary (``raise RegistryError(...) from exc``). Core errors carry
+no HTTP status codes or exit codes: the transports (CLI, HTTP, MQTT) map them in
+one place each.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlobCorruptedError",
+    "ConfigError",
+    "EdgeshipError",
+    "InputError",
+    "ManifestError",
+    "ModelNotFoundError",
+    "QuantizationError",
+    "RegistryError",
+    "RuntimeFailure",
+    "ScoringError",
+    "SignatureError",
+    "TransportError",
+    "WorkspaceError",
+]
+
+
+class EdgeshipError(Exception):
+    """Root of every error edgeship raises on purpose; the message is user-facing."""
+
+
+class InputError(EdgeshipError):
+    """The caller gave something malformed (a name, a path, a value)."""
+
+
+class ConfigError(InputError):
+    """A configuration file (inferenceconfig, deploymentconfig, agent.toml) is invalid."""
+
+
+class WorkspaceError(EdgeshipError):
+    """The workspace directory is missing, unreadable or not an edgeship workspace."""
+
+
+class RegistryError(EdgeshipError):
+    """A model registry operation failed."""
+
+
+class ModelNotFoundError(RegistryError):
+    """No model has the requested name or version."""
+
+
+class BlobCorruptedError(RegistryError):
+    """A stored blob no longer matches its content address."""
+
+
+class ScoringError(EdgeshipError):
+    """The scoring server could not load or run an entry script or model."""
+
+
+class ManifestError(EdgeshipError):
+    """A module manifest or deployment document is malformed."""
+
+
+class SignatureError(EdgeshipError):
+    """A signature is missing, invalid, by an unknown key, or below the threshold."""
+
+
+class RuntimeFailure(EdgeshipError):
+    """A module runtime (Docker, process) failed to create, start or stop a module."""
+
+
+class TransportError(EdgeshipError):
+    """The broker, hub or a serial link could not be reached or misbehaved."""
+
+
+class QuantizationError(EdgeshipError):
+    """A model could not be quantized within the requested budget."""
