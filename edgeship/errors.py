@@ -10,18 +10,25 @@ one place each.
 from __future__ import annotations
 
 __all__ = [
+    "BadSignatureError",
     "BlobCorruptedError",
     "ConfigError",
     "EdgeshipError",
+    "EnvelopeError",
     "InputError",
     "ManifestError",
     "ModelNotFoundError",
+    "PayloadTypeError",
     "QuantizationError",
     "RegistryError",
     "RuntimeFailure",
     "ScoringError",
     "SignatureError",
+    "SigningKeyError",
+    "ThresholdError",
     "TransportError",
+    "TrustRootError",
+    "UnknownKeyError",
     "WorkspaceError",
 ]
 
@@ -64,6 +71,34 @@ class ManifestError(EdgeshipError):
 
 class SignatureError(EdgeshipError):
     """A signature is missing, invalid, by an unknown key, or below the threshold."""
+
+
+class EnvelopeError(SignatureError):
+    """A signed envelope is malformed (not JSON, bad base64, missing or mistyped fields)."""
+
+
+class PayloadTypeError(SignatureError):
+    """An envelope carries a different payloadType than the verifier expects."""
+
+
+class UnknownKeyError(SignatureError):
+    """A signature names (or matches) no key the trust root trusts for the role."""
+
+
+class BadSignatureError(SignatureError):
+    """A signature by a trusted key does not verify: the payload or signature was altered."""
+
+
+class ThresholdError(SignatureError):
+    """Fewer distinct trusted keys signed than the role's threshold requires."""
+
+
+class TrustRootError(SignatureError):
+    """A trust root is malformed, expired, or a rotation to a new one is not allowed."""
+
+
+class SigningKeyError(SignatureError):
+    """A workspace signing key is missing, unreadable, or its name is already taken."""
 
 
 class RuntimeFailure(EdgeshipError):
