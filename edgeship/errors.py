@@ -18,6 +18,7 @@ __all__ = [
     "InputError",
     "ManifestError",
     "ModelNotFoundError",
+    "PackagingError",
     "PayloadTypeError",
     "QuantizationError",
     "RegistryError",
@@ -99,6 +100,10 @@ class TrustRootError(SignatureError):
 
 class SigningKeyError(SignatureError):
     """A workspace signing key is missing, unreadable, or its name is already taken."""
+
+
+class PackagingError(EdgeshipError):
+    """A bundle, wheelhouse or container image could not be built (pip, Docker, inputs)."""
 
 
 class RuntimeFailure(EdgeshipError):
