@@ -19,7 +19,7 @@ every role key id is in ``keys``, and ``1 <= threshold <= len(keyids)``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -263,7 +263,7 @@ def rotate(
     return new
 
 
-def sign_trust_root(root: TrustRoot, signers: list[SignerLike]) -> Envelope:
+def sign_trust_root(root: TrustRoot, signers: Iterable[SignerLike]) -> Envelope:
     """Wrap ``root`` in an envelope signed by ``signers`` (its root keys, plus the
     current root's keys when it replaces one)."""
     return sign_envelope(root.to_json().encode("utf-8"), TRUST_ROOT_PAYLOAD_TYPE, signers)
