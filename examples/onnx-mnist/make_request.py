@@ -27,7 +27,9 @@ ONNX_TYPES = {1: ("FP32", "<f4"), 6: ("INT32", "<i4"), 7: ("INT64", "<i8"), 11: 
 
 def tensor_to_v2(name: str, tensor: dict[str, Any]) -> dict[str, Any]:
     if tensor.get("dataType") not in ONNX_TYPES:
-        raise ValueError(f"input {name!r} has dataType {tensor.get('dataType')!r}; supported: {sorted(ONNX_TYPES)}")
+        raise ValueError(
+            f"input {name!r} has ONNX dataType {tensor.get('dataType')!r}; readable: {sorted(ONNX_TYPES)}"
+        )
     datatype, dtype = ONNX_TYPES[tensor["dataType"]]
     shape = [int(d) for d in tensor["dims"]]
     values = np.frombuffer(base64.b64decode(tensor["rawData"]), dtype=dtype)

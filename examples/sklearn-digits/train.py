@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 MODEL_NAME = "digits"
 MODEL_FILE = "digits.onnx"
 SEED = 0
-# An explicit opset keeps the model loadable by the older onnxruntime builds found on devices.
+# Capping the opsets keeps the model loadable by the older onnxruntime builds found on devices.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
@@ -58,6 +58,13 @@ def convert(clf: MLPClassifier, path: Path) -> None:
         options={id(clf): {"zipmap": False}},  # probabilities as a plain [N, 10] tensor, not a list of maps
         target_opset=TARGET_OPSET,
     )
+    # skl2onnx names the graph with a random uuid and orders opset imports by set iteration;
+    # fixing both makes two trainings write the same bytes (and so the same registry digest).
+    onx.graph.name = "digits_mlp"
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        onx.opset_import.add(domain=domain, version=version)
     onx.doc_string = "MLPClassifier on scikit-learn digits (8x8 pixels, values 0-16), converted by skl2onnx."
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(onx.SerializeToString())

@@ -39,7 +39,7 @@ def load_interpreter(model: Path) -> Any:
 
 
 def quantize(x: float, dtype: np.dtype, scale: float, zero_point: int) -> int | float:
-    """Real value to the tensor's storage value: ``q = round(x / scale) + zero_point``, clipped to the dtype."""
+    """Real value to storage value: ``q = round(x / scale) + zero_point``, clipped to the dtype's range."""
     if dtype.kind == "f":
         return float(x)
     info = np.iinfo(dtype)
