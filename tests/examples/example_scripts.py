@@ -1,4 +1,4 @@
-"""Helpers for the example tests: where the examples live and how to load one of their scripts."""
+"""What the example tests share: where the examples live and how to load one of their scripts."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime
 import pytest
-from conftest import EXAMPLES, load_script
+from example_scripts import EXAMPLES, load_script
 
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
