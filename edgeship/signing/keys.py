@@ -76,7 +76,7 @@ class Keyring:
         """Generate a key for ``role`` named ``name`` (default: the role); never overwrites."""
         if role not in ROLES:
             raise InputError(f"Unknown key role {role!r}; choose one of {', '.join(ROLES)}.")
-        name = validate_key_name(name or role)
+        name = validate_key_name(role if name is None else name)
         self._ensure_dir()
         signer = Signer.generate(name=name, role=role)
         _create_exclusive(self._path(name, ".key"), signer.private_pem(), 0o600)
