@@ -1,0 +1,233 @@
+"""Start a scoring service: build it (load, ``init()``), bind, serve; supervise workers.
+
+One worker serves in this process. Several workers are separate processes
+(``python -m edgeship.scoring.worker``) sharing one listening socket; each
+loads the script and calls ``init()`` itself, then reports ``ready`` or its
+error on a pipe. The first failure stops every worker and surfaces as one
+:class:`ScoringError`, so a broken ``init()`` never leaves a half-up service or a
+restart loop. A worker that dies later stops the service too: restarting is the
+job of the supervisor above us (the agent, Docker's restart policy, systemd).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgeship.errors import InputError, ScoringError
+from edgeship.scoring.config import ENV_CONFIG, ServiceConfig
+
+__all__ = ["ENV_FD", "ENV_STATUS_FD", "build_app", "check_ssl", "serve", "serve_app"]
+
+ENV_FD = "EDGESHIP_SCORING_FD"
+ENV_STATUS_FD = "EDGESHIP_SCORING_STATUS_FD"
+_READY_TIMEOUT = 600.0  # seconds a worker may spend in import + init()
+
+
+def build_app(config: ServiceConfig) -> Any:
+    """Set the Azure ML environment, load the entry script or model, call ``init()``; returns the ASGI app."""
+    from edgeship.scoring.app import ScoringApp
+    from edgeship.scoring.entry import EntryScript
+    from edgeship.scoring.layout import azureml_model_dir, scan_models
+    from edgeship.scoring.metrics import Metrics
+    from edgeship.scoring.service import ModelService, ScriptService, Service
+
+    root = Path(config.model_root)
+    deployed = scan_models(root) if config.models_dir.is_dir() else []
+    os.environ["AZUREML_MODEL_DIR"] = azureml_model_dir(root, deployed)
+    os.environ["EDGESHIP_DATA_DIR"] = config.data_dir
+    os.environ.update(config.extra_env)
+    service: Service
+    if config.entry_script:
+        script = EntryScript.load(config.entry_script, config.source_dir)
+        script.init()
+        service = ScriptService(script, config.name or Path(config.entry_script).stem)
+    else:
+        if len(deployed) != 1:
+            raise ScoringError(
+                f"Serving without an entry script needs exactly one model, found {len(deployed)}; "
+                "pass -m NAME:VER once, or give --entry-script."
+            )
+        from edgeship.scoring.backends import load_backend
+
+        model = deployed[0]
+        backend = load_backend(model.path, config.providers)
+        service = ModelService(backend, config.name or model.name, str(model.version))
+    return ScoringApp(service, config.auth_keys, Metrics(), config.max_body_bytes)
+
+
+def check_ssl(cert: str | None, key: str | None) -> None:
+    """Both or neither, readable, and a matching pair: one clear error before anything starts."""
+    if bool(cert) != bool(key):
+        raise InputError("--ssl-cert and --ssl-key go together; give both files or neither.")
+    if cert and key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise InputError(
+                f"Cannot use {cert} with {key} for TLS ({exc}); give a PEM certificate and its key."
+            ) from exc
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind without listening: clients are refused (not left waiting) until a worker is ready."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InputError(
+            f"Cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host."
+        ) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("edgeship.scoring")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+def serve_app(app: Any, config: ServiceConfig, sockets: list[socket.socket]) -> None:
+    """Run uvicorn on already-bound sockets until SIGINT/SIGTERM."""
+    import uvicorn
+
+    _setup_logging()
+    uv_config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        ssl_certfile=config.ssl_cert,
+        ssl_keyfile=config.ssl_key,
+        timeout_keep_alive=30,
+    )
+    uvicorn.Server(uv_config).run(sockets=sockets)
+
+
+def serve(config: ServiceConfig, announce: Callable[[str], None] = print) -> None:
+    check_ssl(config.ssl_cert, config.ssl_key)
+    sock = _bind(config.host, config.port)
+    try:
+        url = f"{config.scheme}://{config.host}:{sock.getsockname()[1]}"
+        if config.workers <= 1:
+            app = build_app(config)
+            announce(f"Serving {app.service.name} on {url} (1 worker); Ctrl-C stops it.")
+            serve_app(app, config, [sock])
+        else:
+            _supervise(config, sock, url, announce)
+    finally:
+        sock.close()
+
+
+def _spawn(
+    config: ServiceConfig, sock: socket.socket, metrics_dir: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    read_end, write_end = os.pipe()
+    env = {
+        **os.environ,
+        ENV_CONFIG: config.to_json(),
+        ENV_FD: str(sock.fileno()),
+        ENV_STATUS_FD: str(write_end),
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgeship.scoring.worker"], env=env, pass_fds=(sock.fileno(), write_end)
+    )
+    os.close(write_end)
+    return proc, read_end
+
+
+def _wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
+    """Block until every worker said ``ready``; raise on the first error or early exit."""
+    selector = selectors.DefaultSelector()
+    buffers: dict[int, bytes] = {}
+    for proc, fd in workers:
+        selector.register(fd, selectors.EVENT_READ, proc)
+        buffers[fd] = b""
+    deadline = time.monotonic() + _READY_TIMEOUT
+    pending = len(workers)
+    try:
+        while pending:
+            events = selector.select(timeout=max(0.0, deadline - time.monotonic()))
+            if not events:
+                raise ScoringError(f"Workers did not finish init() within {_READY_TIMEOUT:.0f} s.")
+            for key, _ in events:
+                fd = int(key.fd)
+                chunk = os.read(fd, 65536)
+                buffers[fd] += chunk
+                if not chunk or b"\n" in buffers[fd]:
+                    selector.unregister(fd)
+                    pending -= 1
+                    line = buffers[fd].split(b"\n", 1)[0].decode("utf-8", "replace")
+                    if line != "ready":
+                        proc = key.data
+                        message = line.removeprefix("error ") if line else ""
+                        raise ScoringError(
+                            message or f"A worker exited with code {proc.wait()} before it was ready."
+                        )
+    finally:
+        selector.close()
+        for _, fd in workers:
+            os.close(fd)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _supervise(config: ServiceConfig, sock: socket.socket, url: str, announce: Callable[[str], None]) -> None:
+    import shutil
+
+    metrics_dir = tempfile.mkdtemp(prefix="edgeship-metrics-")
+    stopping = False
+
+    def _request_stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    workers = [_spawn(config, sock, metrics_dir) for _ in range(config.workers)]
+    procs = [proc for proc, _ in workers]
+    try:
+        _wait_ready(workers)
+        announce(f"Serving on {url} ({config.workers} workers); Ctrl-C stops it.")
+        while not stopping:
+            for proc in procs:
+                if proc.poll() is not None:
+                    raise ScoringError(
+                        f"Worker {proc.pid} exited with code {proc.returncode}; the service stopped."
+                    )
+            time.sleep(0.2)
+    finally:
+        _stop(procs)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
