@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from .aci import ACI_API_VERSION, aci_container_group
 from .aks import KUBERNETES_VERSION, aks_manifests
+from .from_config import target_spec
 from .iotedge import (
     CREATE_OPTIONS_CHUNK,
     CREATE_OPTIONS_MAX_CHUNKS,
@@ -51,5 +52,6 @@ __all__ = [
     "join_create_options",
     "render_target",
     "split_create_options",
+    "target_spec",
     "write_target",
 ]

@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from edgeship.errors import ConfigError
 from edgeship.packager.config import (
     AZURE_SERVING_PACKAGES,
     load_deployment_config,
     load_inference_config,
     parse_conda,
 )
+
+from edgeship.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
 PROJECT = DATA / "project"
@@ -157,13 +157,13 @@ def test_missing_entry_script_names_key_and_path(tmp_path: Path) -> None:
 def test_entry_script_beside_config_but_not_in_source_directory_gets_a_hint(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "score.py").write_text("")
-    with pytest.raises(ConfigError, match="relative to sourceDirectory.*a file exists at"):
+    with pytest.raises(ConfigError, match=r"relative to sourceDirectory.*a file exists at"):
         load_inference_config(write(tmp_path, {"entryScript": "score.py", "sourceDirectory": "src"}))
 
 
 def test_missing_conda_file_and_source_directory_are_errors(tmp_path: Path) -> None:
     (tmp_path / "score.py").write_text("")
-    with pytest.raises(ConfigError, match="condaFile 'env.yml' not found"):
+    with pytest.raises(ConfigError, match=r"condaFile 'env\.yml' not found"):
         load_inference_config(write(tmp_path, {"entryScript": "score.py", "condaFile": "env.yml"}))
     with pytest.raises(ConfigError, match="sourceDirectory 'code' is not a folder"):
         load_inference_config(write(tmp_path, {"entryScript": "score.py", "sourceDirectory": "code"}))
@@ -189,7 +189,7 @@ def test_conda_file_with_unknown_section_or_bad_yaml_is_an_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="unknown dependencies section 'conda:'"):
         load_inference_config(write(tmp_path, {"entryScript": "score.py", "condaFile": "env.yml"}))
     (tmp_path / "env.yml").write_text("dependencies: [unclosed\n")
-    with pytest.raises(ConfigError, match="condaFile .*env.yml is not valid YAML"):
+    with pytest.raises(ConfigError, match=r"condaFile .*env\.yml is not valid YAML"):
         load_inference_config(write(tmp_path, {"entryScript": "score.py", "condaFile": "env.yml"}))
 
 
@@ -326,7 +326,7 @@ def test_azure_only_keys_warn_on_aks(tmp_path: Path, doc: dict[str, Any], expect
     (tmp_path / "c.pem").write_text("cert")
     (tmp_path / "k.pem").write_text("key")
     dc = deploy(tmp_path, computeType="aks", **doc)
-    assert [w.split(": ", 1)[1].split(":")[0] for w in dc.warnings][0] == expected
+    assert next(w.split(": ", 1)[1].split(":")[0] for w in dc.warnings) == expected
 
 
 @pytest.mark.parametrize(
