@@ -62,6 +62,7 @@ def render_target(target: str, spec: TargetSpec) -> dict[str, str]:
 def write_target(target: str, spec: TargetSpec, out_dir: str | Path) -> list[Path]:
     """Write ``target``'s artifacts into ``out_dir`` (created if missing); returns the paths written."""
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     mode = 0o600 if spec.key_env else 0o644
     written: list[Path] = []
     for name, text in render_target(target, spec).items():
