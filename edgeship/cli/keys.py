@@ -29,9 +29,6 @@ keys_app = typer.Typer(
 )
 
 RoleOpt = Annotated[str, typer.Option("--role", "-r", help="root, release or hub.", show_default=False)]
-NamesOpt = Annotated[
-    list[str] | None, typer.Option(help="Workspace key name (repeatable).", show_default=False)
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -100,9 +97,18 @@ def export_public(
 @keys_app.command("trust-root")
 def trust_root(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the signed trust root.")],
-    release: NamesOpt = None,
-    hub: NamesOpt = None,
-    root: NamesOpt = None,
+    release: Annotated[
+        list[str] | None, typer.Option(show_default=False, help="Release key name (repeatable).")
+    ] = None,
+    hub: Annotated[
+        list[str] | None, typer.Option(show_default=False, help="Hub key name (repeatable).")
+    ] = None,
+    root: Annotated[
+        list[str] | None,
+        typer.Option(
+            show_default=False, help="Root key name (repeatable; default: every root key in the workspace)."
+        ),
+    ] = None,
     release_threshold: Annotated[int, typer.Option(help="Release signatures required.")] = 1,
     hub_threshold: Annotated[int, typer.Option(help="Hub signatures required.")] = 1,
     root_threshold: Annotated[int, typer.Option(help="Root signatures required for a rotation.")] = 1,
