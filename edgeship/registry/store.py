@@ -8,6 +8,7 @@ new version is about to reference.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import time
@@ -207,7 +208,7 @@ class RegistryStore:
             records = [r for r in records if all(r.tags.get(k) == v for k, v in tags.items())]
         return records
 
-    def delete(self, conn: sqlite3.Connection, name: str, version: int) -> tuple[ModelRecord, list[str]]:
+    def delete(self, conn: sqlite3.Connection, name: str, version: int) -> tuple[ModelRecord, builtins.list[str]]:
         """Delete one version; return it and the blob digests no other version references."""
         record = self._get(conn, name, version)
         conn.execute("DELETE FROM model_files WHERE name = ? AND version = ?", (name, version))
