@@ -56,6 +56,8 @@ _UNAUTHORIZED = Reply(
     [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
 )
 _ECHOED = (b"x-request-id", b"x-ms-client-request-id", b"x-ms-request-id")
+_FIXED = frozenset({"/", "/score", "/swagger.json", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"})
+_MODEL_ACTIONS = frozenset({"", "/ready", "/infer"})
 
 
 def _reply_for(exc: BaseException) -> Reply:
@@ -95,19 +97,30 @@ class ScoringApp:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        endpoint = "other"
+        path = scope["path"]
+        endpoint = self._endpoint(path)
         try:
-            endpoint, reply = await self._dispatch(scope, receive)
+            reply = await self._dispatch(scope, receive, endpoint)
         except Exception as exc:
             reply = _reply_for(exc)
+        if endpoint != "/metrics":  # counted before sending, so a client that got its answer sees it counted
+            self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
         headers = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]
         for key, value in scope["headers"]:
             if key in _ECHOED:
                 headers.append((key, value))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
-        if endpoint != "/metrics":
-            self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
+
+    def _endpoint(self, path: str) -> str:
+        """The metrics label of a path: its route template, so label values stay few."""
+        if path in _FIXED:
+            return path
+        for prefix in self._models:
+            if path == prefix or path.startswith(prefix + "/"):
+                action = path[len(prefix) :]
+                return "/v2/models/{name}" + action if action in _MODEL_ACTIONS else "other"
+        return "other"
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -146,65 +159,55 @@ class ScoringApp:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     # Routing ----------------------------------------------------------------
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[str, Reply]:
+    async def _dispatch(self, scope: Scope, receive: Receive, endpoint: str) -> Reply:
         method, path = scope["method"], scope["path"]
-        if path == "/score":
+        if endpoint == "/score":
             if not self._authorized(scope):
-                return "/score", _UNAUTHORIZED
+                return _UNAUTHORIZED
+            body = await self._read_body(receive)
             request = HttpRequest(
                 method,
                 path,
                 scope.get("query_string", b""),
                 scope["headers"],
-                await self._read_body(receive),
+                body,
                 scope.get("scheme", "http"),
             )
-            return "/score", await self._in_thread(self.service.score, request)
-        if path == "/":
-            _only(method, "GET")
-            return "/", Reply(200, b"Healthy", [(b"content-type", b"text/plain; charset=utf-8")])
-        if path == "/swagger.json":
-            _only(method, "GET")
-            version = _query_value(scope.get("query_string", b""), "version")
-            return path, json_reply(self.service.swagger(version))
-        if path == "/metrics":
-            _only(method, "GET")
+            reply: Reply = await self._in_thread(self.service.score, request)
+            return reply
+        if endpoint.startswith("/v2/models/"):
+            return await self._model_route(scope, receive, method, endpoint)
+        if endpoint == "other":
+            name = path[len("/v2/models/") :].split("/", 1)[0] if path.startswith("/v2/models/") else ""
+            if name and name != self.service.name:
+                raise NotFoundError(f"No model {name!r} here; this service serves {self.service.name!r}.")
+            raise NotFoundError(
+                f"No endpoint {path}; see /score, /swagger.json and /v2/models/{self.service.name}."
+            )
+        _only(method, "GET")
+        if endpoint == "/":
+            return Reply(200, b"Healthy", [(b"content-type", b"text/plain; charset=utf-8")])
+        if endpoint == "/swagger.json":
+            return json_reply(self.service.swagger(_query_value(scope.get("query_string", b""), "version")))
+        if endpoint == "/metrics":
             body, content_type = self.metrics.render()
-            return path, Reply(200, body, [(b"content-type", content_type.encode())])
-        if path in ("/v2/health/live", "/v2/health/ready"):
-            _only(method, "GET")
-            return path, json_reply({path.rsplit("/", 1)[1]: True})
-        if path == "/v2":
-            _only(method, "GET")
-            return path, json_reply({"name": "edgeship", "version": __version__, "extensions": []})
-        if path.startswith("/v2/models/"):
-            return await self._model_route(scope, receive, method, path)
-        raise NotFoundError(
-            f"No endpoint {path}; see /swagger.json, /score and /v2/models/{self.service.name}."
-        )
+            return Reply(200, body, [(b"content-type", content_type.encode())])
+        if endpoint == "/v2":
+            return json_reply({"name": "edgeship", "version": __version__, "extensions": []})
+        return json_reply({endpoint.rsplit("/", 1)[1]: True})  # /v2/health/live, /v2/health/ready
 
-    async def _model_route(self, scope: Scope, receive: Receive, method: str, path: str) -> tuple[str, Reply]:
-        for prefix in self._models:
-            if path == prefix or path.startswith(prefix + "/"):
-                action = path[len(prefix) :]
-                break
-        else:
-            name = path[len("/v2/models/") :].split("/", 1)[0]
-            raise NotFoundError(f"No model {name!r} here; this service serves {self.service.name!r}.")
-        endpoint = "/v2/models/{name}" + action
-        if action not in ("", "/ready", "/infer"):
-            raise NotFoundError(f"No endpoint {path}; a model has /, /ready and /infer.")
+    async def _model_route(self, scope: Scope, receive: Receive, method: str, endpoint: str) -> Reply:
         if not self._authorized(scope):
-            return endpoint, _UNAUTHORIZED
-        if action == "/infer":
+            return _UNAUTHORIZED
+        if endpoint.endswith("/infer"):
             _only(method, "POST")
             body = await self._read_body(receive)
             document = await self._in_thread(_infer, self.service, body)
-            return endpoint, json_reply(document)
+            return json_reply(document)
         _only(method, "GET")
-        if action == "/ready":
-            return endpoint, json_reply({"name": self.service.name, "ready": True})
-        return endpoint, json_reply(self.service.metadata())
+        if endpoint.endswith("/ready"):
+            return json_reply({"name": self.service.name, "ready": True})
+        return json_reply(self.service.metadata())
 
 
 def _infer(service: Service, body: bytes) -> dict[str, Any]:

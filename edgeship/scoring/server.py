@@ -83,7 +83,10 @@ def check_ssl(cert: str | None, key: str | None) -> None:
 def _bind(host: str, port: int) -> socket.socket:
     """Bind without listening: clients are refused (not left waiting) until a worker is ready."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # An explicit IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose
+    # proto says TCP, and uvicorn writes headers and body separately, so with proto 0 every
+    # keep-alive response waited ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

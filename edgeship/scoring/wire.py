@@ -51,7 +51,8 @@ class HttpRequest:
         return None
 
     def text_headers(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.headers]
+        """Headers named as Flask/werkzeug presents them (``X-Test``), which scripts index by."""
+        return [(k.decode("latin-1").title(), v.decode("latin-1")) for k, v in self.headers]
 
     @property
     def is_json(self) -> bool:

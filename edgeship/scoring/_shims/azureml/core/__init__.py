@@ -4,6 +4,6 @@ Used only when the real ``azureml-core`` is not importable: the shim folder sits
 the end of ``sys.path``, so a real install is always found first.
 """
 
-from azureml.core.model import Model
+from .model import Model
 
 __all__ = ["Model"]

@@ -1,0 +1,5 @@
+"""An entry script that forgot run()."""
+
+
+def init():
+    pass
