@@ -1,0 +1,164 @@
+"""Where a module directory's signature and artifact digests are checked.
+
+``verify_module_dir`` is what ``edgeship module verify`` and the agent run before
+trusting anything in a module. The checks, each with its own error:
+
+1. the envelope is well formed, of the module payload type, and signed by a
+   threshold of the trust root's ``release`` keys (``edgeship.signing``);
+2. ``module.json`` is byte-for-byte the signed payload (no edits after signing);
+3. the payload is a valid manifest of a known schema version;
+4. every listed artifact exists and has its digest and size;
+5. no file in the directory is missing from the list (nothing unsigned rides along).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeship.errors import ManifestError, SignatureError
+from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest
+from edgeship.registry.blobs import CHUNK
+from edgeship.workspace import Workspace
+
+if TYPE_CHECKING:
+    from edgeship.signing import TrustRoot
+
+__all__ = [
+    "ArtifactDigestError",
+    "UnlistedFileError",
+    "VerifiedModule",
+    "file_digest",
+    "load_trust_root_file",
+    "local_trust_root",
+    "verify_module_dir",
+]
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # bytes; a larger manifest or envelope is refused unread
+
+
+class ArtifactDigestError(ManifestError):
+    """An artifact is missing or its bytes differ from the signed digest."""
+
+
+class UnlistedFileError(ManifestError):
+    """The module directory holds a file the signed manifest does not list."""
+
+
+@dataclass(frozen=True)
+class VerifiedModule:
+    directory: Path
+    manifest: ModuleManifest
+
+    def artifact(self, relpath: str) -> Path:
+        return self.directory / relpath
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return f"sha256:{digest.hexdigest()}", size
+
+
+def _read_small(path: Path, what: str) -> bytes:
+    if not path.is_file():
+        raise ManifestError(f"{path.parent} is not a module directory: {what} {path.name} is missing.")
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{path} is larger than {MAX_MANIFEST_BYTES} bytes; refusing to read it.")
+    return path.read_bytes()
+
+
+def local_trust_root(workspace: Workspace) -> TrustRoot:
+    """The trust a packaging workspace places in itself: its own release keys, threshold 1.
+
+    Used by ``module verify`` when no ``--trust-root`` is given. Only the ``release``
+    role is consulted for modules; the other roles are filled with the workspace's
+    root/hub keys when it has them, else with the release keys, and this root is never
+    written anywhere or given to a device.
+    """
+    from edgeship.signing import Keyring, TrustRoot
+
+    keys = Keyring(workspace).list()
+    by_role = {role: [k.public_key for k in keys if k.role == role] for role in ("root", "release", "hub")}
+    if not by_role["release"]:
+        raise SignatureError(
+            f"The workspace {workspace.root} has no release key to verify with; pass --trust-root FILE "
+            "or create one with 'edgeship keys create --role release'."
+        )
+    return TrustRoot.build(
+        root=by_role["root"] or by_role["release"],
+        release=by_role["release"],
+        hub=by_role["hub"] or by_role["release"],
+    )
+
+
+def load_trust_root_file(path: Path) -> TrustRoot:
+    """A trust root as ``edgeship keys trust-root`` writes it (a self-signed envelope)."""
+    from edgeship.signing import load_trust_root
+
+    if not path.is_file():
+        raise SignatureError(f"Trust root file {path} does not exist; write one with 'edgeship keys trust-root'.")
+    return load_trust_root(_read_small(path, "the trust root"))
+
+
+def verify_module_dir(directory: Path, trust_root: TrustRoot) -> VerifiedModule:
+    """Verify a module directory against ``trust_root``.
+
+    Returns the verified manifest; raises a SignatureError or ManifestError subclass
+    naming the first problem found.
+    """
+    from edgeship.signing import MODULE_PAYLOAD_TYPE, verify_envelope
+
+    directory = Path(directory)
+    envelope = _read_small(directory / ENVELOPE_FILE, "the signature envelope")
+    manifest_bytes = _read_small(directory / MANIFEST_FILE, "the manifest")
+    try:
+        payload = verify_envelope(envelope, trust_root, "release", MODULE_PAYLOAD_TYPE)
+    except SignatureError as exc:
+        raise type(exc)(f"Module signature check failed for {directory}: {exc}") from exc
+    if payload != manifest_bytes:
+        raise ManifestError(
+            f"{directory / MANIFEST_FILE} differs from the signed manifest in {ENVELOPE_FILE}; "
+            "it was edited after signing (re-package the module)."
+        )
+    manifest = ModuleManifest.from_bytes(payload, source=str(directory / MANIFEST_FILE))
+    listed = {ref.path: ref for ref in manifest.files}
+    for ref in manifest.files:
+        path = directory / ref.path
+        if not path.is_file():
+            raise ArtifactDigestError(f"Artifact {ref.path} listed in the manifest is missing from {directory}.")
+        digest, size = file_digest(path)
+        if digest != ref.digest or size != ref.size:
+            raise ArtifactDigestError(
+                f"Artifact {ref.path} does not match the signed manifest (sha256 {digest[7:19]}…, "
+                f"{size} bytes; signed {ref.digest[7:19]}…, {ref.size} bytes): it was altered or corrupted."
+            )
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if rel not in listed and rel not in (MANIFEST_FILE, ENVELOPE_FILE):
+            raise UnlistedFileError(
+                f"{rel} in {directory} is not covered by the signed manifest; remove it or re-package."
+            )
+    _check_pointers(manifest, listed)
+    return VerifiedModule(directory, manifest)
+
+
+def _check_pointers(manifest: ModuleManifest, listed: dict[str, ArtifactRef]) -> None:
+    """The bundle and image archive the manifest names must be among the signed files."""
+    bundle = listed.get(manifest.bundle.path)
+    if bundle is None or bundle.digest != manifest.bundle.digest:
+        raise ArtifactDigestError(
+            f"The manifest's bundle {manifest.bundle.path} is not among its signed files with the same digest."
+        )
+    archive = manifest.image.archive if manifest.image else None
+    signed = listed.get(archive.path) if archive is not None else None
+    if archive is not None and (signed is None or signed.digest != archive.digest):
+        raise ArtifactDigestError(
+            f"The manifest's image archive {archive.path} is not among its signed files with the same digest."
+        )
