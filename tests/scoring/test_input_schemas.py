@@ -46,9 +46,7 @@ def test_invalid_json_missing_parameter_and_wrong_content_type(numpy_server: Ser
     assert r.status_code == 400 and "'data'" in r.json()["message"]
     r = numpy_server.client.post("/score", json=[1, 2])
     assert r.status_code == 400 and "JSON object" in r.json()["message"]
-    r = numpy_server.client.post(
-        "/score", content=b'{"data": [[1,2,3]]}', headers={"Content-Type": "text/plain"}
-    )
+    r = numpy_server.client.post("/score", content=b'{"data": [[1,2,3]]}', headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
 
 

@@ -60,9 +60,7 @@ def test_several_models_point_at_the_models_root_and_resolve_by_name_and_version
     assert body["found"]["v1"]["path"] == str(root / "alpha" / "1" / "alpha.txt")
 
 
-def test_a_prepared_model_dir_is_served_without_a_workspace(
-    serve, several_models: Server, tmp_path: Path
-) -> None:
+def test_a_prepared_model_dir_is_served_without_a_workspace(serve, several_models: Server, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(several_models.data_dir / "azureml-models", bundle / "azureml-models")
     server = serve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import SCRIPTS, Server, run_cli
-from parts import free_port
+from parts import free_port, need_binary
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -67,9 +68,7 @@ def test_two_workers_each_run_init_and_stop_together_on_sigterm(serve) -> None:
     for _ in range(20):
         with httpx.Client(base_url=server.url) as fresh:  # new connections spread over the workers
             assert fresh.post("/score", content=b"{}").status_code == 200
-    children = subprocess.run(
-        ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True
-    ).stdout.split()
+    children = subprocess.run(["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
     assert len(children) == 2
     server.proc.terminate()
     assert server.proc.wait(timeout=20) == 0
@@ -78,8 +77,66 @@ def test_two_workers_each_run_init_and_stop_together_on_sigterm(serve) -> None:
 
 
 def test_python_dash_m_edgeship_serve_is_the_same_command() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeship", "serve", "--help"], capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "edgeship", "serve", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "--entry-script" in result.stdout
+
+
+def test_https_with_a_certificate_and_key(tmp_path: Path) -> None:
+    openssl = need_binary("openssl")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgeship",
+            "serve",
+            "-e",
+            str(SCRIPTS / "plain.py"),
+            "--port",
+            str(port),
+            "--ssl-cert",
+            str(cert),
+            "--ssl-key",
+            str(key),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.post(f"https://127.0.0.1:{port}/score", content=b"{}", verify=context, timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["type"] == "str"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
