@@ -8,6 +8,7 @@ packaged bundle reaches with ``--model-dir`` and no workspace at all.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -53,7 +54,9 @@ def _serve(
     auth_key: Annotated[
         list[str] | None,
         typer.Option(
-            "--auth-key", help="Bearer key (repeat once for a secondary key); scoring then needs one."
+            "--auth-key",
+            help="Bearer key (repeat once for a secondary key); scoring then needs one. "
+            "Default: $EDGESHIP_PRIMARY_KEY and $EDGESHIP_SECONDARY_KEY.",
         ),
     ] = None,
     ssl_cert: Annotated[Path | None, typer.Option("--ssl-cert", help="PEM certificate for HTTPS.")] = None,
@@ -73,7 +76,9 @@ def _serve(
     from edgeship.scoring.config import DEFAULT_PROVIDERS
     from edgeship.scoring.layout import MODELS_FOLDER
 
-    keys = [k for k in (auth_key or [])]
+    keys = list(auth_key or []) or [  # a container's fixed CMD gets its keys from the environment
+        os.environ[v] for v in ("EDGESHIP_PRIMARY_KEY", "EDGESHIP_SECONDARY_KEY") if os.environ.get(v)
+    ]
     if len(keys) > 2 or any(not k.strip() for k in keys):
         raise InputError("Give at most two non-empty --auth-key values (primary and secondary).")
     if entry_script is not None and not entry_script.is_file():
