@@ -10,7 +10,6 @@ packager wrote to its output folder.
 from __future__ import annotations
 
 import builtins
-import os
 import shutil
 import sqlite3
 import time
@@ -93,10 +92,7 @@ class ModuleStore:
             for source in sorted(p for p in built.rglob("*") if p.is_file()):
                 dest = build / source.relative_to(built)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(source, dest)  # same filesystem: no second copy of a large image archive
-                except OSError:
-                    shutil.copy2(source, dest)
+                shutil.copy2(source, dest)  # a copy, not a link: editing the output must not alter the store
         with self._db.write() as conn:
             conn.execute(
                 "UPDATE modules SET status = 'ready', digest = ?, target = ?, variant = ?"

@@ -203,12 +203,15 @@ def build_deployment_config(
     raw: DeploymentFile, path: Path, *, target: str | None = None
 ) -> DeploymentConfig:
     """The normalisation step of :func:`load_deployment_config`, on an already parsed file."""
+    overridden: list[str] = []
     if target is not None:
+        # One deploymentconfig serves several targets (the same module for ACI, AKS and IoT Edge):
+        # --target wins over the file's computeType, and the user is told.
         compute = normalise_compute_type(target, "--target")
         if raw.compute_type and normalise_compute_type(raw.compute_type, str(path)) != compute:
-            raise ConfigError(
-                f"{path}: computeType '{raw.compute_type}' contradicts the requested target '{target}'; "
-                "drop one of them"
+            overridden.append(
+                f"{path.name}: computeType '{raw.compute_type}' is overridden by --target {target}; "
+                f"settings are checked for {compute}"
             )
     elif raw.compute_type:
         compute = normalise_compute_type(raw.compute_type, str(path))
@@ -218,7 +221,7 @@ def build_deployment_config(
         )
 
     check_contradictions(raw, path, compute)
-    warnings = collect_warnings(raw, path.name, compute)
+    warnings = overridden + list(collect_warnings(raw, path.name, compute))
 
     res = raw.container_resource_requirements
     cloud = compute in ("aci", "aks")

@@ -285,8 +285,9 @@ def test_target_argument_overrides_missing_compute_type(tmp_path: Path) -> None:
     assert load_deployment_config(path, target="aks").compute_type == "aks"
     with pytest.raises(ConfigError, match="'computeType' is required"):
         load_deployment_config(path)
-    with pytest.raises(ConfigError, match="contradicts the requested target 'aks'"):
-        load_deployment_config(write(tmp_path, {"computeType": "ACI"}), target="aks")
+    overridden = load_deployment_config(write(tmp_path, {"computeType": "ACI"}), target="aks")
+    assert overridden.compute_type == "aks"
+    assert any("overridden by --target aks" in w for w in overridden.warnings)
 
 
 def test_snake_case_cpu_limit_and_top_level_keys_are_accepted(tmp_path: Path) -> None:
