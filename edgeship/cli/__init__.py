@@ -15,6 +15,8 @@ from edgeship import __version__
 from edgeship.cli import deploy as _deploy
 from edgeship.cli import keys as _keys
 from edgeship.cli import model as _model
+from edgeship.cli import module as _module
+from edgeship.cli import package as _package
 from edgeship.cli import serve as _serve
 from edgeship.cli import workspace as _workspace
 from edgeship.cli._common import err_console
@@ -50,6 +52,8 @@ def _root(
 
 _workspace.register(app)
 app.add_typer(_model.app, name="model")
+app.add_typer(_module.app, name="module")
+_package.register(app)
 _serve.register(app)
 _keys.register(app)
 _deploy.register(app)
