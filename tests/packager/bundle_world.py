@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from edgeship.packager.wheelhouse import build_wheelhouse, manylinux_platforms
 from rich.console import Console
 
+from edgeship.packager.wheelhouse import build_wheelhouse, manylinux_platforms
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 from bundle_world import QUIET, World, make_world, session_wheel_cache, session_wheelhouse
-from edgeship.packager.bundle import BundleInfo, build_bundle, render_lock
-from edgeship.packager.wheelhouse import build_wheelhouse, manylinux_platforms
 
 from edgeship.errors import BlobCorruptedError, PackagingError
+from edgeship.packager.bundle import BundleInfo, build_bundle, render_lock
+from edgeship.packager.wheelhouse import build_wheelhouse, manylinux_platforms
 from edgeship.registry import Model
 from edgeship.registry.blobs import sha256_file
 
