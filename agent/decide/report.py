@@ -1,0 +1,82 @@
+"""The reported state: what the agent publishes, retained, on ``edgeship/v1/devices/{id}/reported``.
+
+One JSON object, built from data only (``docs/deployments.md``)::
+
+    {"schemaVersion": 1, "deviceId": "dev-1", "reportedAt": "...Z",
+     "lastAppliedSequence": 7,
+     "status": {"code": 200, "description": "ok: ...", "message": null},
+     "modules": {"digits": {"version": 3, "desiredVersion": 3, "service": "digits.b",
+                            "status": "running", "restartCount": 0, "exitCode": null,
+                            "lastError": null, "port": 5001}}}
+
+``lastAppliedSequence`` is the last document the agent accepted and acted on,
+even if a module of it then failed (``status.code`` 500 and the module's
+``lastError`` say so): the sequence is what replay protection compares against.
+A refused document never changes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from edgeship.agent.decide.accept import STATUS_CODES, status_code_for
+from edgeship.agent.decide.plan import CurrentState, DesiredState
+from edgeship.agent.decide.runner import RunResult
+from edgeship.deployment import format_time
+
+__all__ = ["REPORT_SCHEMA_VERSION", "build_report", "overall_status"]
+
+REPORT_SCHEMA_VERSION = 1
+
+
+def overall_status(refusal: BaseException | None, result: RunResult | None) -> int:
+    """The refusal's code when the document was refused; else 500 if a module failed, else 200."""
+    if refusal is not None:
+        return status_code_for(refusal)
+    return 200 if result is None or result.ok else 500
+
+
+def build_report(
+    *,
+    device_id: str,
+    last_applied_sequence: int | None,
+    status: int,
+    current: CurrentState,
+    desired: DesiredState | None = None,
+    result: RunResult | None = None,
+    message: str | None = None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The reported-state object; ``current`` is the runtime's view *after* the run."""
+    if status not in STATUS_CODES:
+        raise ValueError(f"status {status} is not one of the documented codes {sorted(STATUS_CODES)}")
+    modules: dict[str, dict[str, Any]] = {}
+    names = set(current.active) | set(desired.modules if desired else ())
+    for name in sorted(names):
+        service = current.services.get(current.active.get(name, ""))
+        want = desired.modules.get(name) if desired else None
+        outcome = result.outcomes.get(name) if result else None
+        entry: dict[str, Any] = {
+            "version": service.version if service else None,
+            "desiredVersion": want.version if want else None,
+            "service": service.service if service else None,
+            "status": service.state if service else "failed",
+            "restartCount": service.restart_count if service else 0,
+            "exitCode": service.exit_code if service else None,
+            "lastError": outcome.error if outcome and not outcome.ok else None,
+            "port": service.port if service else None,
+        }
+        if outcome is not None and outcome.cooling_off:
+            entry["status"] = "backoff"
+        if service is None and outcome is None and want is not None:
+            entry["status"] = "stopped"  # desired but not yet attempted (nothing ran this time)
+        modules[name] = entry
+    return {
+        "schemaVersion": REPORT_SCHEMA_VERSION,
+        "deviceId": device_id,
+        "reportedAt": format_time(now),
+        "lastAppliedSequence": last_applied_sequence,
+        "status": {"code": status, "description": STATUS_CODES[status], "message": message},
+        "modules": modules,
+    }

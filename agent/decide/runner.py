@@ -1,0 +1,154 @@
+"""The plan runner: run commands in order, with per-command cool-off and blue/green undo.
+
+As IoT Edge's ``OrderedRetryPlanRunner``: commands run in plan order; a command
+that failed is not retried until an exponential cool-off since its last failure
+has passed (``base * 2**(failures-1)``, capped), and all counts reset when a
+document with a new sequence arrives. The clock and the executor are injected,
+so tests drive it with a fake clock and a recording executor.
+
+Per module, a failure stops that module's remaining commands (other modules go
+on) and undoes what this run already did for it, newest first — for a failed
+health check that is "stop and remove the candidate", so the old slot keeps
+serving. :class:`~edgeship.agent.decide.plan.Switch` is the commit point: once a
+candidate is active, a later failure (stopping the old slot) undoes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Protocol
+
+from edgeship.agent.decide.plan import Command, Switch
+
+__all__ = ["CoolOff", "Executor", "ModuleOutcome", "PlanRunner", "RunResult"]
+
+
+class Executor(Protocol):
+    """Carries out one command (runtime, downloader, verifier); raises on failure."""
+
+    def execute(self, command: Command) -> None: ...
+
+
+@dataclass(frozen=True)
+class CoolOff:
+    """Delay before retrying a failed command: ``base * 2**(failures - 1)`` seconds, at most ``cap``."""
+
+    base: float = 5.0  # seconds
+    cap: float = 300.0  # seconds
+
+    def delay(self, failures: int) -> float:
+        return float(min(self.base * (2 ** min(max(failures - 1, 0), 30)), self.cap))
+
+
+@dataclass(frozen=True)
+class ModuleOutcome:
+    """How one module fared in a run; ``error`` is the reason the report carries."""
+
+    module: str
+    ok: bool = True
+    failed_command: str | None = None  # command id
+    error: str | None = None
+    rolled_back: bool = False
+    retry_at: float | None = None  # clock time after which the failed command may run again
+    cooling_off: bool = False  # skipped this run: its command is still in cool-off
+
+
+@dataclass(frozen=True)
+class RunResult:
+    sequence: int
+    outcomes: Mapping[str, ModuleOutcome]
+    executed: tuple[str, ...]  # ids of the commands executed (undo included), in order
+    undo_errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return all(outcome.ok for outcome in self.outcomes.values())
+
+
+@dataclass
+class _Failures:
+    count: int
+    last: float
+    error: str
+
+
+@dataclass
+class PlanRunner:
+    """Holds the cool-off state between runs; one instance per agent."""
+
+    executor: Executor
+    clock: Callable[[], float]
+    cooloff: CoolOff = field(default_factory=CoolOff)
+    _sequence: int | None = field(default=None, init=False)
+    _failures: dict[str, _Failures] = field(default_factory=dict, init=False)
+
+    def failures(self, command_id: str) -> int:
+        entry = self._failures.get(command_id)
+        return entry.count if entry else 0
+
+    def run(self, sequence: int, commands: Sequence[Command]) -> RunResult:
+        """Run ``commands`` for the document ``sequence``; never raises for a command's failure."""
+        if sequence != self._sequence:
+            self._failures.clear()
+            self._sequence = sequence
+        outcomes: dict[str, ModuleOutcome] = {}
+        done: dict[str, list[Command]] = {}
+        executed: list[str] = []
+        undo_errors: list[str] = []
+        for command in commands:
+            if command.module in outcomes and not outcomes[command.module].ok:
+                continue
+            now = self.clock()
+            entry = self._failures.get(command.id)
+            if entry is not None and now < entry.last + self.cooloff.delay(entry.count):
+                retry_at = entry.last + self.cooloff.delay(entry.count)
+                undo_errors += self._undo(done.pop(command.module, []), executed)
+                outcomes[command.module] = ModuleOutcome(
+                    command.module,
+                    ok=False,
+                    failed_command=command.id,
+                    error=f"{entry.error} (failed {entry.count} times; next try in {retry_at - now:.0f}s)",
+                    rolled_back=False,
+                    retry_at=retry_at,
+                    cooling_off=True,
+                )
+                continue
+            executed.append(command.id)
+            try:
+                self.executor.execute(command)
+            except Exception as exc:  # the executor's failure is data here; the loop must go on
+                reason = f"{command.kind} of {command.service} failed: {exc}"
+                count = entry.count + 1 if entry else 1
+                self._failures[command.id] = _Failures(count, now, reason)
+                undone = done.pop(command.module, [])
+                undo_errors += self._undo(undone, executed)
+                outcomes[command.module] = ModuleOutcome(
+                    command.module,
+                    ok=False,
+                    failed_command=command.id,
+                    error=reason,
+                    rolled_back=any(c.undo() for c in undone),
+                    retry_at=now + self.cooloff.delay(count),
+                )
+                continue
+            self._failures.pop(command.id, None)
+            if isinstance(command, Switch):
+                done.pop(command.module, None)  # committed: nothing before the switch is undone
+            else:
+                done.setdefault(command.module, []).append(command)
+            outcomes.setdefault(command.module, ModuleOutcome(command.module))
+        return RunResult(sequence, MappingProxyType(outcomes), tuple(executed), tuple(undo_errors))
+
+    def _undo(self, completed: list[Command], executed: list[str]) -> list[str]:
+        """Run the undo of ``completed`` newest first; return the errors (undo goes on past them)."""
+        errors: list[str] = []
+        for command in reversed(completed):
+            for step in command.undo():
+                executed.append(step.id)
+                try:
+                    self.executor.execute(step)
+                except Exception as exc:  # keep undoing: a leftover is reported, not fatal
+                    errors.append(f"undo {step.kind} of {step.service} failed: {exc}")
+        return errors
