@@ -18,6 +18,7 @@ installs ``edgeship[agent]``, one with Docker ``edgeship[agent,docker]``.
 from __future__ import annotations
 
 import builtins
+import time
 from typing import Any
 
 from edgeship.agent.runtimes.base import (
@@ -38,6 +39,7 @@ LABEL_MODULE = "io.edgeship.module"
 LABEL_MODULE_DIGEST = "io.edgeship.module.digest"
 LABEL_PORT = "io.edgeship.port"
 _RESTART = {"always": {"Name": "always"}, "on-failure": {"Name": "on-failure"}, "never": {"Name": "no"}}
+_REMOVE_TIMEOUT = 300.0  # seconds; deleting a container's layer copy on vfs is slow
 _STOPPED_CODES = {0, 130, 143}  # clean exit, SIGINT, SIGTERM: how a server ends when asked to stop
 
 
@@ -162,12 +164,24 @@ class DockerRuntime:
         return self.status(name)
 
     def _remove_container(self, container: Any, name: str) -> None:
+        """Remove and wait until the name is free (removal is slow on some storage drivers, e.g. vfs)."""
         try:
             container.remove(force=True)
         except self._errors.NotFound:
-            pass
+            return
         except self._errors.APIError as exc:
-            raise self._fail(f"remove the container of service {name}", exc) from exc
+            if exc.status_code != 409:  # 409: a removal is already in progress; wait for it below
+                raise self._fail(f"remove the container of service {name}", exc) from exc
+        deadline = time.monotonic() + _REMOVE_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                self.client.containers.get(container.id)
+            except self._errors.NotFound:
+                return
+            time.sleep(0.2)
+        raise RuntimeFailure(
+            f"Docker did not finish removing the container of service {name} in {_REMOVE_TIMEOUT:g} s."
+        )
 
     def remove(self, name: str) -> None:
         self._remove_container(self._container(name), name)

@@ -33,6 +33,7 @@ from edgeship.registry import Model
 from edgeship.workspace import Workspace
 
 HEALTHY_TIMEOUT = 90.0  # seconds; a container on a vfs-backed engine starts slowly
+pytestmark = pytest.mark.timeout(900)  # the first Docker test also builds the image (minutes on vfs)
 
 
 @dataclass
