@@ -109,7 +109,7 @@ class PlanRunner:
                     command.module,
                     ok=False,
                     failed_command=command.id,
-                    error=f"{entry.error} (failed {entry.count} times; next try in {retry_at - now:.0f}s)",
+                    error=f"{entry.error} (failures: {entry.count}; next try in {retry_at - now:.0f} s)",
                     rolled_back=False,
                     retry_at=retry_at,
                     cooling_off=True,
