@@ -236,8 +236,7 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
                 assert info.archive_digest is not None  # archive_path was given
                 archive = ArtifactRef(path="image.tar", digest=info.archive_digest, size=info.size)
                 image_ref = ImageRef(id=info.id, tag=pushed or tag, baseImage=base, archive=archive)
-            auth = bool(deployment and deployment.auth_enabled)
-            keys = _service_keys(deployment) if auth else None
+            keys = _service_keys(deployment) if deployment is not None and deployment.auth_enabled else None
             if keys:
                 atomic_write_bytes(build / KEYS_FILE, json.dumps(keys, indent=2).encode(), mode=0o600)
             if target != "local":
