@@ -98,9 +98,7 @@ def render_dockerfile(
     Each instruction costs a container commit (seconds on the vfs storage driver), so
     static metadata sits right after the user is created, where it is cached across
     builds, and what varies with the models (``AZUREML_MODEL_DIR``, labels) is one
-    ``ENV`` and one ``LABEL`` after the models' ``COPY``. The user step also makes
-    ``/`` traversable: a base imported from a ``mktemp -d`` root has ``/`` at 0700,
-    which locks every non-root user out.
+    ``ENV`` and one ``LABEL`` after the models' ``COPY``.
     """
     models_root = f"{APP_ROOT}/azureml-models"
     if len(model_paths) == 1:
@@ -129,8 +127,7 @@ def render_dockerfile(
         f"      --find-links {_INSTALL} --require-hashes -r {_INSTALL}/requirements.lock",
         "",
         f"FROM {base_image}",
-        "RUN chmod go+rx / \\",
-        " && if command -v useradd >/dev/null 2>&1; then \\",
+        "RUN if command -v useradd >/dev/null 2>&1; then \\",
         f"      groupadd --system --gid {USER_ID} edgeship \\",
         f"      && useradd --system --uid {USER_ID} --gid {USER_ID} --no-create-home \\",
         f"         --home-dir {APP_ROOT} --shell /usr/sbin/nologin edgeship; \\",
