@@ -7,6 +7,7 @@ is the no-code MNIST ONNX model, packaged and signed once per test module.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -67,12 +68,19 @@ def _docker_available() -> bool:
 
 
 @pytest.fixture(scope="module")
-def docker_module(world: World) -> StoredModule:
-    """The same model packaged with an image (built once; slow on a vfs engine)."""
+def docker_module(world: World) -> Iterator[StoredModule]:
+    """The same model packaged with an image (built once; slow on a vfs engine), removed afterwards."""
     need(_docker_available(), "a Docker engine")
-    return build_module(
+    module = build_module(
         world.workspace, world.wheelhouse, [world.model], world.root / "out-image", image_base=BASE_IMAGE
     )
+    yield module
+    import docker
+
+    image = module.manifest().image
+    if image is not None:  # a full copy per image on vfs: do not leave one per test run
+        with contextlib.suppress(docker.errors.APIError):
+            docker.from_env().images.remove(image.id, force=True)
 
 
 @dataclass
