@@ -24,6 +24,7 @@ from typing import Any
 from edgeship.agent.runtimes.base import (
     SERVER_PORT,
     ModuleSpec,
+    ModuleState,
     ModuleStatus,
     UnknownServiceError,
     validate_service_name,
@@ -196,6 +197,7 @@ class DockerRuntime:
         error = state.get("Error") or None
         if state.get("OOMKilled"):
             error = "killed: out of memory (raise memoryInGB in the deployment config)"
+        kind: ModuleState
         if docker_status == "running":
             kind = "running"
         elif docker_status == "restarting":

@@ -40,6 +40,7 @@ from typing import Any
 
 from edgeship.agent.runtimes.base import (
     ModuleSpec,
+    ModuleState,
     ModuleStatus,
     UnknownServiceError,
     validate_service_name,
@@ -298,10 +299,11 @@ class ProcessRuntime:
     def status(self, name: str) -> ModuleStatus:
         record = self._service(name)
         run = _read_json(self.service_dir(name) / RUN_FILE)
-        base = {"name": name, "module": str(record["module"]), "port": int(record["port"])}
+        module, port = str(record["module"]), int(record["port"])
         if run is None:
-            return ModuleStatus(state="stopped", **base)
-        state = str(run.get("state", "failed"))
+            return ModuleStatus(name, module, "stopped", port)
+        reported = run.get("state")
+        state: ModuleState = reported if reported in ("running", "stopped", "failed", "backoff") else "failed"
         pid = self._alive(run, "pid", "pidStart") if state == "running" else None
         error = run.get("lastError")
         if state in ("running", "backoff") and not self._alive(run, "supervisorPid", "supervisorStart"):
@@ -310,12 +312,14 @@ class ProcessRuntime:
         elif state == "running" and pid is None:
             state = "backoff"  # between the server's exit and the supervisor noticing it
         return ModuleStatus(
-            state=state,
+            name,
+            module,
+            state,
+            port,
             pid=pid,
             exit_code=run.get("exitCode"),
             restart_count=int(run.get("restartCount", 0)),
             last_error=error,
-            **base,
         )
 
     def list(self) -> builtins.list[ModuleStatus]:

@@ -161,14 +161,15 @@ def deploy(
         auth_keys=_keys(verified.directory, manifest),
         restart=cast("RestartPolicy", restart),  # ModuleSpec refuses an unknown policy
     )
-    record = {
+    uris = _uris(chosen_port, manifest)
+    record: dict[str, Any] = {
         "name": name,
         "runtime": engine.kind,
         "module": manifest.ref,
         "moduleDigest": stored.digest,
         "port": chosen_port,
         "keys": list(spec.auth_keys),
-        "uris": _uris(chosen_port, manifest),
+        "uris": uris,
         "createdAt": time.time(),
     }
     _services_dir(ws).mkdir(parents=True, exist_ok=True)
@@ -183,8 +184,8 @@ def deploy(
             engine.stop(name)  # keep it installed, so 'edgeship service logs' still works
             raise
     console.print(f"Service [bold]{name}[/] runs {manifest.ref} ({engine.kind} runtime) and is healthy.")
-    console.print(f"Scoring URI: {record['uris']['scoring']}", highlight=False)
-    console.print(f"v2 URI:      {record['uris']['v2']}", highlight=False)
+    console.print(f"Scoring URI: {uris['scoring']}", highlight=False)
+    console.print(f"v2 URI:      {uris['v2']}", highlight=False)
     if spec.auth_keys:
         console.print(f"Primary key:   {spec.auth_keys[0]}", highlight=False)
         console.print(f"Secondary key: {spec.auth_keys[-1]}", highlight=False)
