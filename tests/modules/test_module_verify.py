@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from module_world import ModuleWorld
+from signed_modules import ModuleWorld
 
 from edgeship.errors import (
     BadSignatureError,
