@@ -10,8 +10,10 @@ one place each.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyBudgetError",
     "BadSignatureError",
     "BlobCorruptedError",
+    "CalibrationDataError",
     "ConfigError",
     "EdgeshipError",
     "EnvelopeError",
@@ -30,6 +32,7 @@ __all__ = [
     "TransportError",
     "TrustRootError",
     "UnknownKeyError",
+    "UnsupportedModelError",
     "WorkspaceError",
 ]
 
@@ -116,3 +119,19 @@ class TransportError(EdgeshipError):
 
 class QuantizationError(EdgeshipError):
     """A model could not be quantized within the requested budget."""
+
+
+class UnsupportedModelError(QuantizationError):
+    """The model is not ONNX, cannot be loaded, or holds an op the int8 path does not support."""
+
+
+class CalibrationDataError(QuantizationError):
+    """Calibration or evaluation data does not match the model's input, or is too small."""
+
+
+class AccuracyBudgetError(QuantizationError):
+    """No quantization setting kept the accuracy drop within budget; ``report`` holds every trial."""
+
+    def __init__(self, message: str, report: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
