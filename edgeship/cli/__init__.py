@@ -13,6 +13,7 @@ import typer
 
 from edgeship import __version__
 from edgeship.cli import deploy as _deploy
+from edgeship.cli import fpga as _fpga
 from edgeship.cli import keys as _keys
 from edgeship.cli import model as _model
 from edgeship.cli import module as _module
@@ -57,6 +58,7 @@ _package.register(app)
 _serve.register(app)
 _keys.register(app)
 _deploy.register(app)
+app.add_typer(_fpga.app, name="fpga")
 
 
 def main(argv: list[str] | None = None) -> None:
