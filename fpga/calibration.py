@@ -55,8 +55,9 @@ def check_samples(data: np.ndarray, spec: InputSpec, *, source: str, minimum: in
             f"convert with .astype(numpy.{spec.dtype})."
         )
     row = spec.shape[1:]
-    if data.ndim != len(spec.shape) or any(want is not None and want != got_d for want, got_d in zip(row, data.shape[1:],
-                                                                                                  strict=True)):
+    if data.ndim != len(spec.shape) or any(
+        want is not None and want != got_d for want, got_d in zip(row, data.shape[1:], strict=True)
+    ):
         raise CalibrationDataError(
             f"{source} is {got} but model input {spec.name!r} is {expected}: the shapes differ "
             "(the first dimension counts samples)."

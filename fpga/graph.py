@@ -36,12 +36,33 @@ MIN_OPSET = 13
 # Ops the int8 graph computes in integers (what an FPGA overlay runs).
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Relu", "MaxPool", "Reshape", "Flatten")
 # Ops allowed around them, left in float (post-processing a host CPU runs).
-_FLOAT_OPS = ("Add", "Softmax", "Cast", "Identity", "ArgMax", "ArrayFeatureExtractor", "Transpose", "Squeeze",
-              "Unsqueeze", "Constant", "Shape", "Gather", "Concat", "Dropout", "ZipMap")
+_FLOAT_OPS = (
+    "Add",
+    "Softmax",
+    "Cast",
+    "Identity",
+    "ArgMax",
+    "ArrayFeatureExtractor",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Constant",
+    "Shape",
+    "Gather",
+    "Concat",
+    "Dropout",
+    "ZipMap",
+)
 SUPPORTED_OPS = frozenset(QUANTIZED_OPS + _FLOAT_OPS)
 
-_NP_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT64: "int64",
-             onnx.TensorProto.INT32: "int32", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8"}
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: "float32",
+    onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.INT64: "int64",
+    onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.INT8: "int8",
+}
 
 
 @dataclass(frozen=True)

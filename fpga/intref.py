@@ -31,7 +31,14 @@ from onnx import helper, numpy_helper
 from edgeship.errors import QuantizationError
 from edgeship.fpga.pow2 import is_pow2
 
-__all__ = ["IntTensor", "integer_outputs", "max_lsb_difference", "onnxruntime_int8_outputs", "requantize", "shift_round"]
+__all__ = [
+    "IntTensor",
+    "integer_outputs",
+    "max_lsb_difference",
+    "onnxruntime_int8_outputs",
+    "requantize",
+    "shift_round",
+]
 
 _INT32 = np.iinfo(np.int32)
 
@@ -123,9 +130,12 @@ def _accumulate(node: onnx.NodeProto, x: IntTensor, w: IntTensor, b: IntTensor |
         acc = _conv(node, x.values, w.values)
     else:
         attrs = _attrs(node)
-        if node.op_type == "Gemm" and (attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0
-                                       or attrs.get("beta", 1.0) != 1.0):
-            raise QuantizationError(f"Node {node.name!r}: the integer reference needs Gemm with alpha=beta=1, no transA.")
+        if node.op_type == "Gemm" and (
+            attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0
+        ):
+            raise QuantizationError(
+                f"Node {node.name!r}: the integer reference needs Gemm with alpha=beta=1, no transA."
+            )
         weights = w.values.T if attrs.get("transB", 0) else w.values
         acc = np.matmul(x.values, weights)
     scale = (x.scale.reshape(-1) * w.scale.reshape(-1)).astype(np.float32)
@@ -150,7 +160,9 @@ def integer_outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             scale = inits[ins[1]].astype(np.float32)
             if not is_pow2(scale):
-                raise QuantizationError(f"Node {node.name!r} has a scale that is not a power of two; use --scales pow2.")
+                raise QuantizationError(
+                    f"Node {node.name!r} has a scale that is not a power of two; use --scales pow2."
+                )
         if node.op_type == "DequantizeLinear":
             if ins[0] in inits:
                 ints[out] = IntTensor(inits[ins[0]].astype(np.int64), scale)
@@ -196,7 +208,9 @@ def integer_outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> dict
     return results
 
 
-def onnxruntime_int8_outputs(model: onnx.ModelProto, feed: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+def onnxruntime_int8_outputs(
+    model: onnx.ModelProto, feed: dict[str, np.ndarray], names: list[str]
+) -> dict[str, np.ndarray]:
     """The int8 tensors ``names`` as onnxruntime computes them (exposed as extra graph outputs)."""
     from edgeship.fpga.quantize import session  # onnxruntime stays out of the pure reference
 
@@ -214,6 +228,4 @@ def max_lsb_difference(model: onnx.ModelProto, feed: dict[str, np.ndarray]) -> d
     """Per quantized tensor: the largest |reference - onnxruntime| in int8 steps (LSBs)."""
     ref = integer_outputs(model, feed)
     ort_values = onnxruntime_int8_outputs(model, feed, list(ref))
-    return {
-        name: int(np.abs(ref[name].astype(np.int32) - ort_values[name].astype(np.int32)).max()) for name in ref
-    }
+    return {name: int(np.abs(ref[name].astype(np.int32) - ort_values[name].astype(np.int32)).max()) for name in ref}

@@ -84,9 +84,7 @@ def check_runs(model: onnx.ModelProto, spec: InputSpec, sample: np.ndarray) -> N
         raise QuantizationError(f"The int8 model does not run in onnxruntime: {exc}") from exc
 
 
-def quantize(
-    prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options: QuantizeOptions
-) -> onnx.ModelProto:
+def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options: QuantizeOptions) -> onnx.ModelProto:
     """The int8 QDQ model for ``prepared`` (see :func:`edgeship.fpga.graph.prepare`) under ``options``.
 
     With ``scales="pow2"`` every Quantize/DequantizeLinear scale is a power of two

@@ -140,9 +140,14 @@ def build_report(
     """The JSON-ready report stored in the variant's properties."""
     return {
         "evaluation": {**asdict(evaluation), "accuracy_drop": evaluation.accuracy_drop},
-        "size": {"fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes, "ratio": fp32_bytes / max(int8_bytes, 1),
-                 "fp32_param_bytes": params[0], "int8_param_bytes": params[1],
-                 "param_ratio": params[0] / max(params[1], 1)},
+        "size": {
+            "fp32_bytes": fp32_bytes,
+            "int8_bytes": int8_bytes,
+            "ratio": fp32_bytes / max(int8_bytes, 1),
+            "fp32_param_bytes": params[0],
+            "int8_param_bytes": params[1],
+            "param_ratio": params[0] / max(params[1], 1),
+        },
         "latency_ms": {
             f"batch{b}": {"fp32": lat.fp32_ms.get(b), "int8": lat.int8_ms.get(b), "ratio": lat.ratio(b)}
             for b in LATENCY_BATCHES
@@ -173,10 +178,14 @@ def report_table(report: dict[str, object]) -> Table:
     table.add_row("int8 accuracy", _fmt(ev["int8_accuracy"], pct=True))
     table.add_row("accuracy drop (budgeted)", _fmt(ev["accuracy_drop"], pct=True))
     table.add_row("max / mean |diff|", f"{_fmt(ev['max_abs_diff'])} / {_fmt(ev['mean_abs_diff'])}")
-    table.add_row("file size fp32 → int8", f"{size['fp32_bytes']} → {size['int8_bytes']} B ({_fmt(size['ratio'])}×)")
-    table.add_row("weights fp32 → int8", f"{size['fp32_param_bytes']} → {size['int8_param_bytes']} B "
-                  f"({_fmt(size['param_ratio'])}×)")
+    table.add_row("file size fp32 → int8", f"{size['fp32_bytes']} → {size['int8_bytes']} B ({_fmt(size['ratio'])}x)")
+    table.add_row(
+        "weights fp32 → int8",
+        f"{size['fp32_param_bytes']} → {size['int8_param_bytes']} B ({_fmt(size['param_ratio'])}x)",
+    )
     for key, row in lat.items():
-        table.add_row(f"CPU latency {key} (int8/fp32)", f"{_fmt(row['int8'])} / {_fmt(row['fp32'])} ms = {_fmt(row['ratio'])}")
+        table.add_row(
+            f"CPU latency {key} (int8/fp32)", f"{_fmt(row['int8'])} / {_fmt(row['fp32'])} ms = {_fmt(row['ratio'])}"
+        )
     table.add_row("settings", str(report["settings"]))
     return table

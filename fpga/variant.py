@@ -150,8 +150,7 @@ def make_fpga_variant(
             request.new_name or parent.name,
             tags={"variant": VARIANT_TAG, "parent": f"{parent.name}:{parent.version}", "scales": request.scales},
             properties={REPORT_PROPERTY: json.dumps(report, sort_keys=True), "parent_digest": parent.digest},
-            description=f"int8 QDQ variant of {parent.name}:{parent.version} for FPGA targets ({request.scales} scales)",
+            description=f"int8 QDQ variant of {parent.name}:{parent.version} for FPGA ({request.scales} scales)",
             model_framework="onnx",
         )
     return VariantResult(model, report)
-

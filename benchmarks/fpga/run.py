@@ -70,32 +70,38 @@ def main(argv: list[str] | None = None) -> int:
             onnx.save(int8, str(out))
             ev = evaluate(fp32, int8, spec, data[1000:], y[1000:])
             lat = latency(fp32, int8, spec, data[1000:], runs=args.runs)
-            rows.append({
-                "model": name,
-                "file_ratio": path.stat().st_size / out.stat().st_size,
-                "weights_ratio": parameter_bytes(fp32) / parameter_bytes(int8),
-                "top1_agreement": ev.top1_agreement,
-                "fp32_accuracy": ev.fp32_accuracy,
-                "int8_accuracy": ev.int8_accuracy,
-                "accuracy_drop_points": ev.accuracy_drop * 100,
-                "latency_ratio_b1": lat.ratio(1),
-                "latency_ratio_b32": lat.ratio(32),
-                "fp32_ms_b32": lat.fp32_ms[32],
-                "int8_ms_b32": lat.int8_ms[32],
-                "calibration_s": calib,
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "file_ratio": path.stat().st_size / out.stat().st_size,
+                    "weights_ratio": parameter_bytes(fp32) / parameter_bytes(int8),
+                    "top1_agreement": ev.top1_agreement,
+                    "fp32_accuracy": ev.fp32_accuracy,
+                    "int8_accuracy": ev.int8_accuracy,
+                    "accuracy_drop_points": ev.accuracy_drop * 100,
+                    "latency_ratio_b1": lat.ratio(1),
+                    "latency_ratio_b32": lat.ratio(32),
+                    "fp32_ms_b32": lat.fp32_ms[32],
+                    "int8_ms_b32": lat.int8_ms[32],
+                    "calibration_s": calib,
+                }
+            )
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"uptime: {uptime}")
-    print("| model | file ratio | weights ratio | top-1 agreement | fp32 acc | int8 acc | drop (points) "
-          "| latency int8/fp32 b1 | b32 | fp32/int8 ms b32 | calibration s |")
+    print(
+        "| model | file ratio | weights ratio | top-1 agreement | fp32 acc | int8 acc | drop (points) "
+        "| latency int8/fp32 b1 | b32 | fp32/int8 ms b32 | calibration s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b1 = "N/A" if r["latency_ratio_b1"] is None else f"{r['latency_ratio_b1']:.2f}"
         b32 = "N/A" if r["latency_ratio_b32"] is None else f"{r['latency_ratio_b32']:.2f}"
         ms = "N/A" if r["fp32_ms_b32"] is None else f"{r['fp32_ms_b32']:.3f} / {r['int8_ms_b32']:.3f}"
-        print(f"| {r['model']} | {r['file_ratio']:.2f}x | {r['weights_ratio']:.2f}x | {r['top1_agreement'] * 100:.2f} % "
-              f"| {r['fp32_accuracy'] * 100:.2f} % | {r['int8_accuracy'] * 100:.2f} % | {r['accuracy_drop_points']:.2f} "
-              f"| {b1} | {b32} | {ms} | {r['calibration_s']:.2f} |")
+        print(
+            f"| {r['model']} | {r['file_ratio']:.2f}x | {r['weights_ratio']:.2f}x | {r['top1_agreement'] * 100:.2f} % "
+            f"| {r['fp32_accuracy'] * 100:.2f} % | {r['int8_accuracy'] * 100:.2f} % | {r['accuracy_drop_points']:.2f} "
+            f"| {b1} | {b32} | {ms} | {r['calibration_s']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"uptime": uptime, "rows": rows}, indent=2) + "\n")
     return 0

@@ -64,7 +64,8 @@ def quantize_cmd(
         if as_json:
             print_json(exc.report)
         else:
-            for t in exc.report.get("trials", []):  # type: ignore[union-attr]
+            trials = exc.report.get("trials", [])
+            for t in trials if isinstance(trials, list) else []:
                 err_console.print(f"  tried {t}", highlight=False)
         raise
     if as_json:

@@ -12,9 +12,9 @@ ten seconds on a laptop. Needs ``pip install torch==2.13.0`` (CPU build).
 from __future__ import annotations
 
 import argparse
-import warnings
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np

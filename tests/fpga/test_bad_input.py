@@ -17,14 +17,15 @@ from edgeship.fpga.graph import input_spec, load_model, prepare
 def test_a_non_onnx_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(b"this is a pickle, honest")
-    with pytest.raises(UnsupportedModelError, match="model.onnx is not a valid ONNX model"):
+    with pytest.raises(UnsupportedModelError, match=r"model\.onnx is not a valid ONNX model"):
         load_model(path)
 
 
 def test_an_unsupported_op_is_named() -> None:
     node = helper.make_node("LSTM", ["x", "w", "r"], ["y"], name="encoder_lstm", hidden_size=4)
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("x", "w", "r")],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     )
@@ -34,13 +35,15 @@ def test_an_unsupported_op_is_named() -> None:
 
 def test_shape_mismatch_names_the_tensor_and_both_shapes(cnn_case: Case) -> None:
     spec = input_spec(load_model(cnn_case.path))
-    with pytest.raises(CalibrationDataError, match=r"is float32\[64,64\] but model input 'input' is float32\[N,1,8,8\]"):
+    with pytest.raises(
+        CalibrationDataError, match=r"is float32\[64,64\] but model input 'input' is float32\[N,1,8,8\]"
+    ):
         check_samples(cnn_case.calibration.reshape(64, 64), spec, source="cal.npy")
 
 
 def test_dtype_mismatch_names_the_tensor(cnn_case: Case) -> None:
     spec = input_spec(load_model(cnn_case.path))
-    with pytest.raises(CalibrationDataError, match="'input' is float32.*the dtypes differ"):
+    with pytest.raises(CalibrationDataError, match=r"'input' is float32.*the dtypes differ"):
         check_samples(cnn_case.calibration.astype(np.float64), spec, source="cal.npy")
 
 
@@ -68,7 +71,8 @@ def test_labels_must_match_the_evaluation_rows(tmp_path: Path) -> None:
 def test_a_model_with_two_inputs_is_refused() -> None:
     node = helper.make_node("Relu", ["a"], ["y"])
     graph = helper.make_graph(
-        [node], "g",
+        [node],
+        "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("a", "b")],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
     )

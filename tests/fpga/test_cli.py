@@ -14,8 +14,9 @@ from conftest import Case
 
 def edgeship(*args: str, workspace: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EDGESHIP_HOME": str(workspace), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "edgeship", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edgeship", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_quantize_registers_a_variant_that_model_show_prints(tmp_path: Path, mlp_case: Case) -> None:
@@ -25,8 +26,19 @@ def test_quantize_registers_a_variant_that_model_show_prints(tmp_path: Path, mlp
     np.save(tmp_path / "cal.npy", mlp_case.calibration)
     np.save(tmp_path / "eval.npy", mlp_case.eval_data)
     np.save(tmp_path / "labels.npy", mlp_case.labels)
-    done = edgeship("fpga", "quantize", "-m", "digits:1", "--calibration", str(tmp_path / "cal.npy"),
-                    "--eval", str(tmp_path / "eval.npy"), "--labels", str(tmp_path / "labels.npy"), workspace=ws)
+    done = edgeship(
+        "fpga",
+        "quantize",
+        "-m",
+        "digits:1",
+        "--calibration",
+        str(tmp_path / "cal.npy"),
+        "--eval",
+        str(tmp_path / "eval.npy"),
+        "--labels",
+        str(tmp_path / "labels.npy"),
+        workspace=ws,
+    )
     assert done.returncode == 0, done.stderr
     assert "top-1 agreement" in done.stdout and "Registered digits version 2" in done.stdout
     shown = edgeship("model", "show", "digits:2", workspace=ws)

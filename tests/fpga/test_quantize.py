@@ -31,7 +31,9 @@ def test_every_scale_is_a_power_of_two_and_zero_points_are_zero(case: Case, per_
 
 def test_float_scales_are_left_as_calibrated(mlp_case: Case) -> None:
     fp32 = prepare(load_model(mlp_case.path))
-    int8 = quantize(fp32, NumpyCalibrationReader(mlp_case.calibration, input_spec(fp32)), QuantizeOptions(scales="float"))
+    int8 = quantize(
+        fp32, NumpyCalibrationReader(mlp_case.calibration, input_spec(fp32)), QuantizeOptions(scales="float")
+    )
     assert not all(pow2_scales_of(int8).values())
 
 
