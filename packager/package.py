@@ -309,10 +309,13 @@ def _manifest(
     if entry is not None:
         entry_rel = Path(entry).relative_to(source).as_posix() if source else Path(entry).name
     accelerator = "fpga" if target == "fpga" else request.accelerator
+    fpga = target == "fpga"  # FPGA modules carry the int8 variant and prefer the Vitis AI provider (ADR 0008)
+    variant = "fpga-int8" if fpga else request.variant
+    providers = ["VitisAIExecutionProvider", "CPUExecutionProvider"] if fpga else list(request.execution_providers)
     return ModuleManifest(
         name=name,
         version=version,
-        variant=request.variant,
+        variant=variant,
         target=target,
         models=[ModelPin(name=m.name, version=m.version, digest=m.digest, framework=m.model_framework) for m in models],
         entryScript=entry_rel,
@@ -334,6 +337,6 @@ def _manifest(
         ports=[5001],
         authEnabled=bool(deployment and deployment.auth_enabled),
         openapiDigest=openapi,
-        executionProviders=list(request.execution_providers),
+        executionProviders=providers,
         files=files,
     )
