@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # so tests can `import parts`
 
-from edgeship.workspace import Workspace  # noqa: E402
+from edgeship.workspace import Workspace
 
 TESTS = Path(__file__).parent
 DATA = TESTS / "data"

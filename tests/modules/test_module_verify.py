@@ -94,7 +94,7 @@ def test_signature_by_hub_key_does_not_count_for_release(world: ModuleWorld, tmp
 def test_fewer_signatures_than_threshold_is_refused(tmp_path: Path) -> None:
     world = ModuleWorld(release=[Signer.generate(name="r1"), Signer.generate(name="r2")], threshold=2)
     world.write_module(tmp_path / "m", signers=[world.release[0]])
-    with pytest.raises(ThresholdError, match="1 of 1 valid signatures, threshold 2"):
+    with pytest.raises(ThresholdError, match=r"1 of 1 valid signatures, threshold 2"):
         verify_module_dir(tmp_path / "m", world.trust_root())
 
 
@@ -106,28 +106,28 @@ def test_threshold_met_by_two_distinct_keys(tmp_path: Path) -> None:
 
 def test_file_omitted_from_digest_list_is_refused(world: ModuleWorld, tmp_path: Path) -> None:
     world.write_module(tmp_path / "m", omit_from_list="targets/aks.yaml")
-    with pytest.raises(UnlistedFileError, match="targets/aks.yaml .* is not covered by the signed manifest"):
+    with pytest.raises(UnlistedFileError, match=r"targets/aks.yaml .* is not covered by the signed manifest"):
         verify_module_dir(tmp_path / "m", world.trust_root())
 
 
 def test_extra_file_dropped_into_module_is_refused(world: ModuleWorld, tmp_path: Path) -> None:
     world.write_module(tmp_path / "m")
     (tmp_path / "m" / "evil.sh").write_text("#!/bin/sh\n")
-    with pytest.raises(UnlistedFileError, match="evil.sh"):
+    with pytest.raises(UnlistedFileError, match=r"evil.sh"):
         verify_module_dir(tmp_path / "m", world.trust_root())
 
 
 def test_missing_artifact_is_refused(world: ModuleWorld, tmp_path: Path) -> None:
     world.write_module(tmp_path / "m")
     (tmp_path / "m" / "image.tar").unlink()
-    with pytest.raises(ArtifactDigestError, match="image.tar listed in the manifest is missing"):
+    with pytest.raises(ArtifactDigestError, match=r"image.tar listed in the manifest is missing"):
         verify_module_dir(tmp_path / "m", world.trust_root())
 
 
 def test_missing_envelope_is_refused(world: ModuleWorld, tmp_path: Path) -> None:
     world.write_module(tmp_path / "m")
     (tmp_path / "m" / ENVELOPE_FILE).unlink()
-    with pytest.raises(ManifestError, match="signature envelope module.dsse.json is missing"):
+    with pytest.raises(ManifestError, match=r"signature envelope module.dsse.json is missing"):
         verify_module_dir(tmp_path / "m", world.trust_root())
 
 

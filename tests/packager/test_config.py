@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from edgeship.errors import ConfigError
 from edgeship.packager.config import (
     AZURE_SERVING_PACKAGES,
     load_deployment_config,
     load_inference_config,
     parse_conda,
 )
-
-from edgeship.errors import ConfigError
 
 DATA = Path(__file__).parent / "data"
 PROJECT = DATA / "project"

@@ -12,6 +12,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT4
+
+from edgeship.errors import InputError
 from edgeship.packager.config import load_deployment_config, load_inference_config
 from edgeship.packager.targets import (
     CREATE_OPTIONS_CHUNK,
@@ -32,10 +36,6 @@ from edgeship.packager.targets import (
     target_spec,
     write_target,
 )
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT4
-
-from edgeship.errors import InputError
 
 SCHEMAS = Path(__file__).parents[1] / "data" / "iotedge-schemas"
 DATA = Path(__file__).parent / "data"
