@@ -108,13 +108,16 @@ def _setup_logging() -> None:
         log.setLevel(logging.INFO)
 
 
-def serve_app(app: Any, config: ServiceConfig, sockets: list[socket.socket]) -> None:
-    """Run uvicorn on already-bound sockets until SIGINT/SIGTERM."""
+def uvicorn_config(app: Any, config: ServiceConfig) -> Any:
+    """The uvicorn settings every scoring process runs with."""
     import uvicorn
 
-    _setup_logging()
-    uv_config = uvicorn.Config(
+    return uvicorn.Config(
         app,
+        # "auto" takes httptools and uvloop when installed (the scoring extra pulls both; uvloop not
+        # on Windows) and falls back to h11 and asyncio: never pin h11 or asyncio here.
+        http="auto",
+        loop="auto",
         lifespan="on",
         log_level="warning",
         access_log=False,
@@ -123,7 +126,14 @@ def serve_app(app: Any, config: ServiceConfig, sockets: list[socket.socket]) -> 
         ssl_keyfile=config.ssl_key,
         timeout_keep_alive=30,
     )
-    uvicorn.Server(uv_config).run(sockets=sockets)
+
+
+def serve_app(app: Any, config: ServiceConfig, sockets: list[socket.socket]) -> None:
+    """Run uvicorn on already-bound sockets until SIGINT/SIGTERM."""
+    import uvicorn
+
+    _setup_logging()
+    uvicorn.Server(uvicorn_config(app, config)).run(sockets=sockets)
 
 
 def serve(config: ServiceConfig, announce: Callable[[str], None] = print) -> None:

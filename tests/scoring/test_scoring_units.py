@@ -77,3 +77,16 @@ def test_v2_decode_check_and_encode_round_trip() -> None:
 def test_service_config_travels_as_json() -> None:
     config = ServiceConfig(model_root="/m", data_dir="/d", auth_keys=("a", "b"), providers=("X", "Y"))
     assert ServiceConfig.from_json(config.to_json()) == config
+
+
+def test_uvicorn_takes_httptools_and_uvloop_when_installed(tmp_path: Path) -> None:
+    """The scoring extra installs both; the server config must not pin h11 or asyncio."""
+    pytest.importorskip("httptools")
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from edgeship.scoring.server import uvicorn_config
+
+    uv = uvicorn_config(object(), ServiceConfig(model_root=str(tmp_path), data_dir=str(tmp_path)))
+    assert (uv.http, uv.loop) == ("auto", "auto")
+    uv.load()
+    assert uv.http_protocol_class is HttpToolsProtocol
