@@ -1,0 +1,19 @@
+"""The hub's own errors, under edgeship's one tree (``edgeship.errors``).
+
+They carry no HTTP status: ``edgeship.hub.api.errors`` maps them in one place, and
+the MQTT bridge will map them its own way.
+"""
+
+from __future__ import annotations
+
+from edgeship.errors import InputError
+
+__all__ = ["AlreadyExistsError", "HubNotFoundError"]
+
+
+class HubNotFoundError(InputError):
+    """No device, module, deployment or blob has the requested id."""
+
+
+class AlreadyExistsError(InputError):
+    """Something with that id exists already and differs from what was asked for."""

@@ -1,0 +1,356 @@
+"""The hub's one service layer: what REST routes and (later) the MQTT bridge both call.
+
+As Seldon MLServer's ``DataPlane``: transports do the protocol-specific work and
+delegate here; nothing in this module knows about HTTP or MQTT. Errors are
+``edgeship.errors`` classes without status codes.
+
+Every change that can alter what a device must run (a device created or re-tagged,
+a deployment created or deleted) re-evaluates the affected devices at once, signs
+a new document for each device whose module set changed, and hands the documents
+to ``publish`` (the MQTT publisher, later) — devices join and leave deployments in
+the time one request takes, not IoT Hub's five minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings, build_document, sign_document
+from edgeship.errors import InputError
+from edgeship.hub.errors import HubNotFoundError
+from edgeship.hub.status import DeploymentStatus, deployment_status
+from edgeship.hub.store import (
+    DeploymentRecord,
+    DesiredRecord,
+    DeviceRecord,
+    HubStore,
+    ModuleRecord,
+    ModuleRefRecord,
+    ReportedRecord,
+)
+from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, select_modules
+from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.verify import verify_module_dir
+from edgeship.registry.blobs import BlobStore, sha256_file
+from edgeship.signing import SignerLike, TrustRoot
+
+__all__ = [
+    "DeviceView",
+    "HubService",
+    "ModuleRefSpec",
+    "Outgoing",
+    "Publisher",
+    "validate_device_id",
+]
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # MQTT-topic safe: no '/', '+', '#'
+_DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_TAG_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a target condition can name (tags.a.b)
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_TAGS_BYTES = 8 * 1024  # bytes of a device's tags as JSON, like IoT Hub's 8 KB twin tags
+MAX_TAG_DEPTH = 5  # nesting of tag objects
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A signed document to publish retained on ``edgeship/v1/devices/{device_id}/desired``."""
+
+    device_id: str
+    sequence: int
+    envelope: bytes
+
+
+Publisher = Callable[[Sequence[Outgoing]], None]
+"""Receives each batch of new documents; the MQTT publisher will be one."""
+
+
+@dataclass(frozen=True)
+class ModuleRefSpec:
+    """A module a deployment ships, and the per-device settings (port, restartPolicy, env)."""
+
+    name: str
+    version: int
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    device: DeviceRecord
+    desired: DesiredRecord | None
+    reported: ReportedRecord | None
+
+
+def validate_device_id(device_id: str) -> str:
+    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
+        raise InputError(
+            f"Device id {device_id!r} must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
+            "letter or digit (it becomes part of MQTT topics)."
+        )
+    return device_id
+
+
+def _check_tags(tags: Any, where: str = "tags", depth: int = 0) -> None:
+    if not isinstance(tags, dict):
+        raise InputError(f"{where} must be a JSON object of tag names to values.")
+    if depth >= MAX_TAG_DEPTH:
+        raise InputError(f"{where} nests deeper than {MAX_TAG_DEPTH} levels.")
+    for name, value in tags.items():
+        if not isinstance(name, str) or not _TAG_NAME.match(name):
+            raise InputError(f"Tag name {name!r} in {where} must be 1-64 letters, digits, '_' or '-'.")
+        if isinstance(value, dict):
+            _check_tags(value, f"{where}.{name}", depth + 1)
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            raise InputError(f"Tag {where}.{name} must be a string, number, boolean, null or object.")
+    if depth == 0 and len(json.dumps(tags)) > MAX_TAGS_BYTES:
+        raise InputError(f"Tags are larger than {MAX_TAGS_BYTES} bytes as JSON; keep tags small.")
+
+
+@lru_cache(maxsize=1024)
+def _parsed(text: str) -> Condition:
+    """Conditions are re-parsed on every evaluation otherwise; they are immutable, so cache them."""
+    return parse(text)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class HubService:
+    """Devices, modules, deployments and the signed documents that follow from them."""
+
+    def __init__(
+        self,
+        store: HubStore,
+        blobs: BlobStore,
+        trust_root: TrustRoot,
+        signers: Sequence[SignerLike],
+        *,
+        publish: Publisher | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        ttl: timedelta = DEFAULT_TTL,
+    ) -> None:
+        if not signers:
+            raise InputError("The hub needs at least one 'hub' signing key to sign deployment documents.")
+        self.store = store
+        self.blobs = blobs
+        self.trust_root = trust_root
+        self.signers = list(signers)
+        self.publish = publish
+        self.clock = clock
+        self.ttl = ttl
+
+    # devices -----------------------------------------------------------------
+    def create_device(self, device_id: str, tags: Mapping[str, Any] | None = None) -> DeviceView:
+        validate_device_id(device_id)
+        tags = dict(tags or {})
+        _check_tags(tags)
+        self.store.add_device(device_id, tags, self.clock())
+        self._deliver(self.reevaluate([device_id]))
+        return self.get_device(device_id)
+
+    def update_tags(self, device_id: str, tags: Mapping[str, Any]) -> DeviceView:
+        """Replace the device's tags (as IoT Hub's twin tags) and re-target it at once."""
+        tags = dict(tags)
+        _check_tags(tags)
+        self.store.set_tags(validate_device_id(device_id), tags)
+        self._deliver(self.reevaluate([device_id]))
+        return self.get_device(device_id)
+
+    def get_device(self, device_id: str) -> DeviceView:
+        device = self.store.get_device(validate_device_id(device_id))
+        desired = self.store.latest_desired([device_id]).get(device_id)
+        return DeviceView(device, desired, self.store.reported([device_id]).get(device_id))
+
+    def list_devices(self) -> list[DeviceView]:
+        desired = self.store.latest_desired()
+        reported = self.store.reported()
+        return [DeviceView(d, desired.get(d.id), reported.get(d.id)) for d in self.store.list_devices()]
+
+    def record_reported(self, device_id: str, state: Mapping[str, Any]) -> ReportedRecord:
+        """Store a device's reported state (the MQTT bridge calls this for ``.../reported``)."""
+        if not isinstance(state, Mapping):
+            raise InputError("Reported state must be a JSON object.")
+        claimed = state.get("deviceId")
+        if claimed is not None and claimed != device_id:
+            raise InputError(f"Reported state names device {claimed!r} but arrived for {device_id!r}; ignored.")
+        return self.store.put_reported(validate_device_id(device_id), dict(state), self.clock())
+
+    # modules -----------------------------------------------------------------
+    def upload_module(self, directory: Path) -> ModuleRecord:
+        """Verify a module directory against the hub's release keys, then store its blobs and envelope.
+
+        Blobs go in first (content-addressed, idempotent), so a module row never
+        names a blob the hub cannot serve.
+        """
+        directory = Path(directory)
+        verified = verify_module_dir(directory, self.trust_root)
+        manifest = verified.manifest
+        for rel, digest in ((manifest.bundle.path, manifest.bundle.digest),) + (
+            ((manifest.image.archive.path, manifest.image.archive.digest),)
+            if manifest.image and manifest.image.archive
+            else ()
+        ):
+            self.blobs.put_file(directory / rel, digest.removeprefix("sha256:"))
+        record = ModuleRecord(
+            name=manifest.name,
+            version=manifest.version,
+            envelope=json.loads((directory / ENVELOPE_FILE).read_bytes()),
+            manifest_digest="sha256:" + sha256_file(directory / MANIFEST_FILE),
+            bundle_digest=manifest.bundle.digest,
+            image_digest=manifest.image.archive.digest if manifest.image and manifest.image.archive else None,
+            variant=manifest.variant,
+            created=self.clock(),
+        )
+        stored, _new = self.store.add_module(record)
+        return stored
+
+    def upload_from_workspace(self, workspace_root: Path, name: str, version: int | None = None) -> ModuleRecord:
+        """Upload a module that ``edgeship package`` stored in a (packaging) workspace."""
+        from edgeship.modules.store import ModuleStore
+        from edgeship.workspace import Workspace
+
+        stored = ModuleStore(Workspace.at(workspace_root)).get(name, version)
+        return self.upload_module(stored.directory)
+
+    def list_modules(self, name: str | None = None) -> list[ModuleRecord]:
+        return self.store.list_modules(name)
+
+    def get_module(self, name: str, version: int) -> ModuleRecord:
+        return self.store.get_module(name, version)
+
+    def blob_file(self, digest: str) -> Path:
+        """The file of a module artifact by digest. Only blobs of stored modules are served,
+        so the hub never exposes other workspace blobs (registered models) by guessing."""
+        if not _DIGEST.match(digest):
+            raise InputError(f"Blob address {digest!r} must be 'sha256:' and 64 lowercase hex digits.")
+        path = self.blobs.path_of(digest.removeprefix("sha256:"))
+        if not self.store.has_blob(digest) or not path.is_file():
+            raise HubNotFoundError(f"No blob {digest} on the hub.")
+        return path
+
+    # deployments -------------------------------------------------------------
+    def create_deployment(
+        self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefSpec], priority: int = 0
+    ) -> DeploymentRecord:
+        if not isinstance(deployment_id, str) or not _DEPLOYMENT_ID.match(deployment_id):
+            raise InputError(
+                f"Deployment name {deployment_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit."
+            )
+        _parsed(target_condition)  # TargetConditionError (an InputError) names the column
+        refs: list[ModuleRefRecord] = []
+        for spec in modules:
+            try:
+                settings = ModuleSettings.model_validate(dict(spec.settings), strict=False)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise InputError(f"Settings of module {spec.name}:{spec.version}: {where}: {first['msg']}.") from exc
+            if any(r.name == spec.name for r in refs):
+                raise InputError(f"Deployment {deployment_id!r} names module {spec.name!r} twice; keep one version.")
+            refs.append(ModuleRefRecord(spec.name, spec.version, settings.model_dump(by_alias=True, exclude_none=True)))
+        if not refs:
+            raise InputError(f"Deployment {deployment_id!r} has no modules; add at least one (NAME:VERSION).")
+        record = self.store.add_deployment(
+            DeploymentRecord(deployment_id, target_condition, int(priority), self.clock(), tuple(refs))
+        )
+        self._deliver(self.reevaluate())
+        return record
+
+    def list_deployments(self) -> list[DeploymentRecord]:
+        return self.store.list_deployments()
+
+    def get_deployment(self, deployment_id: str) -> DeploymentRecord:
+        return self.store.get_deployment(deployment_id)
+
+    def delete_deployment(self, deployment_id: str) -> None:
+        self.store.delete_deployment(deployment_id)
+        self._deliver(self.reevaluate())
+
+    def deployment_status(self, deployment_id: str) -> DeploymentStatus:
+        record = self.store.get_deployment(deployment_id)
+        return deployment_status(
+            record.id,
+            _parsed(record.target_condition),
+            self.store.list_devices(),
+            self.store.latest_desired(),
+            self.store.reported(),
+        )
+
+    # re-evaluation -----------------------------------------------------------
+    def reevaluate(self, device_ids: Iterable[str] | None = None) -> list[Outgoing]:
+        """Sign and store a new document for each device (of ``device_ids``, or all) whose module set changed.
+
+        Also re-issues a document that is older than half its time to live, so a
+        device is never frozen by expiry while the hub runs. Returns the documents
+        to publish; the caller (or :meth:`_deliver`) publishes them.
+        """
+        layered = self._layered()
+        now = self.clock()
+        outgoing: list[Outgoing] = []
+        for device in self.store.list_devices(device_ids):
+            selection = select_modules(DeviceFacts(device.id, device.tags), layered)
+            entries = {name: chosen.module[1] for name, chosen in selection.items()}
+            contributing = sorted({chosen.deployment_id for chosen in selection.values()})
+            fingerprint = json.dumps(
+                {
+                    "modules": {name: chosen.module[0] for name, chosen in selection.items()},
+                    "deployments": contributing,
+                },
+                sort_keys=True,
+                separators=(",", ":"),
+            )
+
+            def sign(sequence: int, device_id: str = device.id, entries: dict[str, ModuleEntry] = entries,
+                     contributing: list[str] = contributing) -> tuple[str, datetime, datetime]:
+                document = build_document(
+                    device_id=device_id, sequence=sequence, modules=entries, deployments=contributing,
+                    issued_at=now, ttl=self.ttl,
+                )
+                envelope = sign_document(document, self.signers).to_dict()
+                text = json.dumps(envelope, sort_keys=True, separators=(",", ":"))
+                return text, document.issued_at, document.expires
+
+            issued = self.store.issue(device.id, fingerprint, contributing, sign, reissue_before=now - self.ttl / 2)
+            if issued is not None:
+                outgoing.append(Outgoing(device.id, issued.sequence, issued.envelope.encode("utf-8")))
+        return outgoing
+
+    def _layered(self) -> list[Deployment[tuple[dict[str, Any], ModuleEntry]]]:
+        """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry)."""
+        modules: dict[tuple[str, int], ModuleRecord] = {}
+        result: list[Deployment[tuple[dict[str, Any], ModuleEntry]]] = []
+        for record in self.store.list_deployments():
+            chosen: dict[str, tuple[dict[str, Any], ModuleEntry]] = {}
+            for ref in record.modules:
+                key = (ref.name, ref.version)
+                if key not in modules:
+                    modules[key] = self.store.get_module(ref.name, ref.version)
+                module = modules[key]
+                entry = ModuleEntry(
+                    module=module.envelope,
+                    blobs=ModuleBlobs(
+                        bundle=f"/blobs/{module.bundle_digest}",
+                        image=f"/blobs/{module.image_digest}" if module.image_digest else None,
+                    ),
+                    settings=ModuleSettings.model_validate(ref.settings, strict=False),
+                )
+                part = {"ref": module.ref, "manifest": module.manifest_digest, "settings": ref.settings}
+                chosen[ref.name] = (part, entry)
+            condition = _parsed(record.target_condition)
+            result.append(Deployment(record.id, record.priority, record.created, condition, chosen))
+        return result
+
+    def _deliver(self, outgoing: list[Outgoing]) -> None:
+        if outgoing and self.publish is not None:
+            self.publish(outgoing)
+

@@ -1,0 +1,32 @@
+"""The hub's persistent state: devices, modules, deployments, signed documents, reported state, tokens.
+
+SQLAlchemy 2.0 over SQLite (embedded default, ``hub.db`` in the workspace) or
+PostgreSQL (``postgresql+psycopg://...``) for scale. Callers get frozen records,
+never ORM objects.
+"""
+
+from __future__ import annotations
+
+from edgeship.hub.store.store import (
+    DeploymentRecord,
+    DesiredRecord,
+    DeviceRecord,
+    HubStore,
+    HubStoreError,
+    ModuleRecord,
+    ModuleRefRecord,
+    ReportedRecord,
+    sqlite_url,
+)
+
+__all__ = [
+    "DeploymentRecord",
+    "DesiredRecord",
+    "DeviceRecord",
+    "HubStore",
+    "HubStoreError",
+    "ModuleRecord",
+    "ModuleRefRecord",
+    "ReportedRecord",
+    "sqlite_url",
+]

@@ -1,0 +1,138 @@
+"""The hub's tables (SQLAlchemy 2.0), portable between SQLite and PostgreSQL.
+
+Only portable types: ``JSON`` (``json`` on PostgreSQL, text on SQLite), strings,
+integers and :class:`UTCDateTime`, which stores aware datetimes and always hands
+back UTC (SQLite keeps no zone, and the layering tiebreak compares creation times).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, ForeignKeyConstraint, Integer, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "Base",
+    "DeploymentModuleRow",
+    "DeploymentRow",
+    "DesiredRow",
+    "DeviceRow",
+    "ModuleRow",
+    "ReportedRow",
+    "TokenRow",
+    "UTCDateTime",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime in, an aware UTC datetime out, on every backend."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the hub stores aware datetimes only (pass tzinfo=timezone.utc)")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class DeviceRow(Base):
+    """A device and its per-device sequence counter (the last sequence the hub issued)."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[datetime]
+    last_sequence: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModuleRow(Base):
+    """A verified module: its release-signed envelope and the blobs its manifest names."""
+
+    __tablename__ = "modules"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON)
+    manifest_digest: Mapped[str] = mapped_column(String(71))
+    bundle_digest: Mapped[str] = mapped_column(String(71))
+    image_digest: Mapped[str | None] = mapped_column(String(71), nullable=True)
+    variant: Mapped[str] = mapped_column(String(64), default="fp32")
+    created: Mapped[datetime]
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    target_condition: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(Integer)
+    created: Mapped[datetime]
+
+
+class DeploymentModuleRow(Base):
+    """One module reference of a deployment, with the per-device settings it asks for."""
+
+    __tablename__ = "deployment_modules"
+    deployment_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    module_name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    module_version: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (
+        ForeignKeyConstraint(["module_name", "module_version"], ["modules.name", "modules.version"]),
+    )
+
+
+class DesiredRow(Base):
+    """Every document the hub signed, by device and sequence; the newest is the device's desired state.
+
+    ``fingerprint`` is the canonical text of what the document asks for (module refs,
+    settings, contributing deployments), so re-evaluation issues a new document only
+    when that changes.
+    """
+
+    __tablename__ = "desired"
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    envelope: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    deployments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    issued: Mapped[datetime]
+    expires: Mapped[datetime]
+
+
+class ReportedRow(Base):
+    """The device's last reported state (retained on MQTT, so only the newest matters)."""
+
+    __tablename__ = "reported"
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received: Mapped[datetime]
+
+
+class TokenRow(Base):
+    """An operator token, stored as the sha256 of its text (the token itself is shown once)."""
+
+    __tablename__ = "tokens"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created: Mapped[datetime]
+
