@@ -1,0 +1,133 @@
+"""HubStore against both backends: SQLite (embedded default) and a real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
+from edgeship.hub.store import DeploymentRecord, HubStore, ModuleRecord, ModuleRefRecord
+
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.fixture
+def store(hub_url: str) -> HubStore:
+    return HubStore(hub_url)
+
+
+def _module(name: str = "digits", version: int = 1, manifest: str = DIGEST) -> ModuleRecord:
+    return ModuleRecord(name, version, {"payloadType": "x", "payload": "", "signatures": []}, manifest,
+                        "sha256:" + "b" * 64, None, "fp32", T0)
+
+
+def _signer(envelope: str = "{}") -> object:
+    return lambda sequence: (f"{envelope}#{sequence}", T0, T0 + timedelta(days=7))
+
+
+def test_devices_are_added_retagged_and_listed(store: HubStore) -> None:
+    store.add_device("dev-2", {"site": "lab"}, T0)
+    store.add_device("dev-1", {"site": "home", "location": {"floor": 3}}, T0)
+    assert store.set_tags("dev-2", {"site": "home"}).tags == {"site": "home"}
+    assert [d.id for d in store.list_devices()] == ["dev-1", "dev-2"]
+    assert store.get_device("dev-1").tags["location"] == {"floor": 3}
+    assert store.get_device("dev-1").created == T0  # aware UTC on both backends
+    assert [d.id for d in store.list_devices(["dev-2"])] == ["dev-2"]
+
+
+def test_duplicate_and_missing_devices_are_named_errors(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    with pytest.raises(AlreadyExistsError, match="dev-1"):
+        store.add_device("dev-1", {}, T0)
+    with pytest.raises(HubNotFoundError, match="ghost"):
+        store.set_tags("ghost", {})
+
+
+def test_modules_are_idempotent_by_manifest_digest(store: HubStore) -> None:
+    _, new = store.add_module(_module())
+    assert new
+    _, again = store.add_module(_module())
+    assert not again
+    with pytest.raises(AlreadyExistsError, match="different manifest"):
+        store.add_module(_module(manifest="sha256:" + "c" * 64))
+    assert store.has_blob("sha256:" + "b" * 64)
+    assert not store.has_blob("sha256:" + "d" * 64)
+    assert [m.ref for m in store.list_modules()] == ["digits:1"]
+
+
+def test_deployments_reference_stored_modules_and_delete_with_their_refs(store: HubStore) -> None:
+    store.add_module(_module())
+    refs = (ModuleRefRecord("digits", 1, {"port": 5001}),)
+    with pytest.raises(HubNotFoundError, match="digits:2"):
+        store.add_deployment(DeploymentRecord("lab", "*", 1, T0, (ModuleRefRecord("digits", 2, {}),)))
+    store.add_deployment(DeploymentRecord("lab", "tags.site = 'lab'", 10, T0, refs))
+    with pytest.raises(AlreadyExistsError):
+        store.add_deployment(DeploymentRecord("lab", "*", 1, T0, refs))
+    shown = store.get_deployment("lab")
+    assert (shown.priority, shown.modules, shown.created) == (10, refs, T0)
+    store.delete_deployment("lab")
+    assert store.list_deployments() == []
+    with pytest.raises(HubNotFoundError):
+        store.delete_deployment("lab")
+
+
+def test_issue_allocates_the_next_sequence_only_when_the_fingerprint_changes(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    first = store.issue("dev-1", "A", ["lab"], _signer())
+    assert first is not None and first.sequence == 1 and first.deployments == ("lab",)
+    assert store.issue("dev-1", "A", ["lab"], _signer()) is None
+    second = store.issue("dev-1", "B", [], _signer())
+    assert second is not None and second.sequence == 2
+    refreshed = store.issue("dev-1", "B", [], _signer(), reissue_before=T0 + timedelta(seconds=1))
+    assert refreshed is not None and refreshed.sequence == 3
+    assert store.latest_desired()["dev-1"].sequence == 3
+    assert store.get_device("dev-1").last_sequence == 3
+
+
+def test_concurrent_issues_never_reuse_a_sequence(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        for i in range(8):
+            issued = store.issue("dev-1", f"{n}-{i}", [], _signer())
+            assert issued is not None
+            with lock:
+                got.append(issued.sequence)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, 49))
+    assert store.latest_desired(["dev-1"])["dev-1"].sequence == 48
+
+
+def test_reported_state_is_the_newest_report_per_device(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    store.put_reported("dev-1", {"lastAppliedSequence": 1}, T0)
+    store.put_reported("dev-1", {"lastAppliedSequence": 2}, T0 + timedelta(seconds=5))
+    assert store.reported()["dev-1"].state == {"lastAppliedSequence": 2}
+    with pytest.raises(HubNotFoundError):
+        store.put_reported("ghost", {}, T0)
+
+
+def test_tokens_are_found_by_digest_only(store: HubStore) -> None:
+    store.add_token("ci", "f" * 64, T0)
+    assert store.token_name("f" * 64) == "ci"
+    assert store.token_name("e" * 64) is None
+    with pytest.raises(AlreadyExistsError):
+        store.add_token("ci", "0" * 64, T0)
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = HubStore(f"sqlite:///{tmp_path / 'hub.db'}")
+    with store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
