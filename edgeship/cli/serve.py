@@ -3,7 +3,10 @@
 This module only turns options into a :class:`~edgeship.scoring.ServiceConfig`:
 it resolves registered models into the ``azureml-models`` layout (the one step
 that needs a workspace) and hands a prepared folder to the server core, which a
-packaged bundle reaches with ``--model-dir`` and no workspace at all.
+packaged bundle reaches with ``--model-dir`` and no workspace at all. Once the
+config is built, the process ``exec``s into the lean
+:mod:`edgeship.scoring.supervisor` (same PID), which serves and, when the data
+folder is a temporary one, removes it on the way out.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from edgeship.cli._common import WorkspaceOpt, err_console, workspace_from
+from edgeship.cli._common import WorkspaceOpt, workspace_from
 from edgeship.errors import InputError
 
 __all__ = ["register"]
@@ -72,9 +75,10 @@ def _serve(
 ) -> None:
     """Serve an entry script (Azure ML v1 contract) or, without --entry-script, one ONNX/TFLite model."""
     from edgeship.registry import parse_model_ref
-    from edgeship.scoring import ServiceConfig, lay_out_models, resolve_root, serve
+    from edgeship.scoring import ServiceConfig, check_ssl, lay_out_models, resolve_root
     from edgeship.scoring.config import DEFAULT_PROVIDERS
     from edgeship.scoring.layout import MODELS_FOLDER
+    from edgeship.scoring.supervisor import clean_temporary_data_dir, hand_over
 
     keys = list(auth_key or []) or [  # a container's fixed CMD gets its keys from the environment
         os.environ[v] for v in ("EDGESHIP_PRIMARY_KEY", "EDGESHIP_SECONDARY_KEY") if os.environ.get(v)
@@ -107,6 +111,7 @@ def _serve(
             (root / MODELS_FOLDER).mkdir()
             if refs:
                 lay_out_models(workspace_from(workspace), refs, root)
+        check_ssl(str(ssl_cert) if ssl_cert else None, str(ssl_key) if ssl_key else None)
         config = ServiceConfig(
             model_root=str(model_root),
             data_dir=str(root),
@@ -121,14 +126,13 @@ def _serve(
             ssl_key=str(ssl_key) if ssl_key else None,
             providers=tuple(provider) if provider else DEFAULT_PROVIDERS,
         )
-        serve(config, announce=lambda line: err_console.print(line, highlight=False))
-    finally:
+    except BaseException:
         if temporary:
-            shutil.rmtree(root / MODELS_FOLDER, ignore_errors=True)
-            if any(root.iterdir()):
-                err_console.print(f"Collected data kept in {root} (pass --data-dir to choose the folder).")
-            else:
-                root.rmdir()
+            clean_temporary_data_dir(root)
+        raise
+    # From here on the CLI stack (typer, rich, pydantic, the registry) is dead weight: the service
+    # runs in a lean process that replaces this one (same PID) and owns the temporary folder's cleanup.
+    raise typer.Exit(hand_over(config, temporary_data_dir=temporary))
 
 
 def register(app: typer.Typer) -> None:

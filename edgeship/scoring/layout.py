@@ -13,10 +13,13 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeship.errors import InputError, ScoringError
-from edgeship.registry import Model, ModelRef
-from edgeship.workspace import Workspace
+
+if TYPE_CHECKING:  # the registry (sqlite3 and friends) is loaded only by lay_out_models: serving never needs it
+    from edgeship.registry import ModelRef
+    from edgeship.workspace import Workspace
 
 __all__ = [
     "MODELS_FOLDER",
@@ -68,6 +71,8 @@ def lay_out_models(workspace: Workspace, refs: Sequence[ModelRef], root: Path) -
     Unknown models raise the registry's ModelNotFoundError. Laying out the same
     version twice is a no-op, so a restarted service reuses its folder.
     """
+    from edgeship.registry import Model
+
     deployed: list[DeployedModel] = []
     seen: set[tuple[str, int]] = set()
     for ref in refs:

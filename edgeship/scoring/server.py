@@ -16,7 +16,6 @@ import os
 import selectors
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -72,6 +71,8 @@ def check_ssl(cert: str | None, key: str | None) -> None:
     if bool(cert) != bool(key):
         raise InputError("--ssl-cert and --ssl-key go together; give both files or neither.")
     if cert and key:
+        import ssl  # only when TLS is asked for: libssl is a few MiB the supervisor need not carry
+
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
         except (OSError, ssl.SSLError) as exc:
@@ -169,8 +170,9 @@ def _spawn(
     return proc, read_end
 
 
-def _wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
-    """Block until every worker said ``ready``; raise on the first error or early exit."""
+def _wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]], stopping: Callable[[], bool]) -> bool:
+    """Block until every worker said ``ready`` (True) or a stop was asked for (False); raise on the
+    first error or early exit."""
     selector = selectors.DefaultSelector()
     buffers: dict[int, bytes] = {}
     for proc, fd in workers:
@@ -180,9 +182,12 @@ def _wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
     pending = len(workers)
     try:
         while pending:
-            events = selector.select(timeout=max(0.0, deadline - time.monotonic()))
-            if not events:
+            if stopping():  # SIGTERM during a long init(): stop now, not after it
+                return False
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise ScoringError(f"Workers did not finish init() within {_READY_TIMEOUT:.0f} s.")
+            events = selector.select(timeout=min(0.2, left))
             for key, _ in events:
                 fd = int(key.fd)
                 chunk = os.read(fd, 65536)
@@ -197,6 +202,7 @@ def _wait_ready(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
                         raise ScoringError(
                             message or f"A worker exited with code {proc.wait()} before it was ready."
                         )
+        return True
     finally:
         selector.close()
         for _, fd in workers:
@@ -230,7 +236,8 @@ def _supervise(config: ServiceConfig, sock: socket.socket, url: str, announce: C
     workers = [_spawn(config, sock, metrics_dir) for _ in range(config.workers)]
     procs = [proc for proc, _ in workers]
     try:
-        _wait_ready(workers)
+        if not _wait_ready(workers, lambda: stopping):
+            return
         announce(f"Serving on {url} ({config.workers} workers); Ctrl-C stops it.")
         while not stopping:
             for proc in procs:
