@@ -281,7 +281,7 @@ class HubStore:
         counter increment and the insert cannot interleave with another issue for
         the same device, so sequences are strictly increasing and never reused.
         Returns ``None`` (and allocates nothing) when the newest document already
-        has ``fingerprint`` and was issued at or after ``reissue_before``.
+        has ``fingerprint`` and was issued after ``reissue_before``.
         ``sign`` returns ``(envelope JSON, issued, expires)``.
         """
         with self._tx() as s:
@@ -289,7 +289,7 @@ class HubStore:
             device = _need(device, f"device {device_id!r}")
             newest = select(DesiredRow).where(DesiredRow.device_id == device_id)
             latest = s.scalars(newest.order_by(DesiredRow.sequence.desc()).limit(1)).first()
-            fresh = reissue_before is None or latest is None or latest.issued >= reissue_before
+            fresh = reissue_before is None or latest is None or latest.issued > reissue_before
             if latest is not None and latest.fingerprint == fingerprint and fresh:
                 return None
             sequence = device.last_sequence + 1
