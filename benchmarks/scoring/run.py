@@ -50,6 +50,7 @@ TARGET_SPEEDUP = 2.0  # edgeship req/s over azmlinfsrv's at c=8 and c=32
 TARGET_RSS = 0.7  # edgeship peak RSS over azmlinfsrv's
 HEALTH_TIMEOUT = 120.0  # seconds for import + init()
 RSS_INTERVAL = 0.1  # seconds between RSS samples
+LOAD_EVERY = 50  # RSS samples between load-average samples (about 5 s)
 
 
 # Preparation ----------------------------------------------------------------
@@ -156,6 +157,8 @@ def versions() -> dict[str, str]:
         "edgeship",
         "azureml-inference-server-http",
         "uvicorn",
+        "httptools",
+        "uvloop",
         "gunicorn",
         "flask",
         "onnxruntime",
@@ -170,6 +173,8 @@ def versions() -> dict[str, str]:
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
     found["wrk"] = (wrk.stdout or wrk.stderr).splitlines()[0].split(" Copyright")[0].strip()
     found["python"] = platform.python_version()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    found["edgeship_commit"] = commit.stdout.strip()
     return found
 
 
@@ -287,6 +292,7 @@ class RssSampler(threading.Thread):
         self.peak = 0
         self.peak_pss = 0
         self.breakdown: list[dict[str, Any]] = []
+        self.loads: list[list[float]] = []  # 1/5/15-min load every LOAD_EVERY samples: who else was busy
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -298,6 +304,8 @@ class RssSampler(threading.Thread):
                 self.breakdown = tree_breakdown(self.root)
             if tick % 5 == 0:
                 self.peak_pss = max(self.peak_pss, tree_pss(self.root))
+            if tick % LOAD_EVERY == 0:
+                self.loads.append(load_average())
             tick += 1
             self._stop_event.wait(RSS_INTERVAL)
 
@@ -442,6 +450,8 @@ def bench_server(
             record["peak_rss_mib"] = round(sampler.stop() / 2**20, 1)
             record["peak_pss_mib"] = round(sampler.peak_pss / 2**20, 1)
             record["rss_at_peak"] = sampler.breakdown
+            record["load_during"] = sampler.loads
+            record["load_after"] = load_average()
         finally:
             stop_server(proc)
     record["log"] = str(log_path.relative_to(REPO))
@@ -495,6 +505,17 @@ def report(data: dict[str, Any]) -> str:
                 f"{edge['peak_pss_mib']:.0f} / {aml['peak_pss_mib']:.0f} MiB = "
                 f"{edge['peak_pss_mib'] / aml['peak_pss_mib']:.2f}."
             )
+        loads = []
+        for server in SERVERS:
+            record = by_key.get((server, workers))
+            if record and "load_during" in record:
+                during = [x[0] for x in record["load_during"]] or [record["load_before"][0]]
+                loads.append(
+                    f"{server} {record['load_before'][0]:.2f} → max {max(during):.2f} → {record['load_after'][0]:.2f}"
+                )
+        if loads:
+            lines.append("")
+            lines.append("1-min load before → highest during → after each turn: " + "; ".join(loads) + ".")
         lines.append("")
     floor = data["floor"]
     lines.append(
