@@ -1,0 +1,43 @@
+"""``create_app``: the hub's FastAPI application over one service and one token check.
+
+The app holds no state of its own: the service (and through it the store) and the
+token check are passed in, so tests and ``edgeship hub serve`` (later) build the
+same object graph.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from edgeship.hub.api import blobs, routes
+from edgeship.hub.api.auth import TokenCheck
+from edgeship.hub.api.errors import install_error_handlers
+from edgeship.hub.service import HubService
+
+__all__ = ["create_app"]
+
+
+def create_app(service: HubService, tokens: TokenCheck) -> FastAPI:
+    """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        app_version = version("edgeship")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        app_version = "0"
+    app = FastAPI(
+        title="edgeship hub",
+        version=app_version,
+        description="Devices, signed modules, layered deployments and resumable blob downloads.",
+    )
+    app.state.service = service
+    app.state.tokens = tokens
+    install_error_handlers(app)
+    for router in (routes.devices, routes.modules, routes.deployments, blobs.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

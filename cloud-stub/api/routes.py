@@ -1,0 +1,95 @@
+"""REST routes for devices, modules and deployments: HTTP in, service call, HTTP out.
+
+Each handler parses the request, calls one :class:`~edgeship.hub.service.HubService`
+method and shapes the answer; errors propagate to ``edgeship.hub.api.errors``. The
+handlers are plain ``def``: FastAPI runs them in its thread pool, and the service
+and the database driver are synchronous.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Response
+
+from edgeship.hub.api.deps import get_service, require_operator
+from edgeship.hub.api.schemas import DeploymentIn, DeploymentOut, DeviceIn, DeviceOut, ModuleIn, ModuleOut, TagsIn
+from edgeship.hub.errors import HubNotFoundError
+from edgeship.hub.service import HubService, ModuleRefSpec
+
+__all__ = ["deployments", "devices", "modules"]
+
+_auth = [Depends(require_operator)]
+devices = APIRouter(prefix="/devices", tags=["devices"], dependencies=_auth)
+modules = APIRouter(prefix="/modules", tags=["modules"], dependencies=_auth)
+deployments = APIRouter(prefix="/deployments", tags=["deployments"], dependencies=_auth)
+
+
+@devices.get("", response_model=list[DeviceOut])
+def list_devices(service: HubService = Depends(get_service)) -> list[DeviceOut]:
+    return [DeviceOut.of(view) for view in service.list_devices()]
+
+
+@devices.post("", response_model=DeviceOut, status_code=201)
+def create_device(body: DeviceIn, service: HubService = Depends(get_service)) -> DeviceOut:
+    return DeviceOut.of(service.create_device(body.id, body.tags))
+
+
+@devices.get("/{device_id}", response_model=DeviceOut)
+def show_device(device_id: str, service: HubService = Depends(get_service)) -> DeviceOut:
+    return DeviceOut.of(service.get_device(device_id))
+
+
+@devices.put("/{device_id}/tags", response_model=DeviceOut)
+def replace_tags(device_id: str, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
+    """Replace the device's tags; the device joins and leaves deployments before this returns."""
+    return DeviceOut.of(service.update_tags(device_id, body.tags))
+
+
+@devices.get("/{device_id}/desired")
+def desired_document(device_id: str, service: HubService = Depends(get_service)) -> Response:
+    """The device's newest signed deployment document (the DSSE envelope, as published)."""
+    desired = service.get_device(device_id).desired
+    if desired is None:
+        raise HubNotFoundError(f"Device {device_id!r} has no deployment document yet.")
+    return Response(desired.envelope, media_type="application/json")
+
+
+@modules.get("", response_model=list[ModuleOut])
+def list_modules(name: str | None = None, service: HubService = Depends(get_service)) -> list[ModuleOut]:
+    return [ModuleOut.of(record) for record in service.list_modules(name)]
+
+
+@modules.post("", response_model=ModuleOut, status_code=201)
+def upload_module(body: ModuleIn, service: HubService = Depends(get_service)) -> ModuleOut:
+    """Verify a stored module against the hub's release keys and take its envelope and blobs."""
+    return ModuleOut.of(service.upload_from_workspace(Path(body.workspace), body.name, body.version))
+
+
+@modules.get("/{name}/{version}", response_model=ModuleOut)
+def show_module(name: str, version: int, service: HubService = Depends(get_service)) -> ModuleOut:
+    return ModuleOut.of(service.get_module(name, version), envelope=True)
+
+
+@deployments.get("", response_model=list[DeploymentOut])
+def list_deployments(service: HubService = Depends(get_service)) -> list[DeploymentOut]:
+    return [DeploymentOut.of(record) for record in service.list_deployments()]
+
+
+@deployments.post("", response_model=DeploymentOut, status_code=201)
+def create_deployment(body: DeploymentIn, service: HubService = Depends(get_service)) -> DeploymentOut:
+    specs = [ModuleRefSpec(m.name, m.version, m.settings) for m in body.modules]
+    record = service.create_deployment(body.name, body.target_condition, specs, body.priority)
+    return DeploymentOut.of(record, service.deployment_status(record.id))
+
+
+@deployments.get("/{deployment_id}", response_model=DeploymentOut)
+def show_deployment(deployment_id: str, service: HubService = Depends(get_service)) -> DeploymentOut:
+    """The deployment with per-device status and IoT Edge's counts."""
+    return DeploymentOut.of(service.get_deployment(deployment_id), service.deployment_status(deployment_id))
+
+
+@deployments.delete("/{deployment_id}", status_code=204)
+def delete_deployment(deployment_id: str, service: HubService = Depends(get_service)) -> Response:
+    service.delete_deployment(deployment_id)
+    return Response(status_code=204)

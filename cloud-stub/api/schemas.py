@@ -1,0 +1,146 @@
+"""The REST API's request and response bodies (camelCase on the wire, as the documents are)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgeship.hub.service import DeviceView
+from edgeship.hub.status import DeploymentStatus
+from edgeship.hub.store import DeploymentRecord, ModuleRecord
+
+__all__ = [
+    "DeploymentIn",
+    "DeploymentOut",
+    "DeploymentStatusOut",
+    "DeviceIn",
+    "DeviceOut",
+    "ModuleIn",
+    "ModuleOut",
+    "ModuleRefIn",
+    "TagsIn",
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DeviceIn(_Body):
+    id: str = Field(examples=["dev-1"])
+    tags: dict[str, Any] = Field(default_factory=dict, examples=[{"site": "lab", "arch": "arm64"}])
+
+
+class TagsIn(_Body):
+    tags: dict[str, Any]
+
+
+class DeviceOut(_Body):
+    id: str
+    tags: dict[str, Any]
+    created: datetime
+    desired_sequence: int | None = Field(alias="desiredSequence")
+    desired_expires: datetime | None = Field(alias="desiredExpires")
+    reported: dict[str, Any] | None
+    reported_at: datetime | None = Field(alias="reportedAt")
+
+    @classmethod
+    def of(cls, view: DeviceView) -> DeviceOut:
+        return cls(
+            id=view.device.id,
+            tags=view.device.tags,
+            created=view.device.created,
+            desiredSequence=view.desired.sequence if view.desired else None,
+            desiredExpires=view.desired.expires if view.desired else None,
+            reported=view.reported.state if view.reported else None,
+            reportedAt=view.reported.received if view.reported else None,
+        )
+
+
+class ModuleIn(_Body):
+    """Upload a module that ``edgeship package`` stored in a workspace on the hub's machine."""
+
+    workspace: str = Field(description="Path of the packaging workspace (EDGESHIP_HOME) on the hub's machine.")
+    name: str
+    version: int | None = Field(default=None, description="Latest when omitted.")
+
+
+class ModuleOut(_Body):
+    name: str
+    version: int
+    variant: str
+    manifest_digest: str = Field(alias="manifestDigest")
+    bundle: str
+    image: str | None
+    created: datetime
+    envelope: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, record: ModuleRecord, *, envelope: bool = False) -> ModuleOut:
+        return cls(
+            name=record.name,
+            version=record.version,
+            variant=record.variant,
+            manifestDigest=record.manifest_digest,
+            bundle=f"/blobs/{record.bundle_digest}",
+            image=f"/blobs/{record.image_digest}" if record.image_digest else None,
+            created=record.created,
+            envelope=record.envelope if envelope else None,
+        )
+
+
+class ModuleRefIn(_Body):
+    name: str
+    version: int
+    settings: dict[str, Any] = Field(default_factory=dict, examples=[{"port": 5001, "restartPolicy": "on-failure"}])
+
+
+class DeploymentIn(_Body):
+    name: str
+    target_condition: str = Field(alias="targetCondition", examples=["tags.site = 'lab' AND tags.arch IN ('amd64')"])
+    priority: int = 0
+    modules: list[ModuleRefIn]
+
+
+class DeploymentStatusOut(_Body):
+    counts: dict[str, int]
+    devices: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, status: DeploymentStatus) -> DeploymentStatusOut:
+        return cls(
+            counts=status.counts(),
+            devices=[
+                {
+                    "deviceId": d.device_id,
+                    "state": d.state,
+                    "desiredSequence": d.desired_sequence,
+                    "reportedSequence": d.reported_sequence,
+                    "code": d.code,
+                    "reason": d.reason,
+                }
+                for d in status.devices
+            ],
+        )
+
+
+class DeploymentOut(_Body):
+    name: str
+    target_condition: str = Field(alias="targetCondition")
+    priority: int
+    created: datetime
+    modules: list[ModuleRefIn]
+    status: DeploymentStatusOut | None = None
+
+    @classmethod
+    def of(cls, record: DeploymentRecord, status: DeploymentStatus | None = None) -> DeploymentOut:
+        return cls(
+            name=record.id,
+            targetCondition=record.target_condition,
+            priority=record.priority,
+            created=record.created,
+            modules=[ModuleRefIn(name=m.name, version=m.version, settings=m.settings) for m in record.modules],
+            status=DeploymentStatusOut.of(status) if status is not None else None,
+        )
