@@ -43,7 +43,8 @@ def postgres_server() -> Iterator[str]:
         need(False, "the psycopg driver (pip install 'edgeship[hub]')")
     assert bindir is not None
     prefix: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="edgeship-pg-"))
+    # /tmp, not $TMPDIR: the postgres user must be able to reach the directory.
+    base = Path(tempfile.mkdtemp(prefix="edgeship-pg-", dir="/tmp" if os.geteuid() == 0 else None))
     if os.geteuid() == 0:
         try:
             user = pwd.getpwnam("postgres")
