@@ -294,10 +294,13 @@ class HubService:
         device is never frozen by expiry while the hub runs. Returns the documents
         to publish; the caller (or :meth:`_deliver`) publishes them.
         """
+        ids = None if device_ids is None else list(device_ids)
         layered = self._layered()
         now = self.clock()
+        reissue_before = now - self.ttl / 2
+        latest = self.store.latest_desired(ids)  # one read, so unchanged devices cost no write transaction
         outgoing: list[Outgoing] = []
-        for device in self.store.list_devices(device_ids):
+        for device in self.store.list_devices(ids):
             selection = select_modules(DeviceFacts(device.id, device.tags), layered)
             entries = {name: chosen.module[1] for name, chosen in selection.items()}
             contributing = sorted({chosen.deployment_id for chosen in selection.values()})
@@ -309,6 +312,9 @@ class HubService:
                 sort_keys=True,
                 separators=(",", ":"),
             )
+            prior = latest.get(device.id)
+            if prior is not None and prior.fingerprint == fingerprint and prior.issued > reissue_before:
+                continue  # HubStore.issue re-checks under the device lock; this only skips the common case
 
             def sign(sequence: int, device_id: str = device.id, entries: dict[str, ModuleEntry] = entries,
                      contributing: list[str] = contributing) -> tuple[str, datetime, datetime]:
@@ -320,7 +326,7 @@ class HubService:
                 text = json.dumps(envelope, sort_keys=True, separators=(",", ":"))
                 return text, document.issued_at, document.expires
 
-            issued = self.store.issue(device.id, fingerprint, contributing, sign, reissue_before=now - self.ttl / 2)
+            issued = self.store.issue(device.id, fingerprint, contributing, sign, reissue_before=reissue_before)
             if issued is not None:
                 outgoing.append(Outgoing(device.id, issued.sequence, issued.envelope.encode("utf-8")))
         return outgoing

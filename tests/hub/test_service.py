@@ -209,3 +209,25 @@ def test_deployment_status_counts_targeted_applied_success_and_failure(
     with pytest.raises(InputError, match="names device"):
         hub.record_reported("dev-0", {"deviceId": "dev-1"})
     assert json.loads(_last(world, "dev-2").envelope)["payloadType"] == "application/vnd.edgeship.deployment+json"
+
+
+def test_a_refused_document_is_a_failure_with_the_devices_reason(hub: HubService, clock: Clock) -> None:
+    hub.create_device("dev-1", {"site": "lab"})
+    hub.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
+    assert [d.state for d in hub.deployment_status("lab").devices] == ["pending"]
+    clock.advance(seconds=1)
+    refused = {"code": 401, "description": "bad signature", "message": "unknown key 3f2a…"}
+    hub.record_reported("dev-1", {"lastAppliedSequence": 1, "status": refused})
+    status = hub.deployment_status("lab")
+    assert status.reporting_failure == 1
+    device = status.devices[0]
+    assert (device.state, device.code, device.reason) == ("failed", 401, refused["message"])
+
+
+def test_the_public_surface_resolves() -> None:
+    import importlib
+
+    for name in ("edgeship.hub.store", "edgeship.hub.service", "edgeship.hub.status", "edgeship.hub.errors",
+                 "edgeship.hub.api"):
+        module = importlib.import_module(name)
+        assert all(hasattr(module, member) for member in module.__all__), name
