@@ -68,7 +68,7 @@ def docker_client() -> Any:
     try:
         import docker
 
-        client = docker.from_env()
+        client = docker.from_env(timeout=300)  # seconds; vfs builds and saves are slow
         client.ping()
     except Exception as exc:  # DockerException, connection errors, a missing SDK
         raise PackagingError(f"no Docker engine reachable; start it or pass --no-image ({exc}).") from exc

@@ -75,6 +75,7 @@ class PackageRequest:
     variant: str = "fp32"
     accelerator: str = "none"
     execution_providers: Sequence[str] = ("CPUExecutionProvider",)
+    force: bool = False  # replace an existing folder that is not a module directory
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,8 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     """Build, sign and store one module; see the module docstring for the guarantees."""
     console = console or Console(stderr=True)
     workspace.require()
+    output = _checked_output(request.output, request.force)
+    request = replace(request, output=output)
     if request.target is not None and request.target not in _TARGETS:
         raise InputError(f"Unknown --target {request.target!r}; use one of: {', '.join(_TARGETS)}.")
     models = _resolve_models(workspace, request.models)
@@ -203,7 +206,7 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     store = ModuleStore(workspace)
     version = store.reserve(name)
     try:
-        with atomic_dir(request.output.expanduser().resolve()) as build, tempfile.TemporaryDirectory(
+        with atomic_dir(output) as build, tempfile.TemporaryDirectory(
             dir=workspace.tmp_dir, prefix="package-"
         ) as scratch:
             build_wheelhouse(
@@ -216,7 +219,7 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
                     wheelhouse=Path(scratch) / "wheelhouse",
                     source_dir=inference.source_directory if inference else None,
                     entry_script=inference.entry_script if inference else None,
-                    exclude=[request.output.expanduser().resolve()],
+                    exclude=[output],
                 )
             image_ref: ImageRef | None = None
             tag = f"edgeship/{name.lower()}:{version}"
@@ -267,8 +270,23 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     except BaseException:
         store.release(name, version)
         raise
-    output = request.output.expanduser().resolve()
     return PackageResult(manifest=manifest, output=output, stored=stored, warnings=tuple(warnings))
+
+
+def _checked_output(path: Path, force: bool) -> Path:
+    """The output folder, resolved once; never the current folder, an ancestor of it, or someone's files."""
+    output = path.expanduser().resolve()
+    cwd = Path.cwd().resolve()
+    if output == cwd or output in cwd.parents:
+        raise InputError(f"-o {path} is the current folder or contains it; name a new folder for the module.")
+    if output.exists() and not output.is_dir():
+        raise InputError(f"-o {path} is a file; name a folder for the module.")
+    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST_FILE).exists() and not force:
+        raise InputError(
+            f"-o {path} holds files that are not a module; the module replaces the folder whole, "
+            "so name a new folder (or pass --force to replace it)."
+        )
+    return output
 
 
 def _service_keys(deployment: DeploymentConfig) -> dict[str, str]:

@@ -44,6 +44,9 @@ _REMOVE_TIMEOUT = 300.0  # seconds; deleting a container's layer copy on vfs is 
 _STOPPED_CODES = {0, 130, 143}  # clean exit, SIGINT, SIGTERM: how a server ends when asked to stop
 
 
+DOCKER_API_TIMEOUT_S = 300  # seconds; container stop/remove on the vfs storage driver can take minutes
+
+
 class DockerRuntime:
     """Runs modules as containers on the local Docker engine (``client``: a ``docker.DockerClient``)."""
 
@@ -55,7 +58,7 @@ class DockerRuntime:
             import docker.errors
 
             self._errors = docker.errors
-            self.client = client or docker.from_env()
+            self.client = client or docker.from_env(timeout=DOCKER_API_TIMEOUT_S)
             self.client.ping()
         except ImportError as exc:
             raise RuntimeFailure(

@@ -14,7 +14,9 @@ __all__ = ["register"]
 
 def package(
     model: Annotated[list[str], typer.Option("--model", "-m", help="Registered model NAME:VERSION (repeatable).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Module directory to write (replaced whole).")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Module directory to write; an existing module there is replaced.")
+    ],
     ic: Annotated[
         Path | None, typer.Option("--ic", help="Azure ML inferenceconfig.json/.yml; omit for no-code serving.")
     ] = None,
@@ -34,6 +36,9 @@ def package(
         list[str] | None, typer.Option("--key", help="Release key name to sign with (default: all release keys).")
     ] = None,
     push: Annotated[str | None, typer.Option("--push", help="Also push the image to this registry.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing -o folder even if it is not a module.")
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Package models and an entry script into a signed module (bundle, image, target artifacts)."""
@@ -52,6 +57,7 @@ def package(
         name=name,
         signing_keys=tuple(key or ()),
         push=push,
+        force=force,
     )
     result = package_module(ws, request, console=err_console)
     for warning in result.warnings:
@@ -63,7 +69,7 @@ def package(
     console.print(f"  bundle {manifest.bundle.digest} ({manifest.bundle.size} bytes)", highlight=False)
     if manifest.image is not None:
         console.print(f"  image  {manifest.image.tag} {manifest.image.id}", highlight=False)
-    console.print(f"  signed {len(manifest.files)} files; verify with 'edgeship module verify {result.output}'",
+    console.print(f"  signed {len(manifest.files)} file(s); verify with 'edgeship module verify {result.output}'",
                   highlight=False)
 
 

@@ -13,6 +13,7 @@ import builtins
 import hashlib
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -210,12 +211,20 @@ class Model:
         dest = target / self.record.root_name
         if dest.exists() and not exist_ok:
             raise InputError(f"{dest} already exists; remove it or choose another output folder.")
+        created = not target.exists()
         target.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(target / f".download-{self.name}-{self.version}") as build:
-            self._write_files(build)
+        scratch = Path(tempfile.mkdtemp(dir=target, prefix=f".download-{self.name}-{self.version}-"))
+        try:
+            self._write_files(scratch)
             if dest.exists():
                 shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-            os.replace(build / self.record.root_name, dest)
+            os.replace(scratch / self.record.root_name, dest)
+        except BaseException:
+            if created:
+                shutil.rmtree(target, ignore_errors=True)  # a failed download leaves no folder it made
+            raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return str(dest)
 
     def delete(self) -> None:

@@ -217,7 +217,12 @@ def _check_threshold(env: Envelope, trust_root: TrustRoot, role: str) -> None:
     if len(accepted) >= threshold:
         return
     count = f"{role}: {len(accepted)} of {len(env.signatures)} valid signatures, threshold {threshold}"
-    detail = "; ".join(problems) or "the envelope carries no signatures"
+    if problems:
+        detail = "; ".join(problems)
+    elif env.signatures:
+        detail = f"too few distinct trusted {role} keys signed"
+    else:
+        detail = "the envelope carries no signatures"
     if accepted or not env.signatures:
         raise ThresholdError(f"{count} ({detail}).")
     if saw_bad:

@@ -128,3 +128,20 @@ def test_missing_release_key_says_how_to_create_one(tmp_path: Path, digits_proje
     Model.register(ws, digits_project.model_file, "digits")
     with pytest.raises(InputError, match="edgeship keys create --role release"):
         package_module(ws, PackageRequest(models=DIGITS, output=tmp_path / "o", image=False))
+
+
+def test_output_folder_with_user_files_is_refused_untouched(digits_project: Any, tmp_path: Path) -> None:
+    out = tmp_path / "userdir"
+    out.mkdir()
+    (out / "thesis.txt").write_text("precious")
+    with pytest.raises(InputError, match="holds files that are not a module"):
+        package_module(digits_project.workspace, PackageRequest(models=DIGITS, output=out, image=False))
+    assert (out / "thesis.txt").read_text() == "precious"
+
+
+def test_current_folder_is_refused_as_output(digits_project: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    with pytest.raises(InputError, match="current folder"):
+        package_module(digits_project.workspace, PackageRequest(models=DIGITS, output=Path("."), image=False))
+    assert (tmp_path / "keep.txt").exists()

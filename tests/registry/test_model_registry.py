@@ -74,6 +74,7 @@ def test_download_writes_a_verified_copy(workspace: Workspace, tmp_path: Path) -
     Model.register(workspace, _write(tmp_path / "m.onnx", b"payload"), "m")
     out = Model.get(workspace, "m").download(tmp_path / "out")
     assert Path(out).read_bytes() == b"payload"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["m.onnx"]  # no scratch folder left
     with pytest.raises(InputError, match="already exists"):
         Model.get(workspace, "m").download(tmp_path / "out")
 
@@ -128,7 +129,7 @@ def test_corrupted_blob_is_detected_on_read(workspace: Workspace, tmp_path: Path
         Model.get(workspace, "m").download(tmp_path / "out")
     with pytest.raises(BlobCorruptedError):
         Model.get_model_path("m", _workspace=workspace)
-    assert not (tmp_path / "out" / "m.onnx").exists()
+    assert not (tmp_path / "out").exists()
     assert not (workspace.cache_dir / "models" / "m" / "1").exists()
 
 
