@@ -27,7 +27,7 @@ def need(available: bool, what: str) -> None:
     message = f"{what} is not available"
     if parts_required():
         pytest.fail(message + " (required: CI=true or EDGESHIP_REQUIRE_PARTS=1)", pytrace=False)
-    pytest.skip(message)
+    pytest.skip(message)  # locally only: when parts are required (CI) need() fails above instead
 
 
 def need_binary(name: str) -> str:
