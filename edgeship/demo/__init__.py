@@ -1,0 +1,1 @@
+"""``edgeship demo``: the whole system on one machine in one command (see ``docs/demo.md``)."""
