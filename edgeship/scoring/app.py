@@ -60,14 +60,14 @@ _FIXED = frozenset({"/", "/score", "/swagger.json", "/metrics", "/v2", "/v2/heal
 _MODEL_ACTIONS = frozenset({"", "/ready", "/infer"})
 
 
-def _reply_for(exc: BaseException) -> Reply:
+def _reply_for(exc: BaseException, v2: bool = False) -> Reply:
     for cls, status in _STATUS:
         if isinstance(exc, cls):
             if status == 500:
                 log.error("%s", exc, exc_info=exc.__cause__ or exc)
-            return error_reply(status, str(exc))
+            return error_reply(status, str(exc), v2=v2)
     log.exception("unexpected error", exc_info=exc)
-    return error_reply(500, f"An unexpected internal error occurred ({type(exc).__name__}: {exc}).")
+    return error_reply(500, f"An unexpected internal error occurred ({type(exc).__name__}: {exc}).", v2=v2)
 
 
 class ScoringApp:
@@ -102,7 +102,7 @@ class ScoringApp:
         try:
             reply = await self._dispatch(scope, receive, endpoint)
         except Exception as exc:
-            reply = _reply_for(exc)
+            reply = _reply_for(exc, v2=path.startswith("/v2"))
         if endpoint != "/metrics":  # counted before sending, so a client that got its answer sees it counted
             self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
         headers = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]

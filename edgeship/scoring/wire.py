@@ -103,8 +103,9 @@ def json_reply(value: Any, status: int = 200) -> Reply:
     return Reply(status, dumps(value))
 
 
-def error_reply(status: int, message: str) -> Reply:
-    return Reply(status, orjson.dumps({"message": message}))
+def error_reply(status: int, message: str, *, v2: bool = False) -> Reply:
+    """An error body: Azure ML's ``{"message": …}``, or the Open Inference Protocol's ``{"error": …}`` on ``/v2``."""
+    return Reply(status, orjson.dumps({"error": message} if v2 else {"message": message}))
 
 
 def _header_pairs(headers: Any) -> list[tuple[bytes, bytes]]:
