@@ -12,6 +12,8 @@ import sys
 import typer
 
 from edgeship import __version__
+from edgeship.cli import agent as _agent
+from edgeship.cli import demo as _demo
 from edgeship.cli import deploy as _deploy
 from edgeship.cli import fpga as _fpga
 from edgeship.cli import keys as _keys
@@ -58,7 +60,9 @@ _package.register(app)
 _serve.register(app)
 _keys.register(app)
 _deploy.register(app)
+_demo.register(app)
 app.add_typer(_fpga.app, name="fpga")
+app.add_typer(_agent.app, name="agent")
 
 
 def main(argv: list[str] | None = None) -> None:
