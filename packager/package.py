@@ -55,6 +55,7 @@ __all__ = ["KEYS_FILE", "PackageRequest", "PackageResult", "package_module"]
 KEYS_FILE = "service-keys.json"
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 _TARGETS = ("local", "iotedge", "aci", "aks", "fpga")
+FPGA_VARIANT_TAG = "fpga-int8"  # the tag edgeship.fpga.variant gives int8 variants (ADR 0008)
 _SWAGGER_TIMEOUT_S = 120  # seconds the entry script may take to import when the OpenAPI document is made
 
 
@@ -101,6 +102,17 @@ def _resolve_models(workspace: Workspace, refs: Sequence[ModelRef]) -> list[Mode
     if len({m.name for m in models}) != len(models):
         raise InputError("A module holds one version per model name; remove the duplicate -m.")
     return models
+
+
+def _require_fpga_variants(models: Sequence[Model]) -> None:
+    """FPGA modules carry int8 variants only: an fp32 model would be shipped to hardware that cannot run it."""
+    for model in models:
+        if model.tags.get("variant") != FPGA_VARIANT_TAG:
+            raise InputError(
+                f"Model {model.name}:{model.version} is not an int8 FPGA variant (no tag variant={FPGA_VARIANT_TAG}); "
+                f"run 'edgeship fpga quantize -m {model.name}:{model.version} --calibration DATA' first and package "
+                "the version it registers."
+            )
 
 
 def _signers(workspace: Workspace, names: Sequence[str]) -> list[Signer]:
@@ -195,6 +207,8 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     )
     warnings += list(inference.warnings if inference else ()) + list(deployment.warnings if deployment else ())
     target = request.target or (deployment.compute_type if deployment else "local")
+    if target == "fpga":
+        _require_fpga_variants(models)
     if inference is None and len(models) != 1:
         raise InputError("Without --ic (an entry script) a module serves exactly one model; give one -m.")
     requirements = list(inference.requirements) if inference else []
@@ -328,7 +342,7 @@ def _manifest(
         entry_rel = Path(entry).relative_to(source).as_posix() if source else Path(entry).name
     accelerator = "fpga" if target == "fpga" else request.accelerator
     fpga = target == "fpga"  # FPGA modules carry the int8 variant and prefer the Vitis AI provider (ADR 0008)
-    variant = "fpga-int8" if fpga else request.variant
+    variant = FPGA_VARIANT_TAG if fpga else request.variant
     providers = ["VitisAIExecutionProvider", "CPUExecutionProvider"] if fpga else list(request.execution_providers)
     return ModuleManifest(
         name=name,
