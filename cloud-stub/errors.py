@@ -6,9 +6,9 @@ the MQTT bridge will map them its own way.
 
 from __future__ import annotations
 
-from edgeship.errors import InputError
+from edgeship.errors import InputError, TransportError
 
-__all__ = ["AlreadyExistsError", "HubNotFoundError"]
+__all__ = ["AlreadyExistsError", "DeviceTimeoutError", "HubNotFoundError"]
 
 
 class HubNotFoundError(InputError):
@@ -17,3 +17,7 @@ class HubNotFoundError(InputError):
 
 class AlreadyExistsError(InputError):
     """Something with that id exists already and differs from what was asked for."""
+
+
+class DeviceTimeoutError(TransportError):
+    """A device did not answer a direct method in time (offline, busy, or no agent running)."""

@@ -18,14 +18,14 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings, build_document, sign_document
-from edgeship.errors import InputError
+from edgeship.errors import InputError, TransportError
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.status import DeploymentStatus, deployment_status
 from edgeship.hub.store import (
@@ -35,9 +35,13 @@ from edgeship.hub.store import (
     HubStore,
     ModuleRecord,
     ModuleRefRecord,
+    PresenceRecord,
     ReportedRecord,
+    TelemetryRecord,
+    TelemetryStore,
 )
 from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, select_modules
+from edgeship.hub.telemetry import parse_telemetry
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.modules.verify import verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
@@ -46,6 +50,7 @@ from edgeship.signing import SignerLike, TrustRoot
 __all__ = [
     "DeviceView",
     "HubService",
+    "MethodCaller",
     "ModuleRefSpec",
     "Outgoing",
     "Publisher",
@@ -55,6 +60,7 @@ __all__ = [
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # MQTT-topic safe: no '/', '+', '#'
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a target condition can name (tags.a.b)
+_METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a direct method name (one topic segment)
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_TAGS_BYTES = 8 * 1024  # bytes of a device's tags as JSON, like IoT Hub's 8 KB twin tags
 MAX_TAG_DEPTH = 5  # nesting of tag objects
@@ -72,6 +78,11 @@ class Outgoing:
 Publisher = Callable[[Sequence[Outgoing]], None]
 """Receives each batch of new documents; the MQTT publisher will be one."""
 
+MethodCaller = Callable[[str, str, Mapping[str, Any], float], dict[str, Any]]
+"""``(device_id, method, args, timeout) -> the device's answer``; the MQTT bridge's ``invoke``."""
+
+MAX_METHOD_TIMEOUT = 300.0  # seconds an operator may wait for a direct method
+
 
 @dataclass(frozen=True)
 class ModuleRefSpec:
@@ -87,6 +98,7 @@ class DeviceView:
     device: DeviceRecord
     desired: DesiredRecord | None
     reported: ReportedRecord | None
+    presence: PresenceRecord | None = None
 
 
 def validate_device_id(device_id: str) -> str:
@@ -168,12 +180,16 @@ class HubService:
     def get_device(self, device_id: str) -> DeviceView:
         device = self.store.get_device(validate_device_id(device_id))
         desired = self.store.latest_desired([device_id]).get(device_id)
-        return DeviceView(device, desired, self.store.reported([device_id]).get(device_id))
+        presence = self.telemetry.presence([device_id]).get(device_id)
+        return DeviceView(device, desired, self.store.reported([device_id]).get(device_id), presence)
 
     def list_devices(self) -> list[DeviceView]:
         desired = self.store.latest_desired()
         reported = self.store.reported()
-        return [DeviceView(d, desired.get(d.id), reported.get(d.id)) for d in self.store.list_devices()]
+        presence = self.telemetry.presence()
+        return [
+            DeviceView(d, desired.get(d.id), reported.get(d.id), presence.get(d.id)) for d in self.store.list_devices()
+        ]
 
     def record_reported(self, device_id: str, state: Mapping[str, Any]) -> ReportedRecord:
         """Store a device's reported state (the MQTT bridge calls this for ``.../reported``)."""
@@ -183,6 +199,53 @@ class HubService:
         if claimed is not None and claimed != device_id:
             raise InputError(f"Reported state names device {claimed!r} but arrived for {device_id!r}; ignored.")
         return self.store.put_reported(validate_device_id(device_id), dict(state), self.clock())
+
+    # telemetry, presence and direct methods (called by the MQTT bridge and the REST API) ---------------
+    method_caller: MethodCaller | None = None
+    """Set by the MQTT bridge when it starts; ``None`` means direct methods cannot reach devices."""
+
+    @cached_property
+    def telemetry(self) -> TelemetryStore:
+        return TelemetryStore(self.store)
+
+    def record_telemetry(self, device_id: str, batch: Mapping[str, Any]) -> TelemetryRecord:
+        """Validate a telemetry batch (``edgeship.hub.telemetry``) and store it, bounded per device."""
+        parsed = parse_telemetry(batch)
+        if parsed.device_id != device_id:
+            raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
+        return self.telemetry.add(validate_device_id(device_id), dict(batch), self.clock())
+
+    def record_online(self, device_id: str, online: bool) -> PresenceRecord:
+        """The device's retained ``online`` flag: ``True`` when it connects, ``False`` from its last will."""
+        return self.telemetry.set_online(validate_device_id(device_id), bool(online), self.clock())
+
+    def current_documents(self) -> list[Outgoing]:
+        """The newest signed document of every device: what the MQTT bridge re-publishes on (re)connect."""
+        return [
+            Outgoing(r.device_id, r.sequence, r.envelope.encode("utf-8")) for r in self.store.latest_desired().values()
+        ]
+
+    def recent_telemetry(self, device_id: str, limit: int = 10) -> list[TelemetryRecord]:
+        if not 1 <= limit <= 1000:
+            raise InputError(f"limit {limit} must be between 1 and 1000.")
+        return self.telemetry.recent(validate_device_id(device_id), limit)
+
+    def invoke_method(
+        self, device_id: str, method: str, args: Mapping[str, Any], timeout: float = 10.0
+    ) -> dict[str, Any]:
+        """Call a direct method on a device and return its answer ``{"status", "result"|"error"}``."""
+        self.store.get_device(validate_device_id(device_id))  # HubNotFoundError for an unknown device
+        if not isinstance(method, str) or not _METHOD.match(method):
+            raise InputError(f"Method name {method!r} must be 1-64 letters, digits, '.', '_' or '-'.")
+        if not isinstance(args, Mapping):
+            raise InputError("Direct method arguments must be a JSON object.")
+        if not 0 < timeout <= MAX_METHOD_TIMEOUT:
+            raise InputError(f"Direct method timeout {timeout} s must be above 0 and at most {MAX_METHOD_TIMEOUT} s.")
+        if self.method_caller is None:
+            raise TransportError(
+                "This hub has no MQTT connection, so it cannot reach devices; run it with 'edgeship hub serve'."
+            )
+        return self.method_caller(device_id, method, args, timeout)
 
     # modules -----------------------------------------------------------------
     def upload_module(self, directory: Path) -> ModuleRecord:

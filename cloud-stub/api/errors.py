@@ -13,9 +13,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from edgeship.errors import EdgeshipError, InputError, ManifestError, RegistryError, SignatureError
+from edgeship.errors import EdgeshipError, InputError, ManifestError, RegistryError, SignatureError, TransportError
 from edgeship.hub.api.auth import AuthenticationError
-from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
+from edgeship.hub.errors import AlreadyExistsError, DeviceTimeoutError, HubNotFoundError
 from edgeship.hub.store import HubStoreError
 from edgeship.modules.store import UnknownModuleError
 from edgeship.registry.blobs import BlobCorruptedError
@@ -35,6 +35,8 @@ STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
     (BlobCorruptedError, 500),
     (RegistryError, 500),
     (HubStoreError, 503),  # the database is unreachable or failing: retry later
+    (DeviceTimeoutError, 504),  # a direct method got no answer in time
+    (TransportError, 503),  # the hub has no broker connection
 )
 
 

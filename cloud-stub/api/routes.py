@@ -9,11 +9,21 @@ and the database driver are synchronous.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Body, Depends, Query, Response
 
 from edgeship.hub.api.deps import get_service, require_operator
-from edgeship.hub.api.schemas import DeploymentIn, DeploymentOut, DeviceIn, DeviceOut, ModuleIn, ModuleOut, TagsIn
+from edgeship.hub.api.schemas import (
+    DeploymentIn,
+    DeploymentOut,
+    DeviceIn,
+    DeviceOut,
+    ModuleIn,
+    ModuleOut,
+    TagsIn,
+    TelemetryOut,
+)
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.service import HubService, ModuleRefSpec
 
@@ -53,6 +63,29 @@ def desired_document(device_id: str, service: HubService = Depends(get_service))
     if desired is None:
         raise HubNotFoundError(f"Device {device_id!r} has no deployment document yet.")
     return Response(desired.envelope, media_type="application/json")
+
+
+@devices.get("/{device_id}/telemetry", response_model=list[TelemetryOut])
+def device_telemetry(
+    device_id: str, limit: int = Query(10, ge=1, le=1000), service: HubService = Depends(get_service)
+) -> list[TelemetryOut]:
+    """The device's newest telemetry batches, newest first."""
+    return [TelemetryOut(received=r.received, batch=r.batch) for r in service.recent_telemetry(device_id, limit)]
+
+
+@devices.post("/{device_id}/methods/{method}")
+def invoke_method(
+    device_id: str,
+    method: str,
+    args: dict[str, Any] = Body(default_factory=dict, description="The method's arguments, a JSON object."),
+    timeout: float = Query(10.0, gt=0, le=300, description="Seconds to wait for the device's answer."),
+    service: HubService = Depends(get_service),
+) -> dict[str, Any]:
+    """Call a direct method (``restart``, ``logs``) over MQTT; returns the device's ``{"status", "result"|"error"}``.
+
+    504 when the device does not answer within ``timeout``; 503 when the hub has no broker connection.
+    """
+    return service.invoke_method(device_id, method, args, timeout)
 
 
 @modules.get("", response_model=list[ModuleOut])

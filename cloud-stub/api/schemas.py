@@ -21,6 +21,7 @@ __all__ = [
     "ModuleOut",
     "ModuleRefIn",
     "TagsIn",
+    "TelemetryOut",
 ]
 
 
@@ -45,9 +46,13 @@ class DeviceOut(_Body):
     desired_expires: datetime | None = Field(alias="desiredExpires")
     reported: dict[str, Any] | None
     reported_at: datetime | None = Field(alias="reportedAt")
+    online: bool | None = Field(default=None, description="The device's retained online flag; null: never heard.")
+    last_seen: datetime | None = Field(default=None, alias="lastSeen")
 
     @classmethod
     def of(cls, view: DeviceView) -> DeviceOut:
+        heard = [t for t in (view.presence.last_seen if view.presence else None,
+                             view.reported.received if view.reported else None) if t is not None]
         return cls(
             id=view.device.id,
             tags=view.device.tags,
@@ -56,7 +61,16 @@ class DeviceOut(_Body):
             desiredExpires=view.desired.expires if view.desired else None,
             reported=view.reported.state if view.reported else None,
             reportedAt=view.reported.received if view.reported else None,
+            online=view.presence.online if view.presence else None,
+            lastSeen=max(heard) if heard else None,
         )
+
+
+class TelemetryOut(_Body):
+    """One stored telemetry batch (``docs/mqtt.md``) and when the hub received it."""
+
+    received: datetime
+    batch: dict[str, Any]
 
 
 class ModuleIn(_Body):

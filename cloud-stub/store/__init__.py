@@ -18,6 +18,7 @@ from edgeship.hub.store.store import (
     ReportedRecord,
     sqlite_url,
 )
+from edgeship.hub.store.telemetry import PresenceRecord, TelemetryRecord, TelemetryStore  # registers its tables
 
 __all__ = [
     "DeploymentRecord",
@@ -27,6 +28,9 @@ __all__ = [
     "HubStoreError",
     "ModuleRecord",
     "ModuleRefRecord",
+    "PresenceRecord",
     "ReportedRecord",
+    "TelemetryRecord",
+    "TelemetryStore",
     "sqlite_url",
 ]

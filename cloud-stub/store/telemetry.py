@@ -1,0 +1,118 @@
+"""Telemetry batches and device presence (online flag, last seen), beside the hub's other tables.
+
+Telemetry is bounded per device: each insert deletes all but the newest
+:data:`KEEP_PER_DEVICE` batches of that device in the same transaction, so a chatty
+device cannot grow the database without limit. Presence is one row per device,
+written by ``online`` messages and touched by every telemetry batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, select
+from sqlalchemy.orm import Mapped, mapped_column
+
+from edgeship.hub.store.models import Base, DeviceRow
+from edgeship.hub.store.store import HubStore, _need
+
+__all__ = ["KEEP_PER_DEVICE", "PresenceRecord", "PresenceRow", "TelemetryRecord", "TelemetryRow", "TelemetryStore"]
+
+KEEP_PER_DEVICE = 100  # telemetry batches kept per device (each holds many samples)
+
+
+class TelemetryRow(Base):
+    """One telemetry batch as the device sent it (validated), with the hub's receive time."""
+
+    __tablename__ = "telemetry"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    received: Mapped[datetime]
+    batch: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class PresenceRow(Base):
+    """Whether the device's session is up (its retained ``online`` message) and when it was last heard."""
+
+    __tablename__ = "presence"
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_seen: Mapped[datetime]
+
+
+@dataclass(frozen=True)
+class TelemetryRecord:
+    device_id: str
+    received: datetime
+    batch: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PresenceRecord:
+    device_id: str
+    online: bool
+    last_seen: datetime
+
+
+class TelemetryStore:
+    """Telemetry and presence over a :class:`HubStore`'s engine (same transactions, same errors)."""
+
+    def __init__(self, store: HubStore, keep: int = KEEP_PER_DEVICE) -> None:
+        self.store = store
+        self.keep = keep
+
+    def add(self, device_id: str, batch: dict[str, Any], received: datetime) -> TelemetryRecord:
+        """Store a batch, drop the device's batches beyond the newest ``keep``, and touch its presence."""
+        with self.store._tx() as s:
+            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            s.add(TelemetryRow(device_id=device_id, received=received, batch=batch))
+            s.flush()
+            cutoff = s.scalars(
+                select(TelemetryRow.id)
+                .where(TelemetryRow.device_id == device_id)
+                .order_by(TelemetryRow.id.desc())
+                .offset(self.keep)
+                .limit(1)
+            ).first()
+            if cutoff is not None:
+                s.execute(delete(TelemetryRow).where(TelemetryRow.device_id == device_id, TelemetryRow.id <= cutoff))
+            presence = s.get(PresenceRow, device_id)
+            if presence is None:
+                s.add(PresenceRow(device_id=device_id, online=True, last_seen=received))
+            else:
+                presence.last_seen = max(presence.last_seen, received)
+            return TelemetryRecord(device_id, received, batch)
+
+    def recent(self, device_id: str, limit: int = 10) -> list[TelemetryRecord]:
+        """The device's newest ``limit`` batches, newest first."""
+        with self.store._tx() as s:
+            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            rows = s.scalars(
+                select(TelemetryRow)
+                .where(TelemetryRow.device_id == device_id)
+                .order_by(TelemetryRow.id.desc())
+                .limit(limit)
+            )
+            return [TelemetryRecord(r.device_id, r.received, dict(r.batch)) for r in rows]
+
+    def set_online(self, device_id: str, online: bool, when: datetime) -> PresenceRecord:
+        with self.store._tx() as s:
+            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            row = s.get(PresenceRow, device_id)
+            if row is None:
+                s.add(PresenceRow(device_id=device_id, online=online, last_seen=when))
+            else:
+                row.online, row.last_seen = online, max(row.last_seen, when)
+            return PresenceRecord(device_id, online, when)
+
+    def presence(self, device_ids: Iterable[str] | None = None) -> dict[str, PresenceRecord]:
+        query = select(PresenceRow)
+        if device_ids is not None:
+            query = query.where(PresenceRow.device_id.in_(list(device_ids)))
+        with self.store._tx() as s:
+            return {r.device_id: PresenceRecord(r.device_id, r.online, r.last_seen) for r in s.scalars(query)}

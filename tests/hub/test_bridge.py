@@ -1,0 +1,193 @@
+"""The hub's MQTT bridge against a real Mosquitto: documents out, device messages in, direct methods."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hub_world import HubWorld
+from mqtt_probe import Probe, Received
+
+from edgeship.agent.decide import accept_document
+from edgeship.hub.bridge import MAX_MESSAGE_BYTES, MqttBridge
+from edgeship.hub.broker import EmbeddedBroker
+from edgeship.hub.errors import DeviceTimeoutError
+from edgeship.hub.service import HubService
+from edgeship.hub.store import HubStore
+from edgeship.mqtt import device_topic, parse_broker_url, parse_device_topic, response_topic
+from edgeship.registry.blobs import BlobStore
+
+
+def _telemetry(device_id: str, seq: int = 1) -> dict[str, Any]:
+    return {
+        "schemaVersion": 1, "deviceId": device_id, "dropped": 0,
+        "samples": [{"time": "2026-01-01T00:00:00Z", "seq": seq, "cpuPercent": 12.5, "memoryBytes": 1024,
+                     "modules": {"digits": {"requests": 3, "errors": 0,
+                                            "latencyMs": {"p50": 1.0, "p95": 2.0, "p99": 3.0}}}}],
+    }
+
+
+def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> HubWorld:
+    world = HubWorld(tmp_path / "hub")
+    world.root.mkdir(parents=True)
+    return world
+
+
+def _start(world: HubWorld, url: str) -> tuple[HubService, MqttBridge]:
+    bridge = MqttBridge(parse_broker_url(url))
+    service = HubService(HubStore(f"sqlite:///{world.root / 'hub.db'}"),
+                         BlobStore(world.root / "blobs", world.root / "tmp"), world.trust_root(), [world.hub_key],
+                         publish=bridge.publish)
+    bridge.start(service)
+    return service, bridge
+
+
+@pytest.fixture
+def hub(world: HubWorld, mosquitto: Any) -> Iterator[tuple[HubService, MqttBridge]]:
+    service, bridge = _start(world, mosquitto.url)
+    yield service, bridge
+    bridge.stop()
+
+
+@pytest.fixture
+def probe(mosquitto: Any) -> Iterator[Probe]:
+    client = Probe(mosquitto.url)
+    yield client
+    client.close()
+
+
+def test_a_new_document_arrives_retained_and_the_agent_accepts_it(
+    world: HubWorld, hub: tuple[HubService, MqttBridge], probe: Probe
+) -> None:
+    service, _bridge = hub
+    service.create_device("dev-1", {"site": "lab"})
+    probe.subscribe(device_topic("dev-1", "desired"))
+    got = probe.expect(device_topic("dev-1", "desired"))
+    assert got.retain and got.qos == 1
+    accepted = accept_document(got.payload, world.trust_root(), "dev-1", None, datetime.now(timezone.utc))
+    assert accepted.document.sequence == 1 and accepted.document.device_id == "dev-1"
+
+
+def test_reported_telemetry_and_online_land_in_the_store(hub: tuple[HubService, MqttBridge], probe: Probe) -> None:
+    service, _bridge = hub
+    service.create_device("dev-1")
+    report = {"schemaVersion": 1, "deviceId": "dev-1", "lastAppliedSequence": 1,
+              "status": {"code": 200, "description": "ok", "message": None}, "modules": {}}
+    probe.publish(device_topic("dev-1", "reported"), json.dumps(report), retain=True)
+    probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1")))
+    probe.publish(device_topic("dev-1", "online"), b"1", retain=True)
+    view = _eventually(lambda: (v := service.get_device("dev-1")).reported and v.presence and v)
+    assert view.reported.state["lastAppliedSequence"] == 1
+    assert view.presence.online is True
+    batches = _eventually(lambda: service.recent_telemetry("dev-1"))
+    assert batches[0].batch["samples"][0]["seq"] == 1
+    probe.publish(device_topic("dev-1", "online"), b"0", retain=True)  # what the device's last will says
+    _eventually(lambda: service.get_device("dev-1").presence.online is False)
+
+
+def test_malformed_messages_are_dropped_and_the_next_good_one_lands(
+    hub: tuple[HubService, MqttBridge], probe: Probe, caplog: pytest.LogCaptureFixture
+) -> None:
+    service, bridge = hub
+    service.create_device("dev-1")
+    bad: list[tuple[str, bytes]] = [
+        (device_topic("dev-1", "reported"), b"{not json"),
+        (device_topic("dev-1", "reported"), b"[1, 2]"),
+        (device_topic("dev-1", "telemetry"), json.dumps({"schemaVersion": 2, "deviceId": "dev-1"}).encode()),
+        (device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-2")).encode()),
+        (device_topic("dev-1", "telemetry"), b"x" * (MAX_MESSAGE_BYTES + 1)),
+        (device_topic("dev-1", "online"), b"maybe"),
+        (device_topic("ghost", "telemetry"), json.dumps(_telemetry("ghost")).encode()),
+        ("edgeship/v1/devices/dev-1/desired/extra", b"{}"),
+    ]
+    with caplog.at_level("WARNING", logger="edgeship.hub.bridge"):
+        for topic, payload in bad:
+            probe.publish(topic, payload)
+        probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1", seq=7)))
+        batches = _eventually(lambda: service.recent_telemetry("dev-1"))
+    assert [b.batch["samples"][0]["seq"] for b in batches] == [7]
+    assert bridge.subscriber is not None and bridge.subscriber.dropped == 7
+    lines = [r.getMessage() for r in caplog.records if r.name == "edgeship.hub.bridge"]
+    assert any("not JSON" in line for line in lines)
+    assert any("schemaVersion" in line for line in lines)
+    assert any("no such device" in line for line in lines)
+    assert all("\n" not in line for line in lines)
+
+
+def test_broker_restart_the_hub_reconnects_and_republishes_the_newest_documents(
+    world: HubWorld, hub: tuple[HubService, MqttBridge], mosquitto: Any
+) -> None:
+    service, bridge = hub
+    service.create_device("dev-1")
+    mosquitto.stop()
+    _eventually(lambda: not bridge.client.is_connected())
+    service.create_device("dev-2")  # issued while the broker is down: not lost
+    service.update_tags("dev-1", {"ring": "canary"})
+    mosquitto.start()
+    _eventually(lambda: bridge.connections >= 2 and bridge.wait_republished(0.05), timeout=15)
+    assert bridge.republished == 2
+    probe = Probe(mosquitto.url)
+    try:
+        probe.subscribe(f"{device_topic('dev-2', 'desired')}")
+        doc = accept_document(probe.expect().payload, world.trust_root(), "dev-2", None, datetime.now(timezone.utc))
+        assert doc.document.sequence == 1
+    finally:
+        probe.close()
+
+
+def test_direct_method_round_trip_and_timeout(hub: tuple[HubService, MqttBridge], probe: Probe) -> None:
+    service, _bridge = hub
+    service.create_device("dev-1")
+    service.create_device("dev-2")
+
+    def fake_agent(client: Probe, message: Received) -> None:
+        topic = parse_device_topic(message.topic)
+        assert topic is not None and topic.channel == "commands"
+        method, request_id = topic.rest
+        args = json.loads(message.payload)
+        if method == "logs":
+            answer = {"status": 200, "result": {"logs": f"last {args['tail']} lines of {args['module']}"}}
+        else:
+            answer = {"status": 404, "error": f"no method {method}"}
+        client.client.publish(response_topic(topic.device_id, request_id), json.dumps(answer), qos=1)
+
+    probe.handlers.append(fake_agent)
+    probe.subscribe("edgeship/v1/devices/dev-1/commands/+/+")
+    answer = service.invoke_method("dev-1", "logs", {"module": "digits", "tail": 5}, 5)
+    assert answer == {"status": 200, "result": {"logs": "last 5 lines of digits"}}
+    assert service.invoke_method("dev-1", "reboot", {}, 5)["status"] == 404
+    started = time.monotonic()
+    with pytest.raises(DeviceTimeoutError, match=r"'dev-2' did not answer 'restart' within 0\.3 s; is it online"):
+        service.invoke_method("dev-2", "restart", {"module": "digits"}, 0.3)
+    assert time.monotonic() - started < 2
+
+
+def test_the_bridge_works_with_the_embedded_amqtt_broker(world: HubWorld) -> None:
+    with EmbeddedBroker("127.0.0.1", 0) as broker:
+        service, bridge = _start(world, broker.url)
+        try:
+            service.create_device("dev-1")
+            probe = Probe(broker.url).subscribe(device_topic("dev-1", "desired"))
+            got = probe.expect()
+            accept_document(got.payload, world.trust_root(), "dev-1", None, datetime.now(timezone.utc))
+            probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1")))
+            _eventually(lambda: service.recent_telemetry("dev-1"))
+            probe.close()
+        finally:
+            bridge.stop()
