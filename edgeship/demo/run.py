@@ -142,7 +142,7 @@ class Demo:
         c = self.console
         c.print(f"[bold]edgeship demo[/] in {self.root}", highlight=False)
         with self.step("Release workspace with root, release and hub keys and a trust root"):
-            self.release_side = ReleaseSide(self.root, c)
+            self.release_side = ReleaseSide(self.root, Console(quiet=True))  # the spinner shows progress
         with self.step("Trained, registered, packaged and signed digits v1"):
             v1 = self.release_side.release(1)
         c.print(f"  model accuracy {v1.model.accuracy:.3f}, module {v1.module_dir}", highlight=False)
@@ -181,6 +181,13 @@ class Demo:
         with self.step("Telemetry received from both lab devices"):
             self.wait_for("telemetry with request counts", self.telemetry_ready)
         self.print_table()
+        t = self.summary.timings
+        c.print(
+            f"deployment create -> both devices serving: v1 {t['deploy v1 (create -> both applied)']:.1f} s "
+            f"(first install builds the environment), v2 {t['update v2 (create -> both applied)']:.1f} s "
+            "(model-only: environment reused)",
+            highlight=False,
+        )
         return self.summary
 
     # --- hub -----------------------------------------------------------------------------------
@@ -221,8 +228,11 @@ class Demo:
         return module if isinstance(module, dict) else None
 
     def telemetry_ready(self) -> bool | None:
+        """True once each lab device's newest sample counts the request just scored on its v2 module."""
         for device_id in ("lab-1", "lab-2"):
-            if _requests(self.hub.service.recent_telemetry(device_id, 50)) <= 0:
+            samples = _samples(self.hub.service.recent_telemetry(device_id, 50))
+            latest = ((samples[-1].get("modules") or {}).get("digits") or {}) if samples else {}
+            if latest.get("requests", 0) < 1:
                 return None
         return True
 
@@ -301,9 +311,9 @@ class Demo:
 
     # --- the final table -------------------------------------------------------------------
     def print_table(self) -> None:
-        table = Table(title="Devices")
-        for column in ("device", "tags", "module", "status", "port", "requests", "p50 ms", "cpu %", "memory MB"):
-            table.add_column(column)
+        table = Table(title="Devices (reported state and newest telemetry)")
+        for column in ("device", "site", "module", "status", "port", "requests", "p50 ms", "MB"):
+            table.add_column(column, no_wrap=True)
         for view in self.hub.service.list_devices():
             state = view.reported.state if view.reported else {}
             module = (state.get("modules") or {}).get("digits") or {}
@@ -312,13 +322,12 @@ class Demo:
             mod_sample = (last.get("modules") or {}).get("digits") or {}
             table.add_row(
                 view.device.id,
-                ", ".join(f"{k}={v}" for k, v in sorted(view.device.tags.items())),
+                str(view.device.tags.get("site", "-")),
                 f"digits:{module['version']}" if module.get("version") else "-",
                 str(module.get("status", "-")),
                 str(module.get("port", "-")),
                 str(mod_sample.get("requests", "-")),
                 f"{mod_sample['latencyMs']['p50']:.1f}" if mod_sample.get("latencyMs") else "-",
-                f"{last['cpuPercent']:.0f}" if "cpuPercent" in last else "-",
                 f"{last['memoryBytes'] / 1e6:.0f}" if "memoryBytes" in last else "-",
             )
         self.console.print(table)
@@ -342,11 +351,6 @@ def _samples(records: list[Any]) -> list[dict[str, Any]]:
     for record in records:
         samples += list(record.batch.get("samples") or [])
     return sorted(samples, key=lambda s: (s.get("time", ""), s.get("seq", 0)))
-
-
-def _requests(records: list[Any]) -> int:
-    return max((((s.get("modules") or {}).get("digits") or {}).get("requests", 0) for s in _samples(records)),
-               default=0)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:
