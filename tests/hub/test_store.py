@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
-from edgeship.hub.store import DeploymentRecord, HubStore, ModuleRecord, ModuleRefRecord
+from edgeship.hub.store import DeploymentRecord, HubStore, IssueRequest, ModuleRecord, ModuleRefRecord
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 DIGEST = "sha256:" + "a" * 64
@@ -131,3 +131,42 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:  # type: i
     with store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_issue_many_issues_changed_devices_in_one_batch_and_skips_the_rest(store: HubStore) -> None:
+    for name in ("dev-1", "dev-2", "dev-3"):
+        store.add_device(name, {}, T0)
+    store.issue("dev-2", "A", ["lab"], _signer())
+    batch = [IssueRequest(d, "A", ["lab"], _signer(d)) for d in ("dev-3", "dev-1", "dev-2")]
+    issued = store.issue_many(batch)
+    assert [(d.device_id, d.sequence) for d in issued] == [("dev-3", 1), ("dev-1", 1)]  # dev-2 has "A" already
+    assert issued[0].envelope == "dev-3#1"
+    assert store.latest_fingerprints() == {d: ("A", T0) for d in ("dev-1", "dev-2", "dev-3")}
+    assert {d.id: d.last_sequence for d in store.list_devices()} == {"dev-1": 1, "dev-2": 1, "dev-3": 1}
+
+
+def test_issue_many_with_an_unknown_device_issues_nothing(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    with pytest.raises(HubNotFoundError, match="ghost"):
+        store.issue_many([IssueRequest("dev-1", "A", [], _signer()), IssueRequest("ghost", "A", [], _signer())])
+    assert store.latest_desired() == {}
+    assert store.get_device("dev-1").last_sequence == 0
+    with pytest.raises(ValueError, match="at most once"):
+        store.issue_many([IssueRequest("dev-1", "A", [], _signer()), IssueRequest("dev-1", "B", [], _signer())])
+
+
+def test_reports_are_stored_in_batches_and_unknown_devices_are_named(store: HubStore) -> None:
+    store.add_device("dev-1", {}, T0)
+    store.add_device("dev-2", {}, T0)
+    store.put_reported("dev-1", {"lastAppliedSequence": 1}, T0)
+    stored, unknown = store.put_reported_many([
+        ("dev-1", {"lastAppliedSequence": 2}, T0 + timedelta(seconds=1)),
+        ("ghost", {}, T0),
+        ("dev-2", {"lastAppliedSequence": 5}, T0),
+        ("dev-2", {"lastAppliedSequence": 6}, T0 + timedelta(seconds=2)),
+    ])
+    assert [r.device_id for r in stored] == ["dev-1", "dev-2"] and unknown == ["ghost"]
+    reported = store.reported()
+    assert reported["dev-1"].state == {"lastAppliedSequence": 2}
+    assert reported["dev-2"].state == {"lastAppliedSequence": 6}
+    assert reported["dev-2"].received == T0 + timedelta(seconds=2)

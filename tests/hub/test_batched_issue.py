@@ -1,0 +1,79 @@
+"""Re-evaluation in batches: many devices, one store transaction and one publish per batch, same documents."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hub_world import HubWorld
+
+import edgeship.hub.service as service_module
+from edgeship.agent.decide import accept_document
+from edgeship.deployment import DeploymentDocument, build_document
+from edgeship.hub.service import HubService, ModuleRefSpec, Outgoing
+from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, verify_envelope
+
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[HubWorld, HubService, list[list[Outgoing]]]:
+    monkeypatch.setattr(service_module, "REEVALUATE_BATCH", 3)
+    world = HubWorld(tmp_path)
+    calls: list[list[Outgoing]] = []
+    hub = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    hub.publish = lambda docs: calls.append(list(docs))
+    hub.clock = lambda: T0
+    hub.upload_module(world.module("digits", 1))
+    hub.upload_module(world.module("metrics", 1))
+    for i in range(8):
+        hub.create_device(f"dev-{i}", {"site": "lab" if i % 2 else "home"})
+    calls.clear()
+    return world, hub, calls
+
+
+def test_a_deployment_is_published_in_batches_of_documents_each_device_accepts(
+    batches: tuple[HubWorld, HubService, list[list[Outgoing]]],
+) -> None:
+    world, hub, calls = batches
+    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"port": 5001})])
+    hub.create_deployment("lab", "tags.site = 'lab'", [ModuleRefSpec("metrics", 1)], priority=5)
+    first, second = calls[:3], calls[3:]
+    assert [len(b) for b in first] == [3, 3, 2] and [len(b) for b in second] == [3, 1]  # only lab devices changed
+    for doc in [o for batch in calls for o in batch]:
+        accepted = accept_document(doc.envelope, world.trust_root(), doc.device_id, doc.sequence - 1, T0)
+        assert accepted.sequence == doc.sequence
+    lab = hub.get_device("dev-1").desired
+    assert lab is not None and lab.deployments == ("all", "lab")
+
+
+def test_the_fast_document_bytes_equal_the_validated_document(
+    batches: tuple[HubWorld, HubService, list[list[Outgoing]]],
+) -> None:
+    world, hub, calls = batches
+    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"env": {"MODE": "é"}})])
+    for doc in calls[0]:
+        payload = verify_envelope(doc.envelope, world.trust_root(), "hub", DEPLOYMENT_PAYLOAD_TYPE, now=T0)
+        parsed = DeploymentDocument.from_bytes(payload)
+        again = build_document(device_id=parsed.device_id, sequence=parsed.sequence, modules=parsed.modules,
+                               deployments=parsed.deployments, issued_at=parsed.issued_at,
+                               ttl=parsed.expires - parsed.issued_at)
+        assert again.to_bytes() == payload
+
+
+def test_reports_are_recorded_in_one_batch_and_bad_ones_are_refused_alone(
+    batches: tuple[HubWorld, HubService, list[list[Outgoing]]],
+) -> None:
+    _world, hub, _calls = batches
+    stored, refused = hub.record_reported_many([
+        ("dev-1", {"deviceId": "dev-1", "lastAppliedSequence": 1, "status": {"code": 200}}),
+        ("dev-2", {"deviceId": "dev-3"}),
+        ("dev-3", ["not", "an", "object"]),  # type: ignore[list-item]
+        ("ghost", {"lastAppliedSequence": 1}),
+        ("bad/id", {}),
+    ])
+    assert [r.device_id for r in stored] == ["dev-1"]
+    assert [device for device, _why in refused] == ["dev-2", "dev-3", "bad/id", "ghost"]
+    assert "names device 'dev-3'" in refused[0][1] and "No device 'ghost'" in refused[3][1]
+    assert hub.get_device("dev-1").reported is not None
