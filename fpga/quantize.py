@@ -24,6 +24,7 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 
 from edgeship.errors import QuantizationError
 from edgeship.fpga.calibration import NumpyCalibrationReader
+from edgeship.fpga.compact import compact
 from edgeship.fpga.graph import QUANTIZED_OPS, InputSpec
 from edgeship.fpga.pow2 import pow2_scales_of, snap_pow2
 
@@ -88,7 +89,8 @@ def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options:
     """The int8 QDQ model for ``prepared`` (see :func:`edgeship.fpga.graph.prepare`) under ``options``.
 
     With ``scales="pow2"`` every Quantize/DequantizeLinear scale is a power of two
-    afterwards, and the result is checked to load and run in onnxruntime.
+    afterwards. The result is compacted (:func:`edgeship.fpga.compact.compact`: shared
+    scalars, short tensor names) and checked to load and run in onnxruntime.
     """
     unknown = set(options.nodes_to_exclude) - {n.name for n in prepared.graph.node}
     if unknown:
@@ -125,6 +127,7 @@ def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options:
         bad = [name for name, ok in pow2_scales_of(model).items() if not ok]
         if bad:
             raise QuantizationError(f"Scales {', '.join(bad)} are not powers of two after snapping.")
+    model = compact(model)
     sample = reader.data[: reader.batch_size]
     check_runs(model, reader.spec, sample)
     return model
