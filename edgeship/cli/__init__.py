@@ -15,7 +15,9 @@ from edgeship import __version__
 from edgeship.cli import agent as _agent
 from edgeship.cli import demo as _demo
 from edgeship.cli import deploy as _deploy
+from edgeship.cli import fleet as _fleet
 from edgeship.cli import fpga as _fpga
+from edgeship.cli import hub as _hub
 from edgeship.cli import keys as _keys
 from edgeship.cli import model as _model
 from edgeship.cli import module as _module
@@ -60,6 +62,8 @@ _package.register(app)
 _serve.register(app)
 _keys.register(app)
 _deploy.register(app)
+_hub.register(app)
+_fleet.register(app)
 _demo.register(app)
 app.add_typer(_fpga.app, name="fpga")
 app.add_typer(_agent.app, name="agent")

@@ -1,0 +1,142 @@
+"""``HubClient``: the operator CLI's small, synchronous client of the hub's REST API (httpx).
+
+Errors come back as edgeship errors with the hub's own one-sentence ``detail``:
+an unreachable hub is a :class:`~edgeship.errors.TransportError` naming the URL,
+a refused request a :class:`HubRequestError` carrying the HTTP status.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from edgeship.errors import EdgeshipError, InputError, TransportError
+
+__all__ = ["DEFAULT_HUB_URL", "ENV_HUB_TOKEN", "ENV_HUB_URL", "HubClient", "HubRequestError"]
+
+DEFAULT_HUB_URL = "http://127.0.0.1:8800"
+ENV_HUB_URL = "EDGESHIP_HUB_URL"
+ENV_HUB_TOKEN = "EDGESHIP_HUB_TOKEN"  # noqa: S105 - the name of an environment variable
+
+
+class HubRequestError(EdgeshipError):
+    """The hub answered with an error status; ``status`` is the HTTP status, the message the hub's detail."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HubClient:
+    def __init__(self, url: str | None = None, token: str | None = None, *, timeout: float = 30.0) -> None:
+        self.url = (url or os.environ.get(ENV_HUB_URL) or DEFAULT_HUB_URL).rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise InputError(f"Hub URL {self.url!r} must start with http:// or https://.")
+        self.token = token or os.environ.get(ENV_HUB_TOKEN)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
+                timeout: float | None = None) -> Any:
+        if not self.token:
+            raise InputError(
+                f"No operator token for the hub at {self.url}: pass --token or set {ENV_HUB_TOKEN} "
+                "(create one with 'edgeship hub token create NAME')."
+            )
+        extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        try:
+            response = self._http.request(method, path, json=json, params=params, **extra)
+        except httpx.ConnectError as exc:
+            raise TransportError(
+                f"Cannot reach the hub at {self.url} ({exc}); is 'edgeship hub serve' running there?"
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"The hub at {self.url} did not answer {method} {path} in time; retry later.") from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(f"Request to the hub at {self.url} failed: {exc}.") from exc
+        if response.status_code >= 400:
+            raise HubRequestError(_detail(response), response.status_code)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    # devices -----------------------------------------------------------------
+    def list_devices(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/devices")
+
+    def create_device(self, device_id: str, tags: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/devices", json={"id": device_id, "tags": dict(tags)})
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/devices/{_seg(device_id)}")
+
+    def set_tags(self, device_id: str, tags: Mapping[str, Any]) -> dict[str, Any]:
+        return self.request("PUT", f"/devices/{_seg(device_id)}/tags", json={"tags": dict(tags)})
+
+    def telemetry(self, device_id: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self.request("GET", f"/devices/{_seg(device_id)}/telemetry", params={"limit": limit})
+
+    def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """The device's answer ``{"status", "result"|"error"}``; a 504 HubRequestError when it stays silent."""
+        return self.request(
+            "POST", f"/devices/{_seg(device_id)}/methods/{_seg(method)}", json=dict(args),
+            params={"timeout": timeout}, timeout=timeout + 10,
+        )
+
+    # modules -----------------------------------------------------------------
+    def upload_module(self, workspace: str, name: str, version: int | None = None) -> dict[str, Any]:
+        return self.request(
+            "POST", "/modules", json={"workspace": workspace, "name": name, "version": version}
+        )
+
+    def list_modules(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/modules")
+
+    # deployments -------------------------------------------------------------
+    def create_deployment(self, name: str, target_condition: str, modules: list[dict[str, Any]],
+                          priority: int = 0) -> dict[str, Any]:
+        body = {"name": name, "targetCondition": target_condition, "priority": priority, "modules": modules}
+        return self.request("POST", "/deployments", json=body)
+
+    def list_deployments(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/deployments")
+
+    def get_deployment(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/deployments/{_seg(name)}")
+
+    def delete_deployment(self, name: str) -> None:
+        self.request("DELETE", f"/deployments/{_seg(name)}")
+
+
+def _seg(value: str) -> str:
+    """A path segment, percent-encoded so an id cannot change the path."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    if isinstance(detail, list):  # FastAPI's validation errors
+        first = detail[0] if detail else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        detail = f"Request field {where}: {first.get('msg', 'invalid')}."
+    text = str(detail) if detail else f"The hub answered {response.status_code} {response.reason_phrase}."
+    if response.status_code == 401:
+        text += f" Pass a valid --token or set {ENV_HUB_TOKEN}."
+    return text

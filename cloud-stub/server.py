@@ -1,0 +1,190 @@
+"""``HubServer``: the whole hub object graph (store, service, MQTT bridge, REST API, optional broker).
+
+``edgeship hub serve``, ``edgeship demo`` and the tests build the hub the same way::
+
+    server = HubServer(HubConfig(workspace=Path("~/.edgeship-hub"), embedded_broker=True, port=0)).start()
+    print(server.api_url, server.broker_url)
+    server.stop()
+
+Start order: (embedded broker) -> store -> bridge (publisher first, so the service
+can be given its publish callback) -> service -> bridge connected -> uvicorn. Stop
+runs in reverse. Everything runs in background threads; :meth:`start` returns once
+the API accepts requests and the bridge has re-published every device's newest
+document.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeship.errors import SignatureError, TransportError
+from edgeship.mqtt import BrokerSettings, parse_broker_url
+from edgeship.workspace import Workspace
+
+__all__ = ["DEFAULT_API_PORT", "DEFAULT_BROKER_PORT", "TRUST_ROOT_FILE", "HubConfig", "HubServer", "load_hub_keys"]
+
+DEFAULT_API_PORT = 8800
+DEFAULT_BROKER_PORT = 1883
+TRUST_ROOT_FILE = "trust-root.json"  # in the hub's workspace: the release keys it accepts and its own hub keys
+API_START_TIMEOUT = 15.0  # seconds for uvicorn to listen
+
+log = logging.getLogger("edgeship.hub.server")
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    workspace: Path
+    db_url: str | None = None  # default: sqlite:///<workspace>/hub.db; or postgresql+psycopg://...
+    broker_url: str | None = None  # mqtt://host:1883 or mqtts://...; ignored with embedded_broker
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_ca: Path | None = None
+    broker_protocol: str = "3.1.1"  # "5" turns on shared subscriptions ($share/hub/...)
+    embedded_broker: bool = False  # run amqtt in-process on broker_host:broker_port
+    broker_host: str = "127.0.0.1"
+    broker_port: int = DEFAULT_BROKER_PORT  # 0 picks a free port
+    host: str = "127.0.0.1"  # the REST API's address
+    port: int = DEFAULT_API_PORT  # 0 picks a free port
+    hub_key: str = "hub"  # workspace key that signs deployment documents
+    trust_root: Path | None = None  # default: <workspace>/trust-root.json
+    client_id: str | None = None  # a fixed MQTT client id gives the hub a persistent session
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def load_hub_keys(workspace: Workspace, key_name: str = "hub", trust_root: Path | None = None) -> tuple[Any, Any]:
+    """The hub's trust root and signer, or a SignatureError saying how to create what is missing."""
+    from edgeship.modules.verify import load_trust_root_file
+    from edgeship.signing import Keyring
+
+    path = trust_root or workspace.root / TRUST_ROOT_FILE
+    ring = Keyring(workspace)
+    if not any(k.name == key_name for k in ring.list("hub")):
+        raise SignatureError(
+            f"The hub workspace {workspace.root} has no hub signing key {key_name!r}; create it with "
+            f"'edgeship keys create --role hub --name {key_name} -w {workspace.root}'."
+        )
+    if not path.is_file():
+        raise SignatureError(
+            f"The hub needs a trust root at {path} (the release keys it accepts and its hub key); write it with "
+            f"'edgeship keys trust-root --release RELEASE_KEY --hub {key_name} -o {path} -w {workspace.root}'."
+        )
+    root = load_trust_root_file(path)
+    signer = ring.signer(key_name)
+    if signer.keyid not in root.role("hub").keyids:
+        raise SignatureError(
+            f"The trust root {path} does not list the hub key {key_name!r} ({signer.keyid}); devices would refuse "
+            "its documents. Rewrite the trust root with --hub naming this key."
+        )
+    return root, signer
+
+
+class HubServer:
+    """A running hub; use :meth:`start` / :meth:`stop` or ``with HubServer(config) as hub:``."""
+
+    def __init__(self, config: HubConfig) -> None:
+        self.config = config
+        self.workspace = Workspace.at(config.workspace)
+        self.broker: Any = None  # EmbeddedBroker when config.embedded_broker
+        self.store: Any = None
+        self.service: Any = None
+        self.bridge: Any = None
+        self._uvicorn: Any = None
+        self._thread: threading.Thread | None = None
+        self.port = config.port or _free_port(config.host)
+        self.settings: BrokerSettings | None = None
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def broker_url(self) -> str:
+        if self.settings is None:
+            raise RuntimeError("the hub is not started")
+        return self.settings.url
+
+    def _broker_settings(self) -> BrokerSettings:
+        c = self.config
+        if c.embedded_broker:
+            from edgeship.hub.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker(c.broker_host, c.broker_port).start()
+            return parse_broker_url(self.broker.url)
+        if not c.broker_url:
+            raise TransportError("The hub needs an MQTT broker: pass --broker mqtt://host:1883 or --embedded-broker.")
+        return parse_broker_url(c.broker_url, username=c.broker_username, password=c.broker_password,
+                                ca_file=c.broker_ca, protocol=c.broker_protocol)
+
+    def start(self) -> HubServer:
+        from edgeship.hub.api import OperatorTokens, create_app
+        from edgeship.hub.bridge import MqttBridge
+        from edgeship.hub.service import HubService
+        from edgeship.hub.store import HubStore, sqlite_url
+        from edgeship.registry.blobs import BlobStore
+
+        ws = self.workspace.require()
+        trust_root, signer = load_hub_keys(ws, self.config.hub_key, self.config.trust_root)
+        try:
+            self.settings = self._broker_settings()
+            self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
+            self.bridge = MqttBridge(self.settings, client_id=self.config.client_id)
+            self.service = HubService(self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer],
+                                      publish=self.bridge.publish)
+            self.bridge.start(self.service)
+            self._start_api(create_app(self.service, OperatorTokens(self.store)))
+        except BaseException:
+            self.stop()
+            raise
+        log.info("hub API on %s, MQTT broker %s", self.api_url, self.broker_url)
+        return self
+
+    def _start_api(self, app: Any) -> None:
+        import uvicorn
+
+        config = uvicorn.Config(app, host=self.config.host, port=self.port, log_level="warning", lifespan="off",
+                                access_log=False)
+        self._uvicorn = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._uvicorn.run, name="edgeship-hub-api", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + API_START_TIMEOUT
+        while not self._uvicorn.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise TransportError(
+                    f"The hub API could not listen on {self.config.host}:{self.port}; pick another --port "
+                    "or stop what uses it."
+                )
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop in reverse order; safe to call twice or after a failed start."""
+        if self._uvicorn is not None and self._thread is not None:
+            self._uvicorn.should_exit = True
+            self._thread.join(10)
+        self._uvicorn = self._thread = None
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self.broker is not None:
+            self.broker.stop()
+            self.broker = None
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,304 @@
+"""``edgeship device ...`` and ``edgeship deployment ...``: operator commands, clients of the hub's REST API.
+
+Every command takes ``--hub URL`` (``EDGESHIP_HUB_URL``), ``--token``
+(``EDGESHIP_HUB_TOKEN``) and ``--json``. Tags are ``--tag key=value``: a value that
+reads as a JSON number, ``true``, ``false`` or ``null`` is stored as that type
+(target conditions compare types: ``tags.floor = 3`` does not match ``'3'``);
+anything else is a string.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from edgeship.cli._common import console, parse_pairs, print_json
+from edgeship.cli.hub import HubTokenOpt, HubUrlOpt, hub_client, parse_module_ref
+from edgeship.errors import EdgeshipError, InputError
+
+__all__ = ["deployment_app", "device_app", "parse_tags", "register"]
+
+device_app = typer.Typer(help="Devices on the hub: create, tag, inspect, call direct methods.", no_args_is_help=True)
+deployment_app = typer.Typer(help="Deployments on the hub: modules targeted at devices by tags.",
+                             no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TagOpt = Annotated[list[str] | None, typer.Option("--tag", "-t", help="key=value (repeatable).", show_default=False)]
+
+
+class DeviceMethodError(EdgeshipError):
+    """A device answered a direct method with an error status."""
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(device_app, name="device")
+    app.add_typer(deployment_app, name="deployment")
+
+
+def parse_tags(items: list[str] | None) -> dict[str, Any]:
+    tags: dict[str, Any] = {}
+    for key, value in parse_pairs("--tag", items).items():
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        tags[key] = parsed if parsed is None or isinstance(parsed, (bool, int, float)) else value
+    return tags
+
+
+def _status_code(device: dict[str, Any]) -> str:
+    reported = device.get("reported") or {}
+    code = (reported.get("status") or {}).get("code") if isinstance(reported, dict) else None
+    return "-" if code is None else str(code)
+
+
+def _online(device: dict[str, Any]) -> str:
+    return {True: "yes", False: "no"}.get(device.get("online"), "-")  # type: ignore[arg-type]
+
+
+# devices -----------------------------------------------------------------------------------------
+@device_app.command("create")
+def device_create(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    tag: TagOpt = None, hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a device; it gets its first signed deployment document at once."""
+    tags = parse_tags(tag)
+    with hub_client(hub, token) as client:
+        device = client.create_device(device_id, tags)
+    if as_json:
+        print_json(device)
+        return
+    console.print(f"Created device {device['id']} (desired sequence {device['desiredSequence']})", highlight=False)
+
+
+@device_app.command("list")
+def device_list(hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Devices with their tags, desired sequence, reported status code and online flag."""
+    with hub_client(hub, token) as client:
+        devices = client.list_devices()
+    if as_json:
+        print_json(devices)
+        return
+    table = Table("id", "tags", "desired seq", "reported", "online")
+    for d in devices:
+        table.add_row(d["id"], json.dumps(d["tags"], sort_keys=True), str(d.get("desiredSequence") or "-"),
+                      _status_code(d), _online(d))
+    console.print(table)
+    if not devices:
+        console.print("No devices yet; add one with 'edgeship device create ID --tag key=value'.")
+
+
+@device_app.command("show")
+def device_show(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """One device: tags, desired and reported state, presence."""
+    with hub_client(hub, token) as client:
+        device = client.get_device(device_id)
+    if as_json:
+        print_json(device)
+        return
+    console.print(f"[bold]{device['id']}[/]", highlight=False)
+    for label, value in (
+        ("tags", json.dumps(device["tags"], sort_keys=True)),
+        ("desired sequence", device.get("desiredSequence")),
+        ("desired expires", device.get("desiredExpires")),
+        ("online", _online(device)),
+        ("last seen", device.get("lastSeen")),
+        ("reported status", _status_code(device)),
+    ):
+        console.print(f"  {label:17} {'-' if value is None else value}", highlight=False)
+    modules = ((device.get("reported") or {}).get("modules") or {})
+    if modules:
+        table = Table("module", "version", "desired", "status", "restarts", "last error")
+        for name, m in sorted(modules.items()):
+            table.add_row(name, str(m.get("version")), str(m.get("desiredVersion")), str(m.get("status")),
+                          str(m.get("restartCount", 0)), str(m.get("lastError") or ""))
+        console.print(table)
+
+
+@device_app.command("tag")
+def device_tag(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    tag: TagOpt = None,
+    remove: Annotated[list[str] | None, typer.Option("--remove", help="Tag name to remove (repeatable).",
+                                                     show_default=False)] = None,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Set and remove tags; the device joins and leaves deployments before this returns."""
+    updates = parse_tags(tag)
+    if not updates and not remove:
+        raise InputError("Nothing to change: give --tag key=value and/or --remove key.")
+    with hub_client(hub, token) as client:
+        tags = dict(client.get_device(device_id)["tags"])
+        for key in remove or []:
+            if key not in tags:
+                raise InputError(f"Device {device_id!r} has no tag {key!r} to remove.")
+            del tags[key]
+        tags.update(updates)
+        device = client.set_tags(device_id, tags)
+    if as_json:
+        print_json(device)
+        return
+    console.print(f"Tags of {device['id']}: {json.dumps(device['tags'], sort_keys=True)} "
+                  f"(desired sequence {device['desiredSequence']})", highlight=False)
+
+
+def _call(hub: str | None, token: str | None, device_id: str, method: str, args: dict[str, Any],
+          timeout: float) -> Any:
+    with hub_client(hub, token) as client:
+        answer = client.invoke(device_id, method, args, timeout)
+    if answer.get("status", 500) >= 400:
+        raise DeviceMethodError(
+            f"Device {device_id!r} refused {method!r} ({answer.get('status')}): {answer.get('error') or 'no reason'}"
+        )
+    return answer
+
+
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the device.")]
+
+
+@device_app.command("logs")
+def device_logs(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    module: Annotated[str, typer.Argument(metavar="MODULE")],
+    tail: Annotated[int, typer.Option("--tail", help="Lines from the end.", min=1, max=10000)] = 100,
+    timeout: TimeoutOpt = 10.0,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """A module's recent log lines, fetched from the device by a direct method."""
+    answer = _call(hub, token, device_id, "logs", {"module": module, "tail": tail}, timeout)
+    if as_json:
+        print_json(answer)
+        return
+    typer.echo(str((answer.get("result") or {}).get("logs", "")), nl=False)
+
+
+@device_app.command("restart")
+def device_restart(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    module: Annotated[str, typer.Argument(metavar="MODULE")],
+    timeout: TimeoutOpt = 30.0,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Restart a module on the device (a direct method)."""
+    answer = _call(hub, token, device_id, "restart", {"module": module}, timeout)
+    if as_json:
+        print_json(answer)
+        return
+    console.print(f"Restarted {module} on {device_id}", highlight=False)
+
+
+@device_app.command("telemetry")
+def device_telemetry(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    limit: Annotated[int, typer.Option("--limit", help="Newest batches to show.", min=1, max=1000)] = 10,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """The device's newest telemetry samples (per module: requests, errors, latency)."""
+    with hub_client(hub, token) as client:
+        batches = client.telemetry(device_id, limit)
+    if as_json:
+        print_json(batches)
+        return
+    table = Table("time", "seq", "cpu %", "memory MB", "module", "requests", "errors", "p50 ms", "p99 ms")
+    for batch in batches:
+        for sample in batch["batch"].get("samples", []):
+            modules = sample.get("modules") or {"-": None}
+            for name, m in sorted(modules.items()):
+                latency = (m or {}).get("latencyMs") or {}
+                table.add_row(str(sample["time"]), str(sample["seq"]), f"{sample['cpuPercent']:.1f}",
+                              f"{sample['memoryBytes'] / 1e6:.1f}", name, str((m or {}).get("requests", "-")),
+                              str((m or {}).get("errors", "-")), str(latency.get("p50", "-")),
+                              str(latency.get("p99", "-")))
+    console.print(table)
+    if not batches:
+        console.print(f"No telemetry from {device_id} yet.")
+
+
+# deployments -------------------------------------------------------------------------------------
+@deployment_app.command("create")
+def deployment_create(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    module: Annotated[list[str], typer.Option("--module", "-m", help="NAME:VERSION (repeatable).")],
+    target_condition: Annotated[str, typer.Option("--target-condition", "-c",
+                                                  help="e.g. \"tags.site = 'lab'\" or '*'.")],
+    priority: Annotated[int, typer.Option("--priority", "-p", help="Highest wins per module name.")] = 0,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create a deployment; every targeted device gets a new signed document before this returns."""
+    refs = [parse_module_ref(m, need_version=True) for m in module]
+    modules = [{"name": n, "version": v} for n, v in refs]
+    with hub_client(hub, token) as client:
+        created = client.create_deployment(name, target_condition, modules, priority)
+    if as_json:
+        print_json(created)
+        return
+    counts = (created.get("status") or {}).get("counts") or {}
+    console.print(f"Created deployment {created['name']}: {counts.get('targeted', 0)} device(s) targeted",
+                  highlight=False)
+
+
+@deployment_app.command("list")
+def deployment_list(hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False) -> None:
+    """Deployments with their priority, condition and modules."""
+    with hub_client(hub, token) as client:
+        deployments = client.list_deployments()
+    if as_json:
+        print_json(deployments)
+        return
+    table = Table("name", "priority", "target condition", "modules")
+    for d in deployments:
+        table.add_row(d["name"], str(d["priority"]), d["targetCondition"],
+                      ", ".join(f"{m['name']}:{m['version']}" for m in d["modules"]))
+    console.print(table)
+    if not deployments:
+        console.print("No deployments yet; create one with 'edgeship deployment create'.")
+
+
+@deployment_app.command("show")
+def deployment_show(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """IoT Edge's counts (Targeted, Applied, Reporting Success, Reporting Failure) and each device's state."""
+    with hub_client(hub, token) as client:
+        shown = client.get_deployment(name)
+    if as_json:
+        print_json(shown)
+        return
+    status = shown.get("status") or {}
+    counts = status.get("counts") or {}
+    console.print(f"[bold]{shown['name']}[/] priority {shown['priority']}  {shown['targetCondition']}",
+                  highlight=False)
+    console.print("  modules: " + ", ".join(f"{m['name']}:{m['version']}" for m in shown["modules"]),
+                  highlight=False)
+    console.print(
+        f"  Targeted {counts.get('targeted', 0)}  Applied {counts.get('applied', 0)}  "
+        f"Reporting Success {counts.get('reportingSuccess', 0)}  Reporting Failure {counts.get('reportingFailure', 0)}",
+        highlight=False,
+    )
+    table = Table("device", "state", "desired seq", "reported seq", "code", "reason")
+    for d in status.get("devices") or []:
+        table.add_row(d["deviceId"], d["state"], str(d.get("desiredSequence") or "-"),
+                      str(d.get("reportedSequence") or "-"), str(d.get("code") or "-"), str(d.get("reason") or ""))
+    console.print(table)
+
+
+@deployment_app.command("delete")
+def deployment_delete(
+    name: Annotated[str, typer.Argument(metavar="NAME")],
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Delete a deployment; its devices are re-targeted before this returns."""
+    with hub_client(hub, token) as client:
+        client.delete_deployment(name)
+    if as_json:
+        print_json({"deleted": name})
+        return
+    console.print(f"Deleted deployment {name}", highlight=False)

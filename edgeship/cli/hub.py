@@ -1,0 +1,170 @@
+"""``edgeship hub ...``: run the hub (``serve``), create operator tokens, upload modules to it.
+
+Thin: the object graph lives in :mod:`edgeship.hub.server`, the API client in
+:mod:`edgeship.hub.client`. The hub's dependencies (FastAPI, SQLAlchemy, paho,
+amqtt, httpx) are imported only when a command runs, so ``edgeship`` starts
+without the ``hub`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgeship.cli._common import WorkspaceOpt, console, print_json, workspace_from
+from edgeship.errors import InputError
+
+if TYPE_CHECKING:
+    from edgeship.hub.client import HubClient
+
+__all__ = ["HubTokenOpt", "HubUrlOpt", "hub_app", "hub_client", "register"]
+
+hub_app = typer.Typer(help="Run the hub (REST API + MQTT bridge) and administer it.", no_args_is_help=True)
+token_app = typer.Typer(help="Operator tokens for the hub's REST API.", no_args_is_help=True)
+module_app = typer.Typer(help="Modules on the hub.", no_args_is_help=True)
+hub_app.add_typer(token_app, name="token")
+hub_app.add_typer(module_app, name="module")
+
+HubUrlOpt = Annotated[
+    str | None,
+    typer.Option("--hub", envvar="EDGESHIP_HUB_URL", help="Hub API URL (default http://127.0.0.1:8800).",
+                 show_default=False),
+]
+HubTokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="EDGESHIP_HUB_TOKEN", help="Operator token (see 'edgeship hub token create').",
+                 show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(hub_app, name="hub")
+
+
+def _need_hub_extra() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import httpx  # noqa: F401
+        import paho.mqtt  # noqa: F401
+        import sqlalchemy  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise InputError(
+            f"The hub needs the '{exc.name}' package; install it with pip install 'edgeship[hub]'."
+        ) from exc
+
+
+def hub_client(hub: str | None, token: str | None) -> HubClient:
+    _need_hub_extra()
+    from edgeship.hub.client import HubClient
+
+    return HubClient(hub, token)
+
+
+@hub_app.command("serve")
+def serve(
+    workspace: WorkspaceOpt = None,
+    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: SQLite hub.db in the workspace; "
+                                           "or postgresql+psycopg://user@host/db).", show_default=False)] = None,
+    broker: Annotated[str | None, typer.Option("--broker", help="MQTT broker URL, mqtt://host:1883 or mqtts://...",
+                                               show_default=False)] = None,
+    broker_username: Annotated[str | None, typer.Option("--broker-username", show_default=False)] = None,
+    broker_password: Annotated[str | None, typer.Option("--broker-password", envvar="EDGESHIP_BROKER_PASSWORD",
+                                                        show_default=False)] = None,
+    broker_ca: Annotated[Path | None, typer.Option("--broker-ca", help="CA file for mqtts://.",
+                                                   show_default=False)] = None,
+    mqtt5: Annotated[bool, typer.Option("--mqtt5", help="Speak MQTT 5 (shared subscriptions for replicas).")] = False,
+    embedded_broker: Annotated[bool, typer.Option("--embedded-broker",
+                                                  help="Run an amqtt broker in-process (laptop use).")] = False,
+    broker_port: Annotated[int, typer.Option("--broker-port", help="Port of the embedded broker.")] = 1883,
+    host: Annotated[str, typer.Option("--host", help="Address of the REST API.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the REST API.")] = 8800,
+    hub_key: Annotated[str, typer.Option("--hub-key", help="Workspace key that signs documents.")] = "hub",
+    trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Trust root file (default: "
+                                                    "<workspace>/trust-root.json).", show_default=False)] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
+    _need_hub_extra()
+    from edgeship.hub.server import HubConfig, HubServer
+
+    if embedded_broker == (broker is not None):
+        raise InputError("Give either --broker mqtt://host:port or --embedded-broker (exactly one).")
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise InputError(f"Unknown --log-level {log_level!r}; use debug, info, warning or error.")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("amqtt").setLevel(max(level, logging.WARNING))
+    ws = workspace_from(workspace)
+    config = HubConfig(
+        workspace=ws.root, db_url=db, broker_url=broker, broker_username=broker_username,
+        broker_password=broker_password, broker_ca=broker_ca, broker_protocol="5" if mqtt5 else "3.1.1",
+        embedded_broker=embedded_broker, broker_port=broker_port, host=host, port=port, hub_key=hub_key,
+        trust_root=trust_root,
+    )
+    server = HubServer(config).start()
+    console.print(f"hub API     {server.api_url}  (docs at {server.api_url}/docs)", highlight=False)
+    console.print(f"MQTT broker {server.broker_url}{'  (embedded)' if embedded_broker else ''}", highlight=False)
+    console.print("Ctrl-C stops the hub.", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping the hub", highlight=False)
+    finally:
+        server.stop()
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
+    workspace: WorkspaceOpt = None,
+    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: the workspace's hub.db).",
+                                           show_default=False)] = None,
+) -> None:
+    """Create an operator token and print it once (the hub keeps only its sha256)."""
+    _need_hub_extra()
+    from edgeship.hub.api import create_token
+    from edgeship.hub.store import HubStore, sqlite_url
+
+    ws = workspace_from(workspace)
+    store = HubStore(db or sqlite_url(ws.root))
+    try:
+        token = create_token(store, name)
+    finally:
+        store.close()
+    typer.echo(token)
+
+
+def parse_module_ref(text: str, *, need_version: bool) -> tuple[str, int | None]:
+    """``NAME:VERSION`` (or ``NAME`` when the version may be omitted) -> ``(name, version)``."""
+    name, sep, version = text.partition(":")
+    example = "digits:3" if need_version else "digits or digits:3"
+    if not name or (sep and not version.isdigit()) or (need_version and not sep):
+        raise InputError(f"Invalid module {text!r}: write it as {'NAME:VERSION' if need_version else 'NAME[:VERSION]'}"
+                         f", e.g. {example}.")
+    return name, int(version) if sep else None
+
+
+@module_app.command("upload")
+def module_upload(
+    module: Annotated[str, typer.Argument(help="NAME or NAME:VERSION of a module built with 'edgeship package'.")],
+    workspace: WorkspaceOpt = None,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload a module from a packaging workspace on the hub's machine; the hub verifies its signature."""
+    name, version = parse_module_ref(module, need_version=False)
+    ws = workspace_from(workspace)
+    with hub_client(hub, token) as client:
+        uploaded = client.upload_module(str(ws.root.resolve()), name, version)
+    if as_json:
+        print_json(uploaded)
+        return
+    console.print(f"Uploaded {uploaded['name']}:{uploaded['version']} ({uploaded['variant']}, manifest "
+                  f"{uploaded['manifestDigest'][:19]}…)", highlight=False)
