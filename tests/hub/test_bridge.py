@@ -49,8 +49,8 @@ def world(tmp_path: Path) -> HubWorld:
     return world
 
 
-def _start(world: HubWorld, url: str) -> tuple[HubService, MqttBridge]:
-    bridge = MqttBridge(parse_broker_url(url))
+def _start(world: HubWorld, url: str, protocol: str = "3.1.1") -> tuple[HubService, MqttBridge]:
+    bridge = MqttBridge(parse_broker_url(url, protocol=protocol))
     service = HubService(HubStore(f"sqlite:///{world.root / 'hub.db'}"),
                          BlobStore(world.root / "blobs", world.root / "tmp"), world.trust_root(), [world.hub_key],
                          publish=bridge.publish)
@@ -191,3 +191,35 @@ def test_the_bridge_works_with_the_embedded_amqtt_broker(world: HubWorld) -> Non
             probe.close()
         finally:
             bridge.stop()
+
+
+def test_mqtt5_replicas_share_the_device_messages(world: HubWorld, mosquitto: Any, probe: Probe) -> None:
+    first, first_bridge = _start(world, mosquitto.url, protocol="5")
+    _second, second_bridge = _start(world, mosquitto.url, protocol="5")
+    try:
+        first.create_device("dev-1")
+        for seq in range(20):
+            probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1", seq)))
+        subscribers = [b.subscriber for b in (first_bridge, second_bridge)]
+        _eventually(lambda: sum(s.handled for s in subscribers if s is not None) == 20)
+        assert all(s is not None and s.handled > 0 for s in subscribers), "one replica got everything"
+        assert len(first.recent_telemetry("dev-1", 100)) == 20  # each batch stored once
+    finally:
+        first_bridge.stop()
+        second_bridge.stop()
+
+
+def test_telemetry_is_bounded_per_device(hub_url: str, world: HubWorld) -> None:
+    from edgeship.hub.store import TelemetryStore
+
+    service = world.service(hub_url)
+    service.create_device("dev-1")
+    service.create_device("dev-2")
+    store = TelemetryStore(service.store, keep=3)
+    for seq in range(5):
+        store.add("dev-1", _telemetry("dev-1", seq), datetime.now(timezone.utc))
+    store.add("dev-2", _telemetry("dev-2", 9), datetime.now(timezone.utc))
+    kept = [r.batch["samples"][0]["seq"] for r in store.recent("dev-1", 10)]
+    assert kept == [4, 3, 2]
+    assert [r.batch["samples"][0]["seq"] for r in store.recent("dev-2", 10)] == [9]
+    assert store.presence()["dev-1"].online is True
