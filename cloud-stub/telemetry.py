@@ -28,7 +28,7 @@ MAX_MODULES = 64  # modules per sample
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)  # JSON has no inf
 
 
 class LatencyMs(_Strict):
