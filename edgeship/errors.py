@@ -13,6 +13,7 @@ __all__ = [
     "AccuracyBudgetError",
     "BadSignatureError",
     "BlobCorruptedError",
+    "BundleError",
     "CalibrationDataError",
     "ConfigError",
     "EdgeshipError",
@@ -20,8 +21,10 @@ __all__ = [
     "InputError",
     "ManifestError",
     "ModelNotFoundError",
+    "NoAnswerError",
     "PackagingError",
     "PayloadTypeError",
+    "ProvisioningError",
     "QuantizationError",
     "RegistryError",
     "RuntimeFailure",
@@ -115,6 +118,18 @@ class RuntimeFailure(EdgeshipError):
 
 class TransportError(EdgeshipError):
     """The broker, hub or a serial link could not be reached or misbehaved."""
+
+
+class ProvisioningError(TransportError):
+    """The serial provisioning link failed: the peer refused, spoke another version, or went silent."""
+
+
+class NoAnswerError(ProvisioningError):
+    """The peer on the serial link never answered within the retry budget."""
+
+
+class BundleError(InputError):
+    """A provisioning bundle is malformed, too large, or cannot be written on the device."""
 
 
 class QuantizationError(EdgeshipError):

@@ -22,6 +22,7 @@ from edgeship.cli import keys as _keys
 from edgeship.cli import model as _model
 from edgeship.cli import module as _module
 from edgeship.cli import package as _package
+from edgeship.cli import provision as _provision
 from edgeship.cli import serve as _serve
 from edgeship.cli import workspace as _workspace
 from edgeship.cli._common import err_console
@@ -66,6 +67,7 @@ _hub.register(app)
 _fleet.register(app)
 _demo.register(app)
 app.add_typer(_fpga.app, name="fpga")
+_provision.register(app)
 app.add_typer(_agent.app, name="agent")
 
 
