@@ -172,6 +172,22 @@ class HubService:
         self._reevaluate_and_deliver([device_id])
         return self.get_device(device_id)
 
+    def create_devices(self, devices: Iterable[tuple[str, Mapping[str, Any] | None]]) -> int:
+        """Create many devices at once (provisioning a fleet); each gets its first document. Returns the count.
+
+        One insert and one batched re-evaluation instead of a transaction and a
+        re-evaluation per device; all or none are created.
+        """
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for device_id, tags in devices:
+            validate_device_id(device_id)
+            tags = dict(tags or {})
+            _check_tags(tags)
+            rows.append((device_id, tags))
+        self.store.add_devices(rows, self.clock())
+        self._reevaluate_and_deliver([device_id for device_id, _tags in rows])
+        return len(rows)
+
     def update_tags(self, device_id: str, tags: Mapping[str, Any]) -> DeviceView:
         """Replace the device's tags (as IoT Hub's twin tags) and re-target it at once."""
         tags = dict(tags)

@@ -190,6 +190,21 @@ class HubStore:
             s.flush()
             return _device(row)
 
+    def add_devices(self, devices: Sequence[tuple[str, dict[str, Any]]], created: datetime) -> None:
+        """Add many devices in one transaction (one INSERT); any id that exists already fails them all."""
+        ids = [device_id for device_id, _tags in devices]
+        if len(set(ids)) != len(ids):
+            raise AlreadyExistsError("The devices to add name one id twice; give each device once.")
+        with self._tx() as s:
+            taken = s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(ids)).limit(1)).first()
+            if taken is not None:
+                raise AlreadyExistsError(f"Device {taken!r} exists already; update its tags instead.")
+            if devices:
+                s.execute(insert(Base.metadata.tables["devices"]), [
+                    {"id": device_id, "tags": tags, "created": created, "last_sequence": 0}
+                    for device_id, tags in devices
+                ])
+
     def set_tags(self, device_id: str, tags: dict[str, Any]) -> DeviceRecord:
         with self._tx() as s:
             row = _need(s.get(DeviceRow, device_id), f"device {device_id!r}")

@@ -11,6 +11,8 @@ from hub_world import HubWorld
 import edgeship.hub.service as service_module
 from edgeship.agent.decide import accept_document
 from edgeship.deployment import DeploymentDocument, build_document
+from edgeship.errors import InputError
+from edgeship.hub.errors import AlreadyExistsError
 from edgeship.hub.service import HubService, ModuleRefSpec, Outgoing
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, verify_envelope
 
@@ -77,3 +79,17 @@ def test_reports_are_recorded_in_one_batch_and_bad_ones_are_refused_alone(
     assert [device for device, _why in refused] == ["dev-2", "dev-3", "bad/id", "ghost"]
     assert "names device 'dev-3'" in refused[0][1] and "No device 'ghost'" in refused[3][1]
     assert hub.get_device("dev-1").reported is not None
+
+
+def test_a_fleet_is_created_at_once_and_each_device_gets_its_first_document(
+    batches: tuple[HubWorld, HubService, list[list[Outgoing]]],
+) -> None:
+    _world, hub, calls = batches
+    assert hub.create_devices([(f"fleet-{i}", {"site": "lab"}) for i in range(5)]) == 5
+    assert [len(b) for b in calls] == [3, 2]
+    assert all(o.sequence == 1 for batch in calls for o in batch)
+    with pytest.raises(AlreadyExistsError, match="fleet-3"):
+        hub.create_devices([("fleet-9", {}), ("fleet-3", {})])
+    with pytest.raises(InputError):
+        hub.create_devices([("fleet/10", {})])
+    assert "fleet-9" not in {d.device.id for d in hub.list_devices()}

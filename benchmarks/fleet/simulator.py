@@ -1,0 +1,344 @@
+"""A light device simulator: many MQTT 3.1.1 sessions in one process, driven by one epoll loop.
+
+Each simulated device is a paho client (``edgeship.mqtt.make_client``, clean
+session) subscribed to its own ``desired`` topic and to ``commands/+/+``. On a
+document it does what an agent's link and acceptance do: the full
+:func:`edgeship.agent.decide.accept_document` check (hub signature against the
+trust root, device id, replay, expiry, each module's release signature), then it
+publishes the reported state (``build_report``'s shape, ``status.code`` 200 and
+``lastAppliedSequence`` on success; the refusal's code otherwise) retained, QoS 1,
+on ``reported``. It runs no modules: the "apply" is instant, so the benchmark
+measures the hub, the broker and the verification, not Docker.
+
+A command ``edgeship/v1/devices/{id}/commands/ping/{rid}`` is answered on
+``responses/{rid}`` with no other work: the bare round trip the benchmark
+compares against.
+
+Why not a thread per client: paho's ``loop_start()`` starts a thread and a
+``select()`` per client and dies past about 340 clients per process
+(``../shared/DESIGN.md``). Here paho's ``on_socket_*`` callbacks register each
+socket with one ``epoll``; ``loop_read``/``loop_write``/``loop_misc`` run when it
+says so. One socket per session (paho creates its wake-up socket pair only for
+``loop()``/``loop_start()``). Sessions are spread over several 127.0.0.x source
+addresses, so 10,000 sessions (and their TIME_WAIT ports after a run) do not
+exhaust the ephemeral ports toward one broker address.
+
+Run standalone (the benchmark starts it as a subprocess that speaks JSON lines on
+stdin/stdout, so device CPU can use the second core)::
+
+    python benchmarks/fleet/simulator.py --broker mqtt://127.0.0.1:1883 --trust-root root.json \\
+        --prefix dev- --first 0 --count 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import select
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from edgeship.agent.decide.accept import accept_document, status_code_for
+from edgeship.agent.decide.plan import CurrentState, RunningService, service_name
+from edgeship.agent.decide.report import build_report
+from edgeship.errors import EdgeshipError
+from edgeship.mqtt import device_topic, parse_broker_url, parse_device_topic
+from edgeship.mqtt.client import make_client
+from edgeship.signing import TrustRoot
+
+__all__ = ["SOURCES", "Fleet", "SimDevice", "device_ids"]
+
+SOURCES = tuple(f"127.0.0.{i}" for i in range(1, 9))  # source addresses: about 28k ports each toward one broker
+CONNECT_CHUNK = 250  # connects in flight before waiting for their CONNACKs (the broker's listen backlog)
+KEEPALIVE = 600  # seconds; the simulator calls loop_misc only every MISC_EVERY seconds
+MISC_EVERY = 5.0  # seconds between loop_misc sweeps (keep-alive pings, paho's retries)
+_IN = select.EPOLLIN
+_OUT = select.EPOLLOUT
+
+
+def device_ids(prefix: str, first: int, count: int) -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(first, first + count)]
+
+
+class SimDevice:
+    """One simulated agent: its session and what it last accepted."""
+
+    __slots__ = ("client", "desired", "device_id", "last_applied", "last_code", "ready", "reported")
+
+    def __init__(self, device_id: str, client: paho.Client) -> None:
+        self.device_id = device_id
+        self.client = client
+        self.desired = device_topic(device_id, "desired")
+        self.reported = device_topic(device_id, "reported")
+        self.last_applied: int | None = None
+        self.last_code: int | None = None
+        self.ready = False  # CONNACK and SUBACK seen
+
+
+class Fleet:
+    """``device_ids`` as MQTT sessions to ``broker_url``; single-threaded: call its methods from one thread."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        ids: Sequence[str],
+        trust_root: TrustRoot,
+        *,
+        sources: Sequence[str] = SOURCES,
+        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    ) -> None:
+        self.settings = parse_broker_url(broker_url)
+        self.trust_root = trust_root
+        self.clock = clock
+        self.sources = list(sources)
+        self.epoll = select.epoll()
+        self.devices: list[SimDevice] = []
+        self._by_fd: dict[int, SimDevice] = {}
+        self._want_write: set[SimDevice] = set()
+        self._out_registered: set[int] = set()
+        self._last_misc = time.monotonic()
+        self._watched: dict[int, Callable[[], None]] = {}  # other file descriptors (the control pipe)
+        self.counts: Counter[str] = Counter()  # applied, refused:<code>, pings, connects, subscribed
+        self.verify_seconds = 0.0  # CPU-ish time inside accept_document and the report
+        for device_id in ids:
+            client = make_client(self.settings, device_id, persistent=False, max_inflight=20)
+            device = SimDevice(device_id, client)
+            client.user_data_set(device)
+            client.on_socket_open = self._on_socket_open
+            client.on_socket_close = self._on_socket_close
+            client.on_socket_register_write = self._on_register_write
+            client.on_socket_unregister_write = self._on_unregister_write
+            client.on_connect = self._on_connect
+            client.on_subscribe = self._on_subscribe
+            client.on_message = self._on_message
+            self.devices.append(device)
+
+    # sessions -------------------------------------------------------------------------------
+    def connect(self, timeout: float = 120.0) -> None:
+        """Open every session (in chunks, so the broker's backlog never overflows) and wait for all SUBACKs."""
+        deadline = time.monotonic() + timeout
+        for start in range(0, len(self.devices), CONNECT_CHUNK):
+            chunk = self.devices[start:start + CONNECT_CHUNK]
+            for index, device in enumerate(chunk, start):
+                device.ready = False
+                device.client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE,
+                                      bind_address=self.sources[index % len(self.sources)])
+            if not self.run_until(lambda chunk=chunk: all(d.ready for d in chunk), deadline - time.monotonic()):
+                missing = sum(1 for d in chunk if not d.ready)
+                raise TimeoutError(f"{missing} of {len(chunk)} sessions did not connect and subscribe in time")
+
+    def disconnect(self, timeout: float = 30.0) -> None:
+        """A clean DISCONNECT from every session, then wait until the sockets are closed."""
+        for device in self.devices:
+            device.ready = False
+            device.client.disconnect()
+        self.run_until(lambda: not self._by_fd, timeout)
+
+    def reconnect(self, timeout: float = 120.0) -> None:
+        """Drop every session and connect again: each device then gets its retained document again."""
+        self.disconnect()
+        self.connect(timeout)
+
+    def close(self) -> None:
+        for fd in list(self._by_fd):
+            device = self._by_fd.pop(fd)
+            device.client.socket().close()  # type: ignore[union-attr]
+        self.epoll.close()
+
+    # the loop -------------------------------------------------------------------------------
+    def run_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        while not done():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.step(min(left, 0.05))
+        return True
+
+    def step(self, timeout: float) -> None:
+        """One ``epoll.poll`` and dispatch; then flush what callbacks queued; then keep-alives when due."""
+        for fd, mask in self.epoll.poll(timeout, 1024):
+            device = self._by_fd.get(fd)
+            if device is None:
+                if fd in self._watched:
+                    self._watched[fd]()
+                continue
+            if mask & (_IN | select.EPOLLERR | select.EPOLLHUP):
+                device.client.loop_read()
+            if mask & _OUT and fd in self._by_fd:
+                device.client.loop_write()
+        self._flush()
+        now = time.monotonic()
+        if now - self._last_misc > MISC_EVERY:
+            self._last_misc = now
+            for device in self.devices:
+                device.client.loop_misc()
+
+    def watch(self, fd: int, on_readable: Callable[[], None]) -> None:
+        """Call ``on_readable`` from :meth:`step` when ``fd`` (not a session) has data."""
+        self._watched[fd] = on_readable
+        self.epoll.register(fd, _IN)
+
+    def _flush(self) -> None:
+        """Write what callbacks queued right away; only a socket that cannot take it all waits for EPOLLOUT."""
+        while self._want_write:
+            pending, self._want_write = self._want_write, set()
+            for device in pending:
+                device.client.loop_write()
+                sock = device.client.socket()
+                if device in self._want_write and sock is not None:
+                    self._want_write.discard(device)
+                    fd = sock.fileno()
+                    if fd not in self._out_registered and fd in self._by_fd:
+                        self._out_registered.add(fd)
+                        self.epoll.modify(fd, _IN | _OUT)
+
+    # paho socket callbacks --------------------------------------------------------------------
+    def _on_socket_open(self, _client: paho.Client, device: SimDevice, sock: Any) -> None:
+        fd = sock.fileno()
+        self._by_fd[fd] = device
+        self.epoll.register(fd, _IN)
+        self.counts["connects"] += 1
+
+    def _on_socket_close(self, _client: paho.Client, device: SimDevice, sock: Any) -> None:
+        fd = sock.fileno()
+        if self._by_fd.pop(fd, None) is not None:
+            self._out_registered.discard(fd)
+            self._want_write.discard(device)
+            with contextlib.suppress(OSError, ValueError):  # already closed by paho
+                self.epoll.unregister(fd)
+
+    def _on_register_write(self, _client: paho.Client, device: SimDevice, _sock: Any) -> None:
+        self._want_write.add(device)
+
+    def _on_unregister_write(self, _client: paho.Client, device: SimDevice, sock: Any) -> None:
+        self._want_write.discard(device)
+        fd = sock.fileno()
+        if fd in self._out_registered:
+            self._out_registered.discard(fd)
+            if fd in self._by_fd:
+                self.epoll.modify(fd, _IN)
+
+    # MQTT callbacks ----------------------------------------------------------------------------
+    def _on_connect(self, client: paho.Client, device: SimDevice, _flags: Any, reason: Any, _props: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            self.counts["connect_refused"] += 1
+            return
+        base = device_topic(device.device_id, "commands")
+        client.subscribe([(device.desired, 1), (f"{base}/+/+", 1)])
+
+    def _on_subscribe(self, _client: paho.Client, device: SimDevice, _mid: int, _codes: Any, _props: Any) -> None:
+        device.ready = True
+        self.counts["subscribed"] += 1
+
+    def _on_message(self, client: paho.Client, device: SimDevice, message: paho.MQTTMessage) -> None:
+        if message.topic == device.desired:
+            if message.payload:
+                self._apply(client, device, bytes(message.payload))
+            return
+        topic = parse_device_topic(message.topic)
+        if topic is not None and topic.channel == "commands" and message.payload:
+            client.publish(f"{device_topic(device.device_id, 'responses')}/{topic.rest[1]}", b'{"status":200}',
+                           qos=1)
+            self.counts["pings"] += 1
+
+    def _apply(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
+        """What an agent does with a retained document, minus running the modules."""
+        started = time.perf_counter()
+        now = self.clock()
+        try:
+            accepted = accept_document(envelope, self.trust_root, device.device_id, device.last_applied, now)
+        except EdgeshipError as exc:
+            code = status_code_for(exc)
+            device.last_code = code
+            self.counts[f"refused:{code}"] += 1
+            report = build_report(device_id=device.device_id, last_applied_sequence=device.last_applied,
+                                  status=code, current=CurrentState(now=now), message=str(exc), now=now)
+        else:
+            services: dict[str, RunningService] = {}
+            active: dict[str, str] = {}
+            for name, manifest in accepted.manifests.items():
+                entry = accepted.document.modules[name]
+                service = service_name(name, "a")
+                services[service] = RunningService(
+                    service=service, module=name, version=manifest.version, module_digest="",
+                    lock_digest=manifest.environment.lock_digest, state="running", port=entry.settings.port,
+                )
+                active[name] = service
+            device.last_applied = accepted.sequence
+            device.last_code = 200
+            self.counts["applied"] += 1
+            report = build_report(device_id=device.device_id, last_applied_sequence=accepted.sequence, status=200,
+                                  current=CurrentState(now=now, services=services, active=active), now=now)
+        client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
+        self.verify_seconds += time.perf_counter() - started
+
+
+# The JSON-lines control protocol of the subprocess ----------------------------------------------
+def _serve(fleet: Fleet) -> None:
+    """Commands on stdin (``connect``, ``reconnect``, ``stats``, ``stop``); one JSON answer line each."""
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    commands: list[str] = []
+    buffer = [b""]
+    closed = [False]
+
+    def read_commands() -> None:
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            closed[0] = True
+            return
+        *lines, buffer[0] = (buffer[0] + chunk).split(b"\n")
+        commands.extend(json.loads(line)["cmd"] for line in lines if line.strip())
+
+    def answer(**data: Any) -> None:
+        sys.stdout.write(json.dumps(data) + "\n")
+        sys.stdout.flush()
+
+    fleet.watch(stdin, read_commands)
+    answer(event="started", devices=len(fleet.devices))
+    while not closed[0]:
+        fleet.step(0.05)
+        while commands:
+            command = commands.pop(0)
+            started = time.monotonic()
+            if command == "connect":
+                fleet.connect()
+            elif command == "reconnect":
+                fleet.reconnect()
+            elif command == "stop":
+                fleet.disconnect()
+                answer(event="stopped")
+                return
+            answer(event=command, seconds=round(time.monotonic() - started, 4), counts=dict(fleet.counts),
+                   verify_seconds=round(fleet.verify_seconds, 4), cpu=round(time.process_time(), 4))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--trust-root", required=True, help="trust root JSON (TrustRoot.to_json)")
+    parser.add_argument("--prefix", default="dev-")
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, required=True)
+    args = parser.parse_args(argv)
+    with open(args.trust_root, "rb") as handle:
+        trust_root = TrustRoot.from_json(handle.read())
+    fleet = Fleet(args.broker, device_ids(args.prefix, args.first, args.count), trust_root)
+    try:
+        _serve(fleet)
+    finally:
+        fleet.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
