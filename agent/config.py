@@ -1,0 +1,229 @@
+"""The agent's configuration file (``agent.toml``) as one frozen :class:`AgentConfig`.
+
+Read once at start; every problem is one :class:`~edgeship.errors.ConfigError` that
+names the file and the key. Relative paths are taken relative to the file's folder,
+so a provisioning bundle (config, trust root, certificates) can move as a whole.
+
+::
+
+    device_id = "dev-1"
+    hub_url = "http://hub.local:8000"          # serves /blobs/sha256:<hex>
+    trust_root = "trust-root.json"             # written by 'edgeship keys trust-root'
+    data_dir = "/var/lib/edgeship-agent"
+    runtime = "process"                        # process | docker | auto
+    telemetry_interval = 30                    # seconds
+    port_range = [5100, 5199]                  # ports for modules without settings.port
+    health_timeout = 60                        # seconds
+
+    [broker]
+    url = "mqtts://hub.local:8883"
+    username = "dev-1"
+    password_file = "broker-password"          # or password = "..."
+    ca_file = "hub-ca.pem"
+    protocol = "3.1.1"                         # or "5"
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgeship.errors import ConfigError
+from edgeship.mqtt.settings import BrokerSettings, parse_broker_url
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 devices install tomli with the agent extra
+    import tomli as tomllib
+
+__all__ = ["AgentConfig", "BrokerConfig", "RuntimeKind", "example_config", "load_config"]
+
+RuntimeKind = Literal["process", "docker", "auto"]
+_TOP_KEYS = {
+    "device_id", "hub_url", "trust_root", "data_dir", "runtime", "telemetry_interval", "port_range",
+    "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker",
+}  # fmt: skip
+_BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol"}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The ``[broker]`` table; ``settings()`` checks files and the URL (``edgeship.mqtt``)."""
+
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: str = "3.1.1"
+
+    def settings(self) -> BrokerSettings:
+        return parse_broker_url(
+            self.url,
+            username=self.username,
+            password=self.password,
+            ca_file=self.ca_file,
+            cert_file=self.cert_file,
+            key_file=self.key_file,
+            protocol=self.protocol,
+        )
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    broker: BrokerConfig
+    hub_url: str  # base URL for hub-relative blob locations ("/blobs/sha256:...")
+    trust_root: Path
+    data_dir: Path
+    runtime: RuntimeKind = "process"
+    telemetry_interval: float = 30.0  # seconds between telemetry samples
+    port_range: tuple[int, int] = (5100, 5199)  # inclusive; for modules without settings.port
+    health_timeout: float = 60.0  # seconds a candidate has to answer its health probe
+    reconcile_interval: float = 5.0  # seconds between reconcile ticks (restarts, cool-off retries)
+    telemetry_queue_limit: int = 10_000  # samples kept on disk while offline; older ones are dropped
+
+    @property
+    def broker_settings(self) -> BrokerSettings:
+        return self.broker.settings()
+
+
+def _fail(path: Path, key: str, what: str) -> ConfigError:
+    return ConfigError(f"{path}: {key} {what}.")
+
+
+def _string(table: dict[str, Any], key: str, path: Path, prefix: str = "", required: bool = False) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise _fail(path, prefix + key, "is missing; add it")
+        return None
+    if not isinstance(value, str) or not value:
+        raise _fail(path, prefix + key, f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _number(table: dict[str, Any], key: str, path: Path, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _fail(path, key, f"must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    return None if value is None else (base / Path(value).expanduser()).resolve()
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], path: Path, prefix: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _fail(path, prefix + unknown[0], f"is not a known key (known: {', '.join(sorted(allowed))})")
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and check ``agent.toml``; raise ConfigError naming the file and the first bad key."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"Agent config {path} does not exist; write one (see docs/agent.md).") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Agent config {path} could not be read: {exc}.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}.") from exc
+    return config_from_dict(data, path)
+
+
+def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
+    base = path.parent.resolve()
+    _check_keys(data, _TOP_KEYS, path, "")
+    broker = data.get("broker")
+    if not isinstance(broker, dict):
+        raise _fail(path, "[broker]", "is missing; add a [broker] table with at least url")
+    _check_keys(broker, _BROKER_KEYS, path, "broker.")
+    password = _string(broker, "password", path, "broker.")
+    password_file = _path(base, _string(broker, "password_file", path, "broker."))
+    if password is not None and password_file is not None:
+        raise _fail(path, "broker.password_file", "cannot be given together with broker.password; keep one")
+    if password_file is not None:
+        try:
+            password = password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _fail(path, "broker.password_file", f"cannot be read ({exc})") from exc
+    protocol = broker.get("protocol", "3.1.1")
+    if protocol not in ("3.1.1", "5"):
+        raise _fail(path, "broker.protocol", f"must be \"3.1.1\" or \"5\", not {protocol!r}")
+    broker_config = BrokerConfig(
+        url=str(_string(broker, "url", path, "broker.", required=True)),
+        username=_string(broker, "username", path, "broker."),
+        password=password,
+        ca_file=_path(base, _string(broker, "ca_file", path, "broker.")),
+        cert_file=_path(base, _string(broker, "cert_file", path, "broker.")),
+        key_file=_path(base, _string(broker, "key_file", path, "broker.")),
+        protocol=protocol,
+    )
+    try:
+        broker_config.settings()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: [broker]: {exc}") from exc
+    device_id = str(_string(data, "device_id", path, required=True))
+    from edgeship.mqtt.topics import device_topic
+
+    try:
+        device_topic(device_id, "desired")
+    except ValueError as exc:
+        raise _fail(path, "device_id", f"is not usable: {exc}") from exc
+    hub_url = str(_string(data, "hub_url", path, required=True))
+    if not hub_url.startswith(("http://", "https://")):
+        raise _fail(path, "hub_url", f"must be an http(s) URL, not {hub_url!r}")
+    runtime = data.get("runtime", "process")
+    if runtime not in ("process", "docker", "auto"):
+        raise _fail(path, "runtime", f"must be \"process\", \"docker\" or \"auto\", not {runtime!r}")
+    ports = data.get("port_range", [5100, 5199])
+    if (
+        not isinstance(ports, list)
+        or len(ports) != 2
+        or not all(isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536 for p in ports)
+        or ports[0] > ports[1]
+    ):
+        raise _fail(path, "port_range", f"must be [first, last] TCP ports with first <= last, not {ports!r}")
+    limit = data.get("telemetry_queue_limit", 10_000)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise _fail(path, "telemetry_queue_limit", f"must be a positive whole number, not {limit!r}")
+    return AgentConfig(
+        device_id=device_id,
+        broker=broker_config,
+        hub_url=hub_url.rstrip("/"),
+        trust_root=_path(base, str(_string(data, "trust_root", path, required=True))),  # type: ignore[arg-type]
+        data_dir=_path(base, str(_string(data, "data_dir", path, required=True))),  # type: ignore[arg-type]
+        runtime=runtime,
+        telemetry_interval=_number(data, "telemetry_interval", path, 30.0),
+        port_range=(ports[0], ports[1]),
+        health_timeout=_number(data, "health_timeout", path, 60.0),
+        reconcile_interval=_number(data, "reconcile_interval", path, 5.0),
+        telemetry_queue_limit=limit,
+    )
+
+
+def example_config(device_id: str = "dev-1") -> str:
+    """A commented ``agent.toml`` to start from (``edgeship agent init-config``)."""
+    return f'''# edgeship agent configuration (docs/agent.md)
+device_id = "{device_id}"
+hub_url = "http://127.0.0.1:8000"     # serves /blobs/sha256:<hex>
+trust_root = "trust-root.json"        # 'edgeship keys trust-root' writes it
+data_dir = "agent-data"               # state, blob cache, module runtimes, telemetry queue
+runtime = "process"                   # process | docker | auto
+telemetry_interval = 30               # seconds
+port_range = [5100, 5199]             # module ports when a document gives none
+health_timeout = 60                   # seconds for a new module to become healthy
+
+[broker]
+url = "mqtt://127.0.0.1:1883"
+# username = "{device_id}"
+# password_file = "broker-password"
+# ca_file = "hub-ca.pem"               # with mqtts://
+protocol = "3.1.1"
+'''

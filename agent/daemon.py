@@ -1,0 +1,162 @@
+"""The running agent: wires config, state, runtime, executor, reconciler, MQTT link and telemetry.
+
+Threads: the loop thread (this object's :meth:`run`) owns every decision and every
+runtime change — desired documents, timer ticks and direct methods all arrive on
+one queue, so nothing races; paho's network thread only enqueues; the telemetry
+thread samples every ``telemetry_interval`` and sends queued batches.
+
+Stopping the agent leaves its modules running (as IoT Edge's edgeAgent does), so a
+restarted agent finds them serving and reinstalls nothing; ``stop_modules=True``
+(``--stop-modules-on-exit``) stops them too.
+
+Layout of ``data_dir``::
+
+    state/agent.json, state/desired.dsse.json   agent state (``edgeship.agent.state``)
+    blobs/sha256/<hex>, blobs/partial/           blob cache (``edgeship.agent.fetch``)
+    modules/<service>/                           verified module directories
+    runtime/                                     the process runtime's state_dir
+    telemetry.db                                 queued telemetry samples
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeship.agent.config import AgentConfig
+from edgeship.agent.decide.runner import PlanRunner
+from edgeship.agent.execute import RuntimeExecutor
+from edgeship.agent.fetch.download import BlobCache
+from edgeship.agent.link.mqtt import Inbound, MqttLink
+from edgeship.agent.methods import call_method
+from edgeship.agent.reconcile import Reconciler
+from edgeship.agent.runtimes.base import ModuleRuntime, UnknownServiceError
+from edgeship.agent.state.store import StateStore
+from edgeship.agent.telemetry.queue import TelemetryQueue
+from edgeship.agent.telemetry.sampler import TelemetrySampler, TelemetrySender
+from edgeship.errors import ConfigError, RuntimeFailure
+
+__all__ = ["Agent", "make_runtime"]
+
+log = logging.getLogger("edgeship.agent")
+_SEND_POLL = 0.2  # seconds between telemetry send attempts
+
+
+def make_runtime(kind: str, data_dir: Path) -> ModuleRuntime:
+    """The configured runtime; ``auto`` is Docker when an engine answers, else processes."""
+    from edgeship.agent.runtimes.process import ProcessRuntime
+
+    if kind in ("docker", "auto"):
+        try:
+            from edgeship.agent.runtimes.docker import DockerRuntime
+
+            return DockerRuntime()
+        except Exception as exc:
+            if kind == "docker":
+                raise RuntimeFailure(f"runtime = \"docker\" but no Docker engine answers ({exc}).") from exc
+    return ProcessRuntime(Path(data_dir) / "runtime")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Agent:
+    """One device's agent. ``run(stop)`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        runtime: ModuleRuntime | None = None,
+        now: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        from edgeship.modules.verify import load_trust_root_file
+
+        self.config = config
+        try:
+            self.trust_root = load_trust_root_file(config.trust_root)
+        except Exception as exc:
+            raise ConfigError(f"trust_root {config.trust_root}: {exc}") from exc
+        data = config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.state = StateStore(data)
+        self.runtime = runtime or make_runtime(config.runtime, data)
+        self.blobs = BlobCache(data / "blobs", config.hub_url)
+        self.inbox: queue.Queue[Inbound] = queue.Queue()
+        self.link = MqttLink(config.broker_settings, config.device_id, self.inbox)
+        self.executor = RuntimeExecutor(
+            self.runtime, self.state, self.blobs, self.trust_root, data / "modules",
+            port_range=config.port_range, health_timeout=config.health_timeout, log=lambda line: log.debug(line),
+        )  # fmt: skip
+        self.runner = PlanRunner(self.executor, clock)
+        self.reconciler = Reconciler(
+            device_id=config.device_id, trust_root=self.trust_root, state=self.state, runtime=self.runtime,
+            executor=self.executor, runner=self.runner, publish=self.link.publish_reported, now=now,
+        )  # fmt: skip
+        self.telemetry = TelemetryQueue(data / "telemetry.db", config.telemetry_queue_limit)
+        self.sampler = TelemetrySampler(self.runtime, self.state, self.telemetry, now)
+        self.sender = TelemetrySender(config.device_id, self.telemetry, self.link)
+        self._clock = clock
+
+    def run(self, stop: threading.Event, *, stop_modules: bool = False) -> None:
+        log.info("agent %s starting (runtime %s, data %s)", self.config.device_id, self.runtime.kind,
+                 self.config.data_dir)
+        self.link.start()
+        telemetry = threading.Thread(target=self._telemetry_loop, args=(stop,), name="telemetry", daemon=True)
+        telemetry.start()
+        try:
+            self.reconciler.load_cached()
+            self._loop(stop)
+        finally:
+            stop.set()
+            telemetry.join(timeout=5)
+            if stop_modules:
+                self.stop_modules()
+            self.link.stop()
+            self.telemetry.close()
+            self.blobs.close()
+            log.info("agent %s stopped%s", self.config.device_id, " with its modules" if stop_modules else "")
+
+    def _loop(self, stop: threading.Event) -> None:
+        next_tick = 0.0
+        while not stop.is_set():
+            wait = max(0.0, min(next_tick - self._clock(), 0.5))
+            try:
+                item: Inbound | None = self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+            except queue.Empty:
+                item = None
+            if item is not None and item.kind == "desired":
+                if self.reconciler.offer(item.payload):
+                    next_tick = 0.0
+            elif item is not None and item.kind == "command" and item.method and item.request_id:
+                answer = call_method(item.method, item.payload, self.runtime, self.state)
+                log.info("method %s (%s): %d", item.method, item.request_id, answer["status"])
+                self.link.respond(item.request_id, answer)
+            if self._clock() >= next_tick and self.inbox.empty():
+                self.reconciler.reconcile()
+                next_tick = self._clock() + self.config.reconcile_interval
+
+    def _telemetry_loop(self, stop: threading.Event) -> None:
+        next_sample = self._clock() + self.config.telemetry_interval
+        while not stop.wait(_SEND_POLL):
+            try:
+                if self._clock() >= next_sample:
+                    next_sample = self._clock() + self.config.telemetry_interval
+                    self.sampler.sample()
+                if self.link.connected.is_set():
+                    self.sender.pump()
+            except Exception:  # telemetry must never take the agent down
+                log.exception("telemetry failed")
+
+    def stop_modules(self) -> None:
+        for service in sorted(self.state.state.services):
+            with contextlib.suppress(UnknownServiceError, RuntimeFailure):
+                self.runtime.stop(service)

@@ -1,0 +1,238 @@
+"""The executor: carries out the planner's commands with the downloader, the verifier and a runtime.
+
+The only place where a :class:`~edgeship.agent.decide.plan.Command` meets I/O. It
+keeps the agent's state (``agent.state``) in step with the runtime:
+
+- ``download``: the blob into the cache (resumed, digest-checked);
+- ``verify``: lay out ``modules/<service>/`` exactly as the packager signed it
+  (``module.json`` is the manifest payload from the accepted document, the envelope,
+  the bundle and image archive at the manifest's paths), then ``verify_module_dir``;
+- ``install``: record the service (phase ``installing``) *then* install it, so a kill
+  in between leaves a recorded orphan that the next plan removes;
+- ``start_candidate``/``health_check``/``restart``/``stop``/``remove`` to the runtime;
+- ``switch``: make the candidate the module's active slot (see ports below).
+
+Ports (ADR 0010): a module without ``settings.port`` gets a free port from the
+configured range for each slot, and its reported port changes at each update
+(blue/green without a proxy). A module with a fixed ``settings.port`` whose old slot
+holds that port installs its candidate on a temporary port from the range, is
+health-checked there, and at ``switch`` the old slot is stopped and the candidate is
+re-installed and restarted on the fixed port (a short gap, but a candidate is never
+switched to without having been healthy); if that fails the old slot is started again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from edgeship.agent.decide.accept import AcceptedDocument
+from edgeship.agent.decide.plan import (
+    Command,
+    Download,
+    HealthCheck,
+    Install,
+    Remove,
+    Restart,
+    StartCandidate,
+    Stop,
+    Switch,
+    Verify,
+)
+from edgeship.agent.fetch.download import BlobCache
+from edgeship.agent.runtimes.base import ModuleRuntime, ModuleSpec, UnknownServiceError
+from edgeship.agent.state.store import ServiceRecord, StateStore
+from edgeship.errors import ManifestError, RuntimeFailure
+from edgeship.fsutil import atomic_dir
+from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.signing import TrustRoot
+
+__all__ = ["RuntimeExecutor", "port_is_free"]
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+class RuntimeExecutor:
+    """Executes commands for the document in :attr:`document` (set by the reconcile loop before a run)."""
+
+    def __init__(
+        self,
+        runtime: ModuleRuntime,
+        state: StateStore,
+        blobs: BlobCache,
+        trust_root: TrustRoot,
+        modules_dir: Path,
+        *,
+        port_range: tuple[int, int],
+        health_timeout: float,
+        log: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.runtime = runtime
+        self.state = state
+        self.blobs = blobs
+        self.trust_root = trust_root
+        self.modules_dir = Path(modules_dir)
+        self.port_range = port_range
+        self.health_timeout = health_timeout
+        self.document: AcceptedDocument | None = None  # the reconcile loop sets it before each run
+        self._log = log
+
+    def execute(self, command: Command) -> None:
+        reuse = " (reusing its environment)" if isinstance(command, Install) and command.reuse_env else ""
+        self._log(f"{command.kind} {command.service}{reuse}")
+        match command:
+            case Download():
+                self.blobs.fetch(command.url, command.digest)
+            case Verify():
+                self._verify(command)
+            case Install():
+                self._install(command)
+            case StartCandidate():
+                self.runtime.start(command.service)
+            case HealthCheck():
+                self.runtime.wait_healthy(command.service, timeout=self.health_timeout)
+            case Switch():
+                self._switch(command)
+            case Stop():
+                with contextlib.suppress(UnknownServiceError):
+                    self.runtime.stop(command.service)
+            case Remove():
+                with contextlib.suppress(UnknownServiceError):
+                    self.runtime.remove(command.service)
+                self.state.drop_service(command.service)
+                shutil.rmtree(self.modules_dir / command.service, ignore_errors=True)
+            case Restart():
+                self.runtime.start(command.service)
+            case _:
+                raise RuntimeFailure(f"The agent cannot execute a {command.kind!r} command; upgrade the agent.")
+
+    # -- helpers ----------------------------------------------------------------
+    def _entry(self, module: str) -> AcceptedDocument:
+        if self.document is None or module not in self.document.manifests:
+            raise RuntimeFailure(f"Module {module!r} is not in the accepted document; nothing to install.")
+        return self.document
+
+    def module_dir(self, service: str) -> Path:
+        return self.modules_dir / service
+
+    def _verify(self, command: Verify) -> None:
+        from edgeship.modules.verify import verify_module_dir
+
+        accepted = self._entry(command.module)
+        manifest = accepted.manifests[command.module]
+        payload = accepted.manifest_bytes[command.module]
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != command.module_digest:
+            raise ManifestError(f"Module {command.module!r} changed between planning and verifying; retrying.")
+        entry = accepted.document.modules[command.module]
+        artifacts = {manifest.bundle.path: manifest.bundle.digest}
+        if manifest.image is not None and manifest.image.archive is not None and entry.blobs.image is not None:
+            artifacts[manifest.image.archive.path] = manifest.image.archive.digest
+        target = self.module_dir(command.service)
+        with atomic_dir(target) as build:
+            (build / MANIFEST_FILE).write_bytes(payload)
+            (build / ENVELOPE_FILE).write_text(json.dumps(entry.module, sort_keys=True))
+            for rel, digest in artifacts.items():
+                dest = build / rel
+                if dest.resolve().parent != build.resolve() and build.resolve() not in dest.resolve().parents:
+                    raise ManifestError(f"Artifact path {rel!r} of module {command.module!r} leaves its folder.")
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                source = self.blobs.path_for(digest)
+                try:
+                    os.link(source, dest)  # same file system: no copy; blobs are never written in place
+                except OSError:
+                    shutil.copyfile(source, dest)
+            verified = verify_module_dir(build, self.trust_root)
+            if verified.manifest != manifest:
+                raise ManifestError(f"Module {command.module!r} verified as a different manifest; refusing it.")
+
+    def _taken_ports(self, except_service: str) -> set[int]:
+        return {r.port for r in self.state.state.services.values() if r.port and r.service != except_service}
+
+    def _allocate_port(self, service: str) -> int:
+        taken = self._taken_ports(service)
+        first, last = self.port_range
+        for port in range(first, last + 1):
+            if port not in taken and port_is_free(port):
+                return port
+        raise RuntimeFailure(
+            f"No free port in the agent's port_range {first}-{last} for {service}; widen port_range in agent.toml."
+        )
+
+    def _install(self, command: Install) -> None:
+        accepted = self._entry(command.module)
+        manifest = accepted.manifests[command.module]
+        settings = accepted.document.modules[command.module].settings
+        wanted = settings.port
+        port = wanted if wanted is not None and wanted not in self._taken_ports(command.service) else None
+        port = port or self._allocate_port(command.service)
+        record = ServiceRecord(
+            service=command.service,
+            module=command.module,
+            version=manifest.version,
+            module_digest=command.module_digest,
+            lock_digest=command.lock_digest,
+            port=port,
+        )
+        self.state.put_service(record)  # before install: a kill from here on leaves a removable orphan
+        spec = ModuleSpec(
+            name=command.service,
+            module_dir=self.module_dir(command.service),
+            manifest=manifest,
+            port=port,
+            env=dict(settings.env),
+            restart=settings.restart_policy,
+        )
+        self.runtime.install(spec)
+        self.state.put_service(ServiceRecord(**{**record.__dict__, "phase": "installed"}))
+
+    def _switch(self, command: Switch) -> None:
+        accepted = self._entry(command.module)
+        wanted = accepted.document.modules[command.module].settings.port
+        record = self.state.state.services.get(command.service)
+        if record is None:
+            raise RuntimeFailure(f"Candidate {command.service} is not recorded; it cannot become active.")
+        if wanted is not None and record.port != wanted:
+            self._move_to_port(command, record, wanted)
+        self.state.set_active(command.module, command.service)
+
+    def _move_to_port(self, command: Switch, record: ServiceRecord, port: int) -> None:
+        """Fixed port held by the old slot: stop it, restart the healthy candidate on the port."""
+        accepted = self._entry(command.module)
+        settings = accepted.document.modules[command.module].settings
+        if command.previous is not None:
+            with contextlib.suppress(UnknownServiceError):
+                self.runtime.stop(command.previous)
+        try:
+            self.runtime.stop(command.service)
+            self.state.put_service(ServiceRecord(**{**record.__dict__, "port": port}))
+            spec = ModuleSpec(
+                name=command.service,
+                module_dir=self.module_dir(command.service),
+                manifest=accepted.manifests[command.module],
+                port=port,
+                env=dict(settings.env),
+                restart=settings.restart_policy,
+            )
+            self.runtime.install(spec)
+            self.runtime.start(command.service)
+            self.runtime.wait_healthy(command.service, timeout=self.health_timeout)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.runtime.stop(command.service)
+            if command.previous is not None:
+                with contextlib.suppress(Exception):
+                    self.runtime.start(command.previous)
+            raise

@@ -1,0 +1,260 @@
+"""The reconcile loop's step, as IoT Edge's ``Agent.ReconcileAsync``: desired + current -> plan -> run -> report.
+
+:meth:`Reconciler.offer` takes a ``desired`` message (accept it or remember the
+refusal); :meth:`Reconciler.reconcile` reads the current state (agent state plus
+the runtime), plans, runs the plan and reports. Each stage catches its own errors,
+so a corrupt document, a broken runtime or a failing module still ends in a
+report with a status code. A refused document never changes the last applied one:
+the agent keeps running (and restarting) the modules of the document it accepted
+before. The clock is injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from edgeship.agent.decide.accept import AcceptedDocument, accept_document
+from edgeship.agent.decide.plan import (
+    SLOTS,
+    Command,
+    CurrentState,
+    DesiredModule,
+    DesiredState,
+    RunningService,
+    plan,
+)
+from edgeship.agent.decide.report import build_report, overall_status
+from edgeship.agent.decide.runner import PlanRunner, RunResult
+from edgeship.agent.execute import RuntimeExecutor
+from edgeship.agent.runtimes.base import ModuleRuntime, ModuleStatus, UnknownServiceError
+from edgeship.agent.state.store import StateStore
+from edgeship.errors import EdgeshipError, RuntimeFailure
+from edgeship.signing import TrustRoot
+
+__all__ = ["Reconciler", "desired_from"]
+
+log = logging.getLogger("edgeship.agent")
+
+
+def desired_from(accepted: AcceptedDocument) -> DesiredState:
+    """Flatten an accepted document for the planner."""
+    modules: dict[str, DesiredModule] = {}
+    for name, entry in accepted.document.modules.items():
+        manifest = accepted.manifests[name]
+        archive = manifest.image.archive if manifest.image is not None else None
+        modules[name] = DesiredModule(
+            name=name,
+            version=manifest.version,
+            module_digest="sha256:" + hashlib.sha256(accepted.manifest_bytes[name]).hexdigest(),
+            lock_digest=manifest.environment.lock_digest,
+            bundle_url=entry.blobs.bundle,
+            bundle_digest=manifest.bundle.digest,
+            image_url=entry.blobs.image if archive is not None else None,
+            image_digest=archive.digest if archive is not None and entry.blobs.image is not None else None,
+            port=entry.settings.port,
+            restart_policy=entry.settings.restart_policy,
+            env=dict(entry.settings.env),
+        )
+    return DesiredState(accepted.sequence, modules)
+
+
+def _is_slot(name: str) -> bool:
+    return any(name.endswith(f".{slot}") for slot in SLOTS)
+
+
+class Reconciler:
+    """One agent's decisions over time; not thread-safe (the loop thread owns it)."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        trust_root: TrustRoot,
+        state: StateStore,
+        runtime: ModuleRuntime,
+        executor: RuntimeExecutor,
+        runner: PlanRunner,
+        publish: Callable[[dict[str, Any]], None],
+        now: Callable[[], datetime],
+    ) -> None:
+        self.device_id = device_id
+        self.trust_root = trust_root
+        self.state = state
+        self.runtime = runtime
+        self.executor = executor
+        self.runner = runner
+        self.publish = publish
+        self.now = now
+        self.accepted: AcceptedDocument | None = None
+        self.accepted_raw: bytes | None = None
+        self.refusal: BaseException | None = None
+        self._exit_seen: dict[str, datetime] = {}
+        self._last_report: dict[str, Any] | None = None
+
+    # -- desired ---------------------------------------------------------------
+    def load_cached(self) -> None:
+        """Re-verify the cached document (signatures, expiry) so it applies again offline after a restart."""
+        raw = self.state.cached_envelope()
+        if raw is None:
+            return
+        try:
+            accepted = accept_document(raw, self.trust_root, self.device_id, None, self.now())
+        except EdgeshipError as exc:
+            self.refusal = exc
+            log.warning("cached document not applied again: %s", exc)
+            return
+        last = self.state.state.last_applied_sequence
+        if last is not None and accepted.sequence < last:
+            return  # a newer one was applied after it (never written? then nothing to re-apply)
+        self.state.accept(raw, accepted.sequence)
+        self.accepted, self.accepted_raw = accepted, raw
+        log.info("re-applying cached document %d", accepted.sequence)
+
+    def offer(self, raw: bytes) -> bool:
+        """A ``desired`` message arrived; True when something changed (accepted, or refused)."""
+        if raw == self.accepted_raw:
+            return False  # the retained copy of what already applies (every reconnect delivers it)
+        if not raw:
+            return False  # the hub cleared the retained message: keep running the last document
+        try:
+            accepted = accept_document(
+                raw, self.trust_root, self.device_id, self.state.state.last_applied_sequence, self.now()
+            )
+        except EdgeshipError as exc:
+            self.refusal = exc
+            log.warning("refused a deployment document: %s", exc)
+            return True
+        except Exception as exc:  # an unexpected parser failure is still a refusal, never a crash
+            self.refusal = EdgeshipError(f"The deployment document could not be read: {exc}.")
+            log.warning("refused a deployment document: %s", exc)
+            return True
+        self.state.accept(raw, accepted.sequence)
+        self.accepted, self.accepted_raw, self.refusal = accepted, raw, None
+        log.info("accepted document %d (%d modules)", accepted.sequence, len(accepted.document.modules))
+        return True
+
+    # -- current ---------------------------------------------------------------
+    def current(self) -> CurrentState:
+        now = self.now()
+        recorded = self.state.state
+        statuses: dict[str, ModuleStatus | None] = {}
+        for name in recorded.services:
+            try:
+                statuses[name] = self.runtime.status(name)
+            except UnknownServiceError:
+                statuses[name] = None
+        services: dict[str, RunningService] = {}
+        for name, rec in recorded.services.items():
+            status = statuses[name]
+            if status is None:
+                # Recorded, but the runtime has none (a kill before install ended, or it was removed
+                # behind our back): forget it, so the planner installs the module again if desired.
+                self.state.drop_service(name)
+                self._exit_seen.pop(name, None)
+                continue
+            services[name] = self._running(name, rec.module, rec.version, rec.module_digest, rec.lock_digest, status,
+                                           now, installed=rec.phase == "installed")
+        try:
+            listed = self.runtime.list()
+        except RuntimeFailure:
+            listed = []
+        for status in listed:  # ours by name, but never recorded: an orphan to remove
+            if status.name not in services and status.name not in recorded.services and _is_slot(status.name):
+                module = status.name.rsplit(".", 1)[0]
+                services[status.name] = self._running(status.name, module, 0, "", "", status, now, installed=False)
+        active = {m: s for m, s in self.state.state.active.items() if s in services}
+        return CurrentState(now=now, services=services, active=active, environments=self._environments())
+
+    def _running(
+        self, name: str, module: str, version: int, digest: str, lock: str, status: ModuleStatus, now: datetime,
+        *, installed: bool,
+    ) -> RunningService:
+        if status.state == "running":
+            self._exit_seen.pop(name, None)
+        else:
+            self._exit_seen.setdefault(name, now)
+        return RunningService(
+            service=name,
+            module=module,
+            version=version,
+            module_digest=digest if installed else "",
+            lock_digest=lock,
+            state=status.state,
+            restart_count=status.restart_count,
+            exit_code=status.exit_code,
+            last_exit_time=self._exit_seen.get(name),
+            port=status.port,
+        )
+
+    def _environments(self) -> frozenset[str]:
+        """Lock digests with a ready environment: a built venv (process runtime), else an installed service."""
+        installed = {rec.lock_digest for rec in self.state.state.services.values() if rec.phase == "installed"}
+        venv_dir = getattr(self.runtime, "venv_dir", None)
+        if venv_dir is None:
+            return frozenset(installed)
+        wanted = {m.environment.lock_digest for m in self.accepted.manifests.values()} if self.accepted else set()
+        return frozenset(lock for lock in installed | wanted if (venv_dir(lock) / "bin" / "python").exists())
+
+    # -- one pass ----------------------------------------------------------------
+    def reconcile(self) -> dict[str, Any] | None:
+        """Plan, run and report once; returns the report when it changed (and was published)."""
+        result: RunResult | None = None
+        desired = desired_from(self.accepted) if self.accepted is not None else None
+        commands: list[Command] = []
+        error: str | None = None
+        try:
+            current = self.current()
+            if desired is not None:
+                commands = plan(desired, current)
+            if commands and desired is not None:
+                self.executor.document = self.accepted
+                result = self.runner.run(desired.sequence, commands)
+                current = self.current()
+                self._log_result(result)
+        except Exception as exc:  # the runtime itself failed: still report
+            log.exception("reconcile failed")
+            error = f"The agent could not read or change its modules: {exc}"
+            current = CurrentState(now=self.now())
+        status = overall_status(self.refusal, result)
+        if error is not None and status == 200:
+            status = 500
+        message = error or (str(self.refusal) if self.refusal is not None else None)
+        if message is None and result is not None and not result.ok:
+            message = "; ".join(o.error or "" for o in result.outcomes.values() if not o.ok)
+        report = build_report(
+            device_id=self.device_id,
+            last_applied_sequence=self.state.state.last_applied_sequence,
+            status=status,
+            current=current,
+            desired=desired,
+            result=result,
+            message=message,
+            now=self.now(),
+        )
+        if self._last_report is not None and _same(report, self._last_report):
+            return None
+        self._last_report = report
+        self.publish(report)
+        modules = ", ".join(
+            f"{n} v{m['version']} {m['status']}" + (f" :{m['port']}" if m["port"] else "")
+            for n, m in report["modules"].items()
+        )
+        log.info("reported %d (sequence %s): %s", status, report["lastAppliedSequence"], modules or "no modules")
+        return report
+
+    @staticmethod
+    def _log_result(result: RunResult) -> None:
+        for name, outcome in sorted(result.outcomes.items()):
+            if outcome.ok:
+                log.info("applied %s (sequence %d)", name, result.sequence)
+            elif not outcome.cooling_off:
+                log.warning("%s failed%s: %s", name, " and was rolled back" if outcome.rolled_back else "",
+                            outcome.error)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {k: v for k, v in a.items() if k != "reportedAt"} == {k: v for k, v in b.items() if k != "reportedAt"}

@@ -1,0 +1,106 @@
+"""Turn a scoring server's Prometheus text into per-interval numbers. Pure (the HTTP GET is the caller's).
+
+The server (``edgeship.scoring.metrics``) exports ``edgeship_scoring_requests_total``,
+``edgeship_scoring_errors_total`` and the histogram
+``edgeship_scoring_request_duration_seconds`` (per endpoint). A sample reports the
+requests and errors *since the previous sample* and latency percentiles over those
+requests, estimated from the bucket deltas by linear interpolation inside the
+bucket, as Prometheus' ``histogram_quantile`` does. A counter that went down means
+the server restarted: its new value is the delta.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+__all__ = ["MetricsDelta", "ModuleMetrics", "parse_metrics", "quantile"]
+
+_REQUESTS = "edgeship_scoring_requests"
+_ERRORS = "edgeship_scoring_errors"
+_LATENCY = "edgeship_scoring_request_duration_seconds"
+
+
+@dataclass(frozen=True)
+class ModuleMetrics:
+    """Cumulative counters of one server: requests, errors, and latency buckets ``{le seconds: count}``."""
+
+    requests: float = 0.0
+    errors: float = 0.0
+    buckets: dict[float, float] = field(default_factory=dict)
+
+
+def parse_metrics(text: str) -> ModuleMetrics:
+    """Sum the scoring metrics over endpoints and statuses."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{_REQUESTS}_total":
+                requests += sample.value
+            elif sample.name == f"{_ERRORS}_total":
+                errors += sample.value
+            elif sample.name == f"{_LATENCY}_bucket":
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return ModuleMetrics(requests, errors, buckets)
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """The ``q`` quantile (0..1) in seconds from cumulative buckets, or None without observations."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound  # beyond the last finite bucket: its bound is the best estimate
+            width = count - lower_count
+            fraction = (rank - lower_count) / width if width > 0 else 1.0
+            return lower_bound + (bound - lower_bound) * fraction
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+@dataclass(frozen=True)
+class MetricsDelta:
+    """What happened between two scrapes of one server."""
+
+    requests: int
+    errors: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    @classmethod
+    def between(cls, before: ModuleMetrics | None, after: ModuleMetrics) -> MetricsDelta:
+        restarted = before is None or after.requests < before.requests
+        base = ModuleMetrics() if restarted or before is None else before
+        buckets = {le: max(n - base.buckets.get(le, 0.0), 0.0) for le, n in after.buckets.items()}
+
+        def ms(q: float) -> float:
+            value = quantile(q, buckets)
+            return round(value * 1000.0, 3) if value is not None else 0.0
+
+        return cls(
+            requests=int(after.requests - base.requests),
+            errors=int(max(after.errors - base.errors, 0)),
+            p50_ms=ms(0.50),
+            p95_ms=ms(0.95),
+            p99_ms=ms(0.99),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "latencyMs": {"p50": self.p50_ms, "p95": self.p95_ms, "p99": self.p99_ms},
+        }
