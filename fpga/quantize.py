@@ -6,6 +6,11 @@ integer datapath runs (:data:`~edgeship.fpga.graph.QUANTIZED_OPS`) quantized;
 softmax and post-processing stay in float for the host. What varies per trial —
 calibration method, per-channel weights, float or pow2 scales, excluded nodes —
 is a :class:`QuantizeOptions`.
+
+``scales="float"`` is the CPU variant and differs in one more way: activations are
+asymmetric uint8 (U8S8), the pairing x86 int8 kernels (VPMADDUBSW/VPDPBUSD
+multiply u8 by s8) run directly; S8S8 measured 1.2-2.3x slower than U8S8 on the
+benchmark's models (benchmarks/fpga/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -64,8 +69,13 @@ class QuantizeOptions:
 
 
 def session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
-    """A CPU session; one thread by default so latency comparisons are not scheduling noise."""
+    """A CPU session; one thread by default so latency comparisons are not scheduling noise.
+
+    All graph optimisations are on (fp32 and int8 alike): at this level onnxruntime
+    fuses DequantizeLinear → Conv/Gemm → QuantizeLinear into integer kernels.
+    """
     opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
@@ -95,6 +105,7 @@ def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options:
     unknown = set(options.nodes_to_exclude) - {n.name for n in prepared.graph.node}
     if unknown:
         raise QuantizationError(f"Cannot exclude nodes {', '.join(sorted(unknown))}: the model has no such node.")
+    fpga = options.scales == "pow2"
     reader.rewind()
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer warns about pre-processing on the root logger
     with tempfile.TemporaryDirectory(prefix="edgeship-quant-") as tmp:
@@ -109,11 +120,11 @@ def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options:
                     quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANTIZED_OPS),
                     per_channel=options.per_channel,
-                    activation_type=QuantType.QInt8,
+                    activation_type=QuantType.QInt8 if fpga else QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=list(options.nodes_to_exclude),
                     calibrate_method=_ORT_METHODS[options.method],
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                    extra_options={"ActivationSymmetric": fpga, "WeightSymmetric": True},
                 )
         except QuantizationError:
             raise
@@ -122,7 +133,7 @@ def quantize(prepared: onnx.ModelProto, reader: NumpyCalibrationReader, options:
         finally:
             reader.rewind()
         model = onnx.load(str(dst))
-    if options.scales == "pow2":
+    if fpga:
         model = snap_pow2(model)
         bad = [name for name, ok in pow2_scales_of(model).items() if not ok]
         if bad:

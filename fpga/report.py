@@ -2,10 +2,13 @@
 
 Top-1 agreement and (with labels) accuracy compare argmax of the score output
 (the first float output: logits or probabilities); max/mean absolute difference
-are over that output. Latency is the median of single-threaded onnxruntime CPU
-runs, so the ratio reflects kernels rather than thread scheduling; batch 32 runs
-on a copy with a symbolic batch dimension, and is ``None`` (N/A) when the graph
-cannot take one.
+are over that output. Latency compares single-threaded onnxruntime CPU sessions
+(graph optimisation ORT_ENABLE_ALL for both, so QDQ pairs are fused into integer
+kernels), so the ratio reflects kernels rather than thread scheduling. fp32 and
+int8 runs are interleaved sample by sample (order alternating) and the ratio is
+the median of the per-sample ratios: load from other processes hits both sides
+of a sample alike and cancels. Batch 32 runs on a copy with a symbolic batch
+dimension, and is ``None`` (N/A) when the graph cannot take one.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from rich.table import Table
 
 from edgeship.fpga.graph import InputSpec, score_output, with_dynamic_batch
 from edgeship.fpga.quantize import session
 
-__all__ = ["Evaluation", "LatencyReport", "build_report", "evaluate", "latency", "parameter_bytes", "report_table"]
+__all__ = [
+    "Evaluation",
+    "LatencyReport",
+    "build_report",
+    "evaluate",
+    "interleaved_ms",
+    "latency",
+    "parameter_bytes",
+    "report_table",
+]
 
 LATENCY_BATCHES = (1, 32)
 
@@ -46,14 +59,14 @@ class Evaluation:
 
 @dataclass(frozen=True)
 class LatencyReport:
-    """Median CPU milliseconds per batch; ``None`` where the batch size cannot run."""
+    """Median CPU milliseconds per batch and the median int8/fp32 ratio; ``None`` where a batch cannot run."""
 
     fp32_ms: dict[int, float | None]
     int8_ms: dict[int, float | None]
+    ratios: dict[int, float | None]
 
     def ratio(self, batch: int) -> float | None:
-        fp, q = self.fp32_ms.get(batch), self.int8_ms.get(batch)
-        return None if fp is None or q is None or fp == 0 else q / fp
+        return self.ratios.get(batch)
 
 
 def _scores(model: onnx.ModelProto, spec: InputSpec, data: np.ndarray) -> np.ndarray:
@@ -86,16 +99,38 @@ def evaluate(
     )
 
 
-def _median_ms(model: onnx.ModelProto, spec: InputSpec, batch: np.ndarray, runs: int) -> float:
-    sess = session(model)
-    feed = {spec.name: batch}
-    sess.run(None, feed)  # warm-up: first runs allocate
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
+SAMPLE_SECONDS = 0.002  # each timing sample repeats a run until it lasts about this long
+
+
+def _per_run_seconds(sess: ort.InferenceSession, feed: dict[str, np.ndarray], repeats: int) -> float:
+    start = time.perf_counter()
+    for _ in range(repeats):
         sess.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times) * 1000)
+    return (time.perf_counter() - start) / repeats
+
+
+def interleaved_ms(
+    fp32: onnx.ModelProto, int8: onnx.ModelProto, spec: InputSpec, batch: np.ndarray, samples: int
+) -> tuple[float, float, float]:
+    """(fp32 ms, int8 ms, int8/fp32): medians over ``samples`` interleaved timing samples."""
+    a, b = session(fp32), session(int8)
+    feed = {spec.name: batch}
+    for sess in (a, b):  # warm-up: first runs allocate
+        sess.run(None, feed)
+    once = max(_per_run_seconds(a, feed, 1), _per_run_seconds(b, feed, 1), 1e-6)
+    repeats = max(1, int(SAMPLE_SECONDS / once))
+    fp_times, q_times, ratios = [], [], []
+    for i in range(samples):
+        if i % 2:
+            q = _per_run_seconds(b, feed, repeats)
+            fp = _per_run_seconds(a, feed, repeats)
+        else:
+            fp = _per_run_seconds(a, feed, repeats)
+            q = _per_run_seconds(b, feed, repeats)
+        fp_times.append(fp)
+        q_times.append(q)
+        ratios.append(q / fp)
+    return float(np.median(fp_times) * 1000), float(np.median(q_times) * 1000), float(np.median(ratios))
 
 
 def _batchable(model: onnx.ModelProto, spec: InputSpec, sample: np.ndarray) -> onnx.ModelProto | None:
@@ -112,14 +147,17 @@ def _batchable(model: onnx.ModelProto, spec: InputSpec, sample: np.ndarray) -> o
 def latency(
     fp32: onnx.ModelProto, int8: onnx.ModelProto, spec: InputSpec, data: np.ndarray, runs: int = 50
 ) -> LatencyReport:
-    """Median latency of both models at batch 1 and 32 (rows of ``data`` repeated as needed)."""
-    result: dict[str, dict[int, float | None]] = {"fp32": {}, "int8": {}}
-    for label, model in (("fp32", fp32), ("int8", int8)):
-        for size in LATENCY_BATCHES:
-            batch = np.resize(data, (size, *data.shape[1:])).astype(data.dtype)
-            runnable = model if spec.shape[0] == size else _batchable(model, spec, data)
-            result[label][size] = None if runnable is None else _median_ms(runnable, spec, batch, runs)
-    return LatencyReport(result["fp32"], result["int8"])
+    """Both models at batch 1 and 32 (rows of ``data`` repeated as needed), ``runs`` interleaved samples each."""
+    fp_ms: dict[int, float | None] = {}
+    q_ms: dict[int, float | None] = {}
+    ratios: dict[int, float | None] = {}
+    for size in LATENCY_BATCHES:
+        batch = np.resize(data, (size, *data.shape[1:])).astype(data.dtype)
+        pair = [model if spec.shape[0] == size else _batchable(model, spec, data) for model in (fp32, int8)]
+        fp_ms[size] = q_ms[size] = ratios[size] = None
+        if pair[0] is not None and pair[1] is not None:
+            fp_ms[size], q_ms[size], ratios[size] = interleaved_ms(pair[0], pair[1], spec, batch, runs)
+    return LatencyReport(fp_ms, q_ms, ratios)
 
 
 def parameter_bytes(model: onnx.ModelProto) -> int:

@@ -32,6 +32,10 @@ __all__ = ["REPORT_PROPERTY", "VARIANT_TAG", "VariantRequest", "VariantResult", 
 
 VARIANT_TAG = "fpga-int8"
 REPORT_PROPERTY = "quantization_report"
+_PURPOSE = {
+    "pow2": "FPGA: symmetric int8, power-of-two scales",
+    "float": "CPU: uint8 activations, int8 weights, float scales",
+}
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ def make_fpga_variant(
             request.new_name or parent.name,
             tags={"variant": VARIANT_TAG, "parent": f"{parent.name}:{parent.version}", "scales": request.scales},
             properties={REPORT_PROPERTY: json.dumps(report, sort_keys=True), "parent_digest": parent.digest},
-            description=f"int8 QDQ variant of {parent.name}:{parent.version} for FPGA ({request.scales} scales)",
+            description=f"int8 QDQ variant of {parent.name}:{parent.version} ({_PURPOSE[request.scales]})",
             model_framework="onnx",
         )
     return VariantResult(model, report)

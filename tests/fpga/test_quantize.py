@@ -37,6 +37,21 @@ def test_float_scales_are_left_as_calibrated(mlp_case: Case) -> None:
     assert not all(pow2_scales_of(int8).values())
 
 
+def test_cpu_variant_has_uint8_activations_and_int8_weights(cnn_case: Case) -> None:
+    fp32 = prepare(load_model(cnn_case.path))
+    int8 = quantize(
+        fp32,
+        NumpyCalibrationReader(cnn_case.calibration, input_spec(fp32)),
+        QuantizeOptions(scales="float", per_channel=True),
+    )
+    inits = {i.name: numpy_helper.to_array(i) for i in int8.graph.initializer}
+    activations = {inits[n.input[2]].dtype for n in int8.graph.node if n.op_type == "QuantizeLinear"}
+    dequantized = [n for n in int8.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    weights = {inits[n.input[0]].dtype for n in dequantized}
+    assert activations == {np.dtype(np.uint8)}
+    assert np.dtype(np.int8) in weights
+
+
 def test_prepare_keeps_the_function_and_folds_biases(cntk_case: Case) -> None:
     from edgeship.fpga.quantize import session
 
