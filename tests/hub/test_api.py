@@ -178,3 +178,17 @@ def test_blobs_resume_with_http_ranges(
     assert head.status_code == 200 and head.headers["content-length"] == str(size)
     assert httpx.get(f"{base_url}/blobs/sha256:{'0' * 64}").status_code == 404
     assert httpx.get(f"{base_url}/blobs/md5:abc").status_code == 400
+
+
+def test_telemetry_and_methods_routes_without_a_broker(client: httpx.Client, service: HubService) -> None:
+    assert client.post("/devices", json={"id": "dev-1"}).status_code == 201
+    assert client.get("/devices/dev-1/telemetry").json() == []
+    assert client.get("/devices/dev-1/telemetry?limit=0").status_code == 422
+    assert client.get("/devices/ghost/telemetry").status_code == 404
+    listed = client.get("/devices").json()[0]
+    assert listed["online"] is None and listed["lastSeen"] is None
+    no_broker = client.post("/devices/dev-1/methods/restart", json={"module": "digits"})
+    assert no_broker.status_code == 503 and "no MQTT connection" in no_broker.json()["detail"]
+    assert client.post("/devices/dev-1/methods/a%20b", json={}).status_code == 400
+    assert client.post("/devices/ghost/methods/restart", json={}).status_code == 404
+    assert client.post("/devices/dev-1/methods/restart", json=[1]).status_code == 422
