@@ -1,0 +1,232 @@
+"""The broker's security configuration for Mosquitto 2.x: password file, ACL and ``mosquitto.conf``.
+
+Rendering is pure (text from data); :func:`write_broker_config` writes the three
+files atomically, so a broker reloading on SIGHUP never reads half a file. The
+isolation rule of ``docs/mqtt.md`` is carried by Mosquitto ``pattern`` lines with
+``%u`` (the authenticated username, which is the device id), so the ACL does not
+grow with the fleet and a new device needs only a password line or a certificate::
+
+    pattern read  edgeship/v1/devices/%u/desired
+    pattern read  edgeship/v1/devices/%u/commands/#
+    pattern write edgeship/v1/devices/%u/reported        (and telemetry, online, responses/#)
+    user hub
+    topic readwrite edgeship/v1/devices/#
+
+Passwords are stored as Mosquitto's ``$7$`` PBKDF2-SHA512 hashes
+(``$7$<iterations>$<base64 salt>$<base64 hash>``, the format ``mosquitto_passwd``
+writes); the hub keeps only these hashes, never a device's password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.errors import ConfigError, InputError
+from edgeship.fsutil import atomic_write_text
+from edgeship.mqtt.topics import TOPIC_ROOT
+
+__all__ = [
+    "DEVICE_READ",
+    "DEVICE_WRITE",
+    "PBKDF2_ITERATIONS",
+    "BrokerFiles",
+    "BrokerUser",
+    "MosquittoSettings",
+    "TlsListener",
+    "hash_password",
+    "render_acl",
+    "render_mosquitto_conf",
+    "render_password_file",
+    "verify_password",
+    "write_broker_config",
+]
+
+PBKDF2_ITERATIONS = 101  # Mosquitto 2.0's own default: every connect pays this, so a reconnect storm does too
+_SALT_BYTES = 12  # as mosquitto_passwd
+DEVICE_READ = ("desired", "commands/#")
+"""Channels a device may subscribe to, under ``edgeship/v1/devices/<its id>/``."""
+DEVICE_WRITE = ("reported", "telemetry", "online", "responses/#")
+"""Channels a device may publish to, under ``edgeship/v1/devices/<its id>/``."""
+
+
+def hash_password(password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS) -> str:
+    """Mosquitto's ``$7$`` line for ``password`` (PBKDF2-HMAC-SHA512, 64-byte hash)."""
+    if not password:
+        raise InputError("A broker password cannot be empty.")
+    salt = salt if salt is not None else os.urandom(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches a ``$7$`` hash (constant-time compare); False for other formats."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7" or not parts[2].isdigit():
+        return False
+    try:
+        salt, expected = base64.b64decode(parts[3], validate=True), base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        return False
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, int(parts[2]))
+    return hmac.compare_digest(digest, expected)
+
+
+@dataclass(frozen=True)
+class BrokerUser:
+    """One broker login: a device (username = device id) or the hub.
+
+    ``password_hash`` is a ``$7$`` line; ``None`` means the user logs in with a
+    client certificate only (its CN is the username) and gets no password line.
+    """
+
+    username: str
+    password_hash: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        from edgeship.mqtt.topics import device_topic
+
+        try:
+            device_topic(self.username, "desired")  # the same rule as device ids: no '/', '+', '#', ':' only
+        except ValueError as exc:
+            raise InputError(f"Broker user {self.username!r} is not usable: {exc}") from exc
+        if self.password_hash is not None and not self.password_hash.startswith("$7$"):
+            raise InputError(
+                f"Broker user {self.username!r} has a password hash that is not Mosquitto's $7$ format; "
+                "make it with hash_password()."
+            )
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS listener with the hub CA; ``require_certificate`` makes devices log in by certificate."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    port: int = 8883
+    bind: str = "0.0.0.0"
+    require_certificate: bool = False  # True: a client certificate from ca_file is the login (CN = username)
+    crl_file: Path | None = None  # revoked device certificates (PEM CRL from the hub CA)
+
+
+@dataclass(frozen=True)
+class MosquittoSettings:
+    """What the generated ``mosquitto.conf`` turns on; paths in it are made absolute."""
+
+    port: int | None = 1883  # plain (password) listener; None: TLS only
+    bind: str = "127.0.0.1"  # the plain listener sends passwords in clear: keep it local unless told
+    tls: TlsListener | None = None
+    hub_username: str = "hub"
+    # Mosquitto has no per-user queue limit: the hub needs a large one (its default of 1000 dropped
+    # acknowledgements at 10,000 devices, docs/mqtt.md), and devices receive little, so it is global.
+    max_queued_messages: int = 100_000
+    max_inflight_messages: int = 100
+    persistence_dir: Path | None = None  # keep retained documents and sessions across restarts
+    # Started as root, Mosquitto drops to this user before it reads the password file and ACL, so they
+    # must be readable by it (chown them, or run the broker as the user that wrote them). None: its default.
+    run_as: str | None = None
+
+
+def render_password_file(users: Iterable[BrokerUser]) -> str:
+    """``username:$7$...`` lines, sorted; certificate-only users get none. Duplicate names are refused."""
+    seen: set[str] = set()
+    lines: list[str] = []
+    for user in sorted(users, key=lambda u: u.username):
+        if user.username in seen:
+            raise InputError(f"Broker user {user.username!r} is listed twice; keep one entry per device.")
+        seen.add(user.username)
+        if user.password_hash is not None:
+            lines.append(f"{user.username}:{user.password_hash}")
+    return "".join(line + "\n" for line in lines)
+
+
+def render_acl(hub_username: str = "hub") -> str:
+    """The ACL: per-device ``pattern`` rules for every user, and the hub's wide rights."""
+    lines = [
+        "# edgeship broker ACL (generated; edit the hub's device list instead).",
+        "# A device (username = device id) reads only its desired document and commands and",
+        "# writes only its own reported state, telemetry, presence and command responses.",
+    ]
+    lines += [f"pattern read {TOPIC_ROOT}/%u/{channel}" for channel in DEVICE_READ]
+    lines += [f"pattern write {TOPIC_ROOT}/%u/{channel}" for channel in DEVICE_WRITE]
+    lines += [
+        "",
+        "# The hub publishes desired documents and commands and reads every device's channels.",
+        f"user {hub_username}",
+        f"topic readwrite {TOPIC_ROOT}/#",
+        "topic read $SYS/#",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_file: Path) -> str:
+    """A Mosquitto 2.x config: no anonymous access, password file and ACL for every listener."""
+    if settings.port is None and settings.tls is None:
+        raise ConfigError("The broker needs a listener; give a plain port, a TLS listener, or both.")
+    lines = [
+        "# edgeship broker configuration (generated by 'edgeship hub broker-config').",
+        *([f"user {settings.run_as}"] if settings.run_as else []),
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {password_file.resolve()}",
+        f"acl_file {acl_file.resolve()}",
+        f"max_queued_messages {settings.max_queued_messages}",
+        f"max_inflight_messages {settings.max_inflight_messages}",
+    ]
+    if settings.persistence_dir is not None:
+        lines += ["persistence true", f"persistence_location {settings.persistence_dir.resolve()}/"]
+    else:
+        lines.append("persistence false")
+    if settings.port is not None:
+        lines += ["", f"listener {settings.port} {settings.bind}"]
+    tls = settings.tls
+    if tls is not None:
+        lines += [
+            "",
+            f"listener {tls.port} {tls.bind}",
+            f"cafile {tls.ca_file.resolve()}",
+            f"certfile {tls.cert_file.resolve()}",
+            f"keyfile {tls.key_file.resolve()}",
+            "tls_version tlsv1.2",
+        ]
+        if tls.require_certificate:
+            lines += ["require_certificate true", "use_identity_as_username true"]
+        if tls.crl_file is not None:
+            lines.append(f"crlfile {tls.crl_file.resolve()}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    config: Path
+    password_file: Path
+    acl_file: Path
+
+
+def write_broker_config(
+    folder: Path, users: Iterable[BrokerUser], settings: MosquittoSettings | None = None
+) -> BrokerFiles:
+    """Write ``passwd`` (0600), ``acl`` and ``mosquitto.conf`` into ``folder``, each atomically.
+
+    The hub's user must be among ``users`` (with a password or a certificate) and no
+    device may be named like it. Send the broker SIGHUP afterwards to reload.
+    """
+    settings = settings or MosquittoSettings()
+    users = list(users)
+    if not any(u.username == settings.hub_username for u in users):
+        raise InputError(
+            f"The broker users lack the hub's user {settings.hub_username!r}; add it, or the hub cannot log in."
+        )
+    folder = Path(folder)
+    files = BrokerFiles(folder / "mosquitto.conf", folder / "passwd", folder / "acl")
+    passwords = render_password_file(users)
+    atomic_write_text(files.password_file, passwords, mode=0o600)
+    atomic_write_text(files.acl_file, render_acl(settings.hub_username), mode=0o644)
+    atomic_write_text(files.config, render_mosquitto_conf(settings, files.password_file, files.acl_file), 0o644)
+    return files
