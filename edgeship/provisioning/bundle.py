@@ -235,6 +235,8 @@ def install_bundle(bundle: ProvisioningBundle, config_path: Path, *, data_dir: s
         for name in names:  # agent.toml is last: the commit point
             os.replace(stage / name, folder / name)
             written.append(folder / name)
+        for stale in set(BUNDLE_FILES.values()) - set(names):  # e.g. a password after a switch to certificates
+            (folder / stale).unlink(missing_ok=True)
         _fsync_dir(folder)
     except OSError as exc:
         raise BundleError(

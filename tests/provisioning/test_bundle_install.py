@@ -71,6 +71,8 @@ def test_reprovisioning_replaces_the_files_whole(tmp_path: Path, trust_root_json
     assert load_config(tmp_path / "agent.toml").device_id == "dev-8"
     assert (tmp_path / "broker-password").read_text() == "other"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    install_bundle(_bundle(trust_root_json, username=None, password=None), tmp_path / "agent.toml")
+    assert not (tmp_path / "broker-password").exists()  # no stale secret outlives the config naming it
 
 
 def test_a_target_that_is_a_folder_fails_before_anything_is_written(tmp_path: Path, trust_root_json: str) -> None:
