@@ -39,7 +39,7 @@ from edgeship.demo.model import sample_request
 from edgeship.demo.release import ReleaseSide
 from edgeship.errors import EdgeshipError
 
-__all__ = ["DEVICES", "DemoError", "DemoOptions", "run_demo"]
+__all__ = ["DEVICES", "DemoError", "DemoOptions", "free_port_block", "run_demo"]
 
 T = TypeVar("T")
 
@@ -80,7 +80,7 @@ class DemoSummary:
     expected: list[int] = field(default_factory=list)
 
 
-def _free_port_block(count: int, start: int = 20000) -> int:
+def free_port_block(count: int, start: int = 20000) -> int:
     """The first port of ``count`` consecutive ports nothing listens on."""
     import socket
 
@@ -238,7 +238,7 @@ class Demo:
 
     # --- agents --------------------------------------------------------------------------------
     def start_agents(self) -> None:
-        base = _free_port_block(PORTS_PER_DEVICE * len(DEVICES))
+        base = free_port_block(PORTS_PER_DEVICE * len(DEVICES))
         agents_dir = self.root / "agents"
         for index, device_id in enumerate(DEVICES):
             folder = agents_dir / device_id
