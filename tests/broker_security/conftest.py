@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from broker_fleet import PASSWORDS, Fleet
 from parts import free_port
 from secure_broker import SecureBroker
 
@@ -23,22 +23,6 @@ from edgeship.hub.broker import (
     hash_password,
     write_broker_config,
 )
-
-PASSWORDS = {"hub": "hub-secret", "dev-a": "pw-a", "dev-b": "pw-b"}
-
-
-@dataclass
-class Fleet:
-    broker: SecureBroker
-    folder: Path
-    settings: MosquittoSettings
-    plain_url: str
-    tls_url: str
-    ca_file: Path
-    certs: dict[str, tuple[Path, Path]]  # device id -> (cert, key)
-
-    def users(self, passwords: dict[str, str]) -> list[BrokerUser]:
-        return [BrokerUser(name, hash_password(pw)) for name, pw in passwords.items()] + [BrokerUser("dev-c")]
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> Path:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORDS, Fleet
+from broker_fleet import PASSWORDS, Fleet
 from parts import need_binary
 from secure_broker import Probe
 

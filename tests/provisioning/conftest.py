@@ -29,3 +29,6 @@ def trust_root_json() -> str:
     root, release, hub = (Signer.generate(role=r) for r in ("root", "release", "hub"))
     trust = TrustRoot.build(root=[root.public_key], release=[release.public_key], hub=[hub.public_key])
     return sign_trust_root(trust, [root]).to_json()
+
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "broker_security"))  # secure_broker: Mosquitto on our config
