@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -140,6 +141,8 @@ def main() -> int:
             agent.kill()
         hub.stop()
         broker.stop()
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
     applied_all = [u["applied_s"] for u in results["updates"]]
     serving_all = [u["serving_s"] for u in results["updates"]]
     results["summary"] = {
