@@ -33,6 +33,7 @@ stdin/stdout, so device CPU can use the second core)::
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import json
 import os
@@ -42,11 +43,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from edgeship.agent.decide.accept import accept_document, status_code_for
+from edgeship.agent.decide.accept import ReplayError, accept_document, status_code_for
 from edgeship.agent.decide.plan import CurrentState, RunningService, service_name
 from edgeship.agent.decide.report import build_report
 from edgeship.errors import EdgeshipError
@@ -64,6 +66,10 @@ _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 
 
+def _all_ready(devices: Sequence[SimDevice]) -> bool:
+    return all(d.ready for d in devices)
+
+
 def device_ids(prefix: str, first: int, count: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(first, first + count)]
 
@@ -71,7 +77,8 @@ def device_ids(prefix: str, first: int, count: int) -> list[str]:
 class SimDevice:
     """One simulated agent: its session and what it last accepted."""
 
-    __slots__ = ("client", "desired", "device_id", "last_applied", "last_code", "ready", "reported")
+    __slots__ = ("accepted_raw", "client", "desired", "device_id", "last_applied", "last_code", "ready", "reported",
+                 "restarted")
 
     def __init__(self, device_id: str, client: paho.Client) -> None:
         self.device_id = device_id
@@ -81,6 +88,8 @@ class SimDevice:
         self.last_applied: int | None = None
         self.last_code: int | None = None
         self.ready = False  # CONNACK and SUBACK seen
+        self.accepted_raw: bytes | None = None  # the retained copy of this arrives on every reconnect
+        self.restarted = False  # an agent that restarted re-verifies its document once (agent.reconcile)
 
 
 class Fleet:
@@ -94,7 +103,9 @@ class Fleet:
         *,
         sources: Sequence[str] = SOURCES,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        verify: bool = True,
     ) -> None:
+        self.verify = verify  # False only for the benchmark's diagnostic "hub and broker alone" runs
         self.settings = parse_broker_url(broker_url)
         self.trust_root = trust_root
         self.clock = clock
@@ -131,7 +142,7 @@ class Fleet:
                 device.ready = False
                 device.client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE,
                                       bind_address=self.sources[index % len(self.sources)])
-            if not self.run_until(lambda chunk=chunk: all(d.ready for d in chunk), deadline - time.monotonic()):
+            if not self.run_until(partial(_all_ready, chunk), deadline - time.monotonic()):
                 missing = sum(1 for d in chunk if not d.ready)
                 raise TimeoutError(f"{missing} of {len(chunk)} sessions did not connect and subscribe in time")
 
@@ -143,8 +154,11 @@ class Fleet:
         self.run_until(lambda: not self._by_fd, timeout)
 
     def reconnect(self, timeout: float = 120.0) -> None:
-        """Drop every session and connect again: each device then gets its retained document again."""
+        """Every device restarts: drops its session, reconnects, re-verifies its retained document and reports."""
         self.disconnect()
+        for device in self.devices:
+            device.accepted_raw = None
+            device.restarted = True
         self.connect(timeout)
 
     def close(self) -> None:
@@ -252,10 +266,21 @@ class Fleet:
 
     def _apply(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
         """What an agent does with a retained document, minus running the modules."""
+        if envelope == device.accepted_raw:
+            self.counts["unchanged"] += 1  # what the agent already applies: nothing to verify or report
+            return
         started = time.perf_counter()
+        if not self.verify:
+            self._ack_unverified(client, device, envelope)
+            self.verify_seconds += time.perf_counter() - started
+            return
         now = self.clock()
+        previous, restarted, device.restarted = device.last_applied, device.restarted, False
         try:
-            accepted = accept_document(envelope, self.trust_root, device.device_id, device.last_applied, now)
+            accepted = accept_document(envelope, self.trust_root, device.device_id,
+                                       None if restarted else previous, now)
+            if previous is not None and accepted.sequence < previous:
+                raise ReplayError(f"Deployment document {accepted.sequence} is older than the applied {previous}.")
         except EdgeshipError as exc:
             code = status_code_for(exc)
             device.last_code = code
@@ -274,12 +299,24 @@ class Fleet:
                 )
                 active[name] = service
             device.last_applied = accepted.sequence
+            device.accepted_raw = envelope
             device.last_code = 200
             self.counts["applied"] += 1
             report = build_report(device_id=device.device_id, last_applied_sequence=accepted.sequence, status=200,
                                   current=CurrentState(now=now, services=services, active=active), now=now)
         client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
         self.verify_seconds += time.perf_counter() - started
+
+
+    def _ack_unverified(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
+        """Diagnostic only: read the sequence without checking anything and report it applied."""
+        sequence = json.loads(base64.b64decode(json.loads(envelope)["payload"]))["sequence"]
+        device.last_applied, device.accepted_raw, device.last_code = sequence, envelope, 200
+        self.counts["acked_unverified"] += 1
+        report = {"schemaVersion": 1, "deviceId": device.device_id, "lastAppliedSequence": sequence,
+                  "status": {"code": 200, "description": "unverified (benchmark diagnostic)", "message": None},
+                  "modules": {}}
+        client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
 
 
 # The JSON-lines control protocol of the subprocess ----------------------------------------------
@@ -329,10 +366,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default="dev-")
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--no-verify", action="store_true",
+                        help="diagnostic: acknowledge documents without verifying them (not an agent's behaviour)")
     args = parser.parse_args(argv)
     with open(args.trust_root, "rb") as handle:
         trust_root = TrustRoot.from_json(handle.read())
-    fleet = Fleet(args.broker, device_ids(args.prefix, args.first, args.count), trust_root)
+    fleet = Fleet(args.broker, device_ids(args.prefix, args.first, args.count), trust_root,
+                  verify=not args.no_verify)
     try:
         _serve(fleet)
     finally:
