@@ -33,7 +33,9 @@ def quantize_cmd(
     method: Annotated[str, typer.Option("--method", help="First calibration method: minmax|entropy|percentile.")] = (
         "minmax"
     ),
-    scales: Annotated[str, typer.Option("--scales", help="pow2 (FPGA) or float (CPU targets).")] = "pow2",
+    scales: Annotated[
+        str, typer.Option("--scales", help="pow2 (FPGA: symmetric int8) or float (CPU: uint8 activations).")
+    ] = "pow2",
     per_channel: Annotated[bool, typer.Option("--per-channel", help="One weight scale per output channel.")] = False,
     new_name: Annotated[str | None, typer.Option("--new-name", "-n", help="Register under this name.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
