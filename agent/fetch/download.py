@@ -11,15 +11,20 @@ fetched again; a ``.part`` whose bytes turn out wrong is deleted, so the next tr
 starts from zero. Locations are untrusted (the digest comes from a signed manifest):
 an absolute ``http(s)://`` URL or a hub path (``/blobs/sha256:...``) joined to the
 hub URL.
+
+HTTP is the standard library's (``urllib.request``): importing httpx would pull its
+command-line extras (rich, click, pygments) into the agent's memory, for one GET.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-import httpx
+from typing import IO, Any
 
 from edgeship.errors import TransportError
 
@@ -46,10 +51,10 @@ def _hex(digest: str) -> str:
 class BlobCache:
     """Blobs by digest under ``root``; ``fetch`` downloads what is missing."""
 
-    def __init__(self, root: Path, hub_url: str, *, timeout: float = 30.0, client: httpx.Client | None = None) -> None:
+    def __init__(self, root: Path, hub_url: str, *, timeout: float = 30.0) -> None:
         self.root = Path(root)
         self.hub_url = hub_url.rstrip("/")
-        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self.timeout = timeout  # seconds without a byte before a download is abandoned (and later resumed)
 
     def path_for(self, digest: str) -> Path:
         return self.root / "sha256" / _hex(digest)
@@ -82,21 +87,18 @@ class BlobCache:
             with part.open("rb") as existing:
                 for chunk in iter(lambda: existing.read(_CHUNK), b""):
                     sha.update(chunk)
-        headers = {"Range": f"bytes={have}-"} if have else {}
+        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})  # noqa: S310
         try:
-            with self._client.stream("GET", url, headers=headers) as response:
-                if response.status_code == 416 and have:
-                    pass  # the part is already whole (or longer than the blob): the digest decides below
-                elif response.status_code == 206 and have:
+            with self._open(request, have) as response:
+                status = response.status
+                if status == 206 and have:
                     self._append(response, part, sha, "ab")
-                elif response.status_code == 200:
+                elif status == 200:
                     sha = hashlib.sha256()
                     self._append(response, part, sha, "wb")
-                else:
-                    raise DownloadError(
-                        f"Downloading {url} answered HTTP {response.status_code}; check the hub and the blob location."
-                    )
-        except httpx.HTTPError as exc:
+                elif status != 416:
+                    raise DownloadError(f"Downloading {url} answered HTTP {status}; check the hub and the blob.")
+        except (OSError, http.client.HTTPException) as exc:
             raise DownloadError(
                 f"Downloading {url} failed ({exc}); the {part.stat().st_size if part.exists() else 0} bytes "
                 "received are kept and the next try resumes."
@@ -111,14 +113,41 @@ class BlobCache:
         os.replace(part, final)
         return final
 
+    def _open(self, request: urllib.request.Request, have: int) -> Any:
+        """The response; an empty 416 on a resume means the part is whole already (the digest decides)."""
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310  # resolve() allows http(s) only
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 416 and have:
+                return _Empty()
+            raise DownloadError(
+                f"Downloading {request.full_url} answered HTTP {exc.code}; check the hub and the blob location."
+            ) from exc
+
     @staticmethod
-    def _append(response: httpx.Response, part: Path, sha: hashlib._Hash, mode: str) -> None:
+    def _append(response: IO[bytes], part: Path, sha: Any, mode: str) -> None:
         with part.open(mode) as out:
-            for chunk in response.iter_bytes(_CHUNK):
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
                 out.write(chunk)
                 sha.update(chunk)
             out.flush()
             os.fsync(out.fileno())
+        remaining = getattr(response, "length", None)  # http.client: bytes announced but not received
+        if remaining:
+            raise http.client.IncompleteRead(b"", remaining)
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release (one connection per download); kept for symmetry with other clients."""
+
+
+class _Empty:
+    """Stands in for a 416 answer: no body, and a context manager like a response."""
+
+    status = 416
+
+    def __enter__(self) -> _Empty:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None

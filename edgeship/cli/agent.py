@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import signal
+import os
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 import typer
 
@@ -30,26 +27,16 @@ def run(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command of a plan too."),
 ) -> None:
-    """Run the agent until Ctrl-C or SIGTERM."""
+    """Run the agent until Ctrl-C or SIGTERM (modules keep serving unless --stop-modules-on-exit)."""
     from edgeship.agent.config import load_config
-    from edgeship.agent.daemon import Agent
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("paho").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    agent = Agent(load_config(config))
-    stop = threading.Event()
-
-    def _stop(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    agent.run(stop, stop_modules=stop_modules_on_exit)
+    load_config(config)  # fail here, with the CLI's error formatting, before exec
+    argv = [sys.executable, "-m", "edgeship.agent", "--config", str(config)]
+    argv += ["--stop-modules-on-exit"] if stop_modules_on_exit else []
+    argv += ["--verbose"] if verbose else []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)  # noqa: S606  # fixed argv; same pid, so signals reach the agent
 
 
 @app.command("status")

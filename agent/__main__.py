@@ -1,0 +1,53 @@
+"""``python -m edgeship.agent --config agent.toml``: the agent without the CLI around it.
+
+``edgeship agent run`` execs into this, so the long-running agent process holds
+neither typer, rich nor the other commands' imports (``docs/agent.md``: idle RSS).
+Exit codes: 0 after SIGTERM/SIGINT, 1 for a configuration error (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgeship agent run", description="Run the edgeship agent.")
+    parser.add_argument("--config", "-c", type=Path, required=True, help="the agent's TOML config file")
+    parser.add_argument("--stop-modules-on-exit", action="store_true", help="stop the modules when the agent stops")
+    parser.add_argument("--verbose", "-v", action="store_true", help="log every command of a plan too")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("paho", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from edgeship.agent.config import load_config
+    from edgeship.agent.daemon import Agent
+    from edgeship.errors import EdgeshipError
+
+    try:
+        agent = Agent(load_config(args.config))
+    except EdgeshipError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    agent.run(stop, stop_modules=args.stop_modules_on_exit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
