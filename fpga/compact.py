@@ -20,6 +20,9 @@ it is still a QDQ graph with the same scales (pure over ``onnx`` protos).
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
+
 import onnx
 
 __all__ = ["KEEP_NAMES", "compact"]
@@ -27,11 +30,13 @@ __all__ = ["KEEP_NAMES", "compact"]
 KEEP_NAMES = frozenset({"Conv", "Gemm", "MatMul"})
 
 
-def _dedupe_initializers(graph: onnx.GraphProto) -> dict[str, str]:
-    """Drop initializers equal to an earlier one; return old name → kept name."""
+def _dedupe_initializers(graph: onnx.GraphProto, public: set[str]) -> dict[str, str]:
+    """Drop initializers equal to an earlier one (graph inputs/outputs excepted); return old name → kept name."""
     seen: dict[bytes, str] = {}
     alias: dict[str, str] = {}
     for init in list(graph.initializer):
+        if init.name in public:
+            continue
         probe = onnx.TensorProto()
         probe.CopyFrom(init)
         probe.name = ""
@@ -44,14 +49,18 @@ def _dedupe_initializers(graph: onnx.GraphProto) -> dict[str, str]:
     return alias
 
 
-def _short(index: int) -> str:
+def _short_names(taken: set[str]) -> Iterator[str]:
+    """``t0``, ``t1``, ... ``tz``, ``t10``, ... (base 36), skipping names in ``taken``."""
     digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        index, rest = divmod(index, 36)
-        out = digits[rest] + out
-        if index == 0:
-            return "t" + out
+    for index in itertools.count():
+        out = ""
+        while True:
+            index, rest = divmod(index, 36)
+            out = digits[rest] + out
+            if index == 0:
+                break
+        if "t" + out not in taken:
+            yield "t" + out
 
 
 def compact(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -62,16 +71,17 @@ def compact(model: onnx.ModelProto) -> onnx.ModelProto:
     out.doc_string = ""
     graph.doc_string = ""
     del graph.value_info[:]
-    alias = _dedupe_initializers(graph)
     public = {v.name for v in [*graph.input, *graph.output]}
+    alias = _dedupe_initializers(graph, public)
     names: dict[str, str] = {}
+    fresh = _short_names(public)
 
     def rename(name: str) -> str:
         name = alias.get(name, name)
         if not name or name in public:
             return name
         if name not in names:
-            names[name] = _short(len(names))
+            names[name] = next(fresh)
         return names[name]
 
     for node in graph.node:

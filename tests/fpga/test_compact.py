@@ -57,3 +57,22 @@ def test_identical_scalars_are_stored_once_and_compute_nodes_keep_their_names(cn
     assert not small.graph.value_info
     assert [v.name for v in small.graph.input] == [v.name for v in fp32.graph.input]
     assert [v.name for v in small.graph.output] == [v.name for v in fp32.graph.output]
+
+
+def test_short_names_do_not_collide_with_graph_inputs_and_outputs() -> None:
+    from onnx import TensorProto, helper
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [2, 2], [1.0, 2.0, 3.0, 4.0])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["t0", "w"], ["mid"]), helper.make_node("Relu", ["mid"], ["t1"])],
+        "g",
+        [helper.make_tensor_value_info("t0", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("t1", TensorProto.FLOAT, [1, 2])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    small = compact(model)
+    feed = {"t0": np.array([[1.0, -1.0]], dtype=np.float32)}
+    assert np.array_equal(session(model).run(None, feed)[0], session(small).run(None, feed)[0])
+    names = [*(i.name for i in small.graph.initializer), *(o for n in small.graph.node for o in n.output)]
+    assert sorted(names) == ["t1", "t2", "t3"]  # w and mid got fresh names; t0 and t1 stay the graph's
