@@ -85,7 +85,7 @@ WAIT = 120.0  # seconds before a phase is declared stuck
 
 # Broker ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[str]:
+def mosquitto(workdir: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     config = workdir / "mosquitto.conf"
     config.write_text("\n".join([
@@ -113,7 +113,7 @@ def mosquitto(workdir: Path) -> Iterator[str]:
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"mosquitto did not start: {(workdir / 'mosquitto.log').read_text()}") from None
                 time.sleep(0.05)
-        yield f"mqtt://127.0.0.1:{port}"
+        yield f"mqtt://127.0.0.1:{port}", process.pid
     finally:
         process.terminate()
         try:
@@ -297,6 +297,38 @@ class SimProcess:
             self.process.wait(5)
 
 
+class CpuMeter:
+    """CPU seconds used by the hub (this process), the simulators and the broker since the last ``take``."""
+
+    def __init__(self, sims: Sequence[SimProcess], broker_pid: int) -> None:
+        self.sims = sims
+        self.broker_pid = broker_pid
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.last = self._now()
+
+    def _now(self) -> dict[str, float]:
+        fields = Path(f"/proc/{self.broker_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return {
+            "hub": time.process_time(),
+            "devices": sum(a["cpu"] for a in all_do(self.sims, "stats")),
+            "broker": (int(fields[11]) + int(fields[12])) / self.ticks,
+            "machine": _machine_busy() / self.ticks,  # every process, ours and others'
+            "wall": time.perf_counter(),
+        }
+
+    def take(self) -> dict[str, float]:
+        now = self._now()
+        delta = {k: round(now[k] - self.last[k], 3) for k in now}
+        self.last = now
+        return delta
+
+
+def _machine_busy() -> int:
+    """Clock ticks all cores spent busy since boot (``/proc/stat``: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4]
+
+
 def all_do(sims: Sequence[SimProcess], command: str) -> list[dict[str, Any]]:
     for sim in sims:
         sim.send(command)
@@ -360,7 +392,7 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"devices": n}
     sims: list[SimProcess] = []
     try:
-        with mosquitto(work) as broker:
+        with mosquitto(work) as (broker, broker_pid):
             world = HubWorld(work / "world")
             world.root.mkdir(parents=True)
             trust_root = work / "trust-root.json"
@@ -390,10 +422,14 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 result["connect_first_document"] = tracker.finished_at - started
                 time.sleep(args.settle)
 
+                cpu = CpuMeter(sims, broker_pid)
                 result["bare"] = bare_round_trip(broker, ids)
+                result["bare"]["cpu"] = cpu.take()
                 time.sleep(args.settle)
 
+                cpu.take()
                 result["fanout"] = fanout(n, service, tracker, pubacks)
+                result["fanout"]["cpu"] = cpu.take()
                 status_started = time.perf_counter()
                 status = service.deployment_status("fleet")
                 result["fanout"]["status_check"] = time.perf_counter() - status_started

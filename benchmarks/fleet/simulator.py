@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import select
+import socket
 import sys
 import time
 from collections import Counter
@@ -218,6 +219,7 @@ class Fleet:
     # paho socket callbacks --------------------------------------------------------------------
     def _on_socket_open(self, _client: paho.Client, device: SimDevice, sock: Any) -> None:
         fd = sock.fileno()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a report and a PUBACK leave back to back
         self._by_fd[fd] = device
         self.epoll.register(fd, _IN)
         self.counts["connects"] += 1
