@@ -113,6 +113,12 @@ def _require_fpga_variants(models: Sequence[Model]) -> None:
                 f"run 'edgeship fpga quantize -m {model.name}:{model.version} --calibration DATA' first and package "
                 "the version it registers."
             )
+        if model.tags.get("scales", "pow2") != "pow2":
+            raise InputError(
+                f"Model {model.name}:{model.version} is an int8 CPU variant (scales={model.tags['scales']}) that FPGAs "
+                f"cannot run; quantize {model.tags.get('parent', model.name)} again with 'edgeship fpga quantize' "
+                "without --scales float."
+            )
 
 
 def _signers(workspace: Workspace, names: Sequence[str]) -> list[Signer]:

@@ -48,9 +48,20 @@ def test_compute_type_fpga_refuses_an_fp32_model(signed_workspace: Workspace, tm
         package_module(signed_workspace, request)
 
 
+def test_target_fpga_refuses_a_cpu_variant(signed_workspace: Workspace, tmp_path: Path, cnn_case: Case) -> None:
+    Model.register(signed_workspace, cnn_case.path, "cnn")
+    Model.register(
+        signed_workspace, cnn_case.path, "cnn", tags={"variant": VARIANT_TAG, "parent": "cnn:1", "scales": "float"}
+    )
+    request = PackageRequest(models=[ModelRef("cnn", 2)], output=tmp_path / "out", target="fpga", image=False)
+    with pytest.raises(InputError, match=r"cnn:2 is an int8 CPU variant \(scales=float\) that FPGAs cannot run"):
+        package_module(signed_workspace, request)
+
+
 def test_target_fpga_packages_a_tagged_variant(signed_workspace: Workspace, tmp_path: Path, cnn_case: Case) -> None:
     Model.register(signed_workspace, cnn_case.path, "cnn")
-    Model.register(signed_workspace, cnn_case.path, "cnn", tags={"variant": VARIANT_TAG, "parent": "cnn:1"})
+    tags = {"variant": VARIANT_TAG, "parent": "cnn:1", "scales": "pow2"}
+    Model.register(signed_workspace, cnn_case.path, "cnn", tags=tags)
     request = PackageRequest(models=[ModelRef("cnn", 2)], output=tmp_path / "out", target="fpga", image=False)
     result = package_module(signed_workspace, request)
     assert result.manifest.variant == VARIANT_TAG
