@@ -16,7 +16,9 @@ from edgeship.hub.broker.mosquitto import (
     BrokerUser,
     MosquittoSettings,
     TlsListener,
+    fleet_users,
     hash_password,
+    parse_password_file,
     verify_password,
     write_broker_config,
 )
@@ -29,7 +31,9 @@ __all__ = [
     "IssuedCertificate",
     "MosquittoSettings",
     "TlsListener",
+    "fleet_users",
     "hash_password",
+    "parse_password_file",
     "verify_password",
     "write_broker_config",
 ]

@@ -39,7 +39,9 @@ __all__ = [
     "BrokerUser",
     "MosquittoSettings",
     "TlsListener",
+    "fleet_users",
     "hash_password",
+    "parse_password_file",
     "render_acl",
     "render_mosquitto_conf",
     "render_password_file",
@@ -200,6 +202,43 @@ def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_
         if tls.crl_file is not None:
             lines.append(f"crlfile {tls.crl_file.resolve()}")
     return "\n".join(lines) + "\n"
+
+
+def parse_password_file(text: str) -> dict[str, str]:
+    """``username -> $7$ hash`` from a Mosquitto password file (``mosquitto_passwd`` writes one)."""
+    entries: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, hashed = line.partition(":")
+        if not sep or not hashed.startswith("$7$"):
+            raise InputError(
+                f"Password file line {number} is not 'username:$7$...'; write it with mosquitto_passwd "
+                "or hash_password()."
+            )
+        if name in entries:
+            raise InputError(f"Password file names {name!r} twice (line {number}); keep one line per user.")
+        entries[name] = hashed
+    return entries
+
+
+def fleet_users(
+    device_ids: Iterable[str], hub: BrokerUser, password_hashes: dict[str, str]
+) -> tuple[list[BrokerUser], list[str]]:
+    """Broker users for the hub's devices: a password line where one is known, else certificate-only.
+
+    Returns the users (the hub first) and the names in ``password_hashes`` that are no
+    device of the hub's (deleted devices: leaving them out revokes their login).
+    """
+    ids = sorted(set(device_ids))
+    if hub.username in ids:
+        raise InputError(
+            f"A device is named {hub.username!r} like the hub's broker user; rename the device or the hub user."
+        )
+    users = [hub] + [BrokerUser(device_id, password_hashes.get(device_id)) for device_id in ids]
+    dropped = sorted(set(password_hashes) - set(ids) - {hub.username})
+    return users, dropped
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import typer
 
 from edgeship import __version__
 from edgeship.cli import agent as _agent
+from edgeship.cli import broker_config as _broker_config
 from edgeship.cli import demo as _demo
 from edgeship.cli import deploy as _deploy
 from edgeship.cli import fleet as _fleet
@@ -68,6 +69,7 @@ _fleet.register(app)
 _demo.register(app)
 app.add_typer(_fpga.app, name="fpga")
 _provision.register(app)
+_broker_config.register(app)
 app.add_typer(_agent.app, name="agent")
 
 

@@ -12,8 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from broker_fleet import PASSWORDS, Fleet
-from parts import free_port
-from secure_broker import SecureBroker
+from secure_broker import start_broker
 
 from edgeship.hub.broker import (
     BrokerUser,
@@ -44,22 +43,27 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     certs["stranger"] = (_write(tmp_path / "stranger.crt", stranger.cert_pem),
                          _write(tmp_path / "stranger.key", stranger.key_pem, 0o600))  # fmt: skip
     ca_file = _write(tmp_path / "hub-ca.pem", ca.cert_pem)
-    plain, tls_port = free_port(), free_port()
-    settings = MosquittoSettings(
-        port=plain,
-        tls=TlsListener(
-            ca_file=ca_file, cert_file=_write(tmp_path / "server.crt", server.cert_pem),
-            key_file=_write(tmp_path / "server.key", server.key_pem, 0o600), port=tls_port, bind="127.0.0.1",
-            require_certificate=True,
-        ),
-        run_as="root" if os.geteuid() == 0 else None,  # as root Mosquitto would drop to 'mosquitto'
-    )  # fmt: skip
+    cert_file = _write(tmp_path / "server.crt", server.cert_pem)
+    key_file = _write(tmp_path / "server.key", server.key_pem, 0o600)
     folder = tmp_path / "broker"
     users = [BrokerUser(name, hash_password(pw)) for name, pw in PASSWORDS.items()] + [BrokerUser("dev-c")]
-    files = write_broker_config(folder, users, settings)
-    broker = SecureBroker(files.config, [plain, tls_port]).start()
+    chosen: list[MosquittoSettings] = []
+
+    def configure(ports: list[int]) -> Path:
+        settings = MosquittoSettings(
+            port=ports[0],
+            tls=TlsListener(ca_file=ca_file, cert_file=cert_file, key_file=key_file, port=ports[1],
+                            bind="127.0.0.1", require_certificate=True),
+            run_as="root" if os.geteuid() == 0 else None,  # as root Mosquitto would drop to 'mosquitto'
+        )  # fmt: skip
+        chosen[:] = [settings]
+        return write_broker_config(folder, users, settings).config
+
+    broker = start_broker(configure, 2)
+    settings = chosen[0]
+    assert settings.tls is not None
     try:
-        yield Fleet(broker, folder, settings, f"mqtt://127.0.0.1:{plain}", f"mqtts://127.0.0.1:{tls_port}",
-                    ca_file, certs)  # fmt: skip
+        yield Fleet(broker, folder, settings, f"mqtt://127.0.0.1:{settings.port}",
+                    f"mqtts://127.0.0.1:{settings.tls.port}", ca_file, certs)  # fmt: skip
     finally:
         broker.stop()

@@ -15,11 +15,12 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from parts import need_binary
+from parts import free_port, need_binary
 
 from edgeship.mqtt import parse_broker_url
 from edgeship.mqtt.client import make_client
@@ -62,6 +63,24 @@ class SecureBroker:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+
+
+def start_broker(write_config: Callable[[list[int]], Path], count: int, attempts: int = 5) -> SecureBroker:
+    """Pick ``count`` free ports, let ``write_config(ports)`` write the config, start the broker.
+
+    A port found free can be taken by another process (or an outgoing connection)
+    before Mosquitto binds it; then it starts over with new ports.
+    """
+    for attempt in range(attempts):
+        ports = [free_port() for _ in range(count)]
+        if len(set(ports)) < count:
+            continue
+        try:
+            return SecureBroker(write_config(ports), ports).start()
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == attempts - 1:
+                raise
+    raise RuntimeError("no free ports for mosquitto")
 
 
 class Probe:
@@ -123,4 +142,4 @@ class Probe:
         self.client.loop_stop()
 
 
-__all__ = ["Probe", "SecureBroker", "paho"]
+__all__ = ["Probe", "SecureBroker", "paho", "start_broker"]

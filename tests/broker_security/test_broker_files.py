@@ -116,3 +116,18 @@ def test_the_hub_ca_reloads_from_pem_and_refuses_a_mismatched_key() -> None:
         CertificateAuthority.load("nope", "nope")
     with pytest.raises(InputError, match="cannot be part of an MQTT topic"):
         ca.issue_client("a/b")
+
+
+def test_fleet_users_give_known_devices_their_hash_and_leave_out_deleted_ones() -> None:
+    from edgeship.hub.broker import fleet_users, parse_password_file
+
+    hashes = parse_password_file(f"# comment\ndev-a:{hash_password('a')}\n\ngone:{hash_password('g')}\n")
+    users, dropped = fleet_users(["dev-b", "dev-a"], BrokerUser("hub", hash_password("h")), hashes)
+    assert [(u.username, u.password_hash is not None) for u in users] == [
+        ("hub", True), ("dev-a", True), ("dev-b", False)
+    ]
+    assert dropped == ["gone"]
+    with pytest.raises(InputError, match="named 'hub' like the hub's broker user"):
+        fleet_users(["hub"], BrokerUser("hub"), {})
+    with pytest.raises(InputError, match="names 'x' twice"):
+        parse_password_file(f"x:{hash_password('1')}\nx:{hash_password('2')}\n")

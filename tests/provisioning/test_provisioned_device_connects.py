@@ -8,9 +8,8 @@ import queue
 import threading
 from pathlib import Path
 
-from parts import free_port
 from pty_noise import NoisyPtyPair
-from secure_broker import Probe, SecureBroker
+from secure_broker import Probe, start_broker
 
 from edgeship.agent.config import load_config
 from edgeship.agent.link.mqtt import Inbound, MqttLink
@@ -48,16 +47,19 @@ def test_a_provisioned_device_logs_in_over_tls_and_receives_its_signed_document(
     (tmp_path / "ca.pem").write_text(ca.cert_pem)
     (tmp_path / "server.crt").write_text(server.cert_pem)
     (tmp_path / "server.key").write_text(server.key_pem)
-    port = free_port()
-    settings = MosquittoSettings(
-        port=None,
-        tls=TlsListener(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "server.crt",
-                        key_file=tmp_path / "server.key", port=port, bind="127.0.0.1"),
-        run_as="root" if os.geteuid() == 0 else None,
-    )  # fmt: skip
     users = [BrokerUser("hub", hash_password("hub-pw")), BrokerUser("dev-p", hash_password("dev-p-pw"))]
-    files = write_broker_config(tmp_path / "broker", users, settings)
-    broker = SecureBroker(files.config, [port]).start()
+
+    def configure(ports: list[int]) -> Path:
+        settings = MosquittoSettings(
+            port=None,
+            tls=TlsListener(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "server.crt",
+                            key_file=tmp_path / "server.key", port=ports[0], bind="127.0.0.1"),
+            run_as="root" if os.geteuid() == 0 else None,
+        )  # fmt: skip
+        return write_broker_config(tmp_path / "broker", users, settings).config
+
+    broker = start_broker(configure, 1)
+    port = broker.ports[0]
     try:
         bundle = ProvisioningBundle.build(
             device_id="dev-p", broker_url=f"mqtts://127.0.0.1:{port}", username="dev-p", password="dev-p-pw",

@@ -1,0 +1,145 @@
+"""``edgeship hub broker-config -o DIR``: Mosquitto's password file, ACL and config for the hub's devices.
+
+Thin: rendering lives in :mod:`edgeship.hub.broker.mosquitto`, certificates in
+:mod:`edgeship.hub.broker.ca`. The device list comes from the hub's store; the
+hub does not store broker credentials yet, so device password hashes come from a
+Mosquitto-format file (``--device-passwords``) and devices without one log in by
+certificate. A hash for a device no longer on the hub is left out: its login is revoked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from edgeship.cli._common import WorkspaceOpt, console, workspace_from
+from edgeship.errors import InputError
+from edgeship.fsutil import atomic_write_text
+
+if TYPE_CHECKING:
+    from edgeship.hub.broker.mosquitto import TlsListener
+
+__all__ = ["broker_config", "register"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``broker-config`` to the ``hub`` group; ``app`` is unused (the group is already on it)."""
+    from edgeship.cli.hub import hub_app
+
+    hub_app.command("broker-config")(broker_config)
+
+
+def _read(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"Cannot read the {what} {path} ({exc.strerror}); check the path.") from exc
+
+
+def broker_config(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for mosquitto.conf, passwd and acl.")],
+    hub_password_file: Annotated[
+        Path, typer.Option("--hub-password-file", help="File holding the hub's own broker password.")
+    ],
+    workspace: WorkspaceOpt = None,
+    db: Annotated[
+        str | None, typer.Option("--db", help="Hub database URL (default: the workspace's hub.db).", show_default=False)
+    ] = None,
+    hub_username: Annotated[str, typer.Option("--hub-username", help="The hub's broker user.")] = "hub",
+    device_passwords: Annotated[
+        Path | None,
+        typer.Option("--device-passwords", help="Device password hashes, 'id:$7$...' lines (mosquitto_passwd).",
+                     show_default=False),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Plain listener port (passwords in clear).")] = 1883,
+    bind: Annotated[str, typer.Option("--bind", help="Address of the plain listener.")] = "127.0.0.1",
+    no_plain: Annotated[bool, typer.Option("--no-plain", help="Only the TLS listener.")] = False,
+    tls_host: Annotated[
+        list[str] | None,
+        typer.Option("--tls-host", help="Broker host name or IP for the TLS certificate (repeat); turns TLS on.",
+                     show_default=False),
+    ] = None,
+    tls_port: Annotated[int, typer.Option("--tls-port", help="TLS listener port.")] = 8883,
+    ca_dir: Annotated[
+        Path | None,
+        typer.Option("--ca-dir", help="Hub CA folder (ca.pem, ca.key; created if missing). Default: "
+                     "<workspace>/broker-ca.", show_default=False),
+    ] = None,
+    require_certificate: Annotated[
+        bool, typer.Option("--require-certificate", help="TLS clients log in with a hub-CA certificate (CN = id).")
+    ] = False,
+    run_as: Annotated[
+        str | None,
+        typer.Option("--run-as", help="User Mosquitto runs as when started by root (must read the files).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Write Mosquitto's security config for the hub's devices (reload the broker with SIGHUP)."""
+    try:
+        from edgeship.hub.broker.mosquitto import (
+            BrokerUser,
+            MosquittoSettings,
+            fleet_users,
+            hash_password,
+            parse_password_file,
+            write_broker_config,
+        )
+        from edgeship.hub.store import HubStore, sqlite_url
+    except ModuleNotFoundError as exc:
+        raise InputError(f"This needs the '{exc.name}' package; install it with pip install 'edgeship[hub]'.") from exc
+
+    ws = workspace_from(workspace)
+    hub_password = _read(hub_password_file, "hub password file").strip()
+    hashes = parse_password_file(_read(device_passwords, "device password file")) if device_passwords else {}
+    store = HubStore(db or sqlite_url(ws.root))
+    try:
+        device_ids = [device.id for device in store.list_devices()]
+    finally:
+        store.close()
+    users, dropped = fleet_users(device_ids, BrokerUser(hub_username, hash_password(hub_password)), hashes)
+    tls = None
+    if tls_host:
+        tls = _tls_listener(out, ca_dir or ws.root / "broker-ca", tls_host, tls_port, require_certificate)
+    elif require_certificate:
+        raise InputError("--require-certificate needs TLS; give the broker's host name with --tls-host.")
+    if no_plain and tls is None:
+        raise InputError("--no-plain leaves no listener; give --tls-host for a TLS listener.")
+    settings = MosquittoSettings(
+        port=None if no_plain else port, bind=bind, tls=tls, hub_username=hub_username, run_as=run_as
+    )
+    files = write_broker_config(out, users, settings)
+    with_password = sum(1 for user in users[1:] if user.password_hash is not None)
+    console.print(
+        f"Wrote {files.config}, {files.password_file.name} and {files.acl_file.name} for {len(users) - 1} devices "
+        f"({with_password} by password, {len(users) - 1 - with_password} by certificate only).",
+        highlight=False,
+    )
+    if dropped:
+        console.print(f"Left out {len(dropped)} password(s) of devices not on the hub: {', '.join(dropped)}.",
+                      highlight=False)  # fmt: skip
+    console.print("Reload a running broker with: kill -HUP <mosquitto pid>", highlight=False)
+
+
+def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool) -> TlsListener:
+    """Load or create the hub CA, issue the broker's server certificate into ``out``, describe the listener."""
+    from edgeship.hub.broker.ca import CertificateAuthority
+    from edgeship.hub.broker.mosquitto import TlsListener
+
+    ca_cert, ca_key = ca_dir / "ca.pem", ca_dir / "ca.key"
+    if ca_cert.exists() and ca_key.exists():
+        ca = CertificateAuthority.load(ca_cert.read_bytes(), ca_key.read_bytes())
+    elif ca_cert.exists() or ca_key.exists():
+        raise InputError(f"The hub CA in {ca_dir} has only one of ca.pem and ca.key; restore the pair.")
+    else:
+        ca = CertificateAuthority.create()
+        ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write_text(ca_key, ca.key_pem, mode=0o600)
+        atomic_write_text(ca_cert, ca.cert_pem)
+    server = ca.issue_server(hosts)
+    atomic_write_text(out / "ca.pem", ca.cert_pem)
+    atomic_write_text(out / "server.crt", server.cert_pem)
+    atomic_write_text(out / "server.key", server.key_pem, mode=0o600)
+    return TlsListener(ca_file=out / "ca.pem", cert_file=out / "server.crt", key_file=out / "server.key", port=port,
+                       require_certificate=require_certificate)  # fmt: skip
