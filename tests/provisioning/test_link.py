@@ -224,3 +224,20 @@ def test_an_operator_that_goes_silent_mid_transfer_fails_the_receiver(ends: tupl
     assert isinstance(result[0], ProvisioningError) and "went silent" in str(result[0])
     assert accepted == []
     assert os.path.exists(sender.name)
+
+
+def test_an_operator_that_starts_over_mid_transfer_gets_a_fresh_session(
+    ends: tuple[SerialStream, SerialStream],
+) -> None:
+    sender, receiver_end = ends
+    receiver = Receiver(receiver_end)
+    receiver.start()
+    first = _bundle(1000)
+    hello = struct.pack(">BI32s", PROTOCOL_VERSION, len(first), hashlib.sha256(first).digest())
+    assert _raw_exchange(sender, Frame(FrameType.HELLO, 0, hello)).type is FrameType.HELLO_ACK
+    assert _raw_exchange(sender, Frame(FrameType.DATA, 0, first[:128])).type is FrameType.ACK
+    second = b"the second, complete bundle" * 40
+    report = send_bundle(sender, second, limits=FAST)
+    assert receiver.finish() == second
+    assert receiver.accepted == [second]
+    assert report.sha256 == hashlib.sha256(second).hexdigest()
