@@ -254,7 +254,7 @@ def receive_bundle(
 
     def refuse(message: str, error: type[EdgeshipError] = ProvisioningError) -> EdgeshipError:
         link.send(Frame(FrameType.ERROR, 0, message.encode("utf-8")[:MAX_PAYLOAD]))
-        return error(message)
+        return error(f"Refused the operator's transfer on {stream.name}: {message}.")
 
     while True:
         if size < 0:
@@ -278,7 +278,9 @@ def receive_bundle(
             if len(frame.payload) < 1:
                 continue
             version = frame.payload[0]
-            if version != PROTOCOL_VERSION or len(frame.payload) != _HELLO.size:
+            if version == PROTOCOL_VERSION and len(frame.payload) != _HELLO.size:
+                continue  # malformed for our own version: a broken sender; it will retry or give up
+            if version != PROTOCOL_VERSION:
                 raise refuse(
                     f"the operator speaks provisioning protocol version {version}, this device speaks "
                     f"{PROTOCOL_VERSION}; install the same edgeship version on both sides"
