@@ -48,7 +48,7 @@ def _imports() -> Any:
 def _split() -> tuple[Any, Any, Any, Any]:
     np, _, _, load_digits, _, train_test_split, _ = _imports()
     x, y = load_digits(return_X_y=True)
-    return train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)  # type: ignore[no-any-return]
+    return train_test_split(x.astype(np.float32), y, test_size=0.25, random_state=0, stratify=y)
 
 
 def train_digits(version: int, out_dir: Path) -> TrainedModel:

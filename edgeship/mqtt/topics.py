@@ -79,4 +79,4 @@ def parse_device_topic(topic: str) -> DeviceTopic | None:
     expected = {"commands": 2, "responses": 1}.get(channel, 0)
     if len(rest) != expected or not all(_SEGMENT.match(p) for p in rest):
         return None
-    return DeviceTopic(device_id, channel, rest)  # type: ignore[arg-type]  # checked against CHANNELS above
+    return DeviceTopic(device_id, channel, rest)  # channel was checked against CHANNELS above

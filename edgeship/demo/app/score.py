@@ -1,3 +1,5 @@
+# mypy: ignore-errors
+# (an unmodified-style Azure ML entry script: user code that edgeship runs, not part of its typed API)
 """Azure ML v1 entry script for the digits MLP (ONNX).
 
 Written as it would be for Azure ML: it runs unchanged under Azure ML's
