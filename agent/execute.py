@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from edgeship.agent.decide.plan import (
     Verify,
 )
 from edgeship.agent.fetch.download import BlobCache
-from edgeship.agent.runtimes.base import ModuleRuntime, ModuleSpec, UnknownServiceError
+from edgeship.agent.runtimes.base import ModuleRuntime, ModuleSpec, UnknownServiceError, probe_health
 from edgeship.agent.state.store import ServiceRecord, StateStore
 from edgeship.errors import ManifestError, RuntimeFailure
 from edgeship.fsutil import atomic_dir
@@ -54,6 +55,8 @@ from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.signing import TrustRoot
 
 __all__ = ["RuntimeExecutor", "port_is_free"]
+
+_HEALTH_POLL = 0.25  # seconds between health probes
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -103,7 +106,7 @@ class RuntimeExecutor:
             case StartCandidate():
                 self.runtime.start(command.service)
             case HealthCheck():
-                self.runtime.wait_healthy(command.service, timeout=self.health_timeout)
+                self._health_check(command.service)
             case Switch():
                 self._switch(command)
             case Stop():
@@ -198,6 +201,31 @@ class RuntimeExecutor:
         self.runtime.install(spec)
         self.state.put_service(ServiceRecord(**{**record.__dict__, "phase": "installed"}))
 
+    def _health_check(self, service: str) -> None:
+        """Healthy = answers its probes within ``health_timeout`` without having crashed once.
+
+        ``runtime.wait_healthy`` waits through ``backoff`` (the restart policy may bring the
+        server back); a *candidate* that exited even once is not one to switch to, so this
+        gives up at the first exit instead of at the timeout.
+        """
+        deadline = time.monotonic() + self.health_timeout
+        while True:
+            status = self.runtime.status(service)
+            crashed = status.state in ("failed", "stopped", "backoff") or status.restart_count > 0
+            if not crashed and status.state == "running" and probe_health(status.port):
+                return
+            if crashed or time.monotonic() > deadline:
+                why = (
+                    f"it exited (state {status.state}, exit code {status.exit_code})"
+                    if crashed
+                    else f"it did not answer on port {status.port} within {self.health_timeout:g} s"
+                )
+                tail = self.runtime.logs(service, tail=15).strip()
+                raise RuntimeFailure(
+                    f"Service {service} ({status.module}) is not healthy: {why}. Last log lines:\n{tail or '(none)'}"
+                )
+            time.sleep(_HEALTH_POLL)
+
     def _switch(self, command: Switch) -> None:
         accepted = self._entry(command.module)
         wanted = accepted.document.modules[command.module].settings.port
@@ -228,7 +256,7 @@ class RuntimeExecutor:
             )
             self.runtime.install(spec)
             self.runtime.start(command.service)
-            self.runtime.wait_healthy(command.service, timeout=self.health_timeout)
+            self._health_check(command.service)
         except Exception:
             with contextlib.suppress(Exception):
                 self.runtime.stop(command.service)

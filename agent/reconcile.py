@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from edgeship.agent.decide.accept import AcceptedDocument, accept_document
@@ -28,7 +30,7 @@ from edgeship.agent.decide.plan import (
     plan,
 )
 from edgeship.agent.decide.report import build_report, overall_status
-from edgeship.agent.decide.runner import PlanRunner, RunResult
+from edgeship.agent.decide.runner import ModuleOutcome, PlanRunner, RunResult
 from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.runtimes.base import ModuleRuntime, ModuleStatus, UnknownServiceError
 from edgeship.agent.state.store import StateStore
@@ -94,6 +96,8 @@ class Reconciler:
         self.refusal: BaseException | None = None
         self._exit_seen: dict[str, datetime] = {}
         self._last_report: dict[str, Any] | None = None
+        self._failed: dict[str, tuple[ModuleOutcome, float]] = {}  # module -> (last failure, held until)
+        self._failed_sequence: int | None = None
 
     # -- desired ---------------------------------------------------------------
     def load_cached(self) -> None:
@@ -211,10 +215,8 @@ class Reconciler:
             if desired is not None:
                 commands = plan(desired, current)
             if commands and desired is not None:
-                self.executor.document = self.accepted
-                result = self.runner.run(desired.sequence, commands)
+                result = self._run(desired.sequence, commands)
                 current = self.current()
-                self._log_result(result)
         except Exception as exc:  # the runtime itself failed: still report
             log.exception("reconcile failed")
             error = f"The agent could not read or change its modules: {exc}"
@@ -245,6 +247,35 @@ class Reconciler:
         )
         log.info("reported %d (sequence %s): %s", status, report["lastAppliedSequence"], modules or "no modules")
         return report
+
+    def _run(self, sequence: int, commands: list[Command]) -> RunResult:
+        """Run the plan, holding back every command of a module whose last failure still cools off.
+
+        The runner cools off only the command that failed; without this, the steps before
+        it (install, start of the candidate) would run again on every tick just to be undone.
+        """
+        if sequence != self._failed_sequence:
+            self._failed.clear()
+            self._failed_sequence = sequence
+        clock = self.runner.clock()
+        held = {m for m, (_, until) in self._failed.items() if clock < until}
+        runnable = [c for c in commands if c.module not in held]
+        self.executor.document = self.accepted
+        result = self.runner.run(sequence, runnable) if runnable else RunResult(sequence, MappingProxyType({}), ())
+        self._log_result(result)
+        ended = self.runner.clock()
+        for name, outcome in result.outcomes.items():
+            if outcome.ok:
+                self._failed.pop(name, None)
+            elif not outcome.cooling_off and outcome.failed_command is not None:
+                # Cool off from the end of the failure (a health check may have taken a minute).
+                delay = self.runner.cooloff.delay(self.runner.failures(outcome.failed_command))
+                self._failed[name] = (outcome, max(outcome.retry_at or ended, ended + delay))
+        outcomes = dict(result.outcomes)
+        for name in held:
+            if any(c.module == name for c in commands):
+                outcomes[name] = self._failed[name][0]  # reported as it failed: the old slot's state stands
+        return replace(result, outcomes=MappingProxyType(outcomes))
 
     @staticmethod
     def _log_result(result: RunResult) -> None:

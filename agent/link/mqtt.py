@@ -48,6 +48,7 @@ class MqttLink:
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
+        self._stopping = False
         self._lock = threading.Lock()
         self.client = make_client(
             settings, device_id, persistent=True, will=Will(self._online, b"0", qos=1, retain=True)
@@ -68,6 +69,7 @@ class MqttLink:
 
     def stop(self) -> None:
         """Say "offline" and disconnect cleanly (a clean disconnect does not fire the will)."""
+        self._stopping = True
         if self.connected.is_set():
             info = self.client.publish(self._online, b"0", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -91,7 +93,7 @@ class MqttLink:
         log.info("connected to %s", self.settings.url)
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._stopping:
             log.info("disconnected from %s (%s); reconnecting", self.settings.url, reason_text(reason))
         self.connected.clear()
 

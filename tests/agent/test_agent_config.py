@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,26 @@ def test_each_mistake_names_the_file_and_the_key(tmp_path: Path, change: object,
 def test_a_missing_file_says_where_to_look(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml")
+
+
+def _edgeship(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgeship", *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_init_config_writes_a_loadable_example_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    target = tmp_path / "agent.toml"
+    assert _edgeship("agent", "init-config", str(target), "--device-id", "edge-9").returncode == 0
+    assert load_config(target).device_id == "edge-9"
+    again = _edgeship("agent", "init-config", str(target))
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_agent_run_with_a_bad_config_is_one_sentence_and_exit_1(tmp_path: Path) -> None:
+    path = _write(tmp_path, GOOD.replace('device_id = "dev-1"\n', ""))
+    result = _edgeship("agent", "run", "--config", str(path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "device_id is missing" in result.stderr
+    assert "Traceback" not in result.stderr

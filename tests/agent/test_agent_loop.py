@@ -11,6 +11,8 @@ install pays for it.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
@@ -21,7 +23,9 @@ from typing import Any
 import pytest
 from agent_world import AgentProcess, AgentWorld, BlobServer, Observer, SignedModule, infer
 from module_world import session_wheelhouse
+from parts import free_port
 
+from edgeship.deployment import ModuleSettings
 from edgeship.hub.telemetry import parse_telemetry
 from edgeship.signing import Signer
 
@@ -189,6 +193,15 @@ def test_a_killed_agent_comes_back_without_reinstalling_and_answers_direct_metho
 
     assert agent.stop() == 0  # SIGTERM: a clean stop that leaves the modules serving
     assert infer(port) == 200
+    status = subprocess.run(
+        [sys.executable, "-m", "edgeship", "agent", "status", "--config", str(agent.config), "--json"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    local = json.loads(status.stdout)
+    assert local["lastAppliedSequence"] == 1
+    assert [(m["module"], m["service"], m["status"], m["port"]) for m in local["modules"]] == [
+        ("mnist", "mnist.a", "running", port)
+    ]
     online = observer.payloads(f"{dev}/online")
     assert online[-1] == b"0"
 
@@ -239,3 +252,54 @@ def test_broker_outage_modules_keep_serving_and_telemetry_arrives_whole_and_in_o
     latency = busy[0]["latencyMs"]
     assert latency["p99"] >= latency["p50"] > 0
     assert "disconnected" in agent.log()
+
+
+def test_a_fixed_port_survives_a_blue_green_update(
+    world: AgentWorld, v1: SignedModule, v2: SignedModule, mosquitto: Any, observer: Observer,
+    agents: Callable[..., AgentProcess],
+) -> None:
+    dev = "dev-fixed"
+    fixed = free_port()
+    agent = agents(dev, mosquitto.url).start()
+    settings = {"mnist": ModuleSettings(port=fixed)}
+    observer.desired(dev, world.document(dev, 1, [v1], settings=settings))
+    first = observer.report(dev, _running(1, 1), timeout=240)["modules"]["mnist"]
+    assert first["port"] == fixed and infer(fixed) == 200
+    observer.desired(dev, world.document(dev, 2, [v2], settings=settings))
+    second = observer.report(dev, _running(2, 2), timeout=120)["modules"]["mnist"]
+    assert (second["service"], second["port"]) == ("mnist.b", fixed)
+    assert infer(fixed) == 200
+    assert agent.stop() == 0
+
+
+def test_after_a_kill_the_cached_document_is_applied_again_without_a_broker(
+    world: AgentWorld, v1: SignedModule, mosquitto: Any, observer: Observer, agents: Callable[..., AgentProcess]
+) -> None:
+    from edgeship.agent.runtimes.process import ProcessRuntime
+
+    dev = "dev-offline"
+    agent = agents(dev, mosquitto.url).start()
+    observer.desired(dev, world.document(dev, 1, [v1]))
+    port = observer.report(dev, _running(1, 1), timeout=240)["modules"]["mnist"]["port"]
+    agent.kill()
+    mosquitto.stop()
+    ProcessRuntime(agent.data_dir / "runtime").remove("mnist.a")  # the module is gone too
+    assert _refuses(port)
+    before, fetched = len(agent.log()), len(world.blobs.requests)
+    agent.start()
+    state = agent.data_dir / "state" / "agent.json"
+    deadline = time.monotonic() + 120
+    new_port = None
+    while time.monotonic() < deadline:
+        recorded = json.loads(state.read_text())
+        service = recorded["active"].get("mnist")
+        if service and recorded["services"].get(service, {}).get("phase") == "installed":
+            new_port = recorded["services"][service]["port"]
+            if not _refuses(new_port):
+                break
+        time.sleep(0.5)
+    assert new_port is not None and infer(new_port) == 200  # from the cached document and blobs alone
+    log = agent.log()[before:]
+    assert "re-applying cached document 1" in log and "download mnist" in log
+    assert len(world.blobs.requests) == fetched  # the blob came from the cache: no network
+    mosquitto.start()
