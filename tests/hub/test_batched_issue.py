@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import json
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,10 @@ from hub_world import HubWorld
 
 import edgeship.hub.service as service_module
 from edgeship.agent.decide import accept_document
-from edgeship.deployment import DeploymentDocument, build_document
+from edgeship.deployment import DeploymentDocument, build_document, sign_document
 from edgeship.errors import InputError
 from edgeship.hub.errors import AlreadyExistsError
+from edgeship.hub.issuer import DocumentGroup
 from edgeship.hub.service import HubService, ModuleRefSpec, Outgoing
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, verify_envelope
 
@@ -93,3 +95,20 @@ def test_a_fleet_is_created_at_once_and_each_device_gets_its_first_document(
     with pytest.raises(InputError):
         hub.create_devices([("fleet/10", {})])
     assert "fleet-9" not in {d.device.id for d in hub.list_devices()}
+
+
+def test_a_document_group_signs_exactly_what_the_validated_path_signs(tmp_path: Path) -> None:
+    world = HubWorld(tmp_path)
+    hub = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    hub.upload_module(world.module("digits", 1))
+    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"port": 5001, "env": {"K": "ü"}})])
+    [deployment] = hub._layered()
+    entries = {name: module[1] for name, module in deployment.modules.items()}
+    group = DocumentGroup(entries, ["all"], "fp", issued_at=T0, ttl=timedelta(days=7), signers=[world.hub_key])
+    for device_id, sequence in (("dev-a", 1), ("dev-b", 41), ("dev-a", 2)):
+        text, issued, expires = group.sign(device_id, sequence)
+        document = build_document(device_id=device_id, sequence=sequence, modules=entries, deployments=["all"],
+                                  issued_at=T0, ttl=timedelta(days=7))
+        expected = json.dumps(sign_document(document, [world.hub_key]).to_dict(), sort_keys=True,
+                              separators=(",", ":"))
+        assert (text, issued, expires) == (expected, document.issued_at, document.expires)
