@@ -303,3 +303,28 @@ def test_after_a_kill_the_cached_document_is_applied_again_without_a_broker(
     assert "re-applying cached document 1" in log and "download mnist" in log
     assert len(world.blobs.requests) == fetched  # the blob came from the cache: no network
     mosquitto.start()
+
+
+def test_a_kill_in_the_middle_of_an_update_leaves_no_half_installed_slot(
+    world: AgentWorld, v1: SignedModule, v2: SignedModule, mosquitto: Any, observer: Observer,
+    agents: Callable[..., AgentProcess],
+) -> None:
+    dev = "dev-midway"
+    agent = agents(dev, mosquitto.url).start()
+    observer.desired(dev, world.document(dev, 1, [v1]))
+    port1 = observer.report(dev, _running(1, 1), timeout=240)["modules"]["mnist"]["port"]
+    observer.desired(dev, world.document(dev, 2, [v2]))
+    deadline = time.monotonic() + 60
+    while "start_candidate mnist.b" not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    agent.kill()  # the candidate is installed (maybe started), not yet active
+    assert infer(port1) == 200
+    mark = len(observer.messages)
+    agent.start()
+    done = observer.report(dev, _running(2, 2), after=mark, timeout=120)["modules"]["mnist"]
+    assert done["service"] == "mnist.b"
+    recorded = json.loads((agent.data_dir / "state" / "agent.json").read_text())
+    assert set(recorded["services"]) == {"mnist.b"} and recorded["active"] == {"mnist": "mnist.b"}
+    assert sorted(p.name for p in (agent.data_dir / "runtime" / "run").iterdir()) == ["mnist.b"]
+    assert sorted(p.name for p in (agent.data_dir / "modules").iterdir()) == ["mnist.b"]
+    assert infer(done["port"]) == 200
