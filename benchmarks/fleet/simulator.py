@@ -60,7 +60,7 @@ from edgeship.signing import TrustRoot
 __all__ = ["SOURCES", "Fleet", "SimDevice", "device_ids"]
 
 SOURCES = tuple(f"127.0.0.{i}" for i in range(1, 9))  # source addresses: about 28k ports each toward one broker
-CONNECT_CHUNK = 250  # connects in flight before waiting for their CONNACKs (the broker's listen backlog)
+CONNECT_WINDOW = 250  # sessions between connect and SUBACK at once (the broker's listen backlog)
 KEEPALIVE = 600  # seconds; the simulator calls loop_misc only every MISC_EVERY seconds
 MISC_EVERY = 5.0  # seconds between loop_misc sweeps (keep-alive pings, paho's retries)
 _IN = select.EPOLLIN
@@ -117,6 +117,7 @@ class Fleet:
         self._want_write: set[SimDevice] = set()
         self._out_registered: set[int] = set()
         self._last_misc = time.monotonic()
+        self._ready = 0  # devices with ready=True since the last connect()
         self._watched: dict[int, Callable[[], None]] = {}  # other file descriptors (the control pipe)
         self.counts: Counter[str] = Counter()  # applied, refused:<code>, pings, connects, subscribed
         self.verify_seconds = 0.0  # CPU-ish time inside accept_document and the report
@@ -135,17 +136,29 @@ class Fleet:
 
     # sessions -------------------------------------------------------------------------------
     def connect(self, timeout: float = 120.0) -> None:
-        """Open every session (in chunks, so the broker's backlog never overflows) and wait for all SUBACKs."""
+        """Open every session and wait for all SUBACKs.
+
+        At most :data:`CONNECT_WINDOW` sessions are between ``connect`` and SUBACK at
+        once (a sliding window), so the broker's listen backlog never overflows and
+        blocking connects never wait for a SYN retry.
+        """
         deadline = time.monotonic() + timeout
-        for start in range(0, len(self.devices), CONNECT_CHUNK):
-            chunk = self.devices[start:start + CONNECT_CHUNK]
-            for index, device in enumerate(chunk, start):
-                device.ready = False
-                device.client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE,
-                                      bind_address=self.sources[index % len(self.sources)])
-            if not self.run_until(partial(_all_ready, chunk), deadline - time.monotonic()):
-                missing = sum(1 for d in chunk if not d.ready)
-                raise TimeoutError(f"{missing} of {len(chunk)} sessions did not connect and subscribe in time")
+        for device in self.devices:
+            device.ready = False
+        self._ready = 0
+        for index, device in enumerate(self.devices):
+            if index - self._ready >= CONNECT_WINDOW and not self.run_until(
+                partial(self._window_open, index), deadline - time.monotonic()
+            ):
+                raise TimeoutError(f"{index - self._ready} sessions did not connect and subscribe in time")
+            device.client.connect(self.settings.host, self.settings.port, keepalive=KEEPALIVE,
+                                  bind_address=self.sources[index % len(self.sources)])
+        if not self.run_until(partial(_all_ready, self.devices), deadline - time.monotonic()):
+            missing = sum(1 for d in self.devices if not d.ready)
+            raise TimeoutError(f"{missing} of {len(self.devices)} sessions did not connect and subscribe in time")
+
+    def _window_open(self, connecting: int) -> bool:
+        return connecting - self._ready < CONNECT_WINDOW
 
     def disconnect(self, timeout: float = 30.0) -> None:
         """A clean DISCONNECT from every session, then wait until the sockets are closed."""
@@ -154,13 +167,22 @@ class Fleet:
             device.client.disconnect()
         self.run_until(lambda: not self._by_fd, timeout)
 
-    def reconnect(self, timeout: float = 120.0) -> None:
-        """Every device restarts: drops its session, reconnects, re-verifies its retained document and reports."""
+    def reconnect(self, timeout: float = 120.0, *, restart: bool = True) -> None:
+        """Every device drops its session and reconnects; returns once each has its retained document again.
+
+        ``restart``: the agents restarted too, so each re-verifies its document and
+        reports. Otherwise an agent sees the bytes it already applies and does nothing.
+        """
         self.disconnect()
         for device in self.devices:
-            device.accepted_raw = None
-            device.restarted = True
+            if restart:
+                device.accepted_raw = None
+                device.restarted = True
+        expected = self.counts["desired_in"] + len(self.devices)
+        deadline = time.monotonic() + timeout
         self.connect(timeout)
+        if not self.run_until(lambda: self.counts["desired_in"] >= expected, deadline - time.monotonic()):
+            raise TimeoutError(f"{expected - self.counts['desired_in']} devices got no retained document")
 
     def close(self) -> None:
         for fd in list(self._by_fd):
@@ -252,11 +274,14 @@ class Fleet:
         client.subscribe([(device.desired, 1), (f"{base}/+/+", 1)])
 
     def _on_subscribe(self, _client: paho.Client, device: SimDevice, _mid: int, _codes: Any, _props: Any) -> None:
-        device.ready = True
+        if not device.ready:
+            device.ready = True
+            self._ready += 1
         self.counts["subscribed"] += 1
 
     def _on_message(self, client: paho.Client, device: SimDevice, message: paho.MQTTMessage) -> None:
         if message.topic == device.desired:
+            self.counts["desired_in"] += 1
             if message.payload:
                 self._apply(client, device, bytes(message.payload))
             return
@@ -353,6 +378,8 @@ def _serve(fleet: Fleet) -> None:
                 fleet.connect()
             elif command == "reconnect":
                 fleet.reconnect()
+            elif command == "reconnect-sessions":
+                fleet.reconnect(restart=False)
             elif command == "stop":
                 fleet.disconnect()
                 answer(event="stopped")
