@@ -224,7 +224,10 @@ def infer(port: int, timeout: float = 10.0) -> int:
 class AgentProcess:
     """``edgeship agent run`` for one device; its log goes to ``data_dir/../<device>.log``."""
 
-    def __init__(self, world: AgentWorld, device_id: str, broker_url: str, home: Path, **settings: Any) -> None:
+    def __init__(
+        self, world: AgentWorld, device_id: str, broker_url: str, home: Path, *, protocol: str = "3.1.1",
+        **settings: Any,
+    ) -> None:
         self.device_id = device_id
         self.home = home
         self.data_dir = home / "data"
@@ -248,6 +251,7 @@ class AgentProcess:
             "",
             "[broker]",
             f'url = "{broker_url}"',
+            f'protocol = "{protocol}"',
         ]
         self.config.write_text("\n".join(lines) + "\n")
         self.process: subprocess.Popen[bytes] | None = None

@@ -29,10 +29,13 @@ def _rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
 def test_an_idle_agent_reports_and_holds_no_ml_libraries(
-    world: AgentWorld, mosquitto: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: AgentWorld, mosquitto: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol: str
 ) -> None:
-    agent = AgentProcess(world, "dev-idle", mosquitto.url, tmp_path / "dev-idle", telemetry_interval=1)
+    agent = AgentProcess(
+        world, "dev-idle", mosquitto.url, tmp_path / "dev-idle", protocol=protocol, telemetry_interval=1
+    )
     observer = Observer(mosquitto.port)
     try:
         agent.start()
@@ -49,7 +52,7 @@ def test_an_idle_agent_reports_and_holds_no_ml_libraries(
         assert b"edgeship.agent" in cmdline  # 'edgeship agent run' exec'd into the lean entry point
         rss = _rss(pid)
         with capsys.disabled():
-            print(f"\nidle agent RSS: {rss / 2**20:.1f} MiB")
+            print(f"\nidle agent RSS (MQTT {protocol}): {rss / 2**20:.1f} MiB")
         assert rss < RSS_LIMIT
         assert agent.stop() == 0
     finally:
