@@ -226,7 +226,7 @@ class HubService:
 
         For the MQTT bridge's worker: reports that arrived since its last write go in
         together (one write per report cost about 1 ms on SQLite; a batch of 500 about
-        10 ms). A malformed report or an unknown device is refused alone; the others
+        20 ms). A malformed report or an unknown device is refused alone; the others
         are stored. A device reported twice keeps its last report.
         """
         accepted: list[tuple[str, dict[str, Any], datetime]] = []
