@@ -6,7 +6,7 @@ isolation rule of ``docs/mqtt.md`` is carried by Mosquitto ``pattern`` lines wit
 ``%u`` (the authenticated username, which is the device id), so the ACL does not
 grow with the fleet and a new device needs only a password line or a certificate::
 
-    pattern read  edgeship/v1/devices/%u/desired
+    pattern read  edgeship/v1/devices/%u/desired          (and trust-root)
     pattern read  edgeship/v1/devices/%u/commands/#
     pattern write edgeship/v1/devices/%u/reported        (and telemetry, online, responses/#)
     user hub
@@ -51,7 +51,7 @@ __all__ = [
 
 PBKDF2_ITERATIONS = 101  # Mosquitto 2.0's own default: every connect pays this, so a reconnect storm does too
 _SALT_BYTES = 12  # as mosquitto_passwd
-DEVICE_READ = ("desired", "commands/#")
+DEVICE_READ = ("desired", "trust-root", "commands/#")
 """Channels a device may subscribe to, under ``edgeship/v1/devices/<its id>/``."""
 DEVICE_WRITE = ("reported", "telemetry", "online", "responses/#")
 """Channels a device may publish to, under ``edgeship/v1/devices/<its id>/``."""
@@ -152,7 +152,7 @@ def render_acl(hub_username: str = "hub") -> str:
     """The ACL: per-device ``pattern`` rules for every user, and the hub's wide rights."""
     lines = [
         "# edgeship broker ACL (generated; edit the hub's device list instead).",
-        "# A device (username = device id) reads only its desired document and commands and",
+        "# A device (username = device id) reads only its desired document, trust root and commands and",
         "# writes only its own reported state, telemetry, presence and command responses.",
     ]
     lines += [f"pattern read {TOPIC_ROOT}/%u/{channel}" for channel in DEVICE_READ]

@@ -3,6 +3,7 @@
 ::
 
     edgeship/v1/devices/{id}/desired              hub -> device, retained, QoS 1: signed deployment document
+    edgeship/v1/devices/{id}/trust-root           hub -> device, retained, QoS 1: {"chain": [trust-root envelopes]}
     edgeship/v1/devices/{id}/reported             device -> hub, retained, QoS 1: reported state (JSON)
     edgeship/v1/devices/{id}/telemetry            device -> hub, QoS 1: a batch of metrics (JSON)
     edgeship/v1/devices/{id}/online               device -> hub, retained: "1"; last will "0"
@@ -31,8 +32,8 @@ __all__ = [
 ]
 
 TOPIC_ROOT = "edgeship/v1/devices"
-Channel = Literal["desired", "reported", "telemetry", "online", "commands", "responses"]
-CHANNELS: tuple[Channel, ...] = ("desired", "reported", "telemetry", "online", "commands", "responses")
+Channel = Literal["desired", "reported", "telemetry", "online", "commands", "responses", "trust-root"]
+CHANNELS: tuple[Channel, ...] = ("desired", "reported", "telemetry", "online", "commands", "responses", "trust-root")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # ids, method names and request ids
 
 
