@@ -47,7 +47,13 @@ from edgeship.agent.decide.plan import (
     Verify,
 )
 from edgeship.agent.fetch.download import BlobCache
-from edgeship.agent.runtimes.base import ModuleRuntime, ModuleSpec, UnknownServiceError, probe_health
+from edgeship.agent.runtimes.base import (
+    ModuleRuntime,
+    ModuleSpec,
+    UnknownServiceError,
+    health_poll_delay,
+    probe_health,
+)
 from edgeship.agent.state.store import ServiceRecord, StateStore
 from edgeship.errors import ManifestError, RuntimeFailure
 from edgeship.fsutil import atomic_dir
@@ -55,8 +61,6 @@ from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.signing import TrustRoot
 
 __all__ = ["RuntimeExecutor", "port_is_free"]
-
-_HEALTH_POLL = 0.25  # seconds between health probes
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -96,6 +100,13 @@ class RuntimeExecutor:
     def execute(self, command: Command) -> None:
         reuse = " (reusing its environment)" if isinstance(command, Install) and command.reuse_env else ""
         self._log(f"{command.kind} {command.service}{reuse}")
+        began = time.monotonic()
+        try:
+            self._execute(command)
+        finally:
+            self._log(f"{command.kind} {command.service} took {(time.monotonic() - began) * 1000:.0f} ms")
+
+    def _execute(self, command: Command) -> None:
         match command:
             case Download():
                 self.blobs.fetch(command.url, command.digest)
@@ -157,7 +168,7 @@ class RuntimeExecutor:
                     os.link(source, dest)  # same file system: no copy; blobs are never written in place
                 except OSError:
                     shutil.copyfile(source, dest)
-            verified = verify_module_dir(build, self.trust_root)
+            verified = verify_module_dir(build, self.trust_root, digest_of=self.blobs.digest_of)
             if verified.manifest != manifest:
                 raise ManifestError(f"Module {command.module!r} verified as a different manifest; refusing it.")
 
@@ -208,7 +219,8 @@ class RuntimeExecutor:
         server back); a *candidate* that exited even once is not one to switch to, so this
         gives up at the first exit instead of at the timeout.
         """
-        deadline = time.monotonic() + self.health_timeout
+        began = time.monotonic()
+        deadline = began + self.health_timeout
         while True:
             status = self.runtime.status(service)
             crashed = status.state in ("failed", "stopped", "backoff") or status.restart_count > 0
@@ -224,7 +236,7 @@ class RuntimeExecutor:
                 raise RuntimeFailure(
                     f"Service {service} ({status.module}) is not healthy: {why}. Last log lines:\n{tail or '(none)'}"
                 )
-            time.sleep(_HEALTH_POLL)
+            time.sleep(health_poll_delay(time.monotonic() - began))
 
     def _switch(self, command: Switch) -> None:
         accepted = self._entry(command.module)

@@ -27,6 +27,7 @@ from edgeship.agent.decide.plan import (
     DesiredModule,
     DesiredState,
     RunningService,
+    Switch,
     plan,
 )
 from edgeship.agent.decide.report import build_report, overall_status
@@ -205,15 +206,21 @@ class Reconciler:
 
     # -- one pass ----------------------------------------------------------------
     def reconcile(self) -> dict[str, Any] | None:
-        """Plan, run and report once; returns the report when it changed (and was published)."""
+        """Plan, run and report once; returns the last report that changed (and was published).
+
+        The switch is a module's commit point: once every candidate of the plan is active,
+        the report goes out, and only then are the old slots stopped and removed (a
+        server's graceful shutdown takes a while and changes nothing a client can see:
+        the report names the active slot). If that clean-up fails, a second report says so.
+        """
         result: RunResult | None = None
         desired = desired_from(self.accepted) if self.accepted is not None else None
-        commands: list[Command] = []
         error: str | None = None
+        cleanup: list[Command] = []
         try:
             current = self.current()
-            if desired is not None:
-                commands = plan(desired, current)
+            commands = plan(desired, current) if desired is not None else []
+            commands, cleanup = _split_at_commit(commands)
             if commands and desired is not None:
                 result = self._run(desired.sequence, commands)
                 current = self.current()
@@ -221,6 +228,24 @@ class Reconciler:
             log.exception("reconcile failed")
             error = f"The agent could not read or change its modules: {exc}"
             current = CurrentState(now=self.now())
+            cleanup = []
+        published = self._report(desired, current, result, error)
+        cleanup = [c for c in cleanup if result is None or result.outcomes.get(c.module, _OK).ok]
+        if not cleanup or desired is None:
+            return published
+        try:
+            result = _merge(result, self._run(desired.sequence, cleanup))
+            current = self.current()
+        except Exception as exc:
+            log.exception("reconcile failed")
+            error = f"The agent could not read or change its modules: {exc}"
+            current = CurrentState(now=self.now())
+        return self._report(desired, current, result, error) or published
+
+    def _report(
+        self, desired: DesiredState | None, current: CurrentState, result: RunResult | None, error: str | None
+    ) -> dict[str, Any] | None:
+        """Build the report and publish it when it differs from the last one (``reportedAt`` aside)."""
         status = overall_status(self.refusal, result)
         if error is not None and status == 200:
             status = 500
@@ -285,6 +310,41 @@ class Reconciler:
             elif not outcome.cooling_off:
                 log.warning("%s failed%s: %s", name, " and was rolled back" if outcome.rolled_back else "",
                             outcome.error)
+
+
+_OK = ModuleOutcome("", ok=True)
+
+
+def _split_at_commit(commands: list[Command]) -> tuple[list[Command], list[Command]]:
+    """The plan up to each module's ``Switch``, and what follows a switch (stopping the old slot).
+
+    Only commands of a module *after* its own switch move to the second list; orphan and
+    removal commands, which come first in a plan, stay where they are.
+    """
+    switched: set[str] = set()
+    head: list[Command] = []
+    tail: list[Command] = []
+    for command in commands:
+        (tail if command.module in switched else head).append(command)
+        if isinstance(command, Switch):
+            switched.add(command.module)
+    return head, tail
+
+
+def _merge(first: RunResult | None, then: RunResult) -> RunResult:
+    """One result for a plan run in two parts; a module's later failure wins over its earlier success."""
+    if first is None:
+        return then
+    outcomes = dict(first.outcomes)
+    for name, outcome in then.outcomes.items():
+        if not outcome.ok or name not in outcomes:
+            outcomes[name] = outcome
+    return replace(
+        first,
+        outcomes=MappingProxyType(outcomes),
+        executed=first.executed + then.executed,
+        undo_errors=first.undo_errors + then.undo_errors,
+    )
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -7,7 +7,9 @@
 
 Invariants: a file under ``sha256/`` always has the digest in its name (it is only
 ever created by renaming a checked ``.part``); a blob already in the cache is never
-fetched again; a ``.part`` whose bytes turn out wrong is deleted, so the next try
+fetched again; :meth:`BlobCache.checked_digest` answers only for a file whose bytes
+this process hashed (while downloading it, or in :meth:`BlobCache.digest_of`) and
+whose inode, size and mtime have not changed since; a ``.part`` whose bytes turn out wrong is deleted, so the next try
 starts from zero. Locations are untrusted (the digest comes from a signed manifest):
 an absolute ``http(s)://`` URL or a hub path (``/blobs/sha256:...``) joined to the
 hub URL.
@@ -24,7 +26,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from edgeship.errors import TransportError
 
@@ -48,6 +50,20 @@ def _hex(digest: str) -> str:
     return value
 
 
+class _FileId(NamedTuple):
+    """What identifies a file's bytes without reading them: a write changes size or mtime."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> _FileId:
+        st = path.stat()
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class BlobCache:
     """Blobs by digest under ``root``; ``fetch`` downloads what is missing."""
 
@@ -55,6 +71,40 @@ class BlobCache:
         self.root = Path(root)
         self.hub_url = hub_url.rstrip("/")
         self.timeout = timeout  # seconds without a byte before a download is abandoned (and later resumed)
+        self._hashed: dict[tuple[int, int], tuple[_FileId, str]] = {}  # (device, inode) -> (file id, digest)
+
+    def checked_digest(self, path: Path) -> tuple[str, int] | None:
+        """``(digest, size)`` of ``path`` if this process hashed that very file (a hard link counts)
+        and it has not been written since (same size and mtime); else None."""
+        try:
+            now = _FileId.of(path)
+        except OSError:
+            return None
+        known = self._hashed.get((now.device, now.inode))
+        if known is None or known[0] != now:
+            return None
+        return known[1], now.size
+
+    def digest_of(self, path: Path) -> tuple[str, int]:
+        """``(sha256:<hex>, size)`` of ``path``: from :meth:`checked_digest`, else read (and remembered)."""
+        known = self.checked_digest(path)
+        if known is not None:
+            return known
+        before = _FileId.of(path)
+        sha = hashlib.sha256()
+        size = 0
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                sha.update(chunk)
+                size += len(chunk)
+        digest = "sha256:" + sha.hexdigest()
+        if _FileId.of(path) == before and size == before.size:  # not written while it was read
+            self._remember(path, digest)
+        return digest, size
+
+    def _remember(self, path: Path, digest: str) -> None:
+        ident = _FileId.of(path)
+        self._hashed[(ident.device, ident.inode)] = (ident, digest)
 
     def path_for(self, digest: str) -> Path:
         return self.root / "sha256" / _hex(digest)
@@ -111,6 +161,7 @@ class BlobCache:
                 "it was altered or corrupted (the partial download was removed; the hub must serve the right blob)."
             )
         os.replace(part, final)
+        self._remember(final, digest)  # hashed just now, as it arrived: verify need not read it again
         return final
 
     def _open(self, request: urllib.request.Request, have: int) -> Any:

@@ -42,6 +42,7 @@ __all__ = [
     "ModuleStatus",
     "RestartPolicy",
     "UnknownServiceError",
+    "health_poll_delay",
     "probe_health",
     "v2_model_name",
     "validate_service_name",
@@ -53,7 +54,9 @@ ModuleState = Literal["running", "stopped", "failed", "backoff"]
 RESTART_POLICIES: tuple[RestartPolicy, ...] = ("always", "on-failure", "never")
 KEY_ENV_VARS = ("EDGESHIP_PRIMARY_KEY", "EDGESHIP_SECONDARY_KEY")
 SERVER_PORT = 5001  # the scoring server's port inside a module image (manifest.ports[0])
-_HEALTH_POLL = 0.25  # seconds between health probes
+_HEALTH_POLL_FAST = 0.02  # seconds between health probes while a server is likely starting
+_HEALTH_POLL_FAST_FOR = 5.0  # seconds of fast polling after the wait began
+_HEALTH_POLL = 0.25  # seconds between health probes after that
 
 
 class UnknownServiceError(RuntimeFailure):
@@ -147,13 +150,24 @@ def probe_health(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bo
     return True
 
 
+def health_poll_delay(waited: float) -> float:
+    """Seconds to sleep before the next health probe, ``waited`` seconds into a wait.
+
+    A model-only update is usually healthy within a few seconds, so a coarse interval
+    there costs up to its whole length on every update; a refused connection is cheap,
+    so probe often at first and back off for servers whose ``init()`` is slow.
+    """
+    return _HEALTH_POLL_FAST if waited < _HEALTH_POLL_FAST_FOR else _HEALTH_POLL
+
+
 def wait_until_healthy(runtime: ModuleRuntime, name: str, timeout: float) -> ModuleStatus:
     """Poll ``status`` and the health probe until healthy; RuntimeFailure with the log tail otherwise.
 
     Gives up early when the service reaches ``failed`` or ``stopped`` (nothing will
     answer), so a module whose ``init()`` raises fails in about a second, not at the timeout.
     """
-    deadline = time.monotonic() + timeout
+    began = time.monotonic()
+    deadline = began + timeout
     while True:
         status = runtime.status(name)
         if status.state == "running" and probe_health(status.port):
@@ -168,7 +182,7 @@ def wait_until_healthy(runtime: ModuleRuntime, name: str, timeout: float) -> Mod
             raise RuntimeFailure(
                 f"Service {name} ({status.module}) is not healthy: {why}. Last log lines:\n{tail or '(no output)'}"
             )
-        time.sleep(_HEALTH_POLL)
+        time.sleep(health_poll_delay(time.monotonic() - began))
 
 
 @runtime_checkable

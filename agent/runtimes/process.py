@@ -55,6 +55,7 @@ __all__ = ["ProcessLimits", "ProcessRuntime", "unpack_bundle"]
 _PIP_TIMEOUT = 900  # seconds for an offline venv install (onnxruntime and numpy unpack slowly on a device)
 _START_TIMEOUT = 10.0  # seconds for the supervisor to report that it runs
 _DIGEST_MARKER = ".bundle-digest"
+_WHEELHOUSE = "wheelhouse"  # the bundle's folder of wheels (packager/bundle.py)
 _PASS_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SOURCE_DATE_EPOCH")
 
 
@@ -81,13 +82,14 @@ class ProcessLimits:
         return cls(address_space_bytes=address)
 
 
-def unpack_bundle(bundle: Path, dest: Path) -> None:
+def unpack_bundle(bundle: Path, dest: Path, *, wheelhouse: bool = True) -> None:
     """Extract ``bundle`` into the empty folder ``dest``, refusing anything that could escape it.
 
     An edgeship bundle holds only files and folders with relative names, so an
     absolute name, a ``..`` component, a link of any kind or a device entry means
     the tar was not made by the packager (tar slip): it is refused before any byte
-    is written.
+    is written. ``wheelhouse=False`` leaves out ``wheelhouse/`` (most of a bundle's
+    bytes), which only building a venv reads; every entry is still checked.
     """
     try:
         with tarfile.open(bundle, mode="r:") as tar:
@@ -103,6 +105,8 @@ def unpack_bundle(bundle: Path, dest: Path) -> None:
                         f"Bundle {bundle} has a link or special entry {member.name!r}; "
                         "edgeship bundles hold only files and folders, refusing to unpack it."
                     )
+            if not wheelhouse:
+                members = [m for m in members if PurePosixPath(m.name).parts[:1] != (_WHEELHOUSE,)]
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, OSError) as exc:
         raise RuntimeFailure(f"Bundle {bundle} could not be unpacked ({exc}); re-download or re-package it.") from exc
@@ -140,7 +144,8 @@ class ProcessRuntime:
         current = self._maybe_status(spec.name)
         if current is not None and current.state in ("running", "backoff"):
             raise RuntimeFailure(f"Service {spec.name} is running {current.module}; stop it before installing again.")
-        app = self._unpack(spec)
+        venv_ready = (self.venv_dir(manifest.environment.lock_digest) / "bin" / "python").exists()
+        app = self._unpack(spec, wheelhouse=not venv_ready)
         venv = self.ensure_venv(manifest.environment.lock_digest, app)
         data_dir = self.service_dir(spec.name) / "data"
         command = [str(venv / "bin" / "python"), "-m", "edgeship", "serve", "--model-dir", str(app)]
@@ -176,14 +181,20 @@ class ProcessRuntime:
         atomic_write_text(folder / SERVICE_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
         return self.status(spec.name)
 
-    def _unpack(self, spec: ModuleSpec) -> Path:
+    def _unpack(self, spec: ModuleSpec, *, wheelhouse: bool) -> Path:
+        """The unpacked bundle; without ``wheelhouse/`` when the venv exists already (a model-only
+        update), and unpacked again whole if a venv has to be built from one unpacked without it."""
         manifest = spec.manifest
         app = self.app_dir(manifest.name, manifest.version)
         marker = app / _DIGEST_MARKER
-        if marker.is_file() and marker.read_text().strip() == manifest.bundle.digest:
+        if (
+            marker.is_file()
+            and marker.read_text().strip() == manifest.bundle.digest
+            and (not wheelhouse or (app / _WHEELHOUSE).is_dir())
+        ):
             return app
         with atomic_dir(app) as build:
-            unpack_bundle(spec.module_dir / manifest.bundle.path, build)
+            unpack_bundle(spec.module_dir / manifest.bundle.path, build, wheelhouse=wheelhouse)
             (build / _DIGEST_MARKER).write_text(manifest.bundle.digest + "\n")
         return app
 
@@ -254,7 +265,7 @@ class ProcessRuntime:
         while time.monotonic() < deadline:
             if (folder / RUN_FILE).exists():
                 return self.status(name)
-            time.sleep(0.05)
+            time.sleep(0.01)  # the supervisor writes run.json within tens of ms; this is on every update's path
         raise RuntimeFailure(f"The supervisor of service {name} did not report within {_START_TIMEOUT:g} s.")
 
     def stop(self, name: str, timeout: float = 10.0) -> ModuleStatus:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,39 @@ def answers(port: int, body: bytes) -> bool:
         return False
 
 
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ (.*)$")
+_TOOK = re.compile(r"^(\w+) (\S+) took (\d+) ms$")
+
+
+def phases(log_text: str) -> list[dict[str, float]]:
+    """Per accepted document, from the agent's ``--verbose`` log: ms per command kind, and accept-to-report.
+
+    ``accepted_to_report_ms`` runs from the "accepted document" line to the first "reported 200"
+    line after it; the command times are summed per kind (download of bundle and image together).
+    """
+    applies: list[dict[str, float]] = []
+    accepted_at: datetime | None = None
+    for line in log_text.splitlines():
+        match = _STAMP.match(line)
+        if not match:
+            continue
+        when, message = datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f"), match[2]
+        if message.startswith("accepted document"):
+            accepted_at = when
+            applies.append({})
+        elif applies and (took := _TOOK.match(message)):
+            applies[-1][took[1]] = applies[-1].get(took[1], 0.0) + float(took[3])
+        elif applies and accepted_at is not None and message.startswith("reported 200"):
+            applies[-1].setdefault("accepted_to_report_ms", (when - accepted_at).total_seconds() * 1000)
+    return applies
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=7, help="model-only updates to time")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds idle before reading RSS")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--keep-log", type=Path, default=None, help="copy the agent's --verbose log here")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="edgeship-agent-bench-"))
@@ -99,7 +129,7 @@ def main() -> int:
     )
     log = (folder / "agent.log").open("wb")
     agent = subprocess.Popen([sys.executable, "-m", "edgeship", "agent", "run", "--config", str(config),
-                              "--stop-modules-on-exit"], stdout=log, stderr=subprocess.STDOUT)
+                              "--stop-modules-on-exit", "--verbose"], stdout=log, stderr=subprocess.STDOUT)
     body = json.dumps(sample_request()[0]).encode()
     results: dict[str, Any] = {"updates": []}
     try:
@@ -142,7 +172,15 @@ def main() -> int:
         hub.stop()
         broker.stop()
         log.close()
+        log_text = (folder / "agent.log").read_text(errors="replace")
+        if args.keep_log:
+            args.keep_log.write_text(log_text)
         shutil.rmtree(root, ignore_errors=True)
+    per_apply = phases(log_text)
+    for update, measured in zip(results["updates"], per_apply[1:], strict=False):
+        update["phases_ms"] = measured
+    if per_apply:
+        results["first_install"]["phases_ms"] = per_apply[0]
     applied_all = [u["applied_s"] for u in results["updates"]]
     serving_all = [u["serving_s"] for u in results["updates"]]
     results["summary"] = {
@@ -151,6 +189,10 @@ def main() -> int:
         "applied_range_s": [min(applied_all), max(applied_all)],
         "serving_median_s": statistics.median(serving_all),
         "serving_range_s": [min(serving_all), max(serving_all)],
+        "phases_median_ms": {
+            kind: statistics.median(u.get("phases_ms", {}).get(kind, 0.0) for u in results["updates"])
+            for kind in sorted({k for u in results["updates"] for k in u.get("phases_ms", {})})
+        },
     }
     results["machine"] = {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
                           "load": Path("/proc/loadavg").read_text().split()[:3]}

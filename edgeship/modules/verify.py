@@ -14,6 +14,7 @@ trusting anything in a module. The checks, each with its own error:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -107,11 +108,20 @@ def load_trust_root_file(path: Path) -> TrustRoot:
     return load_trust_root(_read_small(path, "the trust root"))
 
 
-def verify_module_dir(directory: Path, trust_root: TrustRoot) -> VerifiedModule:
+def verify_module_dir(
+    directory: Path,
+    trust_root: TrustRoot,
+    *,
+    digest_of: Callable[[Path], tuple[str, int]] = file_digest,
+) -> VerifiedModule:
     """Verify a module directory against ``trust_root``.
 
     Returns the verified manifest; raises a SignatureError or ManifestError subclass
-    naming the first problem found.
+    naming the first problem found. ``digest_of`` gives a file's ``(sha256:<hex>, size)``;
+    the default reads the file. The agent passes one that answers from what its blob
+    cache hashed while downloading the very same file (same inode, size and mtime), so
+    a 50 MB bundle is hashed once, not twice; it must never answer for bytes it did
+    not hash.
     """
     from edgeship.signing import MODULE_PAYLOAD_TYPE, verify_envelope
 
@@ -133,7 +143,7 @@ def verify_module_dir(directory: Path, trust_root: TrustRoot) -> VerifiedModule:
         path = directory / ref.path
         if not path.is_file():
             raise ArtifactDigestError(f"Artifact {ref.path} listed in the manifest is missing from {directory}.")
-        digest, size = file_digest(path)
+        digest, size = digest_of(path)
         if digest != ref.digest or size != ref.size:
             raise ArtifactDigestError(
                 f"Artifact {ref.path} does not match the signed manifest (sha256 {digest[7:19]}…, "

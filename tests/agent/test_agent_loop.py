@@ -96,6 +96,15 @@ def _refuses(port: int) -> bool:
     return False
 
 
+def _refuses_within(port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not _refuses(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def test_documents_apply_update_roll_back_and_every_refusal_is_reported(
     world: AgentWorld, v1: SignedModule, v2: SignedModule, mosquitto: Any, observer: Observer,
     agents: Callable[..., AgentProcess],
@@ -117,7 +126,8 @@ def test_documents_apply_update_roll_back_and_every_refusal_is_reported(
     assert second["modules"]["mnist"]["service"] == "mnist.b" and port2 != port1
     assert infer(port2) == 200
     assert "install mnist.b (reusing its environment)" in agent.log()
-    assert _refuses(port1)  # the old slot was stopped and removed after the switch
+    # The old slot is stopped and removed after the switch, once the new version is reported.
+    assert _refuses_within(port1, timeout=30)
 
     # A module whose init() raises: rolled back, the old one keeps serving, 500 with the reason.
     broken = world.module("mnist", entry_script=INIT_FAILS)
@@ -323,7 +333,11 @@ def test_a_kill_in_the_middle_of_an_update_leaves_no_half_installed_slot(
     agent.start()
     done = observer.report(dev, _running(2, 2), after=mark, timeout=120)["modules"]["mnist"]
     assert done["service"] == "mnist.b"
-    recorded = json.loads((agent.data_dir / "state" / "agent.json").read_text())
+    state = agent.data_dir / "state" / "agent.json"
+    deadline = time.monotonic() + 30  # the old slot is removed just after the report of the new one
+    while set(json.loads(state.read_text())["services"]) != {"mnist.b"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    recorded = json.loads(state.read_text())
     assert set(recorded["services"]) == {"mnist.b"} and recorded["active"] == {"mnist": "mnist.b"}
     assert sorted(p.name for p in (agent.data_dir / "runtime" / "run").iterdir()) == ["mnist.b"]
     assert sorted(p.name for p in (agent.data_dir / "modules").iterdir()) == ["mnist.b"]
