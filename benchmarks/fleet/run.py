@@ -25,9 +25,9 @@ publisher and its subscriber), and N simulated devices (``simulator.py``) in
    as a restarted agent (re-verifies its retained document and reports again);
    the time until the hub recorded N reports.
 
-Reports reach the service in batches (``record_reported_many``) through a subclass
-of the bridge's ``Subscriber`` (``--reports per-message`` keeps the bridge's own
-per-message ``record_reported``).
+Reports reach the service through the bridge's own ``Subscriber``, whose worker
+stores whatever has queued up in one transaction (``record_reported_many``); the
+benchmark only wraps it to time when reports arrive and when they are stored.
 
     python benchmarks/fleet/run.py                                   # 1,000 and 10,000, 3 runs each
     python benchmarks/fleet/run.py --devices 1000 --repeat 1 --pause 0   # smoke run
@@ -171,49 +171,6 @@ class Tracker:
                 self.finished.set()
 
 
-class BatchingSubscriber(Subscriber):
-    """The bridge's subscriber, but ``reported`` messages reach the service in batches.
-
-    paho's thread appends to a deque and schedules one flush on the worker if none is
-    pending; the flush takes everything that arrived meanwhile (``record_reported_many``).
-    """
-
-    def __init__(self, service: HubService, tracker: Tracker) -> None:
-        super().__init__(service)
-        self.tracker = tracker
-        self._reports: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._pending = threading.Event()
-        self.batches = 0
-
-    def on_message(self, topic: DeviceTopic, payload: bytes) -> None:
-        if topic.channel != "reported":
-            super().on_message(topic, payload)
-            return
-        self.tracker.arrived()
-        self._reports.append((topic.device_id, payload))
-        if not self._pending.is_set():
-            self._pending.set()
-            self.submit(self._flush)
-
-    def _flush(self) -> None:
-        self._pending.clear()
-        items: list[tuple[str, Any]] = []
-        while self._reports:
-            device_id, payload = self._reports.popleft()
-            if not payload:
-                continue
-            try:
-                items.append((device_id, json.loads(payload)))
-            except ValueError:
-                self.dropped += 1
-        if items:
-            stored, refused = self.service.record_reported_many(items)
-            self.batches += 1
-            self.handled += len(stored)
-            self.dropped += len(refused)
-            self.tracker.recorded(stored)
-
-
 def start_hub(work: Path, broker: str, world: HubWorld, tracker: Tracker, args: argparse.Namespace) -> tuple[
         HubService, MqttBridge, Subscriber]:
     store = HubStore(args.postgres if args.postgres else f"sqlite:///{work / 'hub.db'}")
@@ -226,23 +183,25 @@ def start_hub(work: Path, broker: str, world: HubWorld, tracker: Tracker, args: 
     service = HubService(store, BlobStore(work / "blobs", work / "tmp"), world.trust_root(), [world.hub_key],
                          publish=publish)
     bridge.start(service)
-    if args.reports == "batched":
-        subscriber: Subscriber = BatchingSubscriber(service, tracker)
-        subscriber.start()
-        assert bridge.subscriber is not None
-        bridge.subscriber.stop()
-        bridge.subscriber = subscriber
-    else:
-        subscriber = bridge.subscriber
-        original = service.record_reported
+    subscriber = bridge.subscriber
+    assert subscriber is not None
+    # Observe the bridge's own path: when a report reaches the hub, and when its batch is stored.
+    inbound = subscriber.on_message
 
-        def record_reported(device_id: str, state: Any) -> ReportedRecord:
+    def on_message(topic: DeviceTopic, payload: bytes) -> None:
+        if topic.channel == "reported":
             tracker.arrived()
-            record = original(device_id, state)
-            tracker.recorded([record])
-            return record
+        inbound(topic, payload)
 
-        service.record_reported = record_reported
+    subscriber.on_message = on_message  # type: ignore[method-assign]
+    store_many = service.record_reported_many
+
+    def record_reported_many(items: Any) -> Any:
+        stored, refused = store_many(items)
+        tracker.recorded(stored)
+        return stored, refused
+
+    service.record_reported_many = record_reported_many  # type: ignore[method-assign]
     return service, bridge, subscriber
 
 
@@ -585,7 +544,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=20.0, help="seconds between runs (ports in TIME_WAIT)")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds of quiet between phases of a run")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes (devices split evenly)")
-    parser.add_argument("--reports", choices=["batched", "per-message"], default="batched")
     parser.add_argument("--postgres", help="a PostgreSQL URL (postgresql+psycopg://...) with an empty database")
     parser.add_argument("--storm", action="store_true", help="also time a reconnect storm")
     parser.add_argument("--no-verify", action="store_true",
