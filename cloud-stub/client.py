@@ -49,13 +49,15 @@ class HubClient:
         self.close()
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-                timeout: float | None = None) -> Any:
+                timeout: float | None = None, content: bytes | None = None) -> Any:
         if not self.token:
             raise InputError(
                 f"No operator token for the hub at {self.url}: pass --token or set {ENV_HUB_TOKEN} "
                 "(create one with 'edgeship hub token create NAME')."
             )
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+        if content is not None:
+            extra.update(content=content, headers={"Content-Type": "application/json"})
         try:
             response = self._http.request(method, path, json=json, params=params, **extra)
         except httpx.ConnectError as exc:
@@ -94,6 +96,14 @@ class HubClient:
             "POST", f"/devices/{_seg(device_id)}/methods/{_seg(method)}", json=dict(args),
             params={"timeout": timeout}, timeout=timeout + 10,
         )
+
+    # trust root --------------------------------------------------------------
+    def trust_root(self) -> dict[str, Any]:
+        return self.request("GET", "/trust-root")
+
+    def publish_trust_root(self, envelope: bytes) -> dict[str, Any]:
+        """Rotate the hub (and then every device) to this trust-root envelope (``PUT /trust-root``)."""
+        return self.request("PUT", "/trust-root", content=envelope)
 
     # modules -----------------------------------------------------------------
     def upload_module(self, workspace: str, name: str, version: int | None = None) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,24 @@ def load_hub_keys(workspace: Workspace, key_name: str = "hub", trust_root: Path 
     root = load_trust_root_file(path)
     signer = ring.signer(key_name)
     if signer.keyid not in root.role("hub").keyids:
+        # After a rotation to another hub key (ADR 0013) the workspace holds it under another name.
+        listed = [i for i in ring.list("hub") if i.keyid in root.role("hub").keyids]
+        if listed:
+            log.info("the trust root lists hub key %r, not %r; signing with it", listed[0].name, key_name)
+            return root, ring.signer(listed[0].name)
         raise SignatureError(
             f"The trust root {path} does not list the hub key {key_name!r} ({signer.keyid}); devices would refuse "
             "its documents. Rewrite the trust root with --hub naming this key."
         )
     return root, signer
+
+
+def _hub_signers(workspace: Workspace) -> list[Any]:
+    """Every hub signing key of the workspace (read when a rotation asks, so a key created later counts)."""
+    from edgeship.signing import Keyring
+
+    ring = Keyring(workspace)
+    return [ring.signer(info.name) for info in ring.list("hub")]
 
 
 class HubServer:
@@ -132,6 +146,7 @@ class HubServer:
         from edgeship.hub.bridge import MqttBridge
         from edgeship.hub.service import HubService
         from edgeship.hub.store import HubStore, sqlite_url
+        from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
         from edgeship.registry.blobs import BlobStore
 
         ws = self.workspace.require()
@@ -142,6 +157,9 @@ class HubServer:
             self.bridge = MqttBridge(self.settings, client_id=self.config.client_id)
             self.service = HubService(self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer],
                                       publish=self.bridge.publish)
+            self.service.trust_files = TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE,
+                                                      ws.root / CHAIN_DIR)
+            self.service.hub_keys = partial(_hub_signers, ws)
             self.bridge.start(self.service)
             self._start_api(create_app(self.service, OperatorTokens(self.store)))
         except BaseException:

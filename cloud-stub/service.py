@@ -44,6 +44,7 @@ from edgeship.hub.store import (
 )
 from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, select_modules
 from edgeship.hub.telemetry import parse_telemetry
+from edgeship.hub.trust import TrustRootFiles, chain_message, check_rotation, signers_for
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.modules.verify import verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
@@ -169,6 +170,7 @@ class HubService:
         tags = dict(tags or {})
         _check_tags(tags)
         self.store.add_device(device_id, tags, self.clock())
+        self._deliver_trust_root([device_id])
         self._reevaluate_and_deliver([device_id])
         return self.get_device(device_id)
 
@@ -185,6 +187,7 @@ class HubService:
             _check_tags(tags)
             rows.append((device_id, tags))
         self.store.add_devices(rows, self.clock())
+        self._deliver_trust_root([device_id for device_id, _tags in rows])
         self._reevaluate_and_deliver([device_id for device_id, _tags in rows])
         return len(rows)
 
@@ -294,6 +297,46 @@ class HubService:
                 "This hub has no MQTT connection, so it cannot reach devices; run it with 'edgeship hub serve'."
             )
         return self.method_caller(device_id, method, args, timeout)
+
+    # trust-root rotation (ADR 0013) ------------------------------------------------
+    trust_files: TrustRootFiles | None = None
+    """Where rotations are kept (the workspace); ``None``: this hub cannot rotate (tests, in-memory)."""
+    hub_keys: Callable[[], Sequence[SignerLike]] | None = None
+    """Every hub signing key this hub holds, so a rotation to another hub key can switch the signer."""
+    publish_trust_root: Callable[[bytes, Sequence[str]], None] | None = None
+    """Set by the MQTT bridge: publish the chain retained on each listed device's ``trust-root`` topic."""
+
+    def trust_root_message(self) -> bytes | None:
+        """The retained ``trust-root`` payload (every rotation so far), or None before the first one."""
+        return chain_message(self.trust_files.chain()) if self.trust_files is not None else None
+
+    def rotate_trust_root(self, envelope: bytes) -> TrustRoot:
+        """Take a new trust root, publish it to every device, then re-sign their documents if the hub key changed.
+
+        Checked before anything is written: it rotates from the current root (as the
+        agent checks it) and this hub holds enough of its hub keys. The root goes out
+        before any document signed by a new key, so devices can verify those.
+        """
+        if self.trust_files is None:
+            raise InputError(
+                "This hub keeps no trust-root files, so it cannot rotate; run it with 'edgeship hub serve'."
+            )
+        new = check_rotation(self.trust_root, envelope, self.clock())
+        signers = signers_for(new, self.hub_keys() if self.hub_keys else [], self.signers)
+        self.trust_files.save(envelope, new)
+        self.trust_root = new
+        self._deliver_trust_root(None)
+        if [s.keyid for s in signers] != [s.keyid for s in self.signers]:
+            self.signers = list(signers)
+            for batch in self._reevaluate_batches(None, force=True):
+                self._deliver(batch)
+        return new
+
+    def _deliver_trust_root(self, device_ids: Sequence[str] | None) -> None:
+        message = self.trust_root_message() if self.publish_trust_root is not None else None
+        if message is not None and self.publish_trust_root is not None:
+            ids = device_ids if device_ids is not None else [d.id for d in self.store.list_devices()]
+            self.publish_trust_root(message, ids)
 
     # modules -----------------------------------------------------------------
     def upload_module(self, directory: Path) -> ModuleRecord:
@@ -412,18 +455,19 @@ class HubService:
         for batch in self._reevaluate_batches(device_ids):
             self._deliver(batch)
 
-    def _reevaluate_batches(self, device_ids: Iterable[str] | None) -> Iterator[list[Outgoing]]:
+    def _reevaluate_batches(self, device_ids: Iterable[str] | None, *, force: bool = False) -> Iterator[list[Outgoing]]:
         """:meth:`reevaluate` in batches of :data:`REEVALUATE_BATCH` devices, one store transaction each.
 
         Two reads for all devices (devices, newest documents), then per device only
         the layering rule; devices with the same winning modules share one
         :class:`DocumentGroup` (fingerprint, module entries, document template), so
-        the per-device cost is the signature and the insert.
+        the per-device cost is the signature and the insert. ``force`` re-signs every
+        device's document (a new hub key after a trust-root rotation).
         """
         ids = None if device_ids is None else list(device_ids)
         layered = self._layered()
         now = self.clock()
-        reissue_before = now - self.ttl / 2
+        reissue_before = now if force else now - self.ttl / 2
         latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
         groups: dict[tuple[tuple[str, str], ...], DocumentGroup] = {}
         pending: list[IssueRequest] = []

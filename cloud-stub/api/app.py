@@ -33,7 +33,7 @@ def create_app(service: HubService, tokens: TokenCheck) -> FastAPI:
     app.state.service = service
     app.state.tokens = tokens
     install_error_handlers(app)
-    for router in (routes.devices, routes.modules, routes.deployments, blobs.router):
+    for router in (routes.devices, routes.modules, routes.deployments, routes.trust, blobs.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -11,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
+from edgeship.errors import InputError
 from edgeship.hub.api.deps import get_service, require_operator
 from edgeship.hub.api.schemas import (
     DeploymentIn,
@@ -26,13 +28,16 @@ from edgeship.hub.api.schemas import (
 )
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.service import HubService, ModuleRefSpec
+from edgeship.signing import Envelope, TrustRoot
 
-__all__ = ["deployments", "devices", "modules"]
+__all__ = ["deployments", "devices", "modules", "trust"]
 
 _auth = [Depends(require_operator)]
 devices = APIRouter(prefix="/devices", tags=["devices"], dependencies=_auth)
 modules = APIRouter(prefix="/modules", tags=["modules"], dependencies=_auth)
 deployments = APIRouter(prefix="/deployments", tags=["deployments"], dependencies=_auth)
+trust = APIRouter(prefix="/trust-root", tags=["trust root"], dependencies=_auth)
+MAX_TRUST_ROOT_BYTES = 256 * 1024  # one trust-root envelope
 
 
 @devices.get("", response_model=list[DeviceOut])
@@ -126,3 +131,22 @@ def show_deployment(deployment_id: str, service: HubService = Depends(get_servic
 def delete_deployment(deployment_id: str, service: HubService = Depends(get_service)) -> Response:
     service.delete_deployment(deployment_id)
     return Response(status_code=204)
+
+
+@trust.get("")
+def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any]:
+    """The hub's current trust root, and the versions of the chain devices get on their ``trust-root`` topic."""
+    chain = service.trust_files.chain() if service.trust_files is not None else []
+    versions = [TrustRoot.from_json(Envelope.from_json(e).payload).version for e in chain]
+    return {"version": service.trust_root.version, "trustRoot": service.trust_root.to_dict(), "chain": versions}
+
+
+@trust.put("")
+async def publish_trust_root(request: Request, service: HubService = Depends(get_service)) -> dict[str, Any]:
+    """Rotate to the trust-root envelope in the body (signed by the current root keys), publish it to every
+    device, and re-sign every document when the hub key changed. 422 when devices would refuse it."""
+    body = await request.body()
+    if len(body) > MAX_TRUST_ROOT_BYTES:
+        raise InputError(f"The trust root is over {MAX_TRUST_ROOT_BYTES} bytes; a trust root is a few KB.")
+    root = await run_in_threadpool(service.rotate_trust_root, body)
+    return {"version": root.version, "trustRoot": root.to_dict(), "hubKeys": [s.keyid for s in service.signers]}

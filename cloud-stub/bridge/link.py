@@ -80,6 +80,7 @@ class MqttBridge:
         self.subscriber = Subscriber(service)
         self.subscriber.start()
         service.method_caller = self.invoke
+        service.publish_trust_root = self.publisher.publish_trust_root
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
                                   properties=connect_properties(self.settings, self._persistent))
         self.client.loop_start()
@@ -98,6 +99,7 @@ class MqttBridge:
     def stop(self) -> None:
         if self.subscriber is not None:
             self.subscriber.service.method_caller = None
+            self.subscriber.service.publish_trust_root = None
         self.client.disconnect()
         self.client.loop_stop()
         if self.subscriber is not None:
@@ -121,7 +123,11 @@ class MqttBridge:
         subscriber = self.subscriber
         if subscriber is None:
             return
-        self.republished = self.publisher.republish(subscriber.service.current_documents)
+        service = subscriber.service
+        message = service.trust_root_message()  # before the documents a rotated hub key signed
+        if message is not None:
+            self.publisher.publish_trust_root(message, [d.id for d in service.store.list_devices()])
+        self.republished = self.publisher.republish(service.current_documents)
         self._republished.set()
         log.info("re-published the newest document of %d device(s)", self.republished)
 

@@ -53,6 +53,15 @@ class DocumentPublisher:
                 newest[doc.device_id] = doc.sequence
                 publish(device_topic(doc.device_id, "desired"), doc.envelope, qos=1, retain=True)
 
+    def publish_trust_root(self, message: bytes, device_ids: Sequence[str]) -> None:
+        """The trust-root chain, retained on each device's ``trust-root`` topic; before any document signed
+        under it (same connection, so the broker keeps the order). Offline: sent again on reconnect."""
+        with self._lock:
+            if not self.client.is_connected():
+                return
+            for device_id in device_ids:
+                self.client.publish(device_topic(device_id, "trust-root"), message, qos=1, retain=True)
+
     def republish(self, current: Callable[[], Sequence[Outgoing]]) -> int:
         """Send the newest document of every device again; ``current`` reads them under the lock."""
         publish = self.client.publish

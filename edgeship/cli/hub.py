@@ -26,8 +26,10 @@ __all__ = ["HubTokenOpt", "HubUrlOpt", "hub_app", "hub_client", "register"]
 hub_app = typer.Typer(help="Run the hub (REST API + MQTT bridge) and administer it.", no_args_is_help=True)
 token_app = typer.Typer(help="Operator tokens for the hub's REST API.", no_args_is_help=True)
 module_app = typer.Typer(help="Modules on the hub.", no_args_is_help=True)
+trust_app = typer.Typer(help="The hub's trust root and its rotation to every device.", no_args_is_help=True)
 hub_app.add_typer(token_app, name="token")
 hub_app.add_typer(module_app, name="module")
+hub_app.add_typer(trust_app, name="trust-root")
 
 HubUrlOpt = Annotated[
     str | None,
@@ -168,3 +170,42 @@ def module_upload(
         return
     console.print(f"Uploaded {uploaded['name']}:{uploaded['version']} ({uploaded['variant']}, manifest "
                   f"{uploaded['manifestDigest'][:19]}…)", highlight=False)
+
+
+@trust_app.command("publish")
+def trust_root_publish(
+    file: Annotated[Path, typer.Argument(help="A rotated trust root from 'edgeship keys trust-root --previous'.")],
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rotate the hub to a new trust root and publish it to every device (ADR 0013).
+
+    The hub checks it rotates from its current root, publishes the whole chain on each
+    device's trust-root topic, and re-signs every document if the hub key changed.
+    """
+    try:
+        envelope = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"Cannot read the trust root {file}: {exc.strerror}.") from exc
+    with hub_client(hub, token) as client:
+        answer = client.publish_trust_root(envelope)
+    if as_json:
+        print_json(answer)
+        return
+    console.print(f"Hub and devices rotate to trust root version {answer['version']}; documents are signed by "
+                  f"{', '.join(k[:12] for k in answer['hubKeys'])}", highlight=False)
+
+
+@trust_app.command("show")
+def trust_root_show(hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False) -> None:
+    """The hub's current trust root version and the chain of rotations devices receive."""
+    with hub_client(hub, token) as client:
+        answer = client.trust_root()
+    if as_json:
+        print_json(answer)
+        return
+    chain = ", ".join(f"v{v}" for v in answer["chain"]) or "none"
+    console.print(f"trust root version {answer['version']}; chain published to devices: {chain}", highlight=False)
+    for name, role in answer["trustRoot"]["roles"].items():
+        console.print(f"  {name}: {role['threshold']} of {len(role['keyids'])}", highlight=False)

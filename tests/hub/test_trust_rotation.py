@@ -1,0 +1,131 @@
+"""The hub's side of trust-root rotation, without a broker: checks, files, publish order, re-signing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from hub_world import HubWorld
+
+from edgeship.agent.decide import accept_document
+from edgeship.agent.trust import apply_chain
+from edgeship.errors import InputError, SignatureError, TrustRootError
+from edgeship.hub.service import HubService, Outgoing
+from edgeship.hub.trust import TrustRootFiles
+from edgeship.signing import Signer, TrustRoot
+from edgeship.signing.trust import sign_trust_root
+
+
+class Recorder:
+    """Publish callbacks that remember what went out, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, bytes]] = []
+
+    def documents(self, batch: list[Outgoing]) -> None:
+        self.events += [("desired", o.device_id, o.envelope) for o in batch]
+
+    def trust_root(self, message: bytes, device_ids: list[str]) -> None:
+        self.events += [("trust-root", d, message) for d in device_ids]
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> HubWorld:
+    return HubWorld(tmp_path)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def hub2() -> Signer:
+    return Signer.generate(name="hub-2")
+
+
+@pytest.fixture
+def hub(world: HubWorld, tmp_path: Path, recorder: Recorder, hub2: Signer) -> HubService:
+    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    service.publish = recorder.documents  # type: ignore[assignment]
+    service.publish_trust_root = recorder.trust_root  # type: ignore[assignment]
+    (tmp_path / "trust-root.json").write_text(sign_trust_root(world.trust_root(), [world.root_key]).to_json())
+    service.trust_files = TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots")
+    service.hub_keys = lambda: [world.hub_key, hub2]
+    for device_id in ("dev-1", "dev-2"):
+        service.create_device(device_id)
+    return service
+
+
+def _root(world: HubWorld, version: int, hub: Signer) -> TrustRoot:
+    return TrustRoot.build(root=[world.root_key.public_key], release=[world.release.public_key],
+                           hub=[hub.public_key], version=version)
+
+
+def _envelope(root: TrustRoot, signers: list[Signer]) -> bytes:
+    return sign_trust_root(root, signers).to_json().encode()
+
+
+def test_a_rotation_to_a_new_hub_key_publishes_the_chain_first_then_re_signs_every_document(
+    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer, tmp_path: Path
+) -> None:
+    recorder.events.clear()
+    v1 = hub.trust_root
+    new = hub.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+    assert new.version == 2 and [s.keyid for s in hub.signers] == [hub2.keyid]
+    kinds = [kind for kind, _device, _payload in recorder.events]
+    assert kinds == ["trust-root", "trust-root", "desired", "desired"]
+    message = recorder.events[0][2]
+    rotated = apply_chain(v1, message, datetime.now(timezone.utc))
+    assert rotated.error is None and rotated.root.version == 2
+    for _kind, device_id, envelope in recorder.events[2:]:
+        accepted = accept_document(envelope, rotated.root, device_id, 1, datetime.now(timezone.utc))
+        assert accepted.sequence == 2
+    assert (tmp_path / "trust-roots" / "v2.json").is_file()
+    assert hub.trust_root_message() == message
+
+
+def test_a_release_key_rotation_keeps_the_hub_key_and_re_signs_nothing(
+    world: HubWorld, hub: HubService, recorder: Recorder
+) -> None:
+    recorder.events.clear()
+    hub.rotate_trust_root(_envelope(_root(world, 2, world.hub_key), [world.root_key]))
+    assert [kind for kind, _d, _p in recorder.events] == ["trust-root", "trust-root"]
+    assert [s.keyid for s in hub.signers] == [world.hub_key.keyid]
+
+
+def test_a_new_device_gets_the_chain_before_its_first_document(
+    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer
+) -> None:
+    hub.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+    recorder.events.clear()
+    hub.create_device("dev-3")
+    assert [(kind, device) for kind, device, _p in recorder.events] == [("trust-root", "dev-3"), ("desired", "dev-3")]
+
+
+@pytest.mark.parametrize("case", ["stranger", "jump", "same-version", "unheld-hub-key"])
+def test_a_rotation_devices_would_refuse_is_refused_before_anything_is_written(
+    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer, tmp_path: Path, case: str
+) -> None:
+    stranger = Signer.generate(name="stranger")
+    envelope = {
+        "stranger": lambda: _envelope(_root(world, 2, hub2), [stranger]),
+        "jump": lambda: _envelope(_root(world, 3, hub2), [world.root_key]),
+        "same-version": lambda: _envelope(_root(world, 1, hub2), [world.root_key]),
+        "unheld-hub-key": lambda: _envelope(_root(world, 2, stranger), [world.root_key]),
+    }[case]()
+    recorder.events.clear()
+    before = (tmp_path / "trust-root.json").read_bytes()
+    with pytest.raises(SignatureError) as refused:
+        hub.rotate_trust_root(envelope)
+    assert isinstance(refused.value, (TrustRootError, SignatureError)) and str(refused.value).endswith(".")
+    assert hub.trust_root.version == 1 and [s.keyid for s in hub.signers] == [world.hub_key.keyid]
+    assert recorder.events == [] and (tmp_path / "trust-root.json").read_bytes() == before
+    assert not (tmp_path / "trust-roots").exists()
+
+
+def test_a_hub_without_trust_files_cannot_rotate(world: HubWorld, tmp_path: Path, hub2: Signer) -> None:
+    service = world.service(f"sqlite:///{tmp_path / 'bare.db'}")
+    with pytest.raises(InputError, match="cannot rotate"):
+        service.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
