@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hub_world import HubWorld
@@ -129,3 +130,54 @@ def test_a_hub_without_trust_files_cannot_rotate(world: HubWorld, tmp_path: Path
     service = world.service(f"sqlite:///{tmp_path / 'bare.db'}")
     with pytest.raises(InputError, match="cannot rotate"):
         service.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+
+
+
+@pytest.mark.mosquitto
+def test_the_bridge_sends_the_chain_before_the_documents_and_again_on_connect(
+    world: HubWorld, tmp_path: Path, hub2: Signer, mosquitto: Any
+) -> None:
+    from mqtt_probe import Probe
+
+    from edgeship.hub.bridge import MqttBridge
+    from edgeship.hub.store import HubStore
+    from edgeship.mqtt import device_topic, parse_broker_url
+    from edgeship.registry.blobs import BlobStore
+
+    first = MqttBridge(parse_broker_url(mosquitto.url))
+    service = HubService(HubStore(f"sqlite:///{tmp_path / 'bridge.db'}"), BlobStore(tmp_path / "b", tmp_path / "t"),
+                         world.trust_root(), [world.hub_key], publish=first.publish)
+    (tmp_path / "trust-root.json").write_text(sign_trust_root(world.trust_root(), [world.root_key]).to_json())
+    service.trust_files = TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots")
+    service.hub_keys = lambda: [hub2]
+    first.start(service)
+    probe = Probe(mosquitto.url)
+    try:
+        service.create_device("dev-1")
+        probe.subscribe("edgeship/v1/devices/dev-1/#")
+        probe.expect(device_topic("dev-1", "desired"))
+        service.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+        received = probe.expect()
+        assert received.topic == device_topic("dev-1", "trust-root")
+        assert probe.expect().topic == device_topic("dev-1", "desired")  # after the chain
+        chain = received.payload
+        first.stop()
+        for channel in ("trust-root", "desired"):  # a broker that lost its retained messages
+            probe.publish(device_topic("dev-1", channel), b"", retain=True)
+        probe.close()
+
+        second = MqttBridge(parse_broker_url(mosquitto.url))
+        service.publish = second.publish
+        second.start(service)  # returns once it re-published on connect
+        try:
+            probe = Probe(mosquitto.url)
+            probe.subscribe(device_topic("dev-1", "trust-root"))
+            assert probe.expect().payload == chain
+            rotated = apply_chain(world.trust_root(), chain, datetime.now(timezone.utc)).root
+            probe.subscribe(device_topic("dev-1", "desired"))
+            envelope = probe.expect().payload
+            assert accept_document(envelope, rotated, "dev-1", 1, datetime.now(timezone.utc)).sequence == 2
+        finally:
+            second.stop()
+    finally:
+        probe.close()
