@@ -306,6 +306,9 @@ class HubService:
     publish_trust_root: Callable[[bytes, Sequence[str]], None] | None = None
     """Set by the MQTT bridge: publish the chain retained on each listed device's ``trust-root`` topic."""
 
+    forget_device: Callable[[str], None] | None = None
+    """Set by the MQTT bridge: clear a deleted device's retained messages (``edgeship.hub.credentials``)."""
+
     def trust_root_message(self) -> bytes | None:
         """The retained ``trust-root`` payload (every rotation so far), or None before the first one."""
         return chain_message(self.trust_files.chain()) if self.trust_files is not None else None

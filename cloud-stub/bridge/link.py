@@ -81,6 +81,7 @@ class MqttBridge:
         self.subscriber.start()
         service.method_caller = self.invoke
         service.publish_trust_root = self.publisher.publish_trust_root
+        service.forget_device = self.publisher.forget
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
                                   properties=connect_properties(self.settings, self._persistent))
         self.client.loop_start()
@@ -100,6 +101,7 @@ class MqttBridge:
         if self.subscriber is not None:
             self.subscriber.service.method_caller = None
             self.subscriber.service.publish_trust_root = None
+            self.subscriber.service.forget_device = None
         self.client.disconnect()
         self.client.loop_stop()
         if self.subscriber is not None:

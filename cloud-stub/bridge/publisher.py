@@ -62,6 +62,15 @@ class DocumentPublisher:
             for device_id in device_ids:
                 self.client.publish(device_topic(device_id, "trust-root"), message, qos=1, retain=True)
 
+    def forget(self, device_id: str) -> None:
+        """A deleted device: clear its retained document and trust root, and forget its newest sequence, so a
+        device created again under the id (sequences from 1) gets its documents."""
+        with self._lock:
+            self._newest.pop(device_id, None)
+            if self.client.is_connected():
+                for channel in ("desired", "trust-root"):
+                    self.client.publish(device_topic(device_id, channel), b"", qos=1, retain=True)
+
     def republish(self, current: Callable[[], Sequence[Outgoing]]) -> int:
         """Send the newest document of every device again; ``current`` reads them under the lock."""
         publish = self.client.publish

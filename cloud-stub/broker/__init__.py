@@ -9,7 +9,7 @@ file, per-device ACL, TLS listener) and :mod:`.ca` the hub CA and its certificat
 
 from __future__ import annotations
 
-from edgeship.hub.broker.ca import CertificateAuthority, IssuedCertificate
+from edgeship.hub.broker.ca import CertificateAuthority, IssuedCertificate, open_ca
 from edgeship.hub.broker.embedded import EmbeddedBroker
 from edgeship.hub.broker.mosquitto import (
     BrokerFiles,
@@ -20,6 +20,7 @@ from edgeship.hub.broker.mosquitto import (
     hash_password,
     parse_password_file,
     verify_password,
+    write_access_files,
     write_broker_config,
 )
 
@@ -33,7 +34,9 @@ __all__ = [
     "TlsListener",
     "fleet_users",
     "hash_password",
+    "open_ca",
     "parse_password_file",
     "verify_password",
+    "write_access_files",
     "write_broker_config",
 ]

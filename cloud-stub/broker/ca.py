@@ -19,6 +19,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from edgeship.errors import InputError
+from edgeship.fsutil import atomic_write_text
 
-__all__ = ["CA_DAYS", "LEAF_DAYS", "CertificateAuthority", "IssuedCertificate"]
+__all__ = ["CA_DAYS", "LEAF_DAYS", "CertificateAuthority", "IssuedCertificate", "fingerprint", "open_ca"]
 
 CA_DAYS = 3650  # days the hub CA is valid
 LEAF_DAYS = 825  # days a server or device certificate is valid (the CA/Browser Forum's old ceiling)
@@ -38,6 +40,33 @@ class IssuedCertificate:
     cert_pem: str
     key_pem: str = field(repr=False)
     serial: int = 0
+
+
+def fingerprint(cert_pem: str | bytes) -> str:
+    """SHA-256 of the certificate's DER, lowercase hex (what ``openssl x509 -fingerprint -sha256`` shows)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode() if isinstance(cert_pem, str) else cert_pem)
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def open_ca(folder: Path, *, create: bool = True) -> CertificateAuthority:
+    """The hub CA kept in ``folder`` (``ca.pem``, ``ca.key`` 0600); made there first when ``create``.
+
+    The hub's workspace keeps it in ``broker-ca/``: ``edgeship hub broker-config`` puts
+    its ``ca.pem`` on the broker's TLS listener, and the hub issues device certificates from it.
+    """
+    folder = Path(folder)
+    ca_cert, ca_key = folder / "ca.pem", folder / "ca.key"
+    if ca_cert.exists() and ca_key.exists():
+        return CertificateAuthority.load(ca_cert.read_bytes(), ca_key.read_bytes())
+    if ca_cert.exists() or ca_key.exists():
+        raise InputError(f"The hub CA in {folder} has only one of ca.pem and ca.key; restore the pair.")
+    if not create:
+        raise InputError(f"There is no hub CA in {folder}; make one with 'edgeship hub broker-config --tls-host ...'.")
+    ca = CertificateAuthority.create()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    atomic_write_text(ca_key, ca.key_pem, mode=0o600)
+    atomic_write_text(ca_cert, ca.cert_pem)
+    return ca
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "render_mosquitto_conf",
     "render_password_file",
     "verify_password",
+    "write_access_files",
     "write_broker_config",
 ]
 
@@ -269,3 +270,24 @@ def write_broker_config(
     atomic_write_text(files.acl_file, render_acl(settings.hub_username), mode=0o644)
     atomic_write_text(files.config, render_mosquitto_conf(settings, files.password_file, files.acl_file), 0o644)
     return files
+
+
+def write_access_files(
+    folder: Path, users: Iterable[BrokerUser], hub_username: str = "hub", *, crl_pem: str | None = None
+) -> tuple[Path, ...]:
+    """Rewrite only ``passwd`` (0600), ``acl`` and, given ``crl_pem``, ``crl.pem`` in ``folder``, each atomically.
+
+    What the running hub does after every credential change: ``mosquitto.conf`` (listeners,
+    TLS) stays as :func:`write_broker_config` or the operator wrote it. SIGHUP the broker after.
+    """
+    users = list(users)
+    if not any(u.username == hub_username for u in users):
+        raise InputError(f"The broker users lack the hub's user {hub_username!r}; add it, or the hub cannot log in.")
+    folder = Path(folder)
+    written = [folder / "passwd", folder / "acl"]
+    atomic_write_text(written[0], render_password_file(users), mode=0o600)
+    atomic_write_text(written[1], render_acl(hub_username), mode=0o644)
+    if crl_pem is not None:
+        written.append(folder / "crl.pem")
+        atomic_write_text(written[2], crl_pem, mode=0o644)
+    return tuple(written)

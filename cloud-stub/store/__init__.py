@@ -7,6 +7,7 @@ never ORM objects.
 
 from __future__ import annotations
 
+from edgeship.hub.store.credentials import CredentialRecord, CredentialStore  # registers its table
 from edgeship.hub.store.store import (
     DeploymentRecord,
     DesiredRecord,
@@ -22,6 +23,8 @@ from edgeship.hub.store.store import (
 from edgeship.hub.store.telemetry import PresenceRecord, TelemetryRecord, TelemetryStore  # registers its tables
 
 __all__ = [
+    "CredentialRecord",
+    "CredentialStore",
     "DeploymentRecord",
     "DesiredRecord",
     "DeviceRecord",

@@ -1,0 +1,106 @@
+"""Device credentials in the hub store and service: issued once, kept as hashes, rotated, revoked on delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hub_world import HubWorld
+from sqlalchemy import select
+
+from edgeship.errors import InputError
+from edgeship.hub.broker import CertificateAuthority, parse_password_file, verify_password
+from edgeship.hub.broker.reload import ManagedBroker
+from edgeship.hub.credentials import DeviceCredentials
+from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
+from edgeship.hub.store.credentials import CredentialRow
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> HubWorld:
+    return HubWorld(tmp_path / "world")
+
+
+def test_a_password_is_returned_once_and_stored_only_as_a_mosquitto_hash(world: HubWorld, hub_url: str) -> None:
+    service = world.service(hub_url)
+    creds = DeviceCredentials(service)
+    view, issued = creds.create_device("dev-1", {"site": "lab"})
+    assert view.device.id == "dev-1" and view.desired is not None
+    assert issued.kind == "password" and issued.password is not None and len(issued.password) >= 22  # >= 128 bits
+    assert issued.to_json() == {"kind": "password", "username": "dev-1", "password": issued.password}
+    assert issued.password not in repr(issued)
+    with service.store._tx() as s:
+        rows = list(s.scalars(select(CredentialRow)))
+    assert len(rows) == 1 and rows[0].password_hash is not None
+    assert issued.password not in repr(rows[0].__dict__)
+    assert rows[0].password_hash.startswith("$7$") and verify_password(issued.password, rows[0].password_hash)
+    with pytest.raises(AlreadyExistsError, match="rotate them instead"):
+        creds.create_credentials("dev-1")
+
+
+def test_rotation_revokes_the_old_secret_and_delete_revokes_all(world: HubWorld, hub_url: str) -> None:
+    service = world.service(hub_url)
+    creds = DeviceCredentials(service)
+    _view, first = creds.create_device("dev-1")
+    second = creds.rotate_credentials("dev-1")
+    assert first.password != second.password
+    hashes = creds.password_hashes()
+    assert verify_password(second.password or "", hashes["dev-1"])
+    assert not verify_password(first.password or "", hashes["dev-1"])
+    assert [r.revoked for r in creds.store.history("dev-1")] == [True, False]
+    creds.delete_device("dev-1")
+    with pytest.raises(HubNotFoundError):
+        service.get_device("dev-1")
+    assert [r.revoked for r in creds.store.history("dev-1")] == [True, True]  # kept for audit
+    assert creds.password_hashes() == {} and service.store.latest_desired() == {}
+    with pytest.raises(HubNotFoundError):
+        creds.rotate_credentials("dev-1")
+    with pytest.raises(HubNotFoundError):
+        creds.delete_device("dev-1")
+
+
+def test_a_certificate_device_gets_a_hub_ca_certificate_and_its_revoked_serial_lands_in_the_crl(
+    world: HubWorld, tmp_path: Path
+) -> None:
+    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    ca = CertificateAuthority.create()
+    with pytest.raises(InputError, match="no CA"):
+        DeviceCredentials(service).create_device("dev-x", kind="certificate")
+    assert service.store.list_devices() == []  # refused before the device was made
+    creds = DeviceCredentials(service, ca=lambda: ca)
+    _view, issued = creds.create_device("dev-c", kind="certificate")
+    assert issued.cert_pem and issued.key_pem and issued.ca_pem == ca.cert_pem
+    body = issued.to_json()
+    assert body["username"] == "dev-c" and body["privateKey"] == issued.key_pem
+    assert creds.store.active()["dev-c"].serial == issued.serial
+    rotated = creds.rotate_credentials("dev-c")
+    assert rotated.kind == "certificate" and creds.store.revoked_serials() == [issued.serial]
+    with pytest.raises(InputError, match="unknown"):
+        creds.create_device("dev-y", kind="token")
+
+
+def test_a_managed_broker_folder_gets_the_stores_hashes_and_keeps_the_hub_line(
+    world: HubWorld, tmp_path: Path
+) -> None:
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    with pytest.raises(Exception, match="no password line for the hub user"):
+        ManagedBroker(folder)
+    broker = ManagedBroker(folder, hub_password="hub-secret")
+    creds = DeviceCredentials(service, broker=broker)
+    _v, issued = creds.create_device("dev-1")
+    assert issued.broker == "written"
+    passwd = folder / "passwd"
+    assert passwd.stat().st_mode & 0o077 == 0
+    lines = parse_password_file(passwd.read_text())
+    assert set(lines) == {"hub", "dev-1"} and verify_password(issued.password or "", lines["dev-1"])
+    hub_line = lines["hub"]
+    again = DeviceCredentials(service, broker=ManagedBroker(folder))  # a restarted hub keeps the hub line
+    again.delete_device("dev-1")
+    assert parse_password_file(passwd.read_text()) == {"hub": hub_line}
+    assert "pattern read edgeship/v1/devices/%u/desired" in (folder / "acl").read_text()
+    failing = DeviceCredentials(service, broker=ManagedBroker(folder, pid_file=tmp_path / "none.pid"))
+    _v, issued = failing.create_device("dev-2")
+    assert issued.broker.startswith("failed: Cannot read the broker's pid")
+    assert "dev-2" in parse_password_file(passwd.read_text())  # written anyway; a later reload takes it
