@@ -12,6 +12,7 @@ restarted agent finds them serving and reinstalls nothing; ``stop_modules=True``
 Layout of ``data_dir``::
 
     state/agent.json, state/desired.dsse.json   agent state (``edgeship.agent.state``)
+    state/trust-root.json                        the newest rotated trust root (``edgeship.agent.trust``)
     blobs/sha256/<hex>, blobs/partial/           blob cache (``edgeship.agent.fetch``)
     modules/<service>/                           verified module directories
     runtime/                                     the process runtime's state_dir
@@ -40,6 +41,7 @@ from edgeship.agent.runtimes.base import ModuleRuntime, UnknownServiceError
 from edgeship.agent.state.store import StateStore
 from edgeship.agent.telemetry.queue import TelemetryQueue
 from edgeship.agent.telemetry.sampler import TelemetrySampler, TelemetrySender
+from edgeship.agent.trust import TrustRootKeeper
 from edgeship.errors import ConfigError, RuntimeFailure
 
 __all__ = ["Agent", "make_runtime"]
@@ -78,15 +80,14 @@ class Agent:
         now: Callable[[], datetime] = _utcnow,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from edgeship.modules.verify import load_trust_root_file
-
         self.config = config
-        try:
-            self.trust_root = load_trust_root_file(config.trust_root)
-        except Exception as exc:
-            raise ConfigError(f"trust_root {config.trust_root}: {exc}") from exc
         data = config.data_dir
         data.mkdir(parents=True, exist_ok=True)
+        try:
+            self.trust = TrustRootKeeper(config.trust_root, data / "state")
+        except Exception as exc:
+            raise ConfigError(f"trust_root {config.trust_root}: {exc}") from exc
+        self.trust_root = self.trust.root
         self.state = StateStore(data)
         self.runtime = runtime or make_runtime(config.runtime, data)
         self.blobs = BlobCache(data / "blobs", config.hub_url)
@@ -105,6 +106,8 @@ class Agent:
         self.sampler = TelemetrySampler(self.runtime, self.state, self.telemetry, now)
         self.sender = TelemetrySender(config.device_id, self.telemetry, self.link)
         self._clock = clock
+        self._now = now
+        self._last_desired: bytes | None = None  # re-offered after a rotation (it may have been refused for want of it)
 
     def run(self, stop: threading.Event, *, stop_modules: bool = False) -> None:
         log.info("agent %s starting (runtime %s, data %s)", self.config.device_id, self.runtime.kind,
@@ -134,7 +137,11 @@ class Agent:
             except queue.Empty:
                 item = None
             if item is not None and item.kind == "desired":
+                self._last_desired = item.payload
                 if self.reconciler.offer(item.payload):
+                    next_tick = 0.0
+            elif item is not None and item.kind == "trust-root":
+                if self._on_trust_root(item.payload):
                     next_tick = 0.0
             elif item is not None and item.kind == "command" and item.method and item.request_id:
                 answer = call_method(item.method, item.payload, self.runtime, self.state)
@@ -143,6 +150,17 @@ class Agent:
             if self._clock() >= next_tick and self.inbox.empty():
                 self.reconciler.reconcile()
                 next_tick = self._clock() + self.config.reconcile_interval
+
+    def _on_trust_root(self, payload: bytes) -> bool:
+        """Rotate (``edgeship.agent.trust``), then verify the newest desired document again with the new root."""
+        if not self.trust.offer(payload, self._now()):
+            return False
+        root = self.trust.root
+        self.trust_root = self.executor.trust_root = self.reconciler.trust_root = root
+        self.reconciler.trust_error = self.trust.last_error
+        if self._last_desired is not None:
+            self.reconciler.offer(self._last_desired)
+        return True
 
     def _telemetry_loop(self, stop: threading.Event) -> None:
         next_sample = self._clock() + self.config.telemetry_interval

@@ -95,6 +95,7 @@ class Reconciler:
         self.accepted: AcceptedDocument | None = None
         self.accepted_raw: bytes | None = None
         self.refusal: BaseException | None = None
+        self.trust_error: str | None = None  # why the last trust-root message was refused (edgeship.agent.trust)
         self._exit_seen: dict[str, datetime] = {}
         self._last_report: dict[str, Any] | None = None
         self._failed: dict[str, tuple[ModuleOutcome, float]] = {}  # module -> (last failure, held until)
@@ -261,6 +262,8 @@ class Reconciler:
             result=result,
             message=message,
             now=self.now(),
+            trust_root_version=self.trust_root.version,
+            trust_root_error=self.trust_error,
         )
         if self._last_report is not None and _same(report, self._last_report):
             return None

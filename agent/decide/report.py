@@ -7,12 +7,15 @@ One JSON object, built from data only (``docs/deployments.md``)::
      "status": {"code": 200, "description": "ok: ...", "message": null},
      "modules": {"digits": {"version": 3, "desiredVersion": 3, "service": "digits.b",
                             "status": "running", "restartCount": 0, "exitCode": null,
-                            "lastError": null, "port": 5001}}}
+                            "lastError": null, "port": 5001}},
+     "trustRootVersion": 2, "trustRoot": {"version": 2, "lastError": null}}
 
 ``lastAppliedSequence`` is the last document the agent accepted and acted on,
 even if a module of it then failed (``status.code`` 500 and the module's
 ``lastError`` say so): the sequence is what replay protection compares against.
-A refused document never changes it.
+A refused document never changes it. ``trustRootVersion`` is the trust root the
+agent verifies with; ``trustRoot.lastError`` says why the last trust-root message was
+refused (``docs/agent.md``, rotation), and never changes ``status``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ def build_report(
     result: RunResult | None = None,
     message: str | None = None,
     now: datetime,
+    trust_root_version: int | None = None,
+    trust_root_error: str | None = None,
 ) -> dict[str, Any]:
     """The reported-state object; ``current`` is the runtime's view *after* the run."""
     if status not in STATUS_CODES:
@@ -72,7 +77,7 @@ def build_report(
         if service is None and outcome is None and want is not None:
             entry["status"] = "stopped"  # desired but not yet attempted (nothing ran this time)
         modules[name] = entry
-    return {
+    report: dict[str, Any] = {
         "schemaVersion": REPORT_SCHEMA_VERSION,
         "deviceId": device_id,
         "reportedAt": format_time(now),
@@ -80,3 +85,7 @@ def build_report(
         "status": {"code": status, "description": STATUS_CODES[status], "message": message},
         "modules": modules,
     }
+    if trust_root_version is not None:
+        report["trustRootVersion"] = trust_root_version
+        report["trustRoot"] = {"version": trust_root_version, "lastError": trust_root_error}
+    return report

@@ -1,4 +1,4 @@
-"""The agent's MQTT link: subscribe to its own ``desired`` and ``commands/#``, publish the rest.
+"""The agent's MQTT link: subscribe to its own ``trust-root``, ``desired`` and ``commands/#``, publish the rest.
 
 Thin on purpose: it never decides anything. Incoming messages become
 :class:`Inbound` items on a queue that the reconcile loop drains in its own thread
@@ -32,9 +32,9 @@ log = logging.getLogger("edgeship.agent")
 
 @dataclass(frozen=True)
 class Inbound:
-    """A message for the loop: a desired document, or a direct method call."""
+    """A message for the loop: a trust-root chain, a desired document, or a direct method call."""
 
-    kind: str  # "desired" | "command"
+    kind: str  # "trust-root" | "desired" | "command"
     payload: bytes
     method: str | None = None
     request_id: str | None = None
@@ -83,7 +83,10 @@ class MqttLink:
             log.warning("broker refused the connection: %s", reason_text(reason))
             return
         commands = device_topic(self.device_id, "commands") + "/#"
-        client.subscribe([(device_topic(self.device_id, "desired"), 1), (commands, 1)])
+        # trust-root first: the broker sends retained messages in subscription order, so a rotated
+        # root arrives before a document signed by its new hub key (the agent also retries after it).
+        client.subscribe([(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
+                          (commands, 1)])
         client.publish(self._online, b"1", qos=1, retain=True)
         with self._lock:
             report = self._last_report
@@ -101,8 +104,8 @@ class MqttLink:
         topic = parse_device_topic(message.topic)
         if topic is None or topic.device_id != self.device_id:
             return
-        if topic.channel == "desired":
-            self.inbox.put(Inbound("desired", bytes(message.payload)))
+        if topic.channel in ("desired", "trust-root"):
+            self.inbox.put(Inbound(topic.channel, bytes(message.payload)))
         elif topic.channel == "commands":
             method, rid = topic.rest
             self.inbox.put(Inbound("command", bytes(message.payload), method, rid))
