@@ -25,9 +25,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from edgeship.errors import EdgeshipError, TrustRootError
+from edgeship.errors import EdgeshipError, PayloadTypeError, TrustRootError
 from edgeship.fsutil import atomic_write_bytes
-from edgeship.signing import Envelope, TrustRoot, load_trust_root, rotate
+from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE, Envelope, TrustRoot, load_trust_root, rotate
 
 __all__ = ["MAX_CHAIN", "MAX_MESSAGE_BYTES", "ROTATED_FILE", "ChainOutcome", "TrustRootKeeper", "apply_chain",
            "parse_chain"]
@@ -87,6 +87,11 @@ def parse_chain(payload: bytes) -> list[Envelope]:
 
 def _claimed_version(envelope: Envelope) -> int:
     """The version the (not yet verified) payload claims: only used to skip roots already held."""
+    if envelope.payload_type != TRUST_ROOT_PAYLOAD_TYPE:
+        raise PayloadTypeError(
+            f"Trust-root chain entry has payloadType {envelope.payload_type!r}, expected "
+            f"{TRUST_ROOT_PAYLOAD_TYPE!r}; it is not a trust root."
+        )
     return TrustRoot.from_json(envelope.payload).version
 
 
@@ -114,6 +119,8 @@ def apply_chain(current: TrustRoot, payload: bytes, now: datetime) -> ChainOutco
             accepted.append(envelope.to_json().encode("utf-8"))
     except EdgeshipError as exc:
         return ChainOutcome(root, tuple(accepted), exc)
+    except Exception as exc:  # an unexpected parser failure is still a refusal, never a crash
+        return ChainOutcome(root, tuple(accepted), TrustRootError(f"The trust-root message could not be read: {exc}."))
     return ChainOutcome(root, tuple(accepted))
 
 
@@ -152,11 +159,19 @@ class TrustRootKeeper:
             return False  # the hub cleared the retained message: keep the current root
         before = (self.root.version, self.last_error)
         outcome = apply_chain(self.root, payload, now)
+        error = outcome.error
         if outcome.rotated:
-            atomic_write_bytes(self.rotated_file, outcome.accepted[-1], mode=0o600)  # before it is used
-            self.root = outcome.root
-            log.info("trust root rotated to version %d", self.root.version)
-        self.last_error = str(outcome.error) if outcome.error is not None else None
-        if outcome.error is not None:
-            log.warning("refused a trust root: %s", outcome.error)
+            try:
+                atomic_write_bytes(self.rotated_file, outcome.accepted[-1], mode=0o600)  # before it is used
+            except OSError as exc:
+                error = TrustRootError(
+                    f"Trust root version {outcome.root.version} was valid but could not be saved to "
+                    f"{self.rotated_file} ({exc.strerror}); free space or fix permissions, it is retried on reconnect."
+                )
+            else:
+                self.root = outcome.root
+                log.info("trust root rotated to version %d", self.root.version)
+        self.last_error = str(error) if error is not None else None
+        if error is not None:
+            log.warning("refused a trust root: %s", error)
         return (self.root.version, self.last_error) != before

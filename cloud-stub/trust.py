@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from edgeship.errors import TrustRootError
+from edgeship.errors import PayloadTypeError, TrustRootError
 from edgeship.fsutil import atomic_write_bytes
-from edgeship.signing import Envelope, SignerLike, TrustRoot, rotate
+from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE, Envelope, SignerLike, TrustRoot, rotate
 
 __all__ = ["CHAIN_DIR", "TrustRootFiles", "chain_message", "check_rotation", "signers_for"]
 
@@ -35,6 +35,11 @@ def check_rotation(current: TrustRoot, envelope: bytes, now: datetime) -> TrustR
     signed by a threshold of the current root keys and of its own.
     """
     env = Envelope.from_json(envelope)
+    if env.payload_type != TRUST_ROOT_PAYLOAD_TYPE:
+        raise PayloadTypeError(
+            f"The envelope's payloadType is {env.payload_type!r}, not {TRUST_ROOT_PAYLOAD_TYPE!r}; "
+            "publish a file written by 'edgeship keys trust-root'."
+        )
     claimed = TrustRoot.from_json(env.payload).version
     if claimed != current.version + 1:
         raise TrustRootError(

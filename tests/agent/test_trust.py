@@ -137,7 +137,7 @@ def test_a_malformed_message_is_refused_with_a_reason(keys: Keys, payload: bytes
 def test_a_deployment_envelope_is_not_a_trust_root(keys: Keys) -> None:
     document = json.loads(sign_envelope(b"{}", DEPLOYMENT_PAYLOAD_TYPE, [keys.root]).to_json())
     out = apply_chain(keys.root_doc(1), json.dumps(document).encode(), NOW)
-    assert not out.rotated and isinstance(out.error, (PayloadTypeError, TrustRootError))
+    assert not out.rotated and isinstance(out.error, PayloadTypeError) and "not a trust root" in str(out.error)
 
 
 def test_a_bare_envelope_is_a_chain_of_one(keys: Keys) -> None:
@@ -185,3 +185,18 @@ def test_a_corrupt_rotated_root_falls_back_to_the_provisioned_one(tmp_path: Path
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "trust-root.json").write_text("{broken")
     assert TrustRootKeeper(_provisioned(tmp_path, keys), tmp_path / "state").root.version == 1
+
+
+def test_a_rotation_that_cannot_be_saved_is_not_used(
+    tmp_path: Path, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import edgeship.agent.trust as trust
+
+    keeper = TrustRootKeeper(_provisioned(tmp_path, keys), tmp_path / "state")
+
+    def full_disk(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trust, "atomic_write_bytes", full_disk)
+    assert keeper.offer(_chain(_envelope(keys.root_doc(2, hub=keys.hub2), [keys.root])), NOW)
+    assert keeper.root.version == 1 and "could not be saved" in (keeper.last_error or "")

@@ -14,7 +14,7 @@ from edgeship.agent.trust import apply_chain
 from edgeship.errors import InputError, SignatureError, TrustRootError
 from edgeship.hub.service import HubService, Outgoing
 from edgeship.hub.trust import TrustRootFiles
-from edgeship.signing import Signer, TrustRoot
+from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, Signer, TrustRoot, sign_envelope
 from edgeship.signing.trust import sign_trust_root
 
 
@@ -105,7 +105,7 @@ def test_a_new_device_gets_the_chain_before_its_first_document(
     assert [(kind, device) for kind, device, _p in recorder.events] == [("trust-root", "dev-3"), ("desired", "dev-3")]
 
 
-@pytest.mark.parametrize("case", ["stranger", "jump", "same-version", "unheld-hub-key"])
+@pytest.mark.parametrize("case", ["stranger", "jump", "same-version", "unheld-hub-key", "not-a-root"])
 def test_a_rotation_devices_would_refuse_is_refused_before_anything_is_written(
     world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer, tmp_path: Path, case: str
 ) -> None:
@@ -115,6 +115,7 @@ def test_a_rotation_devices_would_refuse_is_refused_before_anything_is_written(
         "jump": lambda: _envelope(_root(world, 3, hub2), [world.root_key]),
         "same-version": lambda: _envelope(_root(world, 1, hub2), [world.root_key]),
         "unheld-hub-key": lambda: _envelope(_root(world, 2, stranger), [world.root_key]),
+        "not-a-root": lambda: sign_envelope(b"{}", DEPLOYMENT_PAYLOAD_TYPE, [world.root_key]).to_json().encode(),
     }[case]()
     recorder.events.clear()
     before = (tmp_path / "trust-root.json").read_bytes()
