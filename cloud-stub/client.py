@@ -78,8 +78,16 @@ class HubClient:
     def list_devices(self) -> list[dict[str, Any]]:
         return self.request("GET", "/devices")
 
-    def create_device(self, device_id: str, tags: Mapping[str, Any]) -> dict[str, Any]:
-        return self.request("POST", "/devices", json={"id": device_id, "tags": dict(tags)})
+    def create_device(self, device_id: str, tags: Mapping[str, Any], credentials: str = "password") -> dict[str, Any]:
+        """The device, with its one-time ``credentials`` and the ``broker`` reload outcome."""
+        return self.request("POST", "/devices", json={"id": device_id, "tags": dict(tags), "credentials": credentials})
+
+    def rotate_credentials(self, device_id: str) -> dict[str, Any]:
+        """``{"credentials", "broker"}``: the new secret, shown once; the old one is revoked."""
+        return self.request("POST", f"/devices/{_seg(device_id)}/credentials/rotate")
+
+    def delete_device(self, device_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/devices/{_seg(device_id)}")
 
     def get_device(self, device_id: str) -> dict[str, Any]:
         return self.request("GET", f"/devices/{_seg(device_id)}")

@@ -119,6 +119,11 @@ class DeviceCredentials:
         """``device id -> $7$ hash`` of every device's active password credential."""
         return {d: r.password_hash for d, r in self.store.active().items() if r.password_hash is not None}
 
+    def broker_state(self) -> BrokerState:
+        """Every device, the active password hashes and the revoked certificate serials, as the broker needs them."""
+        device_ids = tuple(d.id for d in self.service.store.list_devices())
+        return BrokerState(device_ids, self.password_hashes(), tuple(self.store.revoked_serials()))
+
     def sync_broker(self) -> str:
         """Rewrite the managed broker's password file and ACL from the store and reload it.
 
@@ -127,10 +132,8 @@ class DeviceCredentials:
         """
         if self.broker is None:
             return "unmanaged"
-        device_ids = tuple(d.id for d in self.service.store.list_devices())
-        state = BrokerState(device_ids, self.password_hashes(), tuple(self.store.revoked_serials()))
         try:
-            return self.broker.apply(state)
+            return self.broker.apply(self.broker_state())
         except EdgeshipError as exc:
             log.error("broker not reloaded: %s", exc)
             return f"failed: {exc}"

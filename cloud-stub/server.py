@@ -28,10 +28,13 @@ from edgeship.errors import SignatureError, TransportError
 from edgeship.mqtt import BrokerSettings, parse_broker_url
 from edgeship.workspace import Workspace
 
-__all__ = ["DEFAULT_API_PORT", "DEFAULT_BROKER_PORT", "TRUST_ROOT_FILE", "HubConfig", "HubServer", "load_hub_keys"]
+__all__ = [
+    "CA_DIR", "DEFAULT_API_PORT", "DEFAULT_BROKER_PORT", "TRUST_ROOT_FILE", "HubConfig", "HubServer", "load_hub_keys",
+]
 
 DEFAULT_API_PORT = 8800
 DEFAULT_BROKER_PORT = 1883
+CA_DIR = "broker-ca"  # in the hub's workspace: the hub CA (ca.pem, ca.key 0600) for broker TLS and devices
 TRUST_ROOT_FILE = "trust-root.json"  # in the hub's workspace: the release keys it accepts and its own hub keys
 API_START_TIMEOUT = 15.0  # seconds for uvicorn to listen
 
@@ -55,6 +58,10 @@ class HubConfig:
     hub_key: str = "hub"  # workspace key that signs deployment documents
     trust_root: Path | None = None  # default: <workspace>/trust-root.json
     client_id: str | None = None  # a fixed MQTT client id gives the hub a persistent session
+    # A Mosquitto config folder ('edgeship hub broker-config -o DIR') whose passwd and acl the hub rewrites
+    # after every credential change, then SIGHUPs the pid in broker_pid_file (Mosquitto's pid_file).
+    broker_config_dir: Path | None = None
+    broker_pid_file: Path | None = None
 
 
 def _free_port(host: str) -> int:
@@ -113,6 +120,7 @@ class HubServer:
         self.store: Any = None
         self.service: Any = None
         self.bridge: Any = None
+        self.credentials: Any = None  # DeviceCredentials
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
         self.port = config.port or _free_port(config.host)
@@ -160,13 +168,32 @@ class HubServer:
             self.service.trust_files = TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE,
                                                       ws.root / CHAIN_DIR)
             self.service.hub_keys = partial(_hub_signers, ws)
+            self.credentials = self._credentials(ws)
             self.bridge.start(self.service)
-            self._start_api(create_app(self.service, OperatorTokens(self.store)))
+            self._start_api(create_app(self.service, OperatorTokens(self.store), self.credentials))
         except BaseException:
             self.stop()
             raise
         log.info("hub API on %s, MQTT broker %s", self.api_url, self.broker_url)
         return self
+
+    def _credentials(self, ws: Workspace) -> Any:
+        """Device credentials: certificates from the workspace's hub CA (made on first use), and the managed
+        broker folder rewritten now, so a broker started from an older folder matches the store."""
+        from edgeship.hub.broker import open_ca
+        from edgeship.hub.broker.reload import ManagedBroker
+        from edgeship.hub.credentials import DeviceCredentials
+
+        c = self.config
+        broker = None
+        if c.broker_config_dir is not None:
+            broker = ManagedBroker(c.broker_config_dir, hub_username=c.broker_username or "hub",
+                                   hub_password=c.broker_password, pid_file=c.broker_pid_file,
+                                   crl=lambda serials: open_ca(ws.root / CA_DIR).revocation_list(serials))
+        credentials = DeviceCredentials(self.service, ca=lambda: open_ca(ws.root / CA_DIR), broker=broker)
+        if broker is not None:
+            broker.apply(credentials.broker_state())  # at start a broker that cannot be reloaded is an error
+        return credentials
 
     def _start_api(self, app: Any) -> None:
         import uvicorn

@@ -12,13 +12,17 @@ from fastapi import FastAPI
 from edgeship.hub.api import blobs, routes
 from edgeship.hub.api.auth import TokenCheck
 from edgeship.hub.api.errors import install_error_handlers
+from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.service import HubService
 
 __all__ = ["create_app"]
 
 
-def create_app(service: HubService, tokens: TokenCheck) -> FastAPI:
-    """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``."""
+def create_app(service: HubService, tokens: TokenCheck, credentials: DeviceCredentials | None = None) -> FastAPI:
+    """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
+
+    ``credentials`` issues device broker credentials; by default passwords only, with no broker to reload.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -32,6 +36,7 @@ def create_app(service: HubService, tokens: TokenCheck) -> FastAPI:
     )
     app.state.service = service
     app.state.tokens = tokens
+    app.state.credentials = credentials if credentials is not None else DeviceCredentials(service)
     install_error_handlers(app)
     for router in (routes.devices, routes.modules, routes.deployments, routes.trust, blobs.router):
         app.include_router(router)

@@ -6,9 +6,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edgeship.hub.api.auth import AuthenticationError, TokenCheck
+from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.service import HubService
 
-__all__ = ["get_service", "require_operator"]
+__all__ = ["get_credentials", "get_service", "require_operator"]
 
 _bearer = HTTPBearer(auto_error=False, description="An operator token (create one with create_token).")
 
@@ -16,6 +17,11 @@ _bearer = HTTPBearer(auto_error=False, description="An operator token (create on
 def get_service(request: Request) -> HubService:
     service: HubService = request.app.state.service
     return service
+
+
+def get_credentials(request: Request) -> DeviceCredentials:
+    credentials: DeviceCredentials = request.app.state.credentials
+    return credentials
 
 
 def require_operator(

@@ -15,10 +15,13 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from edgeship.errors import InputError
-from edgeship.hub.api.deps import get_service, require_operator
+from edgeship.hub.api.deps import get_credentials, get_service, require_operator
 from edgeship.hub.api.schemas import (
+    CredentialsOut,
     DeploymentIn,
     DeploymentOut,
+    DeviceCreatedOut,
+    DeviceDeletedOut,
     DeviceIn,
     DeviceOut,
     ModuleIn,
@@ -26,6 +29,7 @@ from edgeship.hub.api.schemas import (
     TagsIn,
     TelemetryOut,
 )
+from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.service import HubService, ModuleRefSpec
 from edgeship.signing import Envelope, TrustRoot
@@ -45,9 +49,25 @@ def list_devices(service: HubService = Depends(get_service)) -> list[DeviceOut]:
     return [DeviceOut.of(view) for view in service.list_devices()]
 
 
-@devices.post("", response_model=DeviceOut, status_code=201)
-def create_device(body: DeviceIn, service: HubService = Depends(get_service)) -> DeviceOut:
-    return DeviceOut.of(service.create_device(body.id, body.tags))
+@devices.post("", response_model=DeviceCreatedOut, status_code=201)
+def create_device(body: DeviceIn, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceCreatedOut:
+    """Create a device, its first document and its broker credentials, which are in this answer only."""
+    view, issued = credentials.create_device(body.id, body.tags, body.credentials)
+    out = DeviceOut.of(view).model_dump(by_alias=True)
+    return DeviceCreatedOut(**out, credentials=issued.to_json(), broker=issued.broker)
+
+
+@devices.post("/{device_id}/credentials/rotate", response_model=CredentialsOut)
+def rotate_credentials(device_id: str, credentials: DeviceCredentials = Depends(get_credentials)) -> CredentialsOut:
+    """A new password (or certificate) for the device, shown once; the old one is revoked and the broker reloaded."""
+    issued = credentials.rotate_credentials(device_id)
+    return CredentialsOut(credentials=issued.to_json(), broker=issued.broker)
+
+
+@devices.delete("/{device_id}", response_model=DeviceDeletedOut)
+def delete_device(device_id: str, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceDeletedOut:
+    """Delete the device with its documents, reports and telemetry; its credentials are revoked (kept for audit)."""
+    return DeviceDeletedOut(deleted=device_id, broker=credentials.delete_device(device_id))
 
 
 @devices.get("/{device_id}", response_model=DeviceOut)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,9 +12,12 @@ from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
 
 __all__ = [
+    "CredentialsOut",
     "DeploymentIn",
     "DeploymentOut",
     "DeploymentStatusOut",
+    "DeviceCreatedOut",
+    "DeviceDeletedOut",
     "DeviceIn",
     "DeviceOut",
     "ModuleIn",
@@ -32,6 +35,9 @@ class _Body(BaseModel):
 class DeviceIn(_Body):
     id: str = Field(examples=["dev-1"])
     tags: dict[str, Any] = Field(default_factory=dict, examples=[{"site": "lab", "arch": "arm64"}])
+    credentials: Literal["password", "certificate"] = Field(
+        default="password", description="Broker login: a random password, or a client certificate from the hub CA."
+    )
 
 
 class TagsIn(_Body):
@@ -64,6 +70,27 @@ class DeviceOut(_Body):
             online=view.presence.online if view.presence else None,
             lastSeen=max(heard) if heard else None,
         )
+
+
+class CredentialsOut(_Body):
+    """Broker credentials, shown once: ``credentials`` is ``{"kind", "username", "password"}`` or
+    ``{"kind", "username", "certificate", "privateKey", "caCertificate", "serial"}`` (PEM)."""
+
+    credentials: dict[str, Any]
+    broker: str = Field(description="'reloaded', 'written', 'unmanaged' (the hub manages no broker config), "
+                                    "or 'failed: why' (the change is stored; reload the broker).")
+
+
+class DeviceCreatedOut(DeviceOut):
+    """The new device and its one-time broker credentials."""
+
+    credentials: dict[str, Any]
+    broker: str
+
+
+class DeviceDeletedOut(_Body):
+    deleted: str
+    broker: str
 
 
 class TelemetryOut(_Body):

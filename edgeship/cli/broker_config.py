@@ -1,10 +1,11 @@
 """``edgeship hub broker-config -o DIR``: Mosquitto's password file, ACL and config for the hub's devices.
 
 Thin: rendering lives in :mod:`edgeship.hub.broker.mosquitto`, certificates in
-:mod:`edgeship.hub.broker.ca`. The device list comes from the hub's store; the
-hub does not store broker credentials yet, so device password hashes come from a
-Mosquitto-format file (``--device-passwords``) and devices without one log in by
-certificate. A hash for a device no longer on the hub is left out: its login is revoked.
+:mod:`edgeship.hub.broker.ca`. The device list and the password hashes come from the
+hub's store (``edgeship device create`` issues them); a Mosquitto-format file
+(``--device-passwords``) overrides the store per device. Devices without a hash log in
+by certificate; with TLS, revoked device certificates go into ``crl.pem``. A hash for
+a device no longer on the hub is left out: its login is revoked.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ def broker_config(
     hub_username: Annotated[str, typer.Option("--hub-username", help="The hub's broker user.")] = "hub",
     device_passwords: Annotated[
         Path | None,
-        typer.Option("--device-passwords", help="Device password hashes, 'id:$7$...' lines (mosquitto_passwd).",
-                     show_default=False),
+        typer.Option("--device-passwords", help="Device password hashes, 'id:$7$...' lines (mosquitto_passwd); "
+                     "they override the hub store's.", show_default=False),
     ] = None,
     port: Annotated[int, typer.Option("--port", help="Plain listener port (passwords in clear).")] = 1883,
     bind: Annotated[str, typer.Option("--bind", help="Address of the plain listener.")] = "127.0.0.1",
@@ -86,22 +87,26 @@ def broker_config(
             parse_password_file,
             write_broker_config,
         )
-        from edgeship.hub.store import HubStore, sqlite_url
+        from edgeship.hub.store import CredentialStore, HubStore, sqlite_url
     except ModuleNotFoundError as exc:
         raise InputError(f"This needs the '{exc.name}' package; install it with pip install 'edgeship[hub]'.") from exc
 
     ws = workspace_from(workspace)
     hub_password = _read(hub_password_file, "hub password file").strip()
-    hashes = parse_password_file(_read(device_passwords, "device password file")) if device_passwords else {}
+    overrides = parse_password_file(_read(device_passwords, "device password file")) if device_passwords else {}
     store = HubStore(db or sqlite_url(ws.root))
     try:
         device_ids = [device.id for device in store.list_devices()]
+        credentials = CredentialStore(store)
+        stored = {d: r.password_hash for d, r in credentials.active().items() if r.password_hash is not None}
+        revoked = credentials.revoked_serials()
     finally:
         store.close()
+    hashes = {**stored, **overrides}
     users, dropped = fleet_users(device_ids, BrokerUser(hub_username, hash_password(hub_password)), hashes)
     tls = None
     if tls_host:
-        tls = _tls_listener(out, ca_dir or ws.root / "broker-ca", tls_host, tls_port, require_certificate)
+        tls = _tls_listener(out, ca_dir or ws.root / "broker-ca", tls_host, tls_port, require_certificate, revoked)
     elif require_certificate:
         raise InputError("--require-certificate needs TLS; give the broker's host name with --tls-host.")
     if no_plain and tls is None:
@@ -122,24 +127,19 @@ def broker_config(
     console.print("Reload a running broker with: kill -HUP <mosquitto pid>", highlight=False)
 
 
-def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool) -> TlsListener:
-    """Load or create the hub CA, issue the broker's server certificate into ``out``, describe the listener."""
-    from edgeship.hub.broker.ca import CertificateAuthority
+def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool,
+                  revoked: list[int]) -> TlsListener:  # fmt: skip
+    """Load or create the hub CA, issue the broker's server certificate and the CRL into ``out``, describe the
+    listener. The running hub (``--broker-config-dir``) rewrites ``crl.pem`` when it revokes a certificate."""
+    from edgeship.hub.broker.ca import open_ca
     from edgeship.hub.broker.mosquitto import TlsListener
 
-    ca_cert, ca_key = ca_dir / "ca.pem", ca_dir / "ca.key"
-    if ca_cert.exists() and ca_key.exists():
-        ca = CertificateAuthority.load(ca_cert.read_bytes(), ca_key.read_bytes())
-    elif ca_cert.exists() or ca_key.exists():
-        raise InputError(f"The hub CA in {ca_dir} has only one of ca.pem and ca.key; restore the pair.")
-    else:
-        ca = CertificateAuthority.create()
-        ca_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write_text(ca_key, ca.key_pem, mode=0o600)
-        atomic_write_text(ca_cert, ca.cert_pem)
+    ca = open_ca(ca_dir)
     server = ca.issue_server(hosts)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "ca.pem", ca.cert_pem)
     atomic_write_text(out / "server.crt", server.cert_pem)
     atomic_write_text(out / "server.key", server.key_pem, mode=0o600)
+    atomic_write_text(out / "crl.pem", ca.revocation_list(revoked))
     return TlsListener(ca_file=out / "ca.pem", cert_file=out / "server.crt", key_file=out / "server.key", port=port,
-                       require_certificate=require_certificate)  # fmt: skip
+                       require_certificate=require_certificate, crl_file=out / "crl.pem")  # fmt: skip

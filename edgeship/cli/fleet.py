@@ -10,14 +10,16 @@ anything else is a string.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from edgeship.cli._common import console, parse_pairs, print_json
+from edgeship.cli._common import console, err_console, parse_pairs, print_json
 from edgeship.cli.hub import HubTokenOpt, HubUrlOpt, hub_client, parse_module_ref
 from edgeship.errors import EdgeshipError, InputError
+from edgeship.fsutil import atomic_write_text
 
 __all__ = ["deployment_app", "device_app", "parse_tags", "register"]
 
@@ -60,19 +62,87 @@ def _online(device: dict[str, Any]) -> str:
 
 
 # devices -----------------------------------------------------------------------------------------
+CredentialsOutOpt = Annotated[Path | None, typer.Option(
+    "--credentials-out", help="Write the broker password (or the client key and certificate) to this file, 0600, "
+    "instead of printing it.", show_default=False)]
+
+
+def _hand_over(answer: dict[str, Any], out: Path | None, as_json: bool) -> None:
+    """Show the one-time credentials, or write them 0600 to ``out`` (then they are left out of the output)."""
+    creds = answer["credentials"]
+    if out is not None:
+        if creds["kind"] == "password":
+            atomic_write_text(out, creds["password"] + "\n", mode=0o600)
+            creds["password"] = f"(written to {out})"
+        else:
+            atomic_write_text(out, creds["privateKey"] + creds["certificate"], mode=0o600)
+            ca_file = out.with_name(out.name + ".ca.pem")
+            atomic_write_text(ca_file, creds["caCertificate"])
+            creds["privateKey"] = creds["certificate"] = f"(written to {out}, CA in {ca_file})"
+    if as_json:
+        print_json(answer)
+    elif out is not None:
+        console.print(f"Broker username {creds['username']}; {creds['kind']} written to {out} (0600).", highlight=False)
+    elif creds["kind"] == "password":
+        console.print(f"Broker username {creds['username']}, password {creds['password']}", highlight=False)
+        console.print("The hub keeps only a hash: store the password now, it is not shown again.", highlight=False)
+    else:
+        typer.echo(creds["privateKey"] + creds["certificate"], nl=False)
+        err_console.print("The hub does not keep the private key: store it now, it is not shown again.")
+    broker = str(answer.get("broker", ""))
+    if broker.startswith("failed"):
+        err_console.print(f"Warning: the broker was not reloaded ({broker.removeprefix('failed: ')})", highlight=False)
+
+
 @device_app.command("create")
 def device_create(
     device_id: Annotated[str, typer.Argument(metavar="ID")],
-    tag: TagOpt = None, hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+    tag: TagOpt = None,
+    certificate: Annotated[bool, typer.Option("--certificate", help="Log in to the broker with a client "
+                                              "certificate from the hub CA instead of a password.")] = False,
+    credentials_out: CredentialsOutOpt = None,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Create a device; it gets its first signed deployment document at once."""
+    """Create a device and its broker credentials (shown once); it gets its first signed document at once."""
     tags = parse_tags(tag)
     with hub_client(hub, token) as client:
-        device = client.create_device(device_id, tags)
+        device = client.create_device(device_id, tags, "certificate" if certificate else "password")
+    if not as_json:
+        console.print(f"Created device {device['id']} (desired sequence {device['desiredSequence']})",
+                      highlight=False)
+    _hand_over(device, credentials_out, as_json)
+
+
+@device_app.command("rotate-credentials")
+def device_rotate_credentials(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    credentials_out: CredentialsOutOpt = None,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """A new broker password (or certificate) for the device, shown once; the old one stops working."""
+    with hub_client(hub, token) as client:
+        answer = client.rotate_credentials(device_id)
+    _hand_over(answer, credentials_out, as_json)
+
+
+@device_app.command("delete")
+def device_delete(
+    device_id: Annotated[str, typer.Argument(metavar="ID")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Delete a device: its broker login is revoked, its documents, reports and telemetry removed."""
+    if not yes and not typer.confirm(f"Delete device {device_id} and revoke its broker credentials?"):
+        raise InputError(f"Device {device_id!r} was not deleted; pass --yes to skip the question.")
+    with hub_client(hub, token) as client:
+        answer = client.delete_device(device_id)
     if as_json:
-        print_json(device)
-        return
-    console.print(f"Created device {device['id']} (desired sequence {device['desiredSequence']})", highlight=False)
+        print_json(answer)
+    else:
+        console.print(f"Deleted device {device_id}; its broker credentials are revoked.", highlight=False)
+    broker = str(answer.get("broker", ""))
+    if broker.startswith("failed"):
+        err_console.print(f"Warning: the broker was not reloaded ({broker.removeprefix('failed: ')})", highlight=False)
 
 
 @device_app.command("list")

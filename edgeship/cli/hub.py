@@ -89,6 +89,12 @@ def serve(
     trust_root: Annotated[Path | None, typer.Option("--trust-root", help="Trust root file (default: "
                                                     "<workspace>/trust-root.json).", show_default=False)] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    broker_config_dir: Annotated[Path | None, typer.Option(
+        "--broker-config-dir", help="Mosquitto config folder ('hub broker-config -o DIR') whose passwd and acl the "
+        "hub rewrites on every device credential change.", show_default=False)] = None,
+    broker_pid_file: Annotated[Path | None, typer.Option(
+        "--broker-pid-file", help="Mosquitto's pid_file: the hub sends SIGHUP there after rewriting the folder.",
+        show_default=False)] = None,
 ) -> None:
     """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
     _need_hub_extra()
@@ -106,8 +112,10 @@ def serve(
         workspace=ws.root, db_url=db, broker_url=broker, broker_username=broker_username,
         broker_password=broker_password, broker_ca=broker_ca, broker_protocol="5" if mqtt5 else "3.1.1",
         embedded_broker=embedded_broker, broker_port=broker_port, host=host, port=port, hub_key=hub_key,
-        trust_root=trust_root,
+        trust_root=trust_root, broker_config_dir=broker_config_dir, broker_pid_file=broker_pid_file,
     )
+    if broker_pid_file is not None and broker_config_dir is None:
+        raise InputError("--broker-pid-file needs --broker-config-dir: the folder the hub rewrites before a reload.")
     server = HubServer(config).start()
     console.print(f"hub API     {server.api_url}  (docs at {server.api_url}/docs)", highlight=False)
     console.print(f"MQTT broker {server.broker_url}{'  (embedded)' if embedded_broker else ''}", highlight=False)
