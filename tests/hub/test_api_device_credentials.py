@@ -1,0 +1,100 @@
+"""The credential routes over real HTTP (uvicorn) and, for re-creation after delete, a real bridge and Mosquitto."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from hub_workspace import make_hub_workspace
+from hub_world import HubWorld
+from mqtt_probe import Probe
+from parts import free_port
+
+from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.broker import verify_password
+from edgeship.hub.credentials import DeviceCredentials
+from edgeship.hub.server import HubConfig, HubServer
+from edgeship.hub.service import HubService
+from edgeship.mqtt import device_topic
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> HubService:
+    world = HubWorld(tmp_path / "hub")
+    world.root.mkdir(parents=True)
+    return world.service(f"sqlite:///{world.root / 'hub.db'}")
+
+
+@pytest.fixture
+def client(service: HubService) -> Iterator[httpx.Client]:
+    port = free_port()
+    config = uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1", port=port,
+                            log_level="warning", lifespan="off")  # fmt: skip
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    token = create_token(service.store, "tests")
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+                      timeout=10) as c:  # fmt: skip
+        yield c
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubService) -> None:
+    created = client.post("/devices", json={"id": "dev-1", "tags": {"site": "lab"}})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["id"] == "dev-1" and body["tags"] == {"site": "lab"} and body["desiredSequence"] == 1
+    assert body["credentials"]["kind"] == "password" and body["credentials"]["username"] == "dev-1"
+    assert body["broker"] == "unmanaged"
+    first = body["credentials"]["password"]
+    assert "password" not in client.get("/devices/dev-1").text and first not in client.get("/devices").text
+
+    rotated = client.post("/devices/dev-1/credentials/rotate")
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["credentials"]["password"]
+    stored = DeviceCredentials(service).password_hashes()["dev-1"]
+    assert verify_password(second, stored) and not verify_password(first, stored)
+
+    assert client.delete("/devices/dev-1").json() == {"deleted": "dev-1", "broker": "unmanaged"}
+    assert client.get("/devices/dev-1").status_code == 404
+    for response in (client.delete("/devices/dev-1"), client.post("/devices/dev-1/credentials/rotate")):
+        assert response.status_code == 404 and "dev-1" in response.json()["detail"]
+
+
+def test_a_certificate_without_a_hub_ca_and_an_unknown_kind_are_refused(client: httpx.Client,
+                                                                        service: HubService) -> None:
+    no_ca = client.post("/devices", json={"id": "dev-c", "credentials": "certificate"})
+    assert no_ca.status_code == 400 and "no CA" in no_ca.json()["detail"]
+    assert client.post("/devices", json={"id": "dev-c", "credentials": "token"}).status_code == 422
+    assert service.store.list_devices() == []  # nothing half-made
+
+
+def test_a_deleted_device_id_created_again_gets_its_new_first_document(tmp_path: Path, mosquitto: Any) -> None:
+    ws, _world = make_hub_workspace(tmp_path / "hubws")
+    with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
+        hub.credentials.create_device("dev-1")
+        hub.credentials.delete_device("dev-1")
+        later = datetime.now(timezone.utc) + timedelta(hours=1)
+        hub.service.clock = lambda: later  # so the new first document differs from the deleted device's
+        hub.credentials.create_device("dev-1")  # sequences start at 1 again
+        probe = Probe(mosquitto.url)
+        try:
+            probe.subscribe(device_topic("dev-1", "desired"))
+            desired = hub.service.get_device("dev-1").desired
+            assert desired is not None and desired.sequence == 1
+            assert probe.expect().payload == desired.envelope.encode()  # not the deleted device's retained one
+        finally:
+            probe.close()
