@@ -70,3 +70,34 @@ def test_missing_blob_and_bad_locations_are_clear_errors(server: BlobServer, tmp
         cache.fetch("ftp://x/y", digest)
     with pytest.raises(DownloadError, match="not a sha256"):
         cache.fetch("/blobs/x", "md5:abc")
+
+
+def test_the_digest_hashed_while_downloading_is_reused_only_for_the_unchanged_file(
+    server: BlobServer, tmp_path: Path
+) -> None:
+    digest = server.put(DATA)
+    cache = BlobCache(tmp_path / "cache", server.url)
+    path = cache.fetch(f"/blobs/{digest}", digest)
+    link = tmp_path / "module" / "bundle.tar"
+    link.parent.mkdir()
+    os.link(path, link)  # as the executor lays out a module folder
+    assert cache.checked_digest(link) == (digest, len(DATA))
+    assert cache.checked_digest(tmp_path / "missing") is None
+
+    stat = path.stat()
+    with path.open("r+b") as handle:  # tampered in place after the download: same size, new bytes
+        handle.write(b"X")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert cache.checked_digest(link) is None
+    tampered, size = cache.digest_of(link)  # read again, so the signed digest no longer matches
+    assert tampered != digest and size == len(DATA)
+
+
+def test_a_blob_cached_before_this_process_started_is_hashed_once(server: BlobServer, tmp_path: Path) -> None:
+    digest = server.put(DATA)
+    BlobCache(tmp_path / "cache", server.url).fetch(f"/blobs/{digest}", digest)
+    restarted = BlobCache(tmp_path / "cache", server.url)  # an agent restart: nothing vouched for yet
+    path = restarted.path_for(digest)
+    assert restarted.checked_digest(path) is None
+    assert restarted.digest_of(path) == (digest, len(DATA))
+    assert restarted.checked_digest(path) == (digest, len(DATA))

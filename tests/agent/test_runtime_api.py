@@ -40,6 +40,13 @@ def test_process_runtime_implements_the_protocol(tmp_path: Path) -> None:
     assert isinstance(ProcessRuntime(tmp_path), ModuleRuntime)
 
 
+def test_the_supervisor_process_imports_no_pydantic() -> None:
+    """It starts at every update, before the scoring server: its start-up is on the update's path."""
+    code = "import sys, edgeship.agent.runtimes.supervisor; print('pydantic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
+
+
 def test_importing_the_runtimes_does_not_import_the_docker_sdk() -> None:
     code = "import sys, edgeship.agent.runtimes; print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)

@@ -26,10 +26,11 @@ import pytest
 from module_world import BASE_IMAGE, MNIST, V2_REQUEST, build_module, session_wheelhouse
 from parts import free_port, need
 
+from edgeship.agent.fetch.download import BlobCache
 from edgeship.agent.runtimes import ModuleRuntime, ModuleSpec, ProcessRuntime, UnknownServiceError, unpack_bundle
 from edgeship.errors import RuntimeFailure
 from edgeship.modules.store import StoredModule
-from edgeship.modules.verify import local_trust_root, verify_module_dir
+from edgeship.modules.verify import ArtifactDigestError, local_trust_root, verify_module_dir
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
 
@@ -210,6 +211,57 @@ def test_unknown_service_is_a_clear_error(subject: Subject) -> None:
 
 
 # -- process runtime only --------------------------------------------------------------
+
+
+def test_a_tampered_artifact_is_refused_although_the_cache_hashed_it_before(world: World, tmp_path: Path) -> None:
+    module_dir = tmp_path / "module"
+    shutil.copytree(world.module.directory, module_dir)
+    trust = local_trust_root(world.workspace)
+    cache = BlobCache(tmp_path / "cache", "http://127.0.0.1:9")
+    verify_module_dir(module_dir, trust, digest_of=cache.digest_of)  # hashes the bundle and remembers it
+    bundle = module_dir / world.module.manifest().bundle.path
+    assert cache.checked_digest(bundle) is not None
+    with bundle.open("r+b") as handle:  # same size, one byte changed, written after the first check
+        handle.seek(700)
+        byte = handle.read(1)
+        handle.seek(700)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ArtifactDigestError, match="altered or corrupted"):
+        verify_module_dir(module_dir, trust, digest_of=cache.digest_of)
+
+
+def test_a_model_only_install_leaves_the_wheelhouse_packed_and_serves(world: World) -> None:
+    runtime = ProcessRuntime(world.root / "process-state")  # the venv the contract tests built (or built now)
+    spec = Subject(runtime, world.module, world.workspace).spec("contract-reuse")
+    runtime.install(spec)
+    app = runtime.app_dir(spec.manifest.name, spec.manifest.version)
+    shutil.rmtree(app)  # as a new version with the same environment lock finds it: venv ready, no app
+    runtime.install(spec)
+    assert not (app / "wheelhouse").exists()
+    assert (app / "requirements.lock").is_file() and (app / "azureml-models").is_dir()
+    try:
+        runtime.start("contract-reuse")
+        assert runtime.wait_healthy("contract-reuse", HEALTHY_TIMEOUT).state == "running"
+    finally:
+        runtime.remove("contract-reuse")
+
+
+def test_an_app_unpacked_without_its_wheelhouse_is_unpacked_again_to_build_a_venv(
+    world: World, tmp_path: Path
+) -> None:
+    donor = ProcessRuntime(world.root / "process-state")
+    spec = Subject(donor, world.module, world.workspace).spec("contract-rebuild")
+    donor.install(spec)  # venv ready there: the app is unpacked without wheelhouse/
+    shutil.rmtree(donor.app_dir(spec.manifest.name, spec.manifest.version))
+    donor.install(spec)
+    donor.remove("contract-rebuild")
+    fresh = ProcessRuntime(tmp_path / "state")  # no venv here, but the same app without its wheels
+    app = fresh.app_dir(spec.manifest.name, spec.manifest.version)
+    shutil.copytree(donor.app_dir(spec.manifest.name, spec.manifest.version), app)
+    assert not (app / "wheelhouse").exists()
+    fresh.install(spec)  # would fail in pip without the wheels
+    assert (app / "wheelhouse").is_dir()
+    assert (fresh.venv_dir(spec.manifest.environment.lock_digest) / "bin" / "python").exists()
 
 
 def _evil_tar(path: Path, kind: str) -> Path:
