@@ -80,3 +80,34 @@ def test_broker_config_refuses_what_cannot_work(workspace: Workspace, tmp_path: 
     assert bad.returncode == 1 and "line 1 is not 'username:$7$...'" in bad.stderr
     missing = _run("-o", str(tmp_path / "out"), "--hub-password-file", str(tmp_path / "nope"))
     assert missing.returncode == 1 and "Cannot read the hub password file" in missing.stderr
+
+
+def test_broker_config_takes_hashes_from_the_store_and_a_file_overrides_them(
+    workspace: Workspace, tmp_path: Path
+) -> None:
+    from edgeship.hub.broker import parse_password_file, verify_password
+    from edgeship.hub.store import CredentialStore
+
+    now = datetime.now(timezone.utc)
+    store = HubStore(sqlite_url(workspace.root))
+    store.add_devices([("dev-a", {}), ("dev-b", {}), ("dev-c", {})], now)
+    credentials = CredentialStore(store)
+    credentials.issue("dev-a", "password", now, password_hash=hash_password("stored-a"))
+    credentials.issue("dev-b", "password", now, password_hash=hash_password("stored-b"))
+    credentials.issue("dev-c", "certificate", now, serial=1234, fingerprint="ab" * 32)
+    credentials.issue("dev-c", "certificate", now, serial=5678, fingerprint="cd" * 32, replace=True)
+    store.close()
+    (tmp_path / "hub.pw").write_text("hub-secret\n")
+    (tmp_path / "devices.pw").write_text(f"dev-b:{hash_password('file-b')}\n")
+    out = tmp_path / "out"
+    result = _run("-o", str(out), "--hub-password-file", str(tmp_path / "hub.pw"), "--device-passwords",
+                  str(tmp_path / "devices.pw"), "--tls-host", "127.0.0.1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = parse_password_file((out / "passwd").read_text())
+    assert set(lines) == {"hub", "dev-a", "dev-b"}
+    assert verify_password("stored-a", lines["dev-a"]) and verify_password("file-b", lines["dev-b"])
+    from cryptography import x509
+
+    crl = x509.load_pem_x509_crl((out / "crl.pem").read_bytes())
+    assert [r.serial_number for r in crl] == [1234]  # the rotated-away certificate
+    assert f"crlfile {(out / 'crl.pem').resolve()}" in (out / "mosquitto.conf").read_text()
