@@ -81,11 +81,19 @@ class DeviceCredentials:
     ) -> tuple[DeviceView, IssuedCredentials]:
         """Create the device (it gets its first document) and its credentials; both or neither."""
         self._check_kind(kind)
+        if kind == "certificate":
+            assert self._ca is not None
+            self._ca()  # a CA that cannot be loaded fails before the device exists
         view = self.service.create_device(device_id, tags)
         try:
             issued = self.create_credentials(device_id, kind)
         except BaseException:
-            self.store.delete_device(device_id, self.service.clock())
+            try:
+                self.store.delete_device(device_id, self.service.clock())
+                if self.service.forget_device is not None:
+                    self.service.forget_device(device_id)
+            except EdgeshipError as undo:
+                log.error("device %s was created without credentials and could not be removed: %s", device_id, undo)
             raise
         return view, issued
 
@@ -133,7 +141,7 @@ class DeviceCredentials:
         if self.broker is None:
             return "unmanaged"
         try:
-            return self.broker.apply(self.broker_state())
+            return self.broker.apply(self.broker_state)
         except EdgeshipError as exc:
             log.error("broker not reloaded: %s", exc)
             return f"failed: {exc}"

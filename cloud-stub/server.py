@@ -185,14 +185,22 @@ class HubServer:
         from edgeship.hub.credentials import DeviceCredentials
 
         c = self.config
+        lock, loaded = threading.Lock(), list[Any]()
+
+        def ca() -> Any:  # made or loaded once, under a lock: two first certificates must not make two CAs
+            with lock:
+                if not loaded:
+                    loaded.append(open_ca(ws.root / CA_DIR))
+                return loaded[0]
+
         broker = None
         if c.broker_config_dir is not None:
             broker = ManagedBroker(c.broker_config_dir, hub_username=c.broker_username or "hub",
                                    hub_password=c.broker_password, pid_file=c.broker_pid_file,
-                                   crl=lambda serials: open_ca(ws.root / CA_DIR).revocation_list(serials))
-        credentials = DeviceCredentials(self.service, ca=lambda: open_ca(ws.root / CA_DIR), broker=broker)
+                                   crl=lambda serials: ca().revocation_list(serials))
+        credentials = DeviceCredentials(self.service, ca=ca, broker=broker)
         if broker is not None:
-            broker.apply(credentials.broker_state())  # at start a broker that cannot be reloaded is an error
+            broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
 
     def _start_api(self, app: Any) -> None:

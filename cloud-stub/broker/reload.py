@@ -9,8 +9,8 @@ broker-config`` writes it once) and is never touched here.
 
 The hub's own password line is kept from the existing ``passwd`` (so the hub need
 not know its password in clear), or made from ``--broker-password`` when there is
-none yet. A lock serialises rewrites: each one reads the whole state, so the last
-writer always leaves the newest state on disk.
+none yet. A lock serialises rewrites and each one reads the whole state inside it,
+so the last writer always leaves the newest state on disk.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class ManagedBroker:
             "write the folder with 'edgeship hub broker-config -o DIR' first or pass --broker-password."
         )
 
-    def apply(self, state: BrokerState) -> str:
-        """Rewrite the files for ``state`` and reload the broker; returns what happened, for the operator.
+    def apply(self, read_state: Callable[[], BrokerState]) -> str:
+        """Rewrite the files for ``read_state()`` (read under the lock) and reload the broker; returns what
+        happened, for the operator.
 
         ``"reloaded"``, or ``"written"`` when there is no pid file to signal. A broker
         that cannot be signalled raises :class:`ConfigError` after the files are written,
@@ -82,13 +83,14 @@ class ManagedBroker:
         if not self.folder.is_dir():
             raise ConfigError(f"The broker config folder {self.folder} does not exist; create it with "
                               "'edgeship hub broker-config -o DIR'.")  # fmt: skip
-        users = [BrokerUser(self.hub_username, self._hub_hash)] + [
-            BrokerUser(device_id, state.password_hashes.get(device_id))
-            for device_id in sorted(set(state.device_ids) - {self.hub_username})
-        ]
-        crl_path = self.folder / "crl.pem"
-        crl_pem = self._crl(state.revoked_serials) if self._crl is not None and crl_path.exists() else None
         with self._lock:
+            state = read_state()
+            users = [BrokerUser(self.hub_username, self._hub_hash)] + [
+                BrokerUser(device_id, state.password_hashes.get(device_id))
+                for device_id in sorted(set(state.device_ids) - {self.hub_username})
+            ]
+            crl_path = self.folder / "crl.pem"
+            crl_pem = self._crl(state.revoked_serials) if self._crl is not None and crl_path.exists() else None
             write_access_files(self.folder, users, self.hub_username, crl_pem=crl_pem)
             if self.pid_file is None:
                 return "written"

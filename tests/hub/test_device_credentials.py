@@ -104,3 +104,17 @@ def test_a_managed_broker_folder_gets_the_stores_hashes_and_keeps_the_hub_line(
     _v, issued = failing.create_device("dev-2")
     assert issued.broker.startswith("failed: Cannot read the broker's pid")
     assert "dev-2" in parse_password_file(passwd.read_text())  # written anyway; a later reload takes it
+
+
+def test_concurrent_changes_leave_the_newest_state_in_the_managed_folder(world: HubWorld, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder = tmp_path / "broker"
+    folder.mkdir()
+    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    creds = DeviceCredentials(service, broker=ManagedBroker(folder, hub_password="hub-secret"))
+    with ThreadPoolExecutor(8) as pool:
+        issued = list(pool.map(lambda i: creds.create_device(f"dev-{i}")[1], range(24)))
+    lines = parse_password_file((folder / "passwd").read_text())
+    assert set(lines) == {"hub"} | {f"dev-{i}" for i in range(24)}
+    assert all(verify_password(i.password or "", lines[i.device_id]) for i in issued)
