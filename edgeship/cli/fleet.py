@@ -63,8 +63,8 @@ def _online(device: dict[str, Any]) -> str:
 
 # devices -----------------------------------------------------------------------------------------
 CredentialsOutOpt = Annotated[Path | None, typer.Option(
-    "--credentials-out", help="Write the broker password (or the client key and certificate) to this file, 0600, "
-    "instead of printing it.", show_default=False)]
+    "--credentials-out", help="Write the broker password (or the client key) to this file, 0600, instead of "
+    "printing it; a certificate and the hub CA go beside it as FILE.crt and FILE.ca.pem.", show_default=False)]
 
 
 def _hand_over(answer: dict[str, Any], out: Path | None, as_json: bool) -> None:
@@ -74,11 +74,13 @@ def _hand_over(answer: dict[str, Any], out: Path | None, as_json: bool) -> None:
         if creds["kind"] == "password":
             atomic_write_text(out, creds["password"] + "\n", mode=0o600)
             creds["password"] = f"(written to {out})"
-        else:
-            atomic_write_text(out, creds["privateKey"] + creds["certificate"], mode=0o600)
-            ca_file = out.with_name(out.name + ".ca.pem")
+        else:  # the key alone in the 0600 file, so the certificate files can be shared (device flash)
+            cert_file, ca_file = out.with_name(out.name + ".crt"), out.with_name(out.name + ".ca.pem")
+            atomic_write_text(out, creds["privateKey"], mode=0o600)
+            atomic_write_text(cert_file, creds["certificate"])
             atomic_write_text(ca_file, creds["caCertificate"])
-            creds["privateKey"] = creds["certificate"] = f"(written to {out}, CA in {ca_file})"
+            creds["privateKey"] = f"(written to {out})"
+            creds["certificate"] = f"(written to {cert_file}, CA in {ca_file})"
     if as_json:
         print_json(answer)
     elif out is not None:

@@ -171,8 +171,9 @@ def test_a_certificate_device_logs_in_over_tls_with_the_certificate_the_hub_issu
     key_file = tmp_path / "dev-c.pem"
     run(managed, "device", "create", "dev-c", "--certificate", "--credentials-out", str(key_file))
     assert key_file.stat().st_mode & 0o077 == 0
-    ca_file = tmp_path / "dev-c.pem.ca.pem"
-    device = login(managed.tls_url, "dev-c", ca_file=ca_file, cert_file=key_file, key_file=key_file)
+    ca_file, cert_file = tmp_path / "dev-c.pem.ca.pem", tmp_path / "dev-c.pem.crt"
+    assert "PRIVATE KEY" not in cert_file.read_text() and "CERTIFICATE" not in key_file.read_text()
+    device = login(managed.tls_url, "dev-c", ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     try:
         assert device.ok, device.connected
         desired_document(device, managed, "dev-c")
@@ -184,7 +185,7 @@ def test_a_certificate_device_logs_in_over_tls_with_the_certificate_the_hub_issu
     run(managed, "device", "delete", "dev-c", "--yes")  # its serial joins crl.pem; Mosquitto reloads it on SIGHUP
     deadline = time.monotonic() + 10
     while True:
-        revoked = Probe(managed.tls_url, "dev-c", ca_file=ca_file, cert_file=key_file, key_file=key_file)
+        revoked = Probe(managed.tls_url, "dev-c", ca_file=ca_file, cert_file=cert_file, key_file=key_file)
         revoked.close()
         if not revoked.ok or time.monotonic() > deadline:
             break
