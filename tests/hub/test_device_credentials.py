@@ -118,3 +118,12 @@ def test_concurrent_changes_leave_the_newest_state_in_the_managed_folder(world: 
     lines = parse_password_file((folder / "passwd").read_text())
     assert set(lines) == {"hub"} | {f"dev-{i}" for i in range(24)}
     assert all(verify_password(i.password or "", lines[i.device_id]) for i in issued)
+
+
+def test_the_credential_modules_public_surface_resolves() -> None:
+    import importlib
+
+    for name in ("edgeship.hub.credentials", "edgeship.hub.store.credentials", "edgeship.hub.broker.reload",
+                 "edgeship.hub.broker.ca", "edgeship.hub.broker.mosquitto"):  # fmt: skip
+        module = importlib.import_module(name)
+        assert all(hasattr(module, member) for member in module.__all__), name

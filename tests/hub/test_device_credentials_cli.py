@@ -79,3 +79,9 @@ def test_a_hub_whose_broker_folder_cannot_be_managed_does_not_start(hub_ws: Work
                        broker_config_dir=tmp_path / "folder", broker_pid_file=tmp_path / "missing.pid")
     with pytest.raises(ConfigError, match="Cannot read the broker's pid"):
         HubServer(config).start()
+
+
+def test_hub_serve_refuses_a_pid_file_without_a_broker_folder(hub_ws: Workspace) -> None:
+    result = CliRunner().invoke(app, ["hub", "serve", "-w", str(hub_ws.root), "--embedded-broker",
+                                      "--broker-pid-file", "/nonexistent.pid"])  # fmt: skip
+    assert result.exit_code == 1 and "--broker-pid-file needs --broker-config-dir" in str(result.exception)
