@@ -20,10 +20,12 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from edgeship.deployment import DEFAULT_TTL
 from edgeship.errors import SignatureError, TransportError
 from edgeship.mqtt import BrokerSettings, parse_broker_url
 from edgeship.workspace import Workspace
@@ -62,6 +64,8 @@ class HubConfig:
     # after every credential change, then SIGHUPs the pid in broker_pid_file (Mosquitto's pid_file).
     broker_config_dir: Path | None = None
     broker_pid_file: Path | None = None
+    document_ttl: timedelta = DEFAULT_TTL  # how long a signed document is valid; re-issued after half of it
+    refresh_interval: float = 600.0  # seconds between checks for documents due for re-issue
 
 
 def _free_port(host: str) -> int:
@@ -123,6 +127,8 @@ class HubServer:
         self.credentials: Any = None  # DeviceCredentials
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
+        self._refresher: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.port = config.port or _free_port(config.host)
         self.settings: BrokerSettings | None = None
 
@@ -164,13 +170,14 @@ class HubServer:
             self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
             self.bridge = MqttBridge(self.settings, client_id=self.config.client_id)
             self.service = HubService(self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer],
-                                      publish=self.bridge.publish)
+                                      publish=self.bridge.publish, ttl=self.config.document_ttl)
             self.service.trust_files = TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE,
                                                       ws.root / CHAIN_DIR)
             self.service.hub_keys = partial(_hub_signers, ws)
             self.credentials = self._credentials(ws)
             self.bridge.start(self.service)
             self._start_api(create_app(self.service, OperatorTokens(self.store), self.credentials))
+            self._start_refresher()
         except BaseException:
             self.stop()
             raise
@@ -203,6 +210,23 @@ class HubServer:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
 
+    def _start_refresher(self) -> None:
+        """Re-issue documents before they expire, every ``refresh_interval`` seconds, until :meth:`stop`."""
+        self._stopping.clear()
+
+        def loop() -> None:
+            while not self._stopping.wait(self.config.refresh_interval):
+                try:
+                    sent = self.service.refresh()
+                except Exception:  # a database hiccup must not end re-issuing for good
+                    log.exception("re-issuing documents due for renewal failed; trying again later")
+                    continue
+                if sent:
+                    log.info("re-issued %d documents before their expiry", sent)
+
+        self._refresher = threading.Thread(target=loop, name="edgeship-hub-refresh", daemon=True)
+        self._refresher.start()
+
     def _start_api(self, app: Any) -> None:
         import uvicorn
 
@@ -222,6 +246,10 @@ class HubServer:
 
     def stop(self) -> None:
         """Stop in reverse order; safe to call twice or after a failed start."""
+        self._stopping.set()
+        if self._refresher is not None:
+            self._refresher.join(10)
+            self._refresher = None
         if self._uvicorn is not None and self._thread is not None:
             self._uvicorn.should_exit = True
             self._thread.join(10)

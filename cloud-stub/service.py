@@ -453,6 +453,19 @@ class HubService:
         """
         return [o for batch in self._reevaluate_batches(device_ids) for o in batch]
 
+    def refresh(self) -> int:
+        """Re-issue and publish every document past half its time to live (and any whose modules changed).
+
+        ``HubServer`` calls this on a timer, so a device that hears nothing new still
+        gets a fresh document long before its current one expires (410, freeze).
+        Returns how many documents went out.
+        """
+        sent = 0
+        for batch in self._reevaluate_batches(None):
+            self._deliver(batch)
+            sent += len(batch)
+        return sent
+
     def _reevaluate_and_deliver(self, device_ids: Iterable[str] | None) -> None:
         """Publish each batch as soon as it is stored, so devices apply while later batches are signed."""
         for batch in self._reevaluate_batches(device_ids):
