@@ -2,7 +2,9 @@
 
 The server (``edgeship.scoring.metrics``) exports ``edgeship_scoring_requests_total``,
 ``edgeship_scoring_errors_total`` and the histogram
-``edgeship_scoring_request_duration_seconds`` (per endpoint). A sample reports the
+``edgeship_scoring_request_duration_seconds`` (per endpoint). Only the scoring
+endpoints count (``/score`` and ``/v2/models/{name}/infer``): liveness probes, the
+agent's own health checks and ``/metrics`` scrapes are not the module's work. A sample reports the
 requests and errors *since the previous sample* and latency percentiles over those
 requests, estimated from the bucket deltas by linear interpolation inside the
 bucket, as Prometheus' ``histogram_quantile`` does. A counter that went down means
@@ -19,6 +21,7 @@ __all__ = ["MetricsDelta", "ModuleMetrics", "parse_metrics", "quantile"]
 _REQUESTS = "edgeship_scoring_requests"
 _ERRORS = "edgeship_scoring_errors"
 _LATENCY = "edgeship_scoring_request_duration_seconds"
+SCORING_ENDPOINTS = frozenset({"/score", "/v2/models/{name}/infer"})  # the server's endpoint label values
 
 
 @dataclass(frozen=True)
@@ -31,13 +34,15 @@ class ModuleMetrics:
 
 
 def parse_metrics(text: str) -> ModuleMetrics:
-    """Sum the scoring metrics over endpoints and statuses."""
+    """Sum the scoring metrics over the scoring endpoints and all statuses."""
     from prometheus_client.parser import text_string_to_metric_families
 
     requests = errors = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.labels.get("endpoint") not in SCORING_ENDPOINTS:
+                continue
             if sample.name == f"{_REQUESTS}_total":
                 requests += sample.value
             elif sample.name == f"{_ERRORS}_total":

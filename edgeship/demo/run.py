@@ -228,11 +228,9 @@ class Demo:
         return module if isinstance(module, dict) else None
 
     def telemetry_ready(self) -> bool | None:
-        """True once each lab device's newest sample counts the request just scored on its v2 module."""
+        """True once each lab device has sent telemetry counting both requests the demo scored on it."""
         for device_id in ("lab-1", "lab-2"):
-            samples = _samples(self.hub.service.recent_telemetry(device_id, 50))
-            latest = ((samples[-1].get("modules") or {}).get("digits") or {}) if samples else {}
-            if latest.get("requests", 0) < 1:
+            if _requests(self.hub.service.recent_telemetry(device_id, 100)) < 2:
                 return None
         return True
 
@@ -311,22 +309,24 @@ class Demo:
 
     # --- the final table -------------------------------------------------------------------
     def print_table(self) -> None:
-        table = Table(title="Devices (reported state and newest telemetry)")
+        table = Table(title="Devices (reported state; telemetry: scoring requests, p50 of the last busy interval)")
         for column in ("device", "site", "module", "status", "port", "requests", "p50 ms", "MB"):
             table.add_column(column, no_wrap=True)
         for view in self.hub.service.list_devices():
             state = view.reported.state if view.reported else {}
             module = (state.get("modules") or {}).get("digits") or {}
-            samples = _samples(self.hub.service.recent_telemetry(view.device.id, 50))
+            records = self.hub.service.recent_telemetry(view.device.id, 100)
+            samples = _samples(records)
             last = samples[-1] if samples else {}
-            mod_sample = (last.get("modules") or {}).get("digits") or {}
+            busy = [s for s in samples if ((s.get("modules") or {}).get("digits") or {}).get("requests")]
+            mod_sample = (busy[-1].get("modules") or {}).get("digits") or {} if busy else {}
             table.add_row(
                 view.device.id,
                 str(view.device.tags.get("site", "-")),
                 f"digits:{module['version']}" if module.get("version") else "-",
                 str(module.get("status", "-")),
                 str(module.get("port", "-")),
-                str(mod_sample.get("requests", "-")),
+                str(_requests(records)) if samples else "-",
                 f"{mod_sample['latencyMs']['p50']:.1f}" if mod_sample.get("latencyMs") else "-",
                 f"{last['memoryBytes'] / 1e6:.0f}" if "memoryBytes" in last else "-",
             )
@@ -351,6 +351,11 @@ def _samples(records: list[Any]) -> list[dict[str, Any]]:
     for record in records:
         samples += list(record.batch.get("samples") or [])
     return sorted(samples, key=lambda s: (s.get("time", ""), s.get("seq", 0)))
+
+
+def _requests(records: list[Any]) -> int:
+    """Scoring requests the device's digits module answered, summed over the telemetry received."""
+    return sum(int(((s.get("modules") or {}).get("digits") or {}).get("requests", 0)) for s in _samples(records))
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummary:

@@ -53,6 +53,8 @@ METRICS = """
 # TYPE edgeship_scoring_requests counter
 edgeship_scoring_requests_total{endpoint="/score",status="200"} 90.0
 edgeship_scoring_requests_total{endpoint="/score",status="422"} 10.0
+edgeship_scoring_requests_total{endpoint="/",status="200"} 40.0
+edgeship_scoring_requests_total{endpoint="/metrics",status="200"} 7.0
 # TYPE edgeship_scoring_errors counter
 edgeship_scoring_errors_total{endpoint="/score",status="422"} 10.0
 # TYPE edgeship_scoring_request_duration_seconds histogram
@@ -62,11 +64,13 @@ edgeship_scoring_request_duration_seconds_bucket{endpoint="/score",le="0.1"} 100
 edgeship_scoring_request_duration_seconds_bucket{endpoint="/score",le="+Inf"} 100.0
 edgeship_scoring_request_duration_seconds_count{endpoint="/score"} 100.0
 edgeship_scoring_request_duration_seconds_sum{endpoint="/score"} 0.5
+edgeship_scoring_request_duration_seconds_bucket{endpoint="/",le="0.001"} 40.0
+edgeship_scoring_request_duration_seconds_bucket{endpoint="/",le="+Inf"} 40.0
 """
 
 
 def test_scoring_metrics_become_counts_and_interpolated_percentiles() -> None:
-    metrics = parse_metrics(METRICS)
+    metrics = parse_metrics(METRICS)  # health probes on "/" and scrapes of /metrics are not counted
     assert (metrics.requests, metrics.errors) == (100.0, 10.0)
     assert quantile(0.5, metrics.buckets) == pytest.approx(0.001)
     assert quantile(0.95, metrics.buckets) == pytest.approx(0.01 + 0.09 * 0.5)
