@@ -259,8 +259,12 @@ class HubService:
     def telemetry(self) -> TelemetryStore:
         return TelemetryStore(self.store)
 
-    def record_telemetry(self, device_id: str, batch: Mapping[str, Any]) -> TelemetryRecord:
-        """Validate a telemetry batch (``edgeship.hub.telemetry``) and store it, bounded per device."""
+    def record_telemetry(self, device_id: str, batch: Mapping[str, Any]) -> TelemetryRecord | None:
+        """Validate a telemetry batch (``edgeship.hub.telemetry``) and store its new samples, bounded per device.
+
+        Samples the hub already holds (same ``seq`` and ``time``: a re-sent batch) are dropped;
+        None when none was new (``TelemetryStore.add``). Either way the batch is acknowledged.
+        """
         parsed = parse_telemetry(batch)
         if parsed.device_id != device_id:
             raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")

@@ -4,6 +4,12 @@ Telemetry is bounded per device: each insert deletes all but the newest
 :data:`KEEP_PER_DEVICE` batches of that device in the same transaction, so a chatty
 device cannot grow the database without limit. Presence is one row per device,
 written by ``online`` messages and touched by every telemetry batch.
+
+Telemetry arrives at least once (the agent re-sends a batch whose PUBACK was lost), so
+:meth:`TelemetryStore.add` stores each sample once: a sample whose ``(seq, time)`` one of
+the device's kept batches already holds is dropped. Exact pairs, not "seq above the
+highest seen": MQTT 5 hub replicas may store a device's batches out of order, and an
+agent whose data directory was wiped restarts ``seq`` at 1 with new times.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import TypeAdapter
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -22,6 +29,13 @@ from edgeship.hub.store.store import HubStore, _need
 __all__ = ["KEEP_PER_DEVICE", "PresenceRecord", "PresenceRow", "TelemetryRecord", "TelemetryRow", "TelemetryStore"]
 
 KEEP_PER_DEVICE = 100  # telemetry batches kept per device (each holds many samples)
+
+_TIME: TypeAdapter[datetime] = TypeAdapter(datetime)  # parsed as edgeship.hub.telemetry.Sample.time is
+
+
+def _sample_key(sample: dict[str, Any]) -> tuple[int, datetime]:
+    """What identifies a sample across re-sends; times compare as instants, not as strings."""
+    return int(sample["seq"]), _TIME.validate_python(sample["time"])
 
 
 class TelemetryRow(Base):
@@ -66,10 +80,38 @@ class TelemetryStore:
         self.store = store
         self.keep = keep
 
-    def add(self, device_id: str, batch: dict[str, Any], received: datetime) -> TelemetryRecord:
-        """Store a batch, drop the device's batches beyond the newest ``keep``, and touch its presence."""
+    def add(self, device_id: str, batch: dict[str, Any], received: datetime) -> TelemetryRecord | None:
+        """Store a validated batch without the samples already stored, and touch the device's presence.
+
+        Returns what was stored (the batch with only its new samples), or None when every
+        sample was a duplicate: nothing is stored, and the sender is still acknowledged.
+        Duplicates are looked for in the device's kept batches only (the newest ``keep``),
+        so a re-send older than those is stored again. The device row is locked, so two
+        replicas storing the same re-send at once store it once.
+        """
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            _need(s.get(DeviceRow, device_id, with_for_update=True), f"device {device_id!r}")
+            samples: list[dict[str, Any]] = list(batch.get("samples", []))
+            seen = {
+                _sample_key(sample)
+                for stored in s.scalars(select(TelemetryRow.batch).where(TelemetryRow.device_id == device_id))
+                for sample in stored.get("samples", [])
+            }
+            fresh: list[dict[str, Any]] = []
+            for sample in samples:
+                key = _sample_key(sample)
+                if key not in seen:
+                    seen.add(key)
+                    fresh.append(sample)
+            presence = s.get(PresenceRow, device_id)
+            if presence is None:
+                s.add(PresenceRow(device_id=device_id, online=True, last_seen=received))
+            else:
+                presence.last_seen = max(presence.last_seen, received)
+            if samples and not fresh:
+                return None
+            if len(fresh) < len(samples):
+                batch = {**batch, "samples": fresh}
             s.add(TelemetryRow(device_id=device_id, received=received, batch=batch))
             s.flush()
             cutoff = s.scalars(
@@ -81,11 +123,6 @@ class TelemetryStore:
             ).first()
             if cutoff is not None:
                 s.execute(delete(TelemetryRow).where(TelemetryRow.device_id == device_id, TelemetryRow.id <= cutoff))
-            presence = s.get(PresenceRow, device_id)
-            if presence is None:
-                s.add(PresenceRow(device_id=device_id, online=True, last_seen=received))
-            else:
-                presence.last_seen = max(presence.last_seen, received)
             return TelemetryRecord(device_id, received, batch)
 
     def recent(self, device_id: str, limit: int = 10) -> list[TelemetryRecord]:

@@ -1,0 +1,97 @@
+"""Telemetry arrives at least once; the hub stores each sample once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hub_world import HubWorld
+
+from edgeship.hub.service import HubService
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _sample(seq: int, at: datetime) -> dict[str, Any]:
+    return {"time": at.isoformat().replace("+00:00", "Z"), "seq": seq, "cpuPercent": 1.0, "memoryBytes": 1024,
+            "modules": {}}
+
+
+def _batch(*samples: tuple[int, datetime]) -> dict[str, Any]:
+    return {"schemaVersion": 1, "deviceId": "dev-1", "dropped": 0, "samples": [_sample(q, t) for q, t in samples]}
+
+
+def _stored(hub: HubService) -> list[int]:
+    """Every stored sample's seq, oldest batch first."""
+    return [s["seq"] for r in reversed(hub.recent_telemetry("dev-1", 1000)) for s in r.batch["samples"]]
+
+
+@pytest.fixture
+def hub(hub_url: str, world: HubWorld) -> HubService:
+    service = world.service(hub_url)
+    service.create_device("dev-1")
+    return service
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> HubWorld:
+    return HubWorld(tmp_path)
+
+
+def test_a_batch_re_sent_after_a_lost_puback_is_acknowledged_and_not_stored_again(hub: HubService) -> None:
+    batch = _batch((1, T0), (2, T0 + timedelta(seconds=10)))
+    assert hub.record_telemetry("dev-1", batch) is not None
+    assert hub.record_telemetry("dev-1", batch) is None
+    assert _stored(hub) == [1, 2]
+
+
+def test_a_batch_overlapping_what_is_stored_keeps_only_its_new_samples(hub: HubService) -> None:
+    hub.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
+    record = hub.record_telemetry("dev-1", _batch((2, T0 + timedelta(seconds=10)), (3, T0 + timedelta(seconds=20))))
+    assert record is not None and [s["seq"] for s in record.batch["samples"]] == [3]
+    assert _stored(hub) == [1, 2, 3]
+
+
+def test_the_same_time_written_differently_is_still_a_duplicate(hub: HubService) -> None:
+    hub.record_telemetry("dev-1", _batch((1, T0)))
+    again = _batch((1, T0))
+    again["samples"][0]["time"] = "2026-01-01T01:00:00+01:00"  # the same instant
+    assert hub.record_telemetry("dev-1", again) is None
+
+
+def test_an_agent_whose_data_dir_was_wiped_restarts_seq_at_1_and_is_stored(hub: HubService) -> None:
+    hub.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
+    later = T0 + timedelta(hours=1)
+    assert hub.record_telemetry("dev-1", _batch((1, later), (2, later + timedelta(seconds=10)))) is not None
+    assert _stored(hub) == [1, 2, 1, 2]
+    assert hub.record_telemetry("dev-1", _batch((1, later))) is None  # its own re-send is still caught
+
+
+def test_batches_stored_out_of_order_by_two_replicas_are_both_kept(hub: HubService) -> None:
+    hub.record_telemetry("dev-1", _batch((3, T0 + timedelta(seconds=30))))
+    assert hub.record_telemetry("dev-1", _batch((2, T0 + timedelta(seconds=20)))) is not None
+    assert sorted(_stored(hub)) == [2, 3]
+
+
+def test_a_re_send_stored_by_two_threads_at_once_is_stored_once(hub: HubService) -> None:
+    batch = _batch(*[(q, T0 + timedelta(seconds=q)) for q in range(1, 51)])
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            barrier.wait()
+            hub.record_telemetry("dev-1", batch)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _stored(hub) == list(range(1, 51))
