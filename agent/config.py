@@ -7,7 +7,7 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
 ::
 
     device_id = "dev-1"
-    hub_url = "http://hub.local:8000"          # serves /blobs/sha256:<hex>
+    hub_url = "http://hub.local:8800"          # serves /blobs/sha256:<hex>
     trust_root = "trust-root.json"             # written by 'edgeship keys trust-root'
     data_dir = "/var/lib/edgeship-agent"
     runtime = "process"                        # process | docker | auto
@@ -212,7 +212,7 @@ def example_config(device_id: str = "dev-1") -> str:
     """A commented ``agent.toml`` to start from (``edgeship agent init-config``)."""
     return f'''# edgeship agent configuration (docs/agent.md)
 device_id = "{device_id}"
-hub_url = "http://127.0.0.1:8000"     # serves /blobs/sha256:<hex>
+hub_url = "http://127.0.0.1:8800"     # serves /blobs/sha256:<hex>
 trust_root = "trust-root.json"        # 'edgeship keys trust-root' writes it
 data_dir = "agent-data"               # state, blob cache, module runtimes, telemetry queue
 runtime = "process"                   # process | docker | auto
