@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -163,6 +164,11 @@ class HubService:
         self.publish = publish
         self.clock = clock
         self.ttl = ttl
+        self._trust_lock = threading.RLock()
+        """Held by a rotation from its check to its last re-signed document, and by each
+        issuing batch while it reads the signers: two rotations run one after the other
+        (the second is checked against the root the first installed), and no document is
+        stored signed by a key a finished rotation dropped."""
 
     # devices -----------------------------------------------------------------
     def create_device(self, device_id: str, tags: Mapping[str, Any] | None = None) -> DeviceView:
@@ -322,22 +328,25 @@ class HubService:
 
         Checked before anything is written: it rotates from the current root (as the
         agent checks it) and this hub holds enough of its hub keys. The root goes out
-        before any document signed by a new key, so devices can verify those.
+        before any document signed by a new key, so devices can verify those. The whole
+        rotation holds the trust lock: a concurrent second rotation waits, then is checked
+        against the root this one installed (the same envelope twice: the second is refused).
         """
         if self.trust_files is None:
             raise InputError(
                 "This hub keeps no trust-root files, so it cannot rotate; run it with 'edgeship hub serve'."
             )
-        new = check_rotation(self.trust_root, envelope, self.clock())
-        signers = signers_for(new, self.hub_keys() if self.hub_keys else [], self.signers)
-        self.trust_files.save(envelope, new)
-        self.trust_root = new
-        self._deliver_trust_root(None)
-        if [s.keyid for s in signers] != [s.keyid for s in self.signers]:
-            self.signers = list(signers)
-            for batch in self._reevaluate_batches(None, force=True):
-                self._deliver(batch)
-        return new
+        with self._trust_lock:
+            new = check_rotation(self.trust_root, envelope, self.clock())
+            signers = signers_for(new, self.hub_keys() if self.hub_keys else [], self.signers)
+            self.trust_files.save(envelope, new)
+            self.trust_root = new
+            self._deliver_trust_root(None)
+            if [s.keyid for s in signers] != [s.keyid for s in self.signers]:
+                self.signers = list(signers)
+                for batch in self._reevaluate_batches(None, force=True):
+                    self._deliver(batch)
+            return new
 
     def _deliver_trust_root(self, device_ids: Sequence[str] | None) -> None:
         message = self.trust_root_message() if self.publish_trust_root is not None else None
@@ -483,8 +492,15 @@ class HubService:
         :class:`DocumentGroup` (fingerprint, module entries, document template), so
         the per-device cost is the signature and the insert. ``force`` re-signs every
         device's document (a new hub key after a trust-root rotation).
+
+        Each batch is signed and stored under the trust lock with the signers current at
+        that moment (a copy), so a rotation never waits for a whole fleet's re-evaluation,
+        and a re-evaluation that began before a rotation signs its later batches with the
+        new key. Batches are published outside the lock.
         """
         ids = None if device_ids is None else list(device_ids)
+        with self._trust_lock:
+            signers = list(self.signers)
         layered = self._layered()
         now = self.clock()
         reissue_before = now if force else now - self.ttl / 2
@@ -507,7 +523,7 @@ class HubService:
                 )
                 entries = {name: chosen.module[1] for name, chosen in selection.items()}
                 group = groups[key] = DocumentGroup(
-                    entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=self.signers
+                    entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
                 )
             prior = latest.get(device.id)
             if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
@@ -517,13 +533,19 @@ class HubService:
                 partial(group.sign, device.id),
             ))
             if len(pending) >= REEVALUATE_BATCH:
-                yield self._issue(pending, reissue_before)
+                yield self._issue(pending, reissue_before, groups.values())
                 pending = []
         if pending:
-            yield self._issue(pending, reissue_before)
+            yield self._issue(pending, reissue_before, groups.values())
 
-    def _issue(self, requests: list[IssueRequest], reissue_before: datetime) -> list[Outgoing]:
-        issued = self.store.issue_many(requests, reissue_before=reissue_before)
+    def _issue(
+        self, requests: list[IssueRequest], reissue_before: datetime, groups: Iterable[DocumentGroup]
+    ) -> list[Outgoing]:
+        with self._trust_lock:
+            signers = list(self.signers)
+            for group in groups:
+                group.signers = signers
+            issued = self.store.issue_many(requests, reissue_before=reissue_before)
         return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
 
     def _layered(self) -> list[Deployment[tuple[dict[str, Any], ModuleEntry]]]:

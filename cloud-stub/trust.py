@@ -41,6 +41,12 @@ def check_rotation(current: TrustRoot, envelope: bytes, now: datetime) -> TrustR
             "publish a file written by 'edgeship keys trust-root'."
         )
     claimed = TrustRoot.from_json(env.payload).version
+    if claimed == current.version:
+        raise TrustRootError(
+            f"The hub's trust root is already version {claimed} (this rotation, or another to the same "
+            f"version, was accepted first); to rotate again write version {claimed + 1} with "
+            "'edgeship keys trust-root --previous'."
+        )
     if claimed != current.version + 1:
         raise TrustRootError(
             f"The new trust root has version {claimed}, but the hub's current one is {current.version}; "

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +186,71 @@ def test_the_bridge_sends_the_chain_before_the_documents_and_again_on_connect(
             second.stop()
     finally:
         probe.close()
+
+
+class _SlowRecorder(Recorder):
+    """Publishes slowly, so a rotation is still running when a second one (or a re-evaluation) starts."""
+
+    def trust_root(self, message: bytes, device_ids: list[str]) -> None:
+        time.sleep(0.2)
+        super().trust_root(message, device_ids)
+
+
+def _race(*calls: Callable[[], Any]) -> list[Any]:
+    """Run the calls in threads released together; each result or the exception it raised."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = calls[i]()
+        except Exception as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+@pytest.mark.parametrize("second_hub_key", ["same-envelope", "another-v2"])
+def test_two_concurrent_rotations_one_wins_and_the_files_and_chain_agree(
+    world: HubWorld, hub: HubService, hub2: Signer, tmp_path: Path, second_hub_key: str
+) -> None:
+    slow = _SlowRecorder()
+    hub.publish, hub.publish_trust_root = slow.documents, slow.trust_root  # type: ignore[assignment]
+    first = _envelope(_root(world, 2, hub2), [world.root_key])
+    second = first if second_hub_key == "same-envelope" else _envelope(_root(world, 2, world.hub_key), [world.root_key])
+    results = _race(partial(hub.rotate_trust_root, first), partial(hub.rotate_trust_root, second))
+    won = [r for r in results if isinstance(r, TrustRoot)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert len(won) == 1 and len(refused) == 1, results
+    assert isinstance(refused[0], TrustRootError) and "already version 2" in str(refused[0])
+    winner = first if results[0] is won[0] else second
+    assert (tmp_path / "trust-root.json").read_bytes() == winner
+    assert sorted(p.name for p in (tmp_path / "trust-roots").iterdir()) == ["v2.json"]
+    assert (tmp_path / "trust-roots" / "v2.json").read_bytes() == winner
+    assert hub.trust_root.version == 2 and hub.trust_root_message() is not None
+    published = [payload for kind, _d, payload in slow.events if kind == "trust-root"]
+    assert len(published) == 2 and set(published) == {hub.trust_root_message()}  # once per device, one chain
+    expected = hub2 if winner == first else world.hub_key
+    assert [s.keyid for s in hub.signers] == [expected.keyid]
+
+
+def test_a_re_evaluation_racing_a_rotation_signs_with_the_key_devices_will_hold(
+    world: HubWorld, hub: HubService, hub2: Signer
+) -> None:
+    slow = _SlowRecorder()
+    hub.publish, hub.publish_trust_root = slow.documents, slow.trust_root  # type: ignore[assignment]
+    envelope = _envelope(_root(world, 2, hub2), [world.root_key])
+    results = _race(partial(hub.rotate_trust_root, envelope),
+                    lambda: (time.sleep(0.05), hub.update_tags("dev-1", {"site": "lab"}))[1])
+    assert not any(isinstance(r, Exception) for r in results), results
+    rotated = apply_chain(world.trust_root(), hub.trust_root_message() or b"", datetime.now(timezone.utc)).root
+    for device_id in ("dev-1", "dev-2"):
+        newest = hub.store.latest_desired([device_id])[device_id]
+        accepted = accept_document(newest.envelope.encode(), rotated, device_id, 1, datetime.now(timezone.utc))
+        assert accepted.sequence >= 2
