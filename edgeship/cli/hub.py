@@ -9,7 +9,8 @@ without the ``hub`` extra.
 from __future__ import annotations
 
 import logging
-import time
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -117,16 +118,19 @@ def serve(
     if broker_pid_file is not None and broker_config_dir is None:
         raise InputError("--broker-pid-file needs --broker-config-dir: the folder the hub rewrites before a reload.")
     server = HubServer(config).start()
+    stop = threading.Event()
+    # SIGTERM (systemd, docker stop, kill) and SIGINT (Ctrl-C) both stop cleanly: bridge, store, broker.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     console.print(f"hub API     {server.api_url}  (docs at {server.api_url}/docs)", highlight=False)
     console.print(f"MQTT broker {server.broker_url}{'  (embedded)' if embedded_broker else ''}", highlight=False)
     console.print("Ctrl-C stops the hub.", highlight=False)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
+        stop.wait()
         console.print("stopping the hub", highlight=False)
     finally:
         server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @token_app.command("create")

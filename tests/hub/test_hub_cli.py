@@ -1,7 +1,7 @@
 """``edgeship hub|device|deployment`` against a real HubServer (uvicorn + bridge + Mosquitto).
 
 The CLI runs in-process through typer's CliRunner (fast); the server is real.
-``hub serve`` itself runs as a subprocess and is stopped with SIGINT (Ctrl-C).
+``hub serve`` itself runs as a subprocess and is stopped with SIGINT (Ctrl-C) or SIGTERM.
 """
 
 from __future__ import annotations
@@ -179,7 +179,10 @@ def test_missing_keys_say_how_to_make_them(tmp_path: Path, mosquitto: Any) -> No
         HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0, hub_key="signer")).start()
 
 
-def test_hub_serve_with_the_embedded_broker_prints_urls_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_hub_serve_with_the_embedded_broker_prints_urls_and_stops_on_a_signal(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
     ws, _world = make_hub_workspace(tmp_path / "served", modules=0)
     token = subprocess.run([sys.executable, "-m", "edgeship", "hub", "token", "create", "ops", "-w", str(ws.root)],
                            capture_output=True, text=True, timeout=60, check=True).stdout.strip()
@@ -202,7 +205,7 @@ def test_hub_serve_with_the_embedded_broker_prints_urls_and_stops_on_ctrl_c(tmp_
                 time.sleep(0.1)
         assert response.status_code == 200 and response.json() == []
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"hub API     http://127.0.0.1:{port}" in out and "MQTT broker mqtt://127.0.0.1:" in out
