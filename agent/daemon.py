@@ -1,9 +1,13 @@
 """The running agent: wires config, state, runtime, executor, reconciler, MQTT link and telemetry.
 
-Threads: the loop thread (this object's :meth:`run`) owns every decision and every
-runtime change — desired documents, timer ticks and direct methods all arrive on
-one queue, so nothing races; paho's network thread only enqueues; the telemetry
-thread samples every ``telemetry_interval`` and sends queued batches.
+Threads: the loop thread (this object's :meth:`run`) owns every decision —
+desired documents, trust roots and timer ticks arrive on one queue; paho's network
+thread only enqueues; the method thread (:class:`~edgeship.agent.methods.MethodWorker`)
+runs direct methods beside the loop, so a ``logs`` call never waits behind an install,
+and a ``restart`` changes a module only under the
+:class:`~edgeship.agent.guard.ModuleGuard` it shares with the reconciler (409 while
+the loop is applying that module); the telemetry thread samples every
+``telemetry_interval`` and sends queued batches.
 
 Stopping the agent leaves its modules running (as IoT Edge's edgeAgent does), so a
 restarted agent finds them serving and reinstalls nothing; ``stop_modules=True``
@@ -34,8 +38,9 @@ from edgeship.agent.config import AgentConfig
 from edgeship.agent.decide.runner import PlanRunner
 from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.fetch.download import BlobCache
+from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.link.mqtt import Inbound, MqttLink
-from edgeship.agent.methods import call_method
+from edgeship.agent.methods import MethodWorker
 from edgeship.agent.reconcile import Reconciler
 from edgeship.agent.runtimes.base import ModuleRuntime, UnknownServiceError
 from edgeship.agent.state.store import StateStore
@@ -92,7 +97,9 @@ class Agent:
         self.runtime = runtime or make_runtime(config.runtime, data)
         self.blobs = BlobCache(data / "blobs", config.hub_url)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
-        self.link = MqttLink(config.broker_settings, config.device_id, self.inbox)
+        self.guard = ModuleGuard()
+        self.link = MqttLink(config.broker_settings, config.device_id, self.inbox, on_command=self._on_command)
+        self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)
         self.executor = RuntimeExecutor(
             self.runtime, self.state, self.blobs, self.trust_root, data / "modules",
             port_range=config.port_range, health_timeout=config.health_timeout, log=lambda line: log.debug(line),
@@ -100,7 +107,7 @@ class Agent:
         self.runner = PlanRunner(self.executor, clock)
         self.reconciler = Reconciler(
             device_id=config.device_id, trust_root=self.trust_root, state=self.state, runtime=self.runtime,
-            executor=self.executor, runner=self.runner, publish=self.link.publish_reported, now=now,
+            executor=self.executor, runner=self.runner, publish=self.link.publish_reported, now=now, guard=self.guard,
         )  # fmt: skip
         self.telemetry = TelemetryQueue(data / "telemetry.db", config.telemetry_queue_limit)
         self.sampler = TelemetrySampler(self.runtime, self.state, self.telemetry, now)
@@ -112,6 +119,7 @@ class Agent:
     def run(self, stop: threading.Event, *, stop_modules: bool = False) -> None:
         log.info("agent %s starting (runtime %s, data %s)", self.config.device_id, self.runtime.kind,
                  self.config.data_dir)
+        self.methods.start()
         self.link.start()
         telemetry = threading.Thread(target=self._telemetry_loop, args=(stop,), name="telemetry", daemon=True)
         telemetry.start()
@@ -121,6 +129,7 @@ class Agent:
         finally:
             stop.set()
             telemetry.join(timeout=5)
+            self.methods.stop()
             if stop_modules:
                 self.stop_modules()
             self.link.stop()
@@ -140,16 +149,15 @@ class Agent:
                 self._last_desired = item.payload
                 if self.reconciler.offer(item.payload):
                     next_tick = 0.0
-            elif item is not None and item.kind == "trust-root":
-                if self._on_trust_root(item.payload):
-                    next_tick = 0.0
-            elif item is not None and item.kind == "command" and item.method and item.request_id:
-                answer = call_method(item.method, item.payload, self.runtime, self.state)
-                log.info("method %s (%s): %d", item.method, item.request_id, answer["status"])
-                self.link.respond(item.request_id, answer)
+            elif item is not None and item.kind == "trust-root" and self._on_trust_root(item.payload):
+                next_tick = 0.0
             if self._clock() >= next_tick and self.inbox.empty():
                 self.reconciler.reconcile()
                 next_tick = self._clock() + self.config.reconcile_interval
+
+    def _on_command(self, method: str, payload: bytes, request_id: str) -> None:
+        """paho's network thread: hand the call to the method thread (503 at once if its queue is full)."""
+        self.methods.submit(method, payload, request_id)
 
     def _on_trust_root(self, payload: bytes) -> bool:
         """Rotate (``edgeship.agent.trust``), then verify the newest desired document again with the new root."""

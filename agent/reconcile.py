@@ -33,6 +33,7 @@ from edgeship.agent.decide.plan import (
 from edgeship.agent.decide.report import build_report, overall_status
 from edgeship.agent.decide.runner import ModuleOutcome, PlanRunner, RunResult
 from edgeship.agent.execute import RuntimeExecutor
+from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.runtimes.base import ModuleRuntime, ModuleStatus, UnknownServiceError
 from edgeship.agent.state.store import StateStore
 from edgeship.errors import EdgeshipError, RuntimeFailure
@@ -70,7 +71,7 @@ def _is_slot(name: str) -> bool:
 
 
 class Reconciler:
-    """One agent's decisions over time; not thread-safe (the loop thread owns it)."""
+    """One agent's decisions over time; not thread-safe (the loop thread owns it; methods meet it at ``guard``)."""
 
     def __init__(
         self,
@@ -83,6 +84,7 @@ class Reconciler:
         runner: PlanRunner,
         publish: Callable[[dict[str, Any]], None],
         now: Callable[[], datetime],
+        guard: ModuleGuard | None = None,
     ) -> None:
         self.device_id = device_id
         self.trust_root = trust_root
@@ -92,6 +94,7 @@ class Reconciler:
         self.runner = runner
         self.publish = publish
         self.now = now
+        self.guard = guard or ModuleGuard()
         self.accepted: AcceptedDocument | None = None
         self.accepted_raw: bytes | None = None
         self.refusal: BaseException | None = None
@@ -213,18 +216,35 @@ class Reconciler:
         the report goes out, and only then are the old slots stopped and removed (a
         server's graceful shutdown takes a while and changes nothing a client can see:
         the report names the active slot). If that clean-up fails, a second report says so.
+
+        Direct methods run in another thread (``agent/guard.py``): reading the current state
+        and planning happen under ``guard.lock``, which also marks the planned modules as
+        applying (a ``restart`` of one of them is answered 409) until the pass ends; the plan
+        itself runs without the lock.
         """
+        try:
+            return self._reconcile()
+        finally:
+            self.guard.done()
+
+    def _current(self) -> CurrentState:
+        with self.guard.lock:
+            return self.current()
+
+    def _reconcile(self) -> dict[str, Any] | None:
         result: RunResult | None = None
         desired = desired_from(self.accepted) if self.accepted is not None else None
         error: str | None = None
         cleanup: list[Command] = []
         try:
-            current = self.current()
-            commands = plan(desired, current) if desired is not None else []
-            commands, cleanup = _split_at_commit(commands)
+            with self.guard.lock:
+                current = self.current()
+                commands = plan(desired, current) if desired is not None else []
+                commands, cleanup = _split_at_commit(commands)
+                self.guard.mark_applying(c.module for c in [*commands, *cleanup])
             if commands and desired is not None:
                 result = self._run(desired.sequence, commands)
-                current = self.current()
+                current = self._current()
         except Exception as exc:  # the runtime itself failed: still report
             log.exception("reconcile failed")
             error = f"The agent could not read or change its modules: {exc}"
@@ -236,7 +256,7 @@ class Reconciler:
             return published
         try:
             result = _merge(result, self._run(desired.sequence, cleanup))
-            current = self.current()
+            current = self._current()
         except Exception as exc:
             log.exception("reconcile failed")
             error = f"The agent could not read or change its modules: {exc}"

@@ -2,7 +2,9 @@
 
 Thin on purpose: it never decides anything. Incoming messages become
 :class:`Inbound` items on a queue that the reconcile loop drains in its own thread
-(never in paho's network thread). The session is persistent (client id = device
+(never in paho's network thread); direct method calls go to ``on_command`` instead
+when one is given (the agent's method thread, so they never wait behind a reconcile
+pass). The session is persistent (client id = device
 id), so QoS 1 commands sent while the device was offline arrive on reconnect; the
 last will publishes ``"0"`` retained on ``online`` and every connect publishes
 ``"1"``. The last reported state is re-published on every connect, so the hub sees
@@ -16,6 +18,7 @@ import json
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,10 +44,18 @@ class Inbound:
 
 
 class MqttLink:
-    def __init__(self, settings: BrokerSettings, device_id: str, inbox: queue.Queue[Inbound]) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        device_id: str,
+        inbox: queue.Queue[Inbound],
+        on_command: Callable[[str, bytes, str], None] | None = None,
+    ) -> None:
+        """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on."""
         self.settings = settings
         self.device_id = device_id
         self.inbox = inbox
+        self.on_command = on_command
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
@@ -108,7 +119,10 @@ class MqttLink:
             self.inbox.put(Inbound(topic.channel, bytes(message.payload)))
         elif topic.channel == "commands":
             method, rid = topic.rest
-            self.inbox.put(Inbound("command", bytes(message.payload), method, rid))
+            if self.on_command is not None:
+                self.on_command(method, bytes(message.payload), rid)
+            else:
+                self.inbox.put(Inbound("command", bytes(message.payload), method, rid))
 
     # -- publishing ------------------------------------------------------------
     def publish_reported(self, report: dict[str, Any]) -> None:

@@ -342,3 +342,66 @@ def test_a_kill_in_the_middle_of_an_update_leaves_no_half_installed_slot(
     assert sorted(p.name for p in (agent.data_dir / "runtime" / "run").iterdir()) == ["mnist.b"]
     assert sorted(p.name for p in (agent.data_dir / "modules").iterdir()) == ["mnist.b"]
     assert infer(done["port"]) == 200
+
+
+SLOW_INIT = '''"""init() takes a while (a big model loading), then the module serves."""
+
+import time
+
+
+def init():
+    time.sleep(15)
+
+
+def run(data):
+    return data
+'''
+
+
+def test_direct_methods_answer_while_a_slow_update_is_being_applied(
+    world: AgentWorld, v1: SignedModule, mosquitto: Any, observer: Observer, agents: Callable[..., AgentProcess],
+    tmp_path: Path,
+) -> None:
+    dev = "dev-methods"
+    aux = world.module("aux")
+    agent = agents(dev, mosquitto.url).start()
+    observer.desired(dev, world.document(dev, 1, [v1, aux]))
+
+    def both_running(report: dict[str, Any]) -> bool:
+        return _running(1, 1)(report) and (report["modules"].get("aux") or {}).get("status") == "running"
+
+    observer.report(dev, both_running, timeout=240)
+    aux_pid = _pid(agent, "aux.a")
+
+    script = tmp_path / "slow_init.py"
+    script.write_text(SLOW_INIT)
+    slow = world.module("mnist", entry_script=script)
+    observer.desired(dev, world.document(dev, 2, [slow, aux]))
+    deadline = time.monotonic() + 120
+    while "health_check mnist.b" not in agent.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "health_check mnist.b" in agent.log(), agent.log()[-2000:]
+
+    # The loop is inside mnist.b's health check (init() sleeps): methods answer beside it.
+    aux_logs = observer.call(dev, "logs", {"module": "aux", "tail": 5}, "r-aux-logs")
+    old_logs = observer.call(dev, "logs", {"module": "mnist", "tail": 5}, "r-mnist-logs")
+    busy = observer.call(dev, "restart", {"module": "mnist"}, "r-mnist-restart")
+    restarted = observer.call(dev, "restart", {"module": "aux"}, "r-aux-restart", timeout=60)
+    answered = len(observer.messages)
+
+    applied = _running(slow.version, 2)
+    done = observer.report(dev, applied, timeout=120)
+    reported = f"edgeship/v1/devices/{dev}/reported"
+    first_applied = next(
+        i for i, (t, p, _r) in enumerate(observer.messages) if t == reported and p and applied(json.loads(p))
+    )
+    assert first_applied >= answered, "a method answer waited for the update to finish"
+    assert aux_logs["status"] == 200 and aux_logs["result"]["service"] == "aux.a"
+    assert old_logs["status"] == 200 and old_logs["result"]["service"] == "mnist.a"
+    assert busy["status"] == 409 and "being updated" in busy["error"]
+    assert restarted["status"] == 200 and restarted["result"]["service"] == "aux.a"
+    assert _pid(agent, "aux.a") != aux_pid
+    assert done["modules"]["mnist"]["service"] == "mnist.b"
+    assert done["modules"]["aux"]["status"] == "running"
+    assert "method logs (r-aux-logs): 200" in agent.log()
+    assert agent.stop() == 0
