@@ -111,7 +111,7 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
             shown = cli.invoke(app, ["hub", "trust-root", "show", *remote])
             assert shown.exit_code == 0 and "version 2" in shown.output and "v2" in shown.output
             again = cli.invoke(app, ["hub", "trust-root", "publish", str(v2), *remote])
-            assert again.exit_code == 1 and "current one is 2" in str(again.exception)
+            assert again.exit_code == 1 and "already version 2" in str(again.exception)
         finally:
             for agent in agents:
                 agent.cleanup()
