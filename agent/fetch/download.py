@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from edgeship.errors import TransportError
+from edgeship.modules.verify import file_digest
 
 __all__ = ["BlobCache", "DigestMismatchError", "DownloadError"]
 
@@ -91,13 +92,7 @@ class BlobCache:
         if known is not None:
             return known
         before = _FileId.of(path)
-        sha = hashlib.sha256()
-        size = 0
-        with path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(_CHUNK), b""):
-                sha.update(chunk)
-                size += len(chunk)
-        digest = "sha256:" + sha.hexdigest()
+        digest, size = file_digest(path)
         if _FileId.of(path) == before and size == before.size:  # not written while it was read
             self._remember(path, digest)
         return digest, size
