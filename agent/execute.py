@@ -206,7 +206,6 @@ class RuntimeExecutor:
             module_dir=self.module_dir(command.service),
             manifest=manifest,
             port=port,
-            env=dict(settings.env),
             restart=settings.restart_policy,
         )
         self.runtime.install(spec)
@@ -263,8 +262,7 @@ class RuntimeExecutor:
                 module_dir=self.module_dir(command.service),
                 manifest=accepted.manifests[command.module],
                 port=port,
-                env=dict(settings.env),
-                restart=settings.restart_policy,
+                    restart=settings.restart_policy,
             )
             self.runtime.install(spec)
             self.runtime.start(command.service)

@@ -19,7 +19,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from edgeship.agent.decide.accept import AcceptedDocument, accept_document
+from edgeship.agent.decide.accept import AcceptedDocument, accept_document, replay_floor
 from edgeship.agent.decide.plan import (
     SLOTS,
     Command,
@@ -61,7 +61,6 @@ def desired_from(accepted: AcceptedDocument) -> DesiredState:
             image_digest=archive.digest if archive is not None and entry.blobs.image is not None else None,
             port=entry.settings.port,
             restart_policy=entry.settings.restart_policy,
-            env=dict(entry.settings.env),
         )
     return DesiredState(accepted.sequence, modules)
 
@@ -116,12 +115,17 @@ class Reconciler:
             self.refusal = exc
             log.warning("cached document not applied again: %s", exc)
             return
-        last = self.state.state.last_applied_sequence
-        if last is not None and accepted.sequence < last:
+        floor = self._floor()
+        if floor is not None and accepted.sequence < floor:
             return  # a newer one was applied after it (never written? then nothing to re-apply)
-        self.state.accept(raw, accepted.sequence)
+        self.state.accept(raw, accepted.sequence, floor, self.trust_root.role("hub").keyids)
         self.accepted, self.accepted_raw = accepted, raw
         log.info("re-applying cached document %d", accepted.sequence)
+
+    def _floor(self) -> int | None:
+        """The sequence a new document must exceed under the current trust root (``replay_floor``)."""
+        recorded = self.state.state
+        return replay_floor(recorded.last_applied_sequence, recorded.sequence_keys, self.trust_root)
 
     def offer(self, raw: bytes) -> bool:
         """A ``desired`` message arrived; True when something changed (accepted, or refused)."""
@@ -129,10 +133,9 @@ class Reconciler:
             return False  # the retained copy of what already applies (every reconnect delivers it)
         if not raw:
             return False  # the hub cleared the retained message: keep running the last document
+        floor = self._floor()
         try:
-            accepted = accept_document(
-                raw, self.trust_root, self.device_id, self.state.state.last_applied_sequence, self.now()
-            )
+            accepted = accept_document(raw, self.trust_root, self.device_id, floor, self.now())
         except EdgeshipError as exc:
             self.refusal = exc
             log.warning("refused a deployment document: %s", exc)
@@ -141,7 +144,7 @@ class Reconciler:
             self.refusal = EdgeshipError(f"The deployment document could not be read: {exc}.")
             log.warning("refused a deployment document: %s", exc)
             return True
-        self.state.accept(raw, accepted.sequence)
+        self.state.accept(raw, accepted.sequence, floor, self.trust_root.role("hub").keyids)
         self.accepted, self.accepted_raw, self.refusal = accepted, raw, None
         log.info("accepted document %d (%d modules)", accepted.sequence, len(accepted.document.modules))
         return True

@@ -6,9 +6,9 @@ the MQTT bridge will map them its own way.
 
 from __future__ import annotations
 
-from edgeship.errors import InputError, TransportError
+from edgeship.errors import EdgeshipError, InputError, TransportError
 
-__all__ = ["AlreadyExistsError", "DeviceTimeoutError", "HubNotFoundError"]
+__all__ = ["AlreadyExistsError", "DeviceTimeoutError", "HubNotFoundError", "SequenceExhaustedError"]
 
 
 class HubNotFoundError(InputError):
@@ -21,3 +21,11 @@ class AlreadyExistsError(InputError):
 
 class DeviceTimeoutError(TransportError):
     """A device did not answer a direct method in time (offline, busy, or no agent running)."""
+
+
+class SequenceExhaustedError(EdgeshipError):
+    """A device's document counter reached :data:`edgeship.deployment.MAX_SEQUENCE`.
+
+    Agents refuse a higher sequence, so the hub refuses to issue one. At one document
+    a second this takes 68 years; it is a guard, not a plan.
+    """

@@ -14,6 +14,7 @@ the time one request takes, not IoT Hub's five minutes.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,9 +48,12 @@ from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, se
 from edgeship.hub.telemetry import parse_telemetry
 from edgeship.hub.trust import TrustRootFiles, chain_message, check_rotation, signers_for
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.mqtt.identity import validate_device_id, validate_new_device_id  # one rule (ADR 0015)
 from edgeship.modules.verify import verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
 from edgeship.signing import SignerLike, TrustRoot
+
+log = logging.getLogger("edgeship.hub")
 
 __all__ = [
     "DeviceView",
@@ -61,7 +65,6 @@ __all__ = [
     "validate_device_id",
 ]
 
-_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # MQTT-topic safe: no '/', '+', '#'
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a target condition can name (tags.a.b)
 _METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a direct method name (one topic segment)
@@ -104,15 +107,6 @@ class DeviceView:
     desired: DesiredRecord | None
     reported: ReportedRecord | None
     presence: PresenceRecord | None = None
-
-
-def validate_device_id(device_id: str) -> str:
-    if not isinstance(device_id, str) or not _DEVICE_ID.match(device_id):
-        raise InputError(
-            f"Device id {device_id!r} must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
-            "letter or digit (it becomes part of MQTT topics)."
-        )
-    return device_id
 
 
 def _check_tags(tags: Any, where: str = "tags", depth: int = 0) -> None:
@@ -172,7 +166,7 @@ class HubService:
 
     # devices -----------------------------------------------------------------
     def create_device(self, device_id: str, tags: Mapping[str, Any] | None = None) -> DeviceView:
-        validate_device_id(device_id)
+        validate_new_device_id(device_id)  # not a hub identity: the name becomes a broker login
         tags = dict(tags or {})
         _check_tags(tags)
         self.store.add_device(device_id, tags, self.clock())
@@ -188,7 +182,7 @@ class HubService:
         """
         rows: list[tuple[str, dict[str, Any]]] = []
         for device_id, tags in devices:
-            validate_device_id(device_id)
+            validate_new_device_id(device_id)
             tags = dict(tags or {})
             _check_tags(tags)
             rows.append((device_id, tags))
@@ -565,9 +559,10 @@ class HubService:
                         bundle=f"/blobs/{module.bundle_digest}",
                         image=f"/blobs/{module.image_digest}" if module.image_digest else None,
                     ),
-                    settings=ModuleSettings.model_validate(ref.settings, strict=False),
+                    settings=_stored_settings(record.id, ref.name, ref.settings),
                 )
-                part = {"ref": module.ref, "manifest": module.manifest_digest, "settings": ref.settings}
+                part = {"ref": module.ref, "manifest": module.manifest_digest, "settings": entry.settings.model_dump(
+                    by_alias=True, exclude_none=True)}
                 chosen[ref.name] = (part, entry)
             condition = _parsed(record.target_condition)
             result.append(Deployment(record.id, record.priority, record.created, condition, chosen))
@@ -577,3 +572,19 @@ class HubService:
         if outgoing and self.publish is not None:
             self.publish(outgoing)
 
+
+def _stored_settings(deployment_id: str, module: str, stored: dict[str, Any]) -> ModuleSettings:
+    """A stored module's settings; ``env`` that a hub before the trust split accepted is dropped.
+
+    Such a deployment was created when the hub still passed environment variables to
+    devices; signing them now would make every agent refuse the document (400), so the
+    hub leaves them out and says so. The module's own release decides its environment.
+    """
+    if stored.get("env"):
+        log.warning(
+            "deployment %s, module %s: settings.env (%s) is no longer sent to devices: only a release-signed "
+            "module may set environment variables (docs/security.md); delete and re-create the deployment "
+            "without it", deployment_id, module, ", ".join(sorted(stored["env"])),
+        )
+        stored = {k: v for k, v in stored.items() if k != "env"}
+    return ModuleSettings.model_validate(stored, strict=False)

@@ -11,7 +11,11 @@ Invariants the model enforces on every parse:
 
 - ``schemaVersion`` is 1 (anything else is :class:`SchemaVersionError`, reported
   as 412 so an old agent says "upgrade me" rather than "bad document");
-- ``sequence >= 1`` and ``expires > issuedAt``, both UTC with a ``Z``;
+- ``1 <= sequence <= MAX_SEQUENCE`` and ``expires > issuedAt``, both UTC with a ``Z``;
+- a module's ``settings`` are only the inert allow-list (:class:`ModuleSettings`): a
+  port and a restart policy. Nothing the hub signs may decide what code runs
+  (environment, command, container options): that is the release-signed manifest's
+  alone (``docs/security.md``);
 - module names are usable as service names and distinct ignoring case;
 - each ``module`` is a structurally valid DSSE envelope (trust is checked later,
   by ``edgeship.agent.decide.accept``);
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TTL",
     "MAX_DOCUMENT_BYTES",
+    "MAX_SEQUENCE",
     "SCHEMA_VERSION",
     "DeploymentDocument",
     "DocumentTooLargeError",
@@ -52,6 +57,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 MAX_DOCUMENT_BYTES = 1024 * 1024  # bytes, of the signed envelope; larger ones are refused unread
+MAX_SEQUENCE = 2**31 - 1  # the highest sequence a hub issues or an agent accepts (a signed 32-bit column)
 DEFAULT_TTL = timedelta(days=7)  # how long a device may keep applying a document it cannot refresh
 _MODULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,47}$"  # leaves room for a blue/green slot suffix
 
@@ -85,11 +91,35 @@ class ModuleBlobs(_Strict):
 
 
 class ModuleSettings(_Strict):
-    """How the device runs the module; per device, so not part of the release-signed manifest."""
+    """How the device runs the module: per device, so hub-signed, so *inert* by construction.
+
+    The allow-list is exactly ``port`` and ``restartPolicy``: neither changes what code
+    runs. A hub key or an operator token decides only which release-signed module a
+    device runs, and when; environment variables, the command and container options
+    would let either run code of its own choosing (``LD_PRELOAD``, ``PYTHONPATH``, a
+    bind mount...), so only a release key may set them, in the module it signs.
+
+    ``env`` stays in the model for compatibility: hubs before the trust split wrote
+    ``"env": {}`` into every document, and agents in the field require the key's
+    model to know it. It must be empty; anything in it is refused, by the hub when a
+    deployment is created and again by the agent (status 400, nothing started), so a
+    hostile hub key gains nothing. Any other key is refused as unknown.
+    """
 
     port: int | None = Field(default=None, ge=1, le=65535)
     restart_policy: RestartPolicy = Field(default="on-failure", alias="restartPolicy")
     env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _no_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        if value:
+            names = ", ".join(sorted(value)[:5])
+            raise ValueError(
+                f"environment variables ({names}) cannot be set by a deployment: they decide what code runs, "
+                "so only the release-signed module may decide them; remove settings.env from the deployment"
+            )
+        return value
 
 
 class ModuleEntry(_Strict):
@@ -123,7 +153,7 @@ def format_time(value: datetime) -> str:
 class DeploymentDocument(_Strict):
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
     device_id: str = Field(alias="deviceId", min_length=1, max_length=128)
-    sequence: int = Field(ge=1)
+    sequence: int = Field(ge=1, le=MAX_SEQUENCE)
     issued_at: datetime = Field(alias="issuedAt")
     expires: datetime
     modules: dict[str, ModuleEntry] = Field(default_factory=dict)

@@ -12,10 +12,19 @@ The checks run in this order, each refusal with its own error (and code):
 3. a threshold of the trust root's ``hub`` keys signed it (``SignatureError``, 401);
 4. only now is the payload parsed: schemaVersion (412), then every field (400);
 5. it names this device (:class:`WrongDeviceError`, 400);
-6. its sequence is above the last applied one (:class:`ReplayError`, 409);
+6. its sequence is above the last applied one (:class:`ReplayError`, 409), and at most
+   :data:`MAX_SEQUENCE_JUMP` above it (:class:`SequenceJumpError`, 409);
 7. it has not expired (:class:`ExpiredDocumentError`, 410);
 8. each embedded module manifest is signed by a threshold of ``release`` keys (401)
    and is the module its entry's name says (400).
+
+The jump bound keeps one hub-signed document from locking a device out: a sequence
+of 2**62 would make every later document a "replay". A hub issues one sequence per
+document per device, so a real jump of a million means years of re-issues; a hostile
+hub key can still raise the floor step by step, and the recovery is TUF's: rotate the
+hub key. The floor belongs to the hub keys that signed it (:func:`replay_floor`): once
+no key that signed it is trusted any more, no document it protected against can
+verify, so the count starts again under the new key.
 
 Replay is checked before expiry, as TUF checks rollback before freeze: an old
 document that is also expired is first of all a replay. A document issued "in
@@ -25,7 +34,7 @@ orders documents.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
@@ -42,21 +51,26 @@ from edgeship.modules.manifest import ModuleManifest
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, MODULE_PAYLOAD_TYPE, Envelope, TrustRoot, verify_envelope
 
 __all__ = [
+    "MAX_SEQUENCE_JUMP",
     "STATUS_CODES",
     "AcceptedDocument",
     "ExpiredDocumentError",
     "ReplayError",
+    "SequenceJumpError",
     "WrongDeviceError",
     "accept_document",
+    "replay_floor",
     "status_code_for",
 ]
+
+MAX_SEQUENCE_JUMP = 2**20  # how far above the last applied sequence (or 0) a document's may be
 
 STATUS_CODES: Mapping[int, str] = MappingProxyType(
     {
         200: "ok: the document was accepted and every module applied",
         400: "bad document: malformed, too large, for another device, or a module entry that does not match",
         401: "bad signature: not signed by a threshold of trusted hub keys, or a module not by release keys",
-        409: "replay: the sequence is not above the last applied one",
+        409: "replay: the sequence is not above the last applied one, or jumps too far above it",
         410: "expired: the document's expiry has passed (freeze attack or an offline hub)",
         412: "unsupported schemaVersion: upgrade the agent",
         500: "failed: the document was accepted but applying it failed (see the modules' lastError)",
@@ -71,6 +85,10 @@ class WrongDeviceError(ManifestError):
 
 class ReplayError(SignatureError):
     """A validly signed document whose sequence is not above the last applied one (rollback)."""
+
+
+class SequenceJumpError(ReplayError):
+    """A validly signed document whose sequence is more than :data:`MAX_SEQUENCE_JUMP` above the floor."""
 
 
 class ExpiredDocumentError(SignatureError):
@@ -143,6 +161,13 @@ def accept_document(
             f"Deployment document sequence {document.sequence} is not above the last applied "
             f"{last_applied_sequence}; refusing a replayed or rolled-back document."
         )
+    floor = last_applied_sequence or 0
+    if document.sequence - floor > MAX_SEQUENCE_JUMP:
+        raise SequenceJumpError(
+            f"Deployment document sequence {document.sequence} is more than {MAX_SEQUENCE_JUMP} above the last "
+            f"applied {floor}; refusing it, since accepting it would refuse every later document. If the hub's "
+            "count really moved that far, rotate the hub key (docs/security.md)."
+        )
     if now >= document.expires:
         raise ExpiredDocumentError(
             f"Deployment document {document.sequence} expired at {format_time(document.expires)} "
@@ -153,6 +178,24 @@ def accept_document(
     for name, entry in document.modules.items():
         raw[name], manifests[name] = _verify_module(name, entry.module, trust_root, now)
     return AcceptedDocument(document, MappingProxyType(manifests), MappingProxyType(raw))
+
+
+def replay_floor(
+    last_applied_sequence: int | None, floor_keys: Iterable[str] | None, trust_root: TrustRoot
+) -> int | None:
+    """The sequence a new document must exceed, or ``None`` when there is none.
+
+    ``floor_keys`` are the hub key ids trusted when the floor was recorded (``None``:
+    not recorded, as in state written before the trust split; the floor stands). When
+    none of them is a hub key of ``trust_root`` any more, documents signed under the
+    floor cannot verify, so replay is impossible and the floor is void: this is how a
+    hub-key rotation recovers a device whose floor a stolen key pushed up.
+    """
+    if last_applied_sequence is None or floor_keys is None:
+        return last_applied_sequence
+    if set(floor_keys) & set(trust_root.role("hub").keyids):
+        return last_applied_sequence
+    return None
 
 
 def _verify_module(

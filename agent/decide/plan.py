@@ -83,7 +83,6 @@ class DesiredModule:
     image_digest: str | None = None
     port: int | None = None
     restart_policy: RestartPolicy = "on-failure"
-    env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

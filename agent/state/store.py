@@ -14,7 +14,8 @@ stops and removes. ``active`` changes only at ``switch``.
 
 On restart the cached envelope is verified again (signatures, expiry) before it
 is applied; nothing here is trusted just because it is on disk, except the
-sequence number, which only ever grows.
+sequence number, which only grows while the hub keys that signed it stay trusted
+(``sequenceKeys``; ``edgeship.agent.decide.accept.replay_floor``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class AgentState:
     last_applied_sequence: int | None = None
     services: dict[str, ServiceRecord] = field(default_factory=dict)
     active: dict[str, str] = field(default_factory=dict)  # module name -> service name
+    sequence_keys: tuple[str, ...] | None = None  # hub key ids trusted when the sequence was recorded
 
     def to_json(self) -> str:
         data = {
@@ -58,6 +60,7 @@ class AgentState:
             "lastAppliedSequence": self.last_applied_sequence,
             "services": {name: asdict(rec) for name, rec in sorted(self.services.items())},
             "active": dict(sorted(self.active.items())),
+            "sequenceKeys": list(self.sequence_keys) if self.sequence_keys is not None else None,
         }
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -67,9 +70,10 @@ class AgentState:
             data = json.loads(text)
             services = {name: ServiceRecord(**rec) for name, rec in data.get("services", {}).items()}
             sequence = data.get("lastAppliedSequence")
+            keys = data.get("sequenceKeys")
             return cls(
                 int(sequence) if sequence is not None else None, services, {str(k): str(v) for k, v in data.get(
-                    "active", {}).items()}
+                    "active", {}).items()}, tuple(str(k) for k in keys) if keys is not None else None,
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ConfigError(
@@ -115,12 +119,17 @@ class StateStore:
         except FileNotFoundError:
             return None
 
-    def accept(self, envelope: bytes, sequence: int) -> None:
-        """Record a newly accepted document: the envelope first, then the sequence (never lowered)."""
+    def accept(self, envelope: bytes, sequence: int, floor: int | None, hub_keys: tuple[str, ...]) -> None:
+        """Record a newly accepted document: the envelope first, then the sequence.
+
+        ``floor`` is the replay floor the document was checked against (``None`` when
+        void, after a hub-key rotation); the sequence never drops below it, and is
+        recorded with the hub keys trusted now.
+        """
         with self._lock:
             atomic_write_bytes(self.desired_file, envelope, mode=0o600)
-            last = self._state.last_applied_sequence
-            self._save(replace(self._state, last_applied_sequence=max(sequence, last or 0)))
+            self._save(replace(self._state, last_applied_sequence=max(sequence, floor or 0),
+                               sequence_keys=tuple(sorted(hub_keys))))
 
     # -- services -------------------------------------------------------------
     def put_service(self, record: ServiceRecord) -> None:

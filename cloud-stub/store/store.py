@@ -36,8 +36,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from edgeship.deployment import MAX_SEQUENCE
 from edgeship.errors import EdgeshipError
-from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
+from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError, SequenceExhaustedError
 from edgeship.hub.store.models import (
     Base,
     DeploymentModuleRow,
@@ -352,6 +353,11 @@ class HubStore:
                 if prior is not None and prior[0] == request.fingerprint and fresh:
                     continue
                 sequence = counters[request.device_id] + 1
+                if sequence > MAX_SEQUENCE:
+                    raise SequenceExhaustedError(
+                        f"Device {request.device_id!r} has used every document sequence up to {MAX_SEQUENCE}; "
+                        "delete and re-create the device and clear its agent's state folder to start the count again."
+                    )
                 envelope, when, expires = request.sign(sequence)
                 issued.append(DesiredRecord(
                     request.device_id, sequence, envelope, request.fingerprint, tuple(request.deployments), when,

@@ -35,7 +35,7 @@ from edgeship.deployment import ModuleBlobs, ModuleEntry, ModuleSettings, build_
 from edgeship.modules.manifest import ArtifactRef, BundleRef, EnvironmentRef, ModelPin, ModuleManifest
 from edgeship.packager.bundle import build_bundle
 from edgeship.registry import Model
-from edgeship.signing import MODULE_PAYLOAD_TYPE, Signer, TrustRoot, sign_envelope
+from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, MODULE_PAYLOAD_TYPE, Envelope, Signer, TrustRoot, sign_envelope
 from edgeship.signing.trust import sign_trust_root
 from edgeship.workspace import Workspace
 
@@ -205,6 +205,15 @@ class AgentWorld:
             ttl=ttl,
         )
         return sign_document(doc, [signer or self.hub_key]).to_json().encode()
+
+    def forged(self, envelope: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+        """``envelope``'s document changed by ``change`` and signed again with the hub key.
+
+        What a stolen hub key (or a hostile hub) can send: any JSON, validly signed.
+        """
+        body = json.loads(Envelope.from_json(envelope).payload)
+        change(body)
+        return sign_envelope(json.dumps(body).encode(), DEPLOYMENT_PAYLOAD_TYPE, [self.hub_key]).to_json().encode()
 
 
 def infer(port: int, timeout: float = 10.0) -> int:

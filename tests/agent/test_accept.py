@@ -15,15 +15,19 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from edgeship.agent.decide.accept import (
+    MAX_SEQUENCE_JUMP,
     STATUS_CODES,
     ExpiredDocumentError,
     ReplayError,
+    SequenceJumpError,
     WrongDeviceError,
     accept_document,
+    replay_floor,
     status_code_for,
 )
 from edgeship.deployment import (
     MAX_DOCUMENT_BYTES,
+    MAX_SEQUENCE,
     DeploymentDocument,
     DocumentTooLargeError,
     ModuleBlobs,
@@ -88,6 +92,15 @@ class Hub:
 
     def sign(self, document: DeploymentDocument, signers: list[Signer] | None = None) -> bytes:
         return sign_document(document, signers or self.hub).to_json().encode()
+
+    def sign_raw(self, body: dict[str, object]) -> bytes:
+        """Sign any JSON with the hub key, as a stolen hub key (or a hostile hub) could."""
+        return sign_envelope(json.dumps(body).encode(), DEPLOYMENT_PAYLOAD_TYPE, self.hub).to_json().encode()
+
+    def with_settings(self, **settings: object) -> bytes:
+        body = json.loads(self.document().to_bytes())
+        body["modules"]["digits"]["settings"].update(settings)
+        return self.sign_raw(body)
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +240,78 @@ def test_document_bytes_are_canonical(hub: Hub) -> None:
     doc = hub.document()
     assert DeploymentDocument.from_bytes(doc.to_bytes()) == doc
     assert DeploymentDocument.from_bytes(doc.to_bytes()).to_bytes() == doc.to_bytes()
+
+
+# -- the trust split: a hub key chooses among release-signed modules, nothing more ----------
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"LD_PRELOAD": "/tmp/evil.so"}, {"PYTHONPATH": "/tmp/evil"}, {"PYTHONWARNINGS": "x", "BROWSER": "sh -c id"}],
+)
+def test_hub_signed_environment_variables_are_refused(hub: Hub, env: dict[str, str]) -> None:
+    message = _refused(hub, hub.with_settings(env=env), ManifestError, 400)
+    assert "settings.env" in message and "release-signed" in message
+
+
+def test_the_empty_env_of_documents_from_older_hubs_is_accepted(hub: Hub) -> None:
+    raw = hub.with_settings(env={}, port=5001, restartPolicy="always")
+    settings = accept_document(raw, hub.trust_root, "dev-1", 4, NOW).document.modules["digits"].settings
+    assert settings.port == 5001 and settings.restart_policy == "always" and settings.env == {}
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("command", ["sh", "-c", "id"]),
+        ("args", ["--evil"]),
+        ("entrypoint", "/bin/sh"),
+        ("createOptions", {"HostConfig": {"Privileged": True, "Binds": ["/:/host"]}}),
+        ("privileged", True),
+        ("binds", ["/:/host"]),
+        ("capAdd", ["SYS_ADMIN"]),
+        ("devices", ["/dev/mem"]),
+        ("networkMode", "host"),
+        ("user", "root"),
+    ],
+)
+def test_hub_signed_command_and_container_options_are_refused(hub: Hub, key: str, value: object) -> None:
+    assert key in _refused(hub, hub.with_settings(**{key: value}), ManifestError, 400)
+
+
+def test_a_sequence_past_the_highest_is_refused(hub: Hub) -> None:
+    body = json.loads(hub.document().to_bytes())
+    body["sequence"] = 2**62
+    assert "sequence" in _refused(hub, hub.sign_raw(body), ManifestError, 400, last=None)
+    body["sequence"] = MAX_SEQUENCE
+    _refused(hub, hub.sign_raw(body), SequenceJumpError, 409, last=None)
+
+
+def test_a_sequence_jump_that_would_lock_the_device_out_is_refused(hub: Hub) -> None:
+    message = _refused(hub, hub.sign(hub.document(5 + MAX_SEQUENCE_JUMP + 1)), SequenceJumpError, 409, last=5)
+    assert "rotate the hub key" in message
+    _refused(hub, hub.sign(hub.document(MAX_SEQUENCE_JUMP + 1)), SequenceJumpError, 409, last=None)
+
+
+def test_a_jump_up_to_the_bound_is_accepted(hub: Hub) -> None:
+    assert _accept(hub, hub.sign(hub.document(5 + MAX_SEQUENCE_JUMP)), last=5)
+    assert _accept(hub, hub.sign(hub.document(MAX_SEQUENCE_JUMP)), last=None)
+
+
+def test_rotating_the_hub_key_voids_a_floor_a_stolen_key_pushed_up(hub: Hub) -> None:
+    stolen_keys = tuple(s.public_key.keyid for s in hub.hub)
+    replaced = Hub(release=hub.release)  # the same release keys, a new hub key
+    floor = replay_floor(MAX_SEQUENCE, stolen_keys, replaced.trust_root)
+    assert floor is None
+    raw = replaced.sign(replaced.document(6))
+    assert accept_document(raw, replaced.trust_root, "dev-1", floor, NOW).sequence == 6
+    # documents the stolen key signed no longer verify, so nothing can be replayed under the void floor
+    _refused(hub, hub.sign(hub.document(7)), UnknownKeyError, 401, last=floor, root=replaced.trust_root)
+
+
+def test_the_floor_stands_while_a_hub_key_that_signed_it_is_trusted(hub: Hub) -> None:
+    keys = tuple(s.public_key.keyid for s in hub.hub)
+    both = Hub(release=hub.release, hub=[*hub.hub, Signer.generate()])
+    assert replay_floor(9, keys, both.trust_root) == 9
+    assert replay_floor(9, None, both.trust_root) == 9  # state written before floors had keys
+    assert replay_floor(None, keys, both.trust_root) is None

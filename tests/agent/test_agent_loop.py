@@ -151,6 +151,29 @@ def test_documents_apply_update_roll_back_and_every_refusal_is_reported(
     assert unknown["modules"]["mnist"]["version"] == 2 and unknown["modules"]["mnist"]["status"] == "running"
     assert infer(port2) == 200
 
+    # The trust split: a hub key alone cannot choose the code. Environment variables in a
+    # hub-signed document (LD_PRELOAD for a new module) are refused with 400 and nothing starts;
+    # a sequence that would lock the device out (2**62, or a jump past the bound) is refused too.
+    evil_env = world.module("evil-env")
+
+    def preload(body: dict[str, Any]) -> None:
+        body["modules"]["evil-env"]["settings"]["env"] = {"LD_PRELOAD": str(agent.data_dir / "evil.so")}
+
+    observer.desired(dev, world.forged(world.document(dev, 5, [v2, evil_env]), preload))
+    env_refused = observer.report(dev, lambda r: r["status"]["code"] == 400)
+    assert "settings.env" in env_refused["status"]["message"] and env_refused["lastAppliedSequence"] == 3
+    assert "evil-env" not in env_refused["modules"]
+    assert not (agent.data_dir / "runtime" / "run" / "evil-env.a").exists()
+
+    def lock_out(body: dict[str, Any]) -> None:
+        body["sequence"] = 2**62
+
+    observer.desired(dev, world.forged(world.document(dev, 5, [v2]), lock_out))
+    assert observer.report(dev, lambda r: r["status"]["code"] == 400 and "sequence" in r["status"]["message"])
+    observer.desired(dev, world.document(dev, 3 + 2**20 + 1, [v2]))
+    jump = observer.report(dev, lambda r: r["status"]["code"] == 409 and "more than" in r["status"]["message"])
+    assert jump["lastAppliedSequence"] == 3 and infer(port2) == 200
+
     # A tampered bundle (the mirror serves other bytes under the signed digest): refused, reported.
     evil = world.module("evil")
     world.blobs.put_as(evil.bundle_digest, b"not the signed bundle")

@@ -17,12 +17,13 @@ def _record(name: str = "digits.a", phase: str = "installing") -> ServiceRecord:
 
 def test_state_survives_a_reopen(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    store.accept(b'{"envelope": 1}', 4)
+    store.accept(b'{"envelope": 1}', 4, None, ("hub-key",))
     store.put_service(_record())
     store.put_service(_record(phase="installed"))
     store.set_active("digits", "digits.a")
     again = StateStore(tmp_path)
     assert again.state.last_applied_sequence == 4
+    assert again.state.sequence_keys == ("hub-key",)
     assert again.state.services == {"digits.a": _record(phase="installed")}
     assert again.state.active == {"digits": "digits.a"}
     assert again.cached_envelope() == b'{"envelope": 1}'
@@ -31,14 +32,21 @@ def test_state_survives_a_reopen(tmp_path: Path) -> None:
 
 def test_the_applied_sequence_never_goes_down_and_dropping_a_service_clears_its_slot(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
-    store.accept(b"x", 7)
-    store.accept(b"y", 5)  # re-accepting an older cached document cannot lower the replay bound
+    store.accept(b"x", 7, None, ("k",))
+    store.accept(b"y", 5, 7, ("k",))  # re-accepting an older cached document cannot lower the replay bound
     assert store.state.last_applied_sequence == 7
     store.put_service(_record())
     store.set_active("digits", "digits.a")
     store.drop_service("digits.a")
     assert store.state.services == {} and store.state.active == {}
     assert not list((tmp_path / "state").glob(".*"))  # no temp files left behind
+
+
+def test_state_written_before_the_trust_split_keeps_its_floor_with_no_keys(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "agent.json").write_text(json.dumps({"stateVersion": 1, "lastAppliedSequence": 9}))
+    store = StateStore(tmp_path)
+    assert store.state.last_applied_sequence == 9 and store.state.sequence_keys is None
 
 
 def test_a_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:

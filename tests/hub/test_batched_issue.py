@@ -56,7 +56,7 @@ def test_the_fast_document_bytes_equal_the_validated_document(
     batches: tuple[HubWorld, HubService, list[list[Outgoing]]],
 ) -> None:
     world, hub, calls = batches
-    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"env": {"MODE": "é"}})])
+    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"restartPolicy": "always"})])
     for doc in calls[0]:
         payload = verify_envelope(doc.envelope, world.trust_root(), "hub", DEPLOYMENT_PAYLOAD_TYPE, now=T0)
         parsed = DeploymentDocument.from_bytes(payload)
@@ -101,7 +101,7 @@ def test_a_document_group_signs_exactly_what_the_validated_path_signs(tmp_path: 
     world = HubWorld(tmp_path)
     hub = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
     hub.upload_module(world.module("digits", 1))
-    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"port": 5001, "env": {"K": "ü"}})])
+    hub.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"port": 5001, "restartPolicy": "never"})])
     [deployment] = hub._layered()
     entries = {name: module[1] for name, module in deployment.modules.items()}
     group = DocumentGroup(entries, ["all"], "fp", issued_at=T0, ttl=timedelta(days=7), signers=[world.hub_key])
