@@ -71,6 +71,14 @@ def _serve(
     name: Annotated[
         str | None, typer.Option("--name", help="Service name, used as the v2 model name.")
     ] = None,
+    error_details: Annotated[
+        bool,
+        typer.Option(
+            "--error-details",
+            help="Debugging only: 5xx bodies carry the exception text and file:line (default: a generic "
+            "message and a request id; the detail is in the log). Also $EDGESHIP_SCORING_ERROR_DETAILS=1.",
+        ),
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Serve an entry script (Azure ML v1 contract) or, without --entry-script, one ONNX/TFLite model."""
@@ -125,6 +133,7 @@ def _serve(
             ssl_cert=str(ssl_cert) if ssl_cert else None,
             ssl_key=str(ssl_key) if ssl_key else None,
             providers=tuple(provider) if provider else DEFAULT_PROVIDERS,
+            error_details=error_details,
         )
     except BaseException:
         if temporary:

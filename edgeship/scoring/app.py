@@ -20,17 +20,12 @@ from typing import Any
 import orjson
 
 from edgeship import __version__
-from edgeship.errors import EdgeshipError, InputError
-from edgeship.scoring.errors import (
-    MethodNotAllowedError,
-    NotFoundError,
-    PayloadTooLargeError,
-    RunFailedError,
-    UnsupportedMediaError,
-)
+from edgeship.errors import InputError
+from edgeship.scoring.errors import MethodNotAllowedError, NotFoundError, PayloadTooLargeError
+from edgeship.scoring.failures import failure_reply, request_ids
 from edgeship.scoring.metrics import Metrics
 from edgeship.scoring.service import Service
-from edgeship.scoring.wire import HttpRequest, Reply, error_reply, json_reply, loads
+from edgeship.scoring.wire import HttpRequest, Reply, json_reply, loads
 
 __all__ = ["ScoringApp"]
 
@@ -40,34 +35,13 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("edgeship.scoring")
 
-# The one table from error class to HTTP status; the first match wins.
-_STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (PayloadTooLargeError, 413),
-    (UnsupportedMediaError, 415),
-    (MethodNotAllowedError, 405),
-    (NotFoundError, 404),
-    (InputError, 400),
-    (RunFailedError, 500),
-    (EdgeshipError, 500),
-)
 _UNAUTHORIZED = Reply(
     401,
     orjson.dumps({"message": "Send a valid key as 'Authorization: Bearer <key>'."}),
     [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
 )
-_ECHOED = (b"x-request-id", b"x-ms-client-request-id", b"x-ms-request-id")
 _FIXED = frozenset({"/", "/score", "/swagger.json", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"})
 _MODEL_ACTIONS = frozenset({"", "/ready", "/infer"})
-
-
-def _reply_for(exc: BaseException, v2: bool = False) -> Reply:
-    for cls, status in _STATUS:
-        if isinstance(exc, cls):
-            if status == 500:
-                log.error("%s", exc, exc_info=exc.__cause__ or exc)
-            return error_reply(status, str(exc), v2=v2)
-    log.exception("unexpected error", exc_info=exc)
-    return error_reply(500, f"An unexpected internal error occurred ({type(exc).__name__}: {exc}).", v2=v2)
 
 
 class ScoringApp:
@@ -79,8 +53,10 @@ class ScoringApp:
         auth_keys: Sequence[str] = (),
         metrics: Metrics | None = None,
         max_body_bytes: int = 100 * 1024 * 1024,
+        error_details: bool = False,
     ) -> None:
         self.service = service
+        self.error_details = error_details  # 5xx bodies carry the exception text (debugging only)
         self._keys = [f"Bearer {k}".encode() for k in auth_keys]
         self.metrics = metrics or Metrics()
         self._max_body = max_body_bytes
@@ -99,16 +75,16 @@ class ScoringApp:
         started = time.perf_counter()
         path = scope["path"]
         endpoint = self._endpoint(path)
+        request_id = "-"  # until the request's id headers are read (they can be refused)
+        id_headers: list[tuple[bytes, bytes]] = []
         try:
+            request_id, id_headers = request_ids(scope["headers"])
             reply = await self._dispatch(scope, receive, endpoint)
         except Exception as exc:
-            reply = _reply_for(exc, v2=path.startswith("/v2"))
+            reply = failure_reply(exc, request_id, v2=path.startswith("/v2"), details=self.error_details)
         if endpoint != "/metrics":  # counted before sending, so a client that got its answer sees it counted
             self.metrics.observe(endpoint, reply.status, time.perf_counter() - started)
-        headers = [(b"content-length", str(len(reply.body)).encode()), *reply.headers]
-        for key, value in scope["headers"]:
-            if key in _ECHOED:
-                headers.append((key, value))
+        headers = [(b"content-length", str(len(reply.body)).encode()), *reply.headers, *id_headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
 

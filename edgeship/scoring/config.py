@@ -42,6 +42,7 @@ class ServiceConfig:
     ssl_key: str | None = None
     providers: tuple[str, ...] = DEFAULT_PROVIDERS  # ONNX Runtime execution providers, in preference order
     max_body_bytes: int = 100 * 1024 * 1024  # bytes; larger requests get 413
+    error_details: bool = False  # 5xx bodies carry the exception text; off: a generic body and a request id
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:

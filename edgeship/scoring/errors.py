@@ -8,6 +8,7 @@ from __future__ import annotations
 from edgeship.errors import InputError, ScoringError
 
 __all__ = [
+    "HeaderTooLargeError",
     "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -31,6 +32,10 @@ class MethodNotAllowedError(RequestError):
 
 class NotFoundError(RequestError):
     """No such endpoint, model or document (e.g. no swagger for an undecorated ``run``)."""
+
+
+class HeaderTooLargeError(RequestError):
+    """A request header the server reads (a request id) is longer than it accepts."""
 
 
 class PayloadTooLargeError(RequestError):

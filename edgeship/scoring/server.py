@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgeship.errors import InputError, ScoringError
+from edgeship.errors import ConfigError, InputError, ScoringError
 from edgeship.scoring.config import ENV_CONFIG, ServiceConfig
+from edgeship.scoring.failures import ENV_ERROR_DETAILS
 
 __all__ = ["ENV_FD", "ENV_STATUS_FD", "build_app", "check_ssl", "serve", "serve_app"]
 
@@ -63,7 +64,23 @@ def build_app(config: ServiceConfig) -> Any:
         model = deployed[0]
         backend = load_backend(model.path, config.providers)
         service = ModelService(backend, config.name or model.name, str(model.version))
-    return ScoringApp(service, config.auth_keys, Metrics(), config.max_body_bytes)
+    details = config.error_details or _env_flag(ENV_ERROR_DETAILS)
+    if details:
+        _setup_logging()
+        logging.getLogger("edgeship.scoring").warning(
+            "Error details are on: a 5xx body carries the exception text and the entry script's file:line. "
+            "Use this only for debugging on a trusted network."
+        )
+    return ScoringApp(service, config.auth_keys, Metrics(), config.max_body_bytes, details)
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name} is {value!r}; set it to 1 (on) or 0 (off).")
 
 
 def check_ssl(cert: str | None, key: str | None) -> None:

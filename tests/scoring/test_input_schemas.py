@@ -36,7 +36,8 @@ def test_numpy_shape_mismatch_is_a_400_naming_the_problem(numpy_server: Server) 
 def test_exception_inside_a_decorated_run_is_still_a_500(numpy_server: Server) -> None:
     r = numpy_server.client.post("/score", json={"data": [[4, 4, 5]]})
     assert r.status_code == 500
-    assert "unlucky sum" in r.json()["message"]
+    assert "unlucky sum" not in r.json()["message"]
+    assert r.headers["x-ms-run-function-failed"] == "True"
 
 
 def test_invalid_json_missing_parameter_and_wrong_content_type(numpy_server: Server) -> None:

@@ -1,0 +1,16 @@
+"""run() fails with secrets in its message: a caller must never see them, the server log must."""
+
+SECRET = "AccountKey=edgeship-test-secret-4f9c"
+PATH = "/home/alice/private/models/weights.bin"
+
+
+def init():
+    pass
+
+
+def run(data):
+    if "fail" in data:
+        raise RuntimeError(f"cannot open {PATH} with {SECRET}")
+    if "unencodable" in data:
+        return {"handle": object()}  # JSON cannot encode it: the script's fault, answered as a 500
+    return {"ok": True}
