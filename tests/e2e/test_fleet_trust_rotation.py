@@ -21,10 +21,11 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "agent"), str(TESTS / "hub")]
 
-from agent_world import AgentProcess, AgentWorld, BlobServer  # noqa: E402
+from agent_world import AgentProcess, AgentWorld, BlobServer, Observer  # noqa: E402
 from hub_workspace import make_hub_workspace  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from edgeship.agent.decide.accept import MAX_SEQUENCE_JUMP  # noqa: E402
 from edgeship.cli import app  # noqa: E402
 from edgeship.hub.api import create_token  # noqa: E402
 from edgeship.hub.server import HubConfig, HubServer  # noqa: E402
@@ -120,3 +121,55 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
         assert hub.service.trust_root.version == 2
         assert [s.keyid for s in hub.service.signers] == [hub2]
         assert hub.service.trust_root_message() is not None
+
+
+def test_a_device_a_stolen_hub_key_locked_out_recovers_when_the_hub_key_is_rotated(
+    setup: tuple[Workspace, AgentWorld], mosquitto: Any, tmp_path: Path
+) -> None:
+    """TUF's recovery from a too-high version: rotate the key that signed it.
+
+    A stolen hub key pushes the device's sequence as far as the agent lets it (the
+    largest jump), so the hub's own documents become "replays". Rotating the hub key
+    voids that floor: nothing the stolen key signed verifies any more.
+    """
+    ws, world = setup
+    cli = CliRunner()
+    agents: list[AgentProcess] = []
+    observer = Observer(mosquitto.port, client_id="thief")
+    with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
+        token = create_token(hub.store, "tests")
+        try:
+            agents.append(AgentProcess(world, "dev-1", mosquitto.url, tmp_path / "dev-1").start())
+            hub.service.create_device("dev-1")
+            _wait("dev-1 applies document 1", lambda: _reported(hub, "dev-1").get("lastAppliedSequence") == 1, agents)
+
+            high = 1 + MAX_SEQUENCE_JUMP
+            observer.desired("dev-1", world.document("dev-1", high, []))  # signed with the stolen hub key
+            _wait("dev-1 takes the stolen key's document", lambda: _reported(hub, "dev-1").get(
+                "lastAppliedSequence") == high, agents)
+            own = hub.service.get_device("dev-1").desired
+            assert own is not None
+            observer.desired("dev-1", own.envelope.encode())
+            _wait("dev-1 refuses the hub's own document as a replay",
+                  lambda: _reported(hub, "dev-1")["status"]["code"] == 409, agents)
+
+            Keyring(ws).create("hub", name="hub-2")
+            v2 = tmp_path / "trust-root-v2.json"
+            made = cli.invoke(app, ["keys", "trust-root", "-w", str(ws.root), "-o", str(v2), "--previous",
+                                    str(ws.root / "trust-root.json"), "--release", "release", "--hub", "hub-2"])
+            assert made.exit_code == 0, made.output
+            published = cli.invoke(app, ["hub", "trust-root", "publish", str(v2), "--hub", hub.api_url,
+                                         "--token", token])
+            assert published.exit_code == 0, published.output
+            _wait("dev-1 accepts the re-signed document under the new hub key",
+                  lambda: _reported(hub, "dev-1").get("trustRootVersion") == 2
+                  and _reported(hub, "dev-1").get("lastAppliedSequence") == 2
+                  and _reported(hub, "dev-1")["status"]["code"] == 200, agents)
+
+            observer.desired("dev-1", world.document("dev-1", high + 1, []))  # the stolen key is no longer trusted
+            _wait("dev-1 refuses the retired key", lambda: _reported(hub, "dev-1")["status"]["code"] == 401, agents)
+            assert _reported(hub, "dev-1")["lastAppliedSequence"] == 2
+        finally:
+            observer.close()
+            for agent in agents:
+                agent.cleanup()
