@@ -10,7 +10,8 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 MAPPING = PYPROJECT["tool"]["setuptools"]["package-dir"]
-HEAVY = {"onnx", "skl2onnx", "scikit-learn", "torch", "docker", "kubernetes-validate", "fastapi", "sqlalchemy"}
+HEAVY = {"onnx", "skl2onnx", "scikit-learn", "torch", "docker", "kubernetes-validate", "fastapi", "sqlalchemy",
+         "alembic"}
 
 
 def _req_name(req: str) -> str:

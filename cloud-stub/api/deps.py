@@ -5,13 +5,15 @@ from __future__ import annotations
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from edgeship.hub.api.auth import AuthenticationError, TokenCheck
+from edgeship.hub.api.auth import AuthenticationError, TokenCheck, TokenGrant, authorize
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.service import HubService
 
 __all__ = ["get_credentials", "get_service", "require_operator"]
 
-_bearer = HTTPBearer(auto_error=False, description="An operator token (create one with create_token).")
+_bearer = HTTPBearer(
+    auto_error=False, description="An operator token ('edgeship hub token create NAME [--role read-only]')."
+)
 
 
 def get_service(request: Request) -> HubService:
@@ -26,12 +28,14 @@ def get_credentials(request: Request) -> DeviceCredentials:
 
 def require_operator(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> str:
-    """The operator token's name; raises AuthenticationError (401) otherwise."""
+) -> TokenGrant:
+    """The caller's token grant, once its token is accepted (401 otherwise: missing, unknown, expired, revoked)
+    and its role allows this route (403 otherwise, :mod:`edgeship.hub.api.roles`). Every operator route
+    depends on this, so the role rule is enforced here and nowhere else."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationError("This endpoint needs an operator token: send 'Authorization: Bearer <token>'.")
     tokens: TokenCheck = request.app.state.tokens
-    name = tokens.check(credentials.credentials)
-    if name is None:
-        raise AuthenticationError("The operator token is not valid on this hub; create one with create_token.")
-    return name
+    grant = tokens.check(credentials.credentials)
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    authorize(grant, request.method, route, request.path_params)
+    return grant

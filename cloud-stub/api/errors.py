@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from edgeship.errors import EdgeshipError, InputError, ManifestError, RegistryError, SignatureError, TransportError
-from edgeship.hub.api.auth import AuthenticationError
+from edgeship.hub.api.auth import AuthenticationError, PermissionDeniedError
 from edgeship.hub.errors import AlreadyExistsError, DeviceTimeoutError, HubNotFoundError
 from edgeship.hub.store import HubStoreError
 from edgeship.modules.store import UnknownModuleError
@@ -25,7 +25,8 @@ __all__ = ["STATUS_FOR", "install_error_handlers", "status_for"]
 log = logging.getLogger("edgeship.hub.api")
 
 STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
-    (AuthenticationError, 401),
+    (AuthenticationError, 401),  # no token, unknown, expired (TokenExpiredError) or revoked (TokenRevokedError)
+    (PermissionDeniedError, 403),  # a valid token whose role does not allow the request (api/roles.py)
     (HubNotFoundError, 404),
     (UnknownModuleError, 404),  # a module missing from the workspace an upload names
     (AlreadyExistsError, 409),

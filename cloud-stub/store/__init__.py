@@ -2,7 +2,8 @@
 
 SQLAlchemy 2.0 over SQLite (embedded default, ``hub.db`` in the workspace) or
 PostgreSQL (``postgresql+psycopg://...``) for scale. Callers get frozen records,
-never ORM objects.
+never ORM objects. Opening a store upgrades its database to the newest schema
+(``schema.py``, revisions in ``edgeship.hub.migrations``).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from edgeship.hub.store.store import (
     sqlite_url,
 )
 from edgeship.hub.store.telemetry import PresenceRecord, TelemetryRecord, TelemetryStore  # registers its tables
+from edgeship.hub.store.tokens import ROLES, TokenRecord, TokenStore
 
 __all__ = [
+    "ROLES",
     "CredentialRecord",
     "CredentialStore",
     "DeploymentRecord",
@@ -37,5 +40,7 @@ __all__ = [
     "ReportedRecord",
     "TelemetryRecord",
     "TelemetryStore",
+    "TokenRecord",
+    "TokenStore",
     "sqlite_url",
 ]

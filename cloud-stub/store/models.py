@@ -1,5 +1,9 @@
 """The hub's tables (SQLAlchemy 2.0), portable between SQLite and PostgreSQL.
 
+Every change to a table here needs a revision in ``edgeship.hub.migrations``
+(``docs/hub.md``, "Schema migrations"); ``tests/hub/test_migrations.py`` fails until
+the models and the revisions agree.
+
 Only portable types: ``JSON`` (``json`` on PostgreSQL, text on SQLite), strings,
 integers and :class:`UTCDateTime`, which stores aware datetimes and always hands
 back UTC (SQLite keeps no zone, and the layering tiebreak compares creation times).
@@ -129,10 +133,19 @@ class ReportedRow(Base):
 
 
 class TokenRow(Base):
-    """An operator token, stored as the sha256 of its text (the token itself is shown once)."""
+    """An operator token, stored as the sha256 of its text (the token itself is shown once).
+
+    ``role`` is ``operator`` or ``read-only`` (:data:`edgeship.hub.store.tokens.ROLES`);
+    ``expires`` ``None`` never expires; a revoked token keeps its row (``revoked_at``) so
+    ``hub token list`` shows who had access; ``last_used`` is refreshed at most once a minute.
+    """
 
     __tablename__ = "tokens"
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created: Mapped[datetime]
+    role: Mapped[str] = mapped_column(String(16), default="operator", server_default="operator")
+    expires: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    last_used: Mapped[datetime | None] = mapped_column(nullable=True)
 

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from edgeship.deployment import MAX_SEQUENCE
 from edgeship.errors import EdgeshipError
 from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError, SequenceExhaustedError
+from edgeship.hub.store import schema
 from edgeship.hub.store.models import (
     Base,
     DeploymentModuleRow,
@@ -47,7 +48,6 @@ from edgeship.hub.store.models import (
     DeviceRow,
     ModuleRow,
     ReportedRow,
-    TokenRow,
 )
 
 __all__ = [
@@ -157,15 +157,25 @@ def _module(row: ModuleRow) -> ModuleRecord:
 
 
 class HubStore:
-    """The hub's tables over one engine URL (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
+    """The hub's tables over one engine URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
+
+    Opening it upgrades the database to the newest schema first (:func:`schema.upgrade`).
+    """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         try:
             self.engine: Engine = _engine(url, echo)
-            Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise HubStoreError(f"Cannot open the hub database {_safe(url)}: {exc}") from exc
+        try:
+            schema.upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            self.engine.dispose()
+            raise HubStoreError(f"Cannot open or upgrade the hub database {_safe(url)}: {exc}") from exc
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
@@ -447,19 +457,6 @@ class HubStore:
             query = query.where(ReportedRow.device_id.in_(builtins.list(device_ids)))
         with self._tx() as s:
             return {r.device_id: ReportedRecord(r.device_id, dict(r.state), r.received) for r in s.scalars(query)}
-
-    # operator tokens ---------------------------------------------------------
-    def add_token(self, name: str, digest: str, created: datetime) -> None:
-        with self._tx() as s:
-            if s.get(TokenRow, name) is not None:
-                raise AlreadyExistsError(f"A token named {name!r} exists already; pick another name.")
-            s.add(TokenRow(name=name, digest=digest, created=created))
-
-    def token_name(self, digest: str) -> str | None:
-        """The name of the token whose sha256 is ``digest``, or ``None``."""
-        with self._tx() as s:
-            return s.scalars(select(TokenRow.name).where(TokenRow.digest == digest)).first()
-
 
 def _newest(ids: Sequence[str] | None) -> tuple[Subquery, ColumnElement[bool]]:
     """A join that limits a query over ``DesiredRow`` columns to each device's newest document."""

@@ -11,16 +11,21 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, print_json, workspace_from
 from edgeship.errors import InputError
 
 if TYPE_CHECKING:
     from edgeship.hub.client import HubClient
+    from edgeship.hub.store import TokenRecord, TokenStore
 
 __all__ = ["HubTokenOpt", "HubUrlOpt", "hub_app", "hub_client", "register"]
 
@@ -51,6 +56,7 @@ def register(app: typer.Typer) -> None:
 
 def _need_hub_extra() -> None:
     try:
+        import alembic  # noqa: F401
         import fastapi  # noqa: F401
         import httpx  # noqa: F401
         import paho.mqtt  # noqa: F401
@@ -75,7 +81,9 @@ def serve(
                                            "or postgresql+psycopg://user@host/db).", show_default=False)] = None,
     broker: Annotated[str | None, typer.Option("--broker", help="MQTT broker URL, mqtt://host:1883 or mqtts://...",
                                                show_default=False)] = None,
-    broker_username: Annotated[str | None, typer.Option("--broker-username", show_default=False)] = None,
+    broker_username: Annotated[str | None, typer.Option(
+        "--broker-username", help="The hub's broker user (and MQTT client id); with the generated Mosquitto config "
+        "'hub' or 'hub-<name>', one per hub process.", show_default=False)] = None,
     broker_password: Annotated[str | None, typer.Option("--broker-password", envvar="EDGESHIP_BROKER_PASSWORD",
                                                         show_default=False)] = None,
     broker_ca: Annotated[Path | None, typer.Option("--broker-ca", help="CA file for mqtts://.",
@@ -133,25 +141,104 @@ def serve(
             signal.signal(sig, handler)
 
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: the workspace's hub.db).", show_default=False),
+]
+
+
+@contextmanager
+def _token_store(workspace: Path | None, db: str | None) -> Iterator[TokenStore]:
+    """The hub database's tokens, opened (and upgraded) like ``hub serve`` opens it."""
+    _need_hub_extra()
+    from edgeship.hub.store import HubStore, TokenStore, sqlite_url
+
+    url = db or sqlite_url(workspace_from(workspace).root)
+    store = HubStore(url)
+    try:
+        yield TokenStore(store)
+    finally:
+        store.close()
+
+
 @token_app.command("create")
 def token_create(
-    name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it).")],
+    name: Annotated[str, typer.Argument(help="A name for the token (who or what uses it); never reused.")],
     workspace: WorkspaceOpt = None,
-    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: the workspace's hub.db).",
-                                           show_default=False)] = None,
+    db: DbOpt = None,
+    role: Annotated[str, typer.Option("--role", help="operator (everything) or read-only (GET, and the logs "
+                                      "method).")] = "operator",
+    expires: Annotated[str | None, typer.Option("--expires", help="30d, 12h or a time with its zone, "
+                                                "2027-01-01T00:00:00Z (default: never).", show_default=False)] = None,
 ) -> None:
     """Create an operator token and print it once (the hub keeps only its sha256)."""
     _need_hub_extra()
-    from edgeship.hub.api import create_token
-    from edgeship.hub.store import HubStore, sqlite_url
+    from edgeship.hub.api.auth import create_token, parse_expiry
+    from edgeship.hub.store import ROLES
 
-    ws = workspace_from(workspace)
-    store = HubStore(db or sqlite_url(ws.root))
-    try:
-        token = create_token(store, name)
-    finally:
-        store.close()
+    if role not in ROLES:
+        raise InputError(f"Unknown --role {role!r}; use one of: {', '.join(ROLES)}.")
+    until = parse_expiry(expires, datetime.now(timezone.utc)) if expires is not None else None
+    with _token_store(workspace, db) as tokens:
+        token = create_token(tokens.store, name, role=role, expires=until)
     typer.echo(token)
+
+
+def _token_json(record: TokenRecord, now: datetime) -> dict[str, Any]:
+    from edgeship.hub.store.tokens import token_state
+
+    def when(value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+    return {
+        "name": record.name, "role": record.role, "state": token_state(record, now), "created": when(record.created),
+        "expires": when(record.expires), "revoked": when(record.revoked_at), "lastUsed": when(record.last_used),
+    }
+
+
+@token_app.command("list")
+def token_list(workspace: WorkspaceOpt = None, db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """Every operator token: name, role, state, created, expires, revoked, last used (never the token)."""
+    now = datetime.now(timezone.utc)
+    with _token_store(workspace, db) as tokens:
+        rows = [_token_json(record, now) for record in tokens.list()]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No operator tokens; create one with 'edgeship hub token create NAME'.", highlight=False)
+        return
+    table = Table("name", "role", "state", "created", "expires", "revoked", "last used", box=None)
+    for row in rows:
+        table.add_row(*(_short(row[key]) for key in ("name", "role", "state", "created", "expires", "revoked",
+                                                      "lastUsed")))
+    console.print(table, highlight=False)
+
+
+def _short(value: str | None) -> str:
+    """An ISO time to the minute (``2026-12-05 07:15Z``), other text as it is, ``-`` for none."""
+    if value is None:
+        return "-"
+    if len(value) >= 16 and value[10:11] == "T":
+        return value[:10] + " " + value[11:16] + "Z"
+    return value
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name ('edgeship hub token list').")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Revoke a token: its next request is refused (401). The row stays, so 'token list' shows it revoked."""
+    with _token_store(workspace, db) as tokens:
+        record, changed = tokens.revoke(name, datetime.now(timezone.utc))
+    assert record.revoked_at is not None
+    if changed:
+        console.print(f"Revoked token {name!r} ({record.role}).", highlight=False)
+    else:
+        console.print(f"Token {name!r} was revoked already, at {_short(record.revoked_at.isoformat())}.",
+                      highlight=False)
 
 
 def parse_module_ref(text: str, *, need_version: bool) -> tuple[str, int | None]:

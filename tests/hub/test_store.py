@@ -118,14 +118,6 @@ def test_reported_state_is_the_newest_report_per_device(store: HubStore) -> None
         store.put_reported("ghost", {}, T0)
 
 
-def test_tokens_are_found_by_digest_only(store: HubStore) -> None:
-    store.add_token("ci", "f" * 64, T0)
-    assert store.token_name("f" * 64) == "ci"
-    assert store.token_name("e" * 64) is None
-    with pytest.raises(AlreadyExistsError):
-        store.add_token("ci", "0" * 64, T0)
-
-
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = HubStore(f"sqlite:///{tmp_path / 'hub.db'}")
     with store.engine.connect() as conn:
