@@ -6,6 +6,8 @@ called by the same transports (REST routes, CLI through REST). Its invariants:
 - a password has 192 random bits (``secrets``), is returned once to the caller and
   is stored only as Mosquitto's ``$7$`` hash; a certificate comes from the hub CA
   (CN = device id), its private key is returned once and never stored;
+- no credential is ever issued for a name reserved for the hub (``hub``, ``hub-*``:
+  ``edgeship.mqtt.identity``), so a device login never carries the hub's rights;
 - a device has at most one active credential: rotation issues the new one and
   revokes the old one in one transaction;
 - deleting a device revokes its credentials and removes the device (its documents,
@@ -26,9 +28,10 @@ from edgeship.errors import EdgeshipError, InputError
 from edgeship.hub.broker.ca import CertificateAuthority, fingerprint
 from edgeship.hub.broker.mosquitto import hash_password
 from edgeship.hub.broker.reload import BrokerState, ManagedBroker
-from edgeship.hub.service import DeviceView, HubService, validate_device_id
+from edgeship.hub.service import DeviceView, HubService
 from edgeship.hub.store import CredentialRecord, CredentialStore
 from edgeship.hub.store.credentials import KINDS
+from edgeship.mqtt.identity import validate_device_id, validate_new_device_id
 
 __all__ = ["PASSWORD_BYTES", "DeviceCredentials", "IssuedCredentials"]
 
@@ -98,12 +101,16 @@ class DeviceCredentials:
         return view, issued
 
     def create_credentials(self, device_id: str, kind: str = "password") -> IssuedCredentials:
-        """First credentials of a device that has none (``AlreadyExistsError`` otherwise: rotate instead)."""
-        return self._issue(validate_device_id(device_id), kind, replace=False)
+        """First credentials of a device that has none (``AlreadyExistsError`` otherwise: rotate instead).
+
+        Never for a name reserved for the hub (``validate_new_device_id``): a device created
+        before the reservation keeps no way to log in with the hub's rights.
+        """
+        return self._issue(validate_new_device_id(device_id), kind, replace=False)
 
     def rotate_credentials(self, device_id: str, kind: str | None = None) -> IssuedCredentials:
         """A new secret of the same kind (or ``kind``); the old one is revoked and the broker reloaded."""
-        validate_device_id(device_id)
+        validate_new_device_id(device_id)  # a device named like the hub gets no new login: delete it
         self.service.store.get_device(device_id)  # HubNotFoundError for an unknown device
         current = self.store.active([device_id]).get(device_id)
         return self._issue(device_id, kind or (current.kind if current else "password"), replace=True)

@@ -48,8 +48,8 @@ from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, se
 from edgeship.hub.telemetry import parse_telemetry
 from edgeship.hub.trust import TrustRootFiles, chain_message, check_rotation, signers_for
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
-from edgeship.mqtt.identity import validate_device_id, validate_new_device_id  # one rule (ADR 0015)
 from edgeship.modules.verify import verify_module_dir
+from edgeship.mqtt.identity import validate_device_id, validate_new_device_id  # one rule (ADR 0015)
 from edgeship.registry.blobs import BlobStore, sha256_file
 from edgeship.signing import SignerLike, TrustRoot
 

@@ -151,13 +151,15 @@ class CertificateAuthority:
         return self._issue(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, days, names)
 
     def issue_client(self, device_id: str, *, days: int = LEAF_DAYS) -> IssuedCertificate:
-        """A device certificate whose common name is ``device_id`` (its broker username)."""
-        from edgeship.mqtt.topics import device_topic
+        """A device certificate whose common name is ``device_id`` (its broker username).
 
-        try:
-            device_topic(device_id, "desired")
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
+        Never for a name reserved for the hub (``hub``, ``hub-*``): on a listener with
+        ``use_identity_as_username`` the CN *is* the login, so such a certificate would
+        carry the hub's rights (ADR 0015).
+        """
+        from edgeship.mqtt.identity import validate_new_device_id
+
+        validate_new_device_id(device_id)
         return self._issue(device_id, ExtendedKeyUsageOID.CLIENT_AUTH, days, [])
 
     def revocation_list(self, serials: Iterable[int], *, days: int = 30) -> str:

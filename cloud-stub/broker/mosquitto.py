@@ -9,8 +9,15 @@ grow with the fleet and a new device needs only a password line or a certificate
     pattern read  edgeship/v1/devices/%u/desired          (and trust-root)
     pattern read  edgeship/v1/devices/%u/commands/#
     pattern write edgeship/v1/devices/%u/reported        (and telemetry, online, responses/#)
-    user hub
+    user hub                                             (and every other hub identity, hub-<name>)
     topic readwrite edgeship/v1/devices/#
+
+A login is one identity (ADR 0015): every listener binds the MQTT client id to the
+username (``use_username_as_clientid``), and the certificate listener makes the
+certificate's common name the username (``use_identity_as_username``), so a client can
+take over only its own session, never another device's. The hub's rights go to the
+users named ``hub`` or ``hub-<name>`` (``edgeship.mqtt.identity``), one per hub
+process, and no device may carry such a name.
 
 Passwords are stored as Mosquitto's ``$7$`` PBKDF2-SHA512 hashes
 (``$7$<iterations>$<base64 salt>$<base64 hash>``, the format ``mosquitto_passwd``
@@ -29,6 +36,7 @@ from pathlib import Path
 
 from edgeship.errors import ConfigError, InputError
 from edgeship.fsutil import atomic_write_text
+from edgeship.mqtt.identity import RESERVED_NAMES, is_hub_identity, validate_device_id, validate_hub_identity
 from edgeship.mqtt.topics import TOPIC_ROOT
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "TlsListener",
     "fleet_users",
     "hash_password",
+    "hub_usernames",
     "parse_password_file",
     "render_acl",
     "render_mosquitto_conf",
@@ -82,27 +91,31 @@ def verify_password(password: str, hashed: str) -> bool:
 
 @dataclass(frozen=True)
 class BrokerUser:
-    """One broker login: a device (username = device id) or the hub.
+    """One broker login: a device (username = device id) or a hub process (``hub``, ``hub-<name>``).
 
     ``password_hash`` is a ``$7$`` line; ``None`` means the user logs in with a
     client certificate only (its CN is the username) and gets no password line.
+    Whether a user is a hub follows from its name alone (:attr:`is_hub`).
     """
 
     username: str
     password_hash: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from edgeship.mqtt.topics import device_topic
-
         try:
-            device_topic(self.username, "desired")  # the same rule as device ids: no '/', '+', '#', ':' only
-        except ValueError as exc:
+            validate_device_id(self.username)  # the same syntax as device ids: no '/', '+', '#'
+        except InputError as exc:
             raise InputError(f"Broker user {self.username!r} is not usable: {exc}") from exc
         if self.password_hash is not None and not self.password_hash.startswith("$7$"):
             raise InputError(
                 f"Broker user {self.username!r} has a password hash that is not Mosquitto's $7$ format; "
                 "make it with hash_password()."
             )
+
+    @property
+    def is_hub(self) -> bool:
+        """A hub identity: the ACL gives it the hub's rights."""
+        return is_hub_identity(self.username)
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,7 @@ class MosquittoSettings:
     port: int | None = 1883  # plain (password) listener; None: TLS only
     bind: str = "127.0.0.1"  # the plain listener sends passwords in clear: keep it local unless told
     tls: TlsListener | None = None
-    hub_username: str = "hub"
+    hub_username: str = "hub"  # the hub identity that must be among the users (others: any hub-<name>)
     # Mosquitto has no per-user queue limit: the hub needs a large one (its default of 1000 dropped
     # acknowledgements at 10,000 devices, docs/mqtt.md), and devices receive little, so it is global.
     max_queued_messages: int = 100_000
@@ -149,8 +162,20 @@ def render_password_file(users: Iterable[BrokerUser]) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def render_acl(hub_username: str = "hub") -> str:
-    """The ACL: per-device ``pattern`` rules for every user, and the hub's wide rights."""
+def _hub_names(hub_usernames: str | Iterable[str]) -> list[str]:
+    names = [hub_usernames] if isinstance(hub_usernames, str) else sorted(set(hub_usernames))
+    if not names:
+        raise InputError("The ACL needs at least one hub user ('hub' or 'hub-<name>'), or no hub can log in.")
+    return [validate_hub_identity(name) for name in names]
+
+
+def render_acl(hub_usernames: str | Iterable[str] = "hub") -> str:
+    """The ACL: per-device ``pattern`` rules for every user, and the hub's wide rights for each hub identity.
+
+    Only ``hub``/``hub-<name>`` users may get the hub's rights (InputError otherwise),
+    so no device id, which can never be such a name, reaches them.
+    """
+    hubs = _hub_names(hub_usernames)
     lines = [
         "# edgeship broker ACL (generated; edit the hub's device list instead).",
         "# A device (username = device id) reads only its desired document, trust root and commands and",
@@ -158,13 +183,10 @@ def render_acl(hub_username: str = "hub") -> str:
     ]
     lines += [f"pattern read {TOPIC_ROOT}/%u/{channel}" for channel in DEVICE_READ]
     lines += [f"pattern write {TOPIC_ROOT}/%u/{channel}" for channel in DEVICE_WRITE]
-    lines += [
-        "",
-        "# The hub publishes desired documents and commands and reads every device's channels.",
-        f"user {hub_username}",
-        f"topic readwrite {TOPIC_ROOT}/#",
-        "topic read $SYS/#",
-    ]
+    lines += ["", "# The hub publishes desired documents and commands and reads every device's channels.",
+              "# One user per hub process: each has its own session (the client id is the username)."]
+    for hub in hubs:
+        lines += ["", f"user {hub}", f"topic readwrite {TOPIC_ROOT}/#", "topic read $SYS/#"]
     return "\n".join(lines) + "\n"
 
 
@@ -186,13 +208,17 @@ def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_
         lines += ["persistence true", f"persistence_location {settings.persistence_dir.resolve()}/"]
     else:
         lines.append("persistence false")
+    # A login is one identity: the client id is the username (a listener setting in Mosquitto 2.0, ignored
+    # before the first 'listener'), so a client that sends another device's id gets its own session instead
+    # of closing that device's.
     if settings.port is not None:
-        lines += ["", f"listener {settings.port} {settings.bind}"]
+        lines += ["", f"listener {settings.port} {settings.bind}", "use_username_as_clientid true"]
     tls = settings.tls
     if tls is not None:
         lines += [
             "",
             f"listener {tls.port} {tls.bind}",
+            "use_username_as_clientid true",
             f"cafile {tls.ca_file.resolve()}",
             f"certfile {tls.cert_file.resolve()}",
             f"keyfile {tls.key_file.resolve()}",
@@ -225,21 +251,48 @@ def parse_password_file(text: str) -> dict[str, str]:
 
 
 def fleet_users(
-    device_ids: Iterable[str], hub: BrokerUser, password_hashes: dict[str, str]
+    device_ids: Iterable[str], hub: BrokerUser | Iterable[BrokerUser], password_hashes: dict[str, str]
 ) -> tuple[list[BrokerUser], list[str]]:
     """Broker users for the hub's devices: a password line where one is known, else certificate-only.
 
-    Returns the users (the hub first) and the names in ``password_hashes`` that are no
-    device of the hub's (deleted devices: leaving them out revokes their login).
+    Returns the users (the hub identities first) and the names in ``password_hashes``
+    that are no device of the hub's (deleted devices: leaving them out revokes their
+    login). A device whose id is reserved for the hub (created before the reservation)
+    is refused: the operator deletes it, which also revokes its certificate.
     """
+    hubs = [hub] if isinstance(hub, BrokerUser) else list(hub)
+    for user in hubs:
+        validate_hub_identity(user.username)
     ids = sorted(set(device_ids))
-    if hub.username in ids:
+    reserved = [device_id for device_id in ids if is_hub_identity(device_id)]
+    if reserved:
         raise InputError(
-            f"A device is named {hub.username!r} like the hub's broker user; rename the device or the hub user."
+            f"Device(s) {', '.join(reserved)} carry a name reserved for the hub's broker identities "
+            f"({RESERVED_NAMES}) and would log in with the hub's rights; delete them ('edgeship device delete ID', "
+            "which also revokes their certificates) and create them under other ids."
         )
-    users = [hub] + [BrokerUser(device_id, password_hashes.get(device_id)) for device_id in ids]
-    dropped = sorted(set(password_hashes) - set(ids) - {hub.username})
+    users = hubs + [BrokerUser(device_id, password_hashes.get(device_id)) for device_id in ids]
+    dropped = sorted(set(password_hashes) - set(ids) - {user.username for user in hubs})
     return users, dropped
+
+
+def hub_usernames(users: Iterable[BrokerUser], required: str = "hub") -> list[str]:
+    """The hub identities among ``users`` (they get the hub's rights in the ACL); ``required`` must be one.
+
+    Each hub identity logs in by password: the hub CA issues no certificate for a hub
+    name, so a certificate-only hub user could never be the hub.
+    """
+    validate_hub_identity(required)
+    hubs = [user for user in users if user.is_hub]
+    if not any(user.username == required for user in hubs):
+        raise InputError(f"The broker users lack the hub's user {required!r}; add it, or the hub cannot log in.")
+    for user in hubs:
+        if user.password_hash is None:
+            raise InputError(
+                f"The hub's broker user {user.username!r} has no password; hub processes log in by password "
+                "(give it one with --hub-password-file)."
+            )
+    return [user.username for user in hubs]
 
 
 @dataclass(frozen=True)
@@ -254,20 +307,18 @@ def write_broker_config(
 ) -> BrokerFiles:
     """Write ``passwd`` (0600), ``acl`` and ``mosquitto.conf`` into ``folder``, each atomically.
 
-    The hub's user must be among ``users`` (with a password or a certificate) and no
-    device may be named like it. Send the broker SIGHUP afterwards to reload.
+    ``settings.hub_username`` must be among ``users``, with a password; every user named
+    ``hub``/``hub-<name>`` gets the hub's rights, one identity per hub process. Send the
+    broker SIGHUP afterwards to reload.
     """
     settings = settings or MosquittoSettings()
     users = list(users)
-    if not any(u.username == settings.hub_username for u in users):
-        raise InputError(
-            f"The broker users lack the hub's user {settings.hub_username!r}; add it, or the hub cannot log in."
-        )
+    hubs = hub_usernames(users, settings.hub_username)
     folder = Path(folder)
     files = BrokerFiles(folder / "mosquitto.conf", folder / "passwd", folder / "acl")
     passwords = render_password_file(users)
     atomic_write_text(files.password_file, passwords, mode=0o600)
-    atomic_write_text(files.acl_file, render_acl(settings.hub_username), mode=0o644)
+    atomic_write_text(files.acl_file, render_acl(hubs), mode=0o644)
     atomic_write_text(files.config, render_mosquitto_conf(settings, files.password_file, files.acl_file), 0o644)
     return files
 
@@ -281,12 +332,11 @@ def write_access_files(
     TLS) stays as :func:`write_broker_config` or the operator wrote it. SIGHUP the broker after.
     """
     users = list(users)
-    if not any(u.username == hub_username for u in users):
-        raise InputError(f"The broker users lack the hub's user {hub_username!r}; add it, or the hub cannot log in.")
+    hubs = hub_usernames(users, hub_username)
     folder = Path(folder)
     written = [folder / "passwd", folder / "acl"]
     atomic_write_text(written[0], render_password_file(users), mode=0o600)
-    atomic_write_text(written[1], render_acl(hub_username), mode=0o644)
+    atomic_write_text(written[1], render_acl(hubs), mode=0o644)
     if crl_pem is not None:
         written.append(folder / "crl.pem")
         atomic_write_text(written[2], crl_pem, mode=0o644)

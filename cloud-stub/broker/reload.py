@@ -9,8 +9,12 @@ broker-config`` writes it once) and is never touched here.
 
 The hub's own password line is kept from the existing ``passwd`` (so the hub need
 not know its password in clear), or made from ``--broker-password`` when there is
-none yet. A lock serialises rewrites and each one reads the whole state inside it,
-so the last writer always leaves the newest state on disk.
+none yet. So are the lines of the other hub identities (``hub-<name>``: further hub
+processes, each with its own broker user and session, ADR 0015), so one replica's
+rewrite never locks another out. A device whose id is reserved for the hub (created
+before the reservation) is left out and logged: it never gets a password line. A lock
+serialises rewrites and each one reads the whole state inside it, so the last writer
+always leaves the newest state on disk.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeship.errors import ConfigError
+from edgeship.errors import ConfigError, InputError
 from edgeship.hub.broker.mosquitto import BrokerUser, hash_password, parse_password_file, write_access_files
+from edgeship.mqtt.identity import RESERVED_NAMES, is_hub_identity, validate_hub_identity
 
 __all__ = ["BrokerState", "ManagedBroker"]
 
@@ -52,19 +57,28 @@ class ManagedBroker:
         pid_file: Path | None = None,
         crl: Callable[[Iterable[int]], str] | None = None,
     ) -> None:
+        try:
+            self.hub_username = validate_hub_identity(hub_username)
+        except InputError as exc:
+            raise ConfigError(f"{exc} Pass such a --broker-username with --broker-config-dir.") from exc
         self.folder = Path(folder)
-        self.hub_username = hub_username
         self.pid_file = pid_file
         self._crl = crl  # the hub CA's revocation_list, when it has a CA
         self._lock = threading.Lock()
         self._hub_hash = self._hub_line(hub_password)
 
-    def _hub_line(self, hub_password: str | None) -> str:
+    def _hub_lines(self) -> dict[str, str]:
+        """The hub identities' password hashes in the current ``passwd`` (this hub's and its replicas')."""
         passwd = self.folder / "passwd"
-        if passwd.is_file():
-            hashed = parse_password_file(passwd.read_text(encoding="utf-8")).get(self.hub_username)
-            if hashed is not None:
-                return hashed
+        if not passwd.is_file():
+            return {}
+        entries = parse_password_file(passwd.read_text(encoding="utf-8"))
+        return {name: hashed for name, hashed in entries.items() if is_hub_identity(name)}
+
+    def _hub_line(self, hub_password: str | None) -> str:
+        hashed = self._hub_lines().get(self.hub_username)
+        if hashed is not None:
+            return hashed
         if hub_password:
             return hash_password(hub_password)
         raise ConfigError(
@@ -85,9 +99,14 @@ class ManagedBroker:
                               "'edgeship hub broker-config -o DIR'.")  # fmt: skip
         with self._lock:
             state = read_state()
-            users = [BrokerUser(self.hub_username, self._hub_hash)] + [
+            hubs = {**self._hub_lines(), self.hub_username: self._hub_hash}
+            reserved = sorted(d for d in set(state.device_ids) if is_hub_identity(d))
+            if reserved:
+                log.error("devices %s carry a name reserved for the hub (%s) and get no broker login; delete them "
+                          "and create them under other ids", ", ".join(reserved), RESERVED_NAMES)  # fmt: skip
+            users = [BrokerUser(name, hashed) for name, hashed in sorted(hubs.items())] + [
                 BrokerUser(device_id, state.password_hashes.get(device_id))
-                for device_id in sorted(set(state.device_ids) - {self.hub_username})
+                for device_id in sorted(set(state.device_ids) - set(reserved))
             ]
             crl_path = self.folder / "crl.pem"
             crl_pem = self._crl(state.revoked_serials) if self._crl is not None and crl_path.exists() else None

@@ -6,6 +6,11 @@ hub's store (``edgeship device create`` issues them); a Mosquitto-format file
 (``--device-passwords``) overrides the store per device. Devices without a hash log in
 by certificate; with TLS, revoked device certificates go into ``crl.pem``. A hash for
 a device no longer on the hub is left out: its login is revoked.
+
+Each hub process gets its own broker user (``--hub-username hub --hub-username hub-2``,
+all with the password of ``--hub-password-file``): the config binds the client id to
+the username, so two hub processes under one user would keep closing each other's
+session (ADR 0015). A device whose id is reserved for the hub is refused here.
 """
 
 from __future__ import annotations
@@ -48,7 +53,12 @@ def broker_config(
     db: Annotated[
         str | None, typer.Option("--db", help="Hub database URL (default: the workspace's hub.db).", show_default=False)
     ] = None,
-    hub_username: Annotated[str, typer.Option("--hub-username", help="The hub's broker user.")] = "hub",
+    hub_username: Annotated[
+        list[str] | None,
+        typer.Option("--hub-username", help="A hub process's broker user: 'hub' or 'hub-<name>' (repeat, one per "
+                     "hub process; all log in with the --hub-password-file password). Default: hub.",
+                     show_default=False),
+    ] = None,
     device_passwords: Annotated[
         Path | None,
         typer.Option("--device-passwords", help="Device password hashes, 'id:$7$...' lines (mosquitto_passwd); "
@@ -103,7 +113,9 @@ def broker_config(
     finally:
         store.close()
     hashes = {**stored, **overrides}
-    users, dropped = fleet_users(device_ids, BrokerUser(hub_username, hash_password(hub_password)), hashes)
+    hub_names = list(dict.fromkeys(hub_username or ["hub"]))
+    hubs = [BrokerUser(name, hash_password(hub_password)) for name in hub_names]
+    users, dropped = fleet_users(device_ids, hubs, hashes)
     tls = None
     if tls_host:
         tls = _tls_listener(out, ca_dir or ws.root / "broker-ca", tls_host, tls_port, require_certificate, revoked)
@@ -112,13 +124,15 @@ def broker_config(
     if no_plain and tls is None:
         raise InputError("--no-plain leaves no listener; give --tls-host for a TLS listener.")
     settings = MosquittoSettings(
-        port=None if no_plain else port, bind=bind, tls=tls, hub_username=hub_username, run_as=run_as
+        port=None if no_plain else port, bind=bind, tls=tls, hub_username=hub_names[0], run_as=run_as
     )
     files = write_broker_config(out, users, settings)
-    with_password = sum(1 for user in users[1:] if user.password_hash is not None)
+    devices = users[len(hubs):]
+    with_password = sum(1 for user in devices if user.password_hash is not None)
     console.print(
-        f"Wrote {files.config}, {files.password_file.name} and {files.acl_file.name} for {len(users) - 1} devices "
-        f"({with_password} by password, {len(users) - 1 - with_password} by certificate only).",
+        f"Wrote {files.config}, {files.password_file.name} and {files.acl_file.name} for {len(devices)} devices "
+        f"({with_password} by password, {len(devices) - with_password} by certificate only) and the hub user(s) "
+        f"{', '.join(hub_names)}.",
         highlight=False,
     )
     if dropped:

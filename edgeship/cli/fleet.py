@@ -20,6 +20,7 @@ from edgeship.cli._common import console, err_console, parse_pairs, print_json
 from edgeship.cli.hub import HubTokenOpt, HubUrlOpt, hub_client, parse_module_ref
 from edgeship.errors import EdgeshipError, InputError
 from edgeship.fsutil import atomic_write_text
+from edgeship.mqtt.identity import validate_new_device_id
 
 __all__ = ["deployment_app", "device_app", "parse_tags", "register"]
 
@@ -106,6 +107,7 @@ def device_create(
     hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create a device and its broker credentials (shown once); it gets its first signed document at once."""
+    validate_new_device_id(device_id)  # the hub refuses it too (400); say so before asking it
     tags = parse_tags(tag)
     with hub_client(hub, token) as client:
         device = client.create_device(device_id, tags, "certificate" if certificate else "password")

@@ -37,6 +37,18 @@ def test_the_acl_gives_each_device_only_its_own_channels_and_the_hub_the_tree() 
     assert acl[acl.index("user hub") + 1] == "topic readwrite edgeship/v1/devices/#"
 
 
+def test_the_acl_gives_the_hub_rights_to_each_hub_identity_and_to_no_other_name() -> None:
+    acl = render_acl(["hub-b", "hub", "hub-a"]).splitlines()
+    assert [line for line in acl if line.startswith("user ")] == ["user hub", "user hub-a", "user hub-b"]
+    for hub in ("hub", "hub-a", "hub-b"):
+        assert acl[acl.index(f"user {hub}") + 1] == "topic readwrite edgeship/v1/devices/#"
+    for name in ("cloud", "dev-a", "hubx", "a/b"):
+        with pytest.raises(InputError, match="must be 'hub' or 'hub-<name>'"):
+            render_acl([name])
+    with pytest.raises(InputError, match="at least one hub user"):
+        render_acl([])
+
+
 def test_the_config_refuses_anonymous_access_and_names_the_files(tmp_path: Path) -> None:
     tls = TlsListener(ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "s.crt", key_file=tmp_path / "s.key",
                       require_certificate=True, crl_file=tmp_path / "crl.pem")  # fmt: skip
@@ -46,6 +58,11 @@ def test_the_config_refuses_anonymous_access_and_names_the_files(tmp_path: Path)
                  f"cafile {tmp_path}/ca.pem", "require_certificate true", "use_identity_as_username true",
                  f"crlfile {tmp_path}/crl.pem"):  # fmt: skip
         assert line in conf
+    # Mosquitto 2.0 reads use_username_as_clientid per listener (before the first one it is ignored): one
+    # line in each listener's block binds every login's client id to its username.
+    listeners = [i for i, line in enumerate(conf) if line.startswith("listener ")]
+    assert len(listeners) == 2 and conf.count("use_username_as_clientid true") == 2
+    assert all(conf[i + 1] == "use_username_as_clientid true" for i in listeners)
     with pytest.raises(ConfigError, match="needs a listener"):
         render_mosquitto_conf(MosquittoSettings(port=None), tmp_path / "p", tmp_path / "a")
 
@@ -71,6 +88,10 @@ def test_users_that_could_escape_their_topics_are_refused() -> None:
 def test_writing_needs_the_hub_user_and_keeps_the_password_file_private(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="lack the hub's user 'hub'"):
         write_broker_config(tmp_path, [BrokerUser("dev-a", hash_password("a"))])
+    with pytest.raises(InputError, match="'hub-b' has no password; hub processes log in by password"):
+        write_broker_config(tmp_path, [BrokerUser("hub", hash_password("h")), BrokerUser("hub-b")])
+    with pytest.raises(InputError, match="must be 'hub' or 'hub-<name>'"):
+        write_broker_config(tmp_path, [BrokerUser("cloud", "$7$x")], MosquittoSettings(hub_username="cloud"))
     files = write_broker_config(tmp_path, [BrokerUser("hub", hash_password("h")), BrokerUser("dev-a")])
     assert stat.S_IMODE(files.password_file.stat().st_mode) == 0o600
     assert [line for line in files.config.read_text().splitlines() if line.startswith("listener")] == [
@@ -115,8 +136,16 @@ def test_the_hub_ca_reloads_from_pem_and_refuses_a_mismatched_key() -> None:
         CertificateAuthority.load(ca.cert_pem, other.key_pem)
     with pytest.raises(InputError, match="not valid PEM"):
         CertificateAuthority.load("nope", "nope")
-    with pytest.raises(InputError, match="cannot be part of an MQTT topic"):
+    with pytest.raises(InputError, match="must be 1-128 letters"):
         ca.issue_client("a/b")
+
+
+def test_the_hub_ca_issues_no_device_certificate_under_a_hub_name() -> None:
+    ca = CertificateAuthority.create()
+    for name in ("hub", "hub-2", "HUB-x", "Hub"):
+        with pytest.raises(InputError, match=f"Device id '{name}' is reserved for the hub's broker identities"):
+            ca.issue_client(name)
+    assert ca.issue_client("hubble").cert_pem  # only 'hub' and 'hub-...' are reserved
 
 
 def test_fleet_users_give_known_devices_their_hash_and_leave_out_deleted_ones() -> None:
@@ -128,7 +157,13 @@ def test_fleet_users_give_known_devices_their_hash_and_leave_out_deleted_ones() 
         ("hub", True), ("dev-a", True), ("dev-b", False)
     ]
     assert dropped == ["gone"]
-    with pytest.raises(InputError, match="named 'hub' like the hub's broker user"):
-        fleet_users(["hub"], BrokerUser("hub"), {})
+    for reserved in (["hub"], ["dev-a", "hub-7"], ["Hub-x"]):
+        with pytest.raises(InputError, match=r"reserved for the hub's broker identities .* delete them"):
+            fleet_users(reserved, BrokerUser("hub"), {})
+    with pytest.raises(InputError, match="must be 'hub' or 'hub-<name>'"):
+        fleet_users(["dev-a"], BrokerUser("cloud"), {})
+    users, dropped = fleet_users(["dev-a"], [BrokerUser("hub", "$7$x"), BrokerUser("hub-2", "$7$y")],
+                                 {"hub-2": "$7$z", "dev-a": "$7$a"})  # fmt: skip
+    assert [u.username for u in users] == ["hub", "hub-2", "dev-a"] and dropped == []
     with pytest.raises(InputError, match="names 'x' twice"):
         parse_password_file(f"x:{hash_password('1')}\nx:{hash_password('2')}\n")
