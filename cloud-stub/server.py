@@ -59,7 +59,9 @@ class HubConfig:
     port: int = DEFAULT_API_PORT  # 0 picks a free port
     hub_key: str = "hub"  # workspace key that signs deployment documents
     trust_root: Path | None = None  # default: <workspace>/trust-root.json
-    client_id: str | None = None  # a fixed MQTT client id gives the hub a persistent session
+    # A fixed MQTT client id gives the hub a persistent session. The generated Mosquitto config makes the client id
+    # the broker username anyway (ADR 0015), so with it the session is the user's: one user per hub process.
+    client_id: str | None = None
     # A Mosquitto config folder ('edgeship hub broker-config -o DIR') whose passwd and acl the hub rewrites
     # after every credential change, then SIGHUPs the pid in broker_pid_file (Mosquitto's pid_file).
     broker_config_dir: Path | None = None

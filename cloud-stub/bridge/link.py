@@ -36,6 +36,7 @@ __all__ = ["CONNECT_TIMEOUT", "MAX_INFLIGHT", "MqttBridge"]
 
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1 publishes at once (DESIGN.md: batch, never wait per message)
 CONNECT_TIMEOUT = 10.0  # seconds start() waits for the first CONNACK
+SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another connection logged in with the same client id
 
 log = logging.getLogger("edgeship.hub.bridge")
 
@@ -44,12 +45,15 @@ class MqttBridge:
     def __init__(self, settings: BrokerSettings, *, client_id: str | None = None, group: str = "hub") -> None:
         """``client_id`` given: a persistent session (messages queued for the hub survive its restart).
 
-        Without one the hub gets a random ``edgeship-hub-<hex>`` id and a clean session;
+        Without one the client id is the broker username (``hub``, ``hub-<name>``: what the
+        generated Mosquitto config makes it anyway, ADR 0015), or a random
+        ``edgeship-hub-<hex>`` without a login (the embedded broker), with a clean session;
         the retained ``reported`` and ``online`` messages still arrive on every subscribe.
+        Each hub process needs its own broker user: two under one would take turns.
         """
         self.settings = settings
         self.group = group
-        self.client_id = client_id or f"edgeship-hub-{secrets.token_hex(4)}"
+        self.client_id = client_id or settings.username or f"edgeship-hub-{secrets.token_hex(4)}"
         self._persistent = client_id is not None
         self.client = make_client(settings, self.client_id, persistent=self._persistent,
                                   max_inflight=MAX_INFLIGHT, max_queued=0)
@@ -135,7 +139,10 @@ class MqttBridge:
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
-        if getattr(reason, "is_failure", bool(reason)):
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            log.error("another client logged in to %s as %r and took over the hub's session; give each hub process "
+                      "its own broker user (hub-<name>, docs/broker-security.md)", self.settings.url, self.client_id)
+        elif getattr(reason, "is_failure", bool(reason)):
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.settings.url, reason_text(reason))
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
