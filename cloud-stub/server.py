@@ -23,12 +23,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeship.deployment import DEFAULT_TTL
 from edgeship.errors import SignatureError, TransportError
 from edgeship.mqtt import BrokerSettings, parse_broker_url
 from edgeship.workspace import Workspace
+
+if TYPE_CHECKING:  # the bridge package imports paho; HubConfig must not
+    from edgeship.hub.bridge.limits import InboundLimits
 
 __all__ = [
     "CA_DIR", "DEFAULT_API_PORT", "DEFAULT_BROKER_PORT", "TRUST_ROOT_FILE", "HubConfig", "HubServer", "load_hub_keys",
@@ -68,6 +71,9 @@ class HubConfig:
     broker_pid_file: Path | None = None
     document_ttl: timedelta = DEFAULT_TTL  # how long a signed document is valid; re-issued after half of it
     refresh_interval: float = 600.0  # seconds between checks for documents due for re-issue
+    # What devices may send the hub: payload bytes per channel, messages per second per device, the inbound
+    # queue's byte budget (default 64 MiB) and the drop-summary interval; None: InboundLimits() (ADR 0016).
+    inbound: InboundLimits | None = None
 
 
 def _free_port(host: str) -> int:
@@ -170,7 +176,7 @@ class HubServer:
         try:
             self.settings = self._broker_settings()
             self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
-            self.bridge = MqttBridge(self.settings, client_id=self.config.client_id)
+            self.bridge = MqttBridge(self.settings, client_id=self.config.client_id, limits=self.config.inbound)
             self.service = HubService(self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer],
                                       publish=self.bridge.publish, ttl=self.config.document_ttl)
             self.service.trust_files = TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE,

@@ -51,6 +51,7 @@ from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.modules.verify import verify_module_dir
 from edgeship.mqtt.identity import validate_device_id, validate_new_device_id  # one rule (ADR 0015)
 from edgeship.registry.blobs import BlobStore, sha256_file
+from edgeship.reported import parse_reported
 from edgeship.signing import SignerLike, TrustRoot
 
 log = logging.getLogger("edgeship.hub")
@@ -214,12 +215,17 @@ class HubService:
         ]
 
     def record_reported(self, device_id: str, state: Mapping[str, Any]) -> ReportedRecord:
-        """Store a device's reported state (the MQTT bridge calls this for ``.../reported``)."""
+        """Store a device's reported state (the MQTT bridge calls this for ``.../reported``).
+
+        Only a report that validates against ``edgeship.reported.ReportedState`` is stored
+        (operators see it, the deployment status reads it); it is stored as received.
+        """
         if not isinstance(state, Mapping):
             raise InputError("Reported state must be a JSON object.")
         claimed = state.get("deviceId")
         if claimed is not None and claimed != device_id:
             raise InputError(f"Reported state names device {claimed!r} but arrived for {device_id!r}; ignored.")
+        parse_reported(dict(state))
         return self.store.put_reported(validate_device_id(device_id), dict(state), self.clock())
 
     def record_reported_many(
@@ -229,7 +235,7 @@ class HubService:
 
         For the MQTT bridge's worker: reports that arrived since its last write go in
         together (one write per report cost about 1 ms on SQLite; a batch of 500 about
-        20 ms). A malformed report or an unknown device is refused alone; the others
+        20 ms). A report that fails ``edgeship.reported``'s schema, or an unknown device, is refused alone; the others
         are stored. A device reported twice keeps its last report.
         """
         accepted: list[tuple[str, dict[str, Any], datetime]] = []
@@ -244,6 +250,7 @@ class HubService:
                     raise InputError(
                         f"Reported state names device {claimed!r} but arrived for {device_id!r}; ignored."
                     )
+                parse_reported(dict(state))
                 accepted.append((validate_device_id(device_id), dict(state), now))
             except InputError as exc:
                 refused.append((device_id, str(exc)))

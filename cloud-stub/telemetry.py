@@ -8,8 +8,9 @@
                                          "latencyMs": {"p50": 3.1, "p95": 7.9, "p99": 12.0}}}}]}
 
 ``dropped`` counts samples the agent's disk buffer discarded while offline. The
-hub refuses any other shape (unknown keys included), so what is stored is what
-``docs/mqtt.md`` documents.
+hub refuses any other shape (unknown keys included, module names that are not
+``edgeship.reported.ModuleName``), so what is stored is what ``docs/mqtt.md``
+documents. The bridge has already bounded the batch's size (``bridge/limits.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeship.errors import InputError
+from edgeship.reported import ModuleName, clip
 
 __all__ = ["MAX_SAMPLES", "LatencyMs", "ModuleSample", "Sample", "TelemetryBatch", "parse_telemetry"]
 
@@ -48,12 +50,12 @@ class Sample(_Strict):
     seq: int = Field(ge=0)
     cpu_percent: float = Field(alias="cpuPercent", ge=0)
     memory_bytes: int = Field(alias="memoryBytes", ge=0)
-    modules: dict[str, ModuleSample] = Field(default_factory=dict, max_length=MAX_MODULES)
+    modules: dict[ModuleName, ModuleSample] = Field(default_factory=dict, max_length=MAX_MODULES)
 
 
 class TelemetryBatch(_Strict):
     schema_version: Literal[1] = Field(alias="schemaVersion")
-    device_id: str = Field(alias="deviceId")
+    device_id: str = Field(alias="deviceId", min_length=1, max_length=128)
     samples: list[Sample] = Field(max_length=MAX_SAMPLES)
     dropped: int = Field(default=0, ge=0)
 
@@ -66,5 +68,5 @@ def parse_telemetry(data: Any) -> TelemetryBatch:
         return TelemetryBatch.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "batch"
+        where = clip(".".join(str(p) for p in first["loc"]), 200) or "batch"  # a key may be any length
         raise InputError(f"Telemetry batch field {where}: {first['msg']}.") from exc

@@ -16,6 +16,9 @@ even if a module of it then failed (``status.code`` 500 and the module's
 A refused document never changes it. ``trustRootVersion`` is the trust root the
 agent verifies with; ``trustRoot.lastError`` says why the last trust-root message was
 refused (``docs/agent.md``, rotation), and never changes ``status``.
+
+The hub validates every report against ``edgeship.reported.ReportedState`` and
+refuses what does not fit, so free text is clipped here to its limits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from edgeship.agent.decide.accept import STATUS_CODES, status_code_for
 from edgeship.agent.decide.plan import CurrentState, DesiredState
 from edgeship.agent.decide.runner import RunResult
 from edgeship.deployment import format_time
+from edgeship.reported import MAX_MESSAGE, clip
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "overall_status"]
 
@@ -69,7 +73,7 @@ def build_report(
             "status": service.state if service else "failed",
             "restartCount": service.restart_count if service else 0,
             "exitCode": service.exit_code if service else None,
-            "lastError": outcome.error if outcome and not outcome.ok else None,
+            "lastError": clip(outcome.error) if outcome and not outcome.ok else None,
             "port": service.port if service else None,
         }
         if outcome is not None and outcome.cooling_off:
@@ -82,10 +86,10 @@ def build_report(
         "deviceId": device_id,
         "reportedAt": format_time(now),
         "lastAppliedSequence": last_applied_sequence,
-        "status": {"code": status, "description": STATUS_CODES[status], "message": message},
+        "status": {"code": status, "description": STATUS_CODES[status], "message": clip(message, MAX_MESSAGE)},
         "modules": modules,
     }
     if trust_root_version is not None:
         report["trustRootVersion"] = trust_root_version
-        report["trustRoot"] = {"version": trust_root_version, "lastError": trust_root_error}
+        report["trustRoot"] = {"version": trust_root_version, "lastError": clip(trust_root_error)}
     return report

@@ -25,6 +25,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from edgeship.errors import TransportError
+from edgeship.hub.bridge.limits import InboundLimits
 from edgeship.hub.bridge.methods import MethodInvoker
 from edgeship.hub.bridge.publisher import DocumentPublisher
 from edgeship.hub.bridge.subscriber import Subscriber, subscriptions
@@ -42,8 +43,11 @@ log = logging.getLogger("edgeship.hub.bridge")
 
 
 class MqttBridge:
-    def __init__(self, settings: BrokerSettings, *, client_id: str | None = None, group: str = "hub") -> None:
+    def __init__(self, settings: BrokerSettings, *, client_id: str | None = None, group: str = "hub",
+                 limits: InboundLimits | None = None) -> None:
         """``client_id`` given: a persistent session (messages queued for the hub survive its restart).
+
+        ``limits``: what devices may send (sizes, rates, the inbound byte budget; ``limits.py``).
 
         Without one the client id is the broker username (``hub``, ``hub-<name>``: what the
         generated Mosquitto config makes it anyway, ADR 0015), or a random
@@ -60,6 +64,7 @@ class MqttBridge:
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
         self.subscriber: Subscriber | None = None
+        self.limits = limits
         self.connections = 0  # successful CONNACKs so far (a reconnect increments it)
         self.republished = 0  # documents sent by the last republish
         self._connected = threading.Event()
@@ -81,7 +86,7 @@ class MqttBridge:
 
     def start(self, service: HubService, *, timeout: float = CONNECT_TIMEOUT) -> MqttBridge:
         """Connect and wait for the first subscribe and republish; a broker that stays away is a TransportError."""
-        self.subscriber = Subscriber(service)
+        self.subscriber = Subscriber(service, self.limits)
         self.subscriber.start()
         service.method_caller = self.invoke
         service.publish_trust_root = self.publisher.publish_trust_root
@@ -148,7 +153,8 @@ class MqttBridge:
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
         topic = parse_device_topic(message.topic)
         if topic is None:
-            log.warning("dropped a message on %r: not a topic of the edgeship contract", message.topic)
+            if self.subscriber is not None:  # counted and summarised: a device must not flood the log
+                self.subscriber.drop_foreign(message.topic)
             return
         payload = bytes(message.payload)
         if topic.channel == "responses":

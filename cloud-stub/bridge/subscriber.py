@@ -1,10 +1,15 @@
 """``Subscriber``: device messages in (``reported``, ``telemetry``, ``online``), handed to the service.
 
-paho's network thread only checks the topic and the size and puts the message on a
-queue; one worker thread decodes it and calls :class:`~edgeship.hub.service.HubService`
-(database writes), so a slow write never stalls MQTT keep-alives or acknowledgements.
-A bad message (unknown topic, too large, not JSON, wrong shape, unknown device) is
-logged as one line and dropped; nothing a device sends can stop the worker.
+paho's network thread only checks the topic and asks the :class:`InboundGate`
+(``limits.py``) whether the message may be queued: under its channel's size, within
+the device's rate, within the device's share and the hub's byte budget. One worker
+thread decodes what was admitted and calls :class:`~edgeship.hub.service.HubService`
+(database writes), so a slow write never stalls MQTT keep-alives or acknowledgements,
+and a flood costs the hub at most ``InboundLimits.queue_bytes`` of queued work.
+A message that is dropped (over a limit, not JSON, wrong shape, unknown device) is
+counted per device, channel and reason (:meth:`Subscriber.stats`); the worker logs
+one summary line per ``log_interval`` with drops, never one line per message, and
+nothing a device sends can stop the worker.
 
 Reported states are written in batches: the worker takes whatever has queued up
 (at most :data:`BATCH` messages) and stores all the reports among them in one
@@ -24,20 +29,22 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from edgeship.errors import EdgeshipError
+from edgeship.errors import EdgeshipError, InputError
+from edgeship.hub.bridge.limits import DropCounter, InboundGate, InboundLimits, InboundStats
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.service import HubService
 from edgeship.mqtt import TOPIC_ROOT, DeviceTopic
 
-__all__ = ["BATCH", "INBOUND_CHANNELS", "MAX_MESSAGE_BYTES", "QUEUE_SIZE", "Subscriber", "subscriptions"]
+__all__ = ["BATCH", "INBOUND_CHANNELS", "MAX_MESSAGE_BYTES", "Subscriber", "subscriptions"]
 
-MAX_MESSAGE_BYTES = 256 * 1024  # a reported state or telemetry batch
-QUEUE_SIZE = 100_000  # messages waiting for the worker; beyond this they are dropped (and logged)
+MAX_MESSAGE_BYTES = InboundLimits().telemetry.max_bytes  # the largest default payload (a telemetry batch)
 BATCH = 1000  # queued messages the worker takes at once (their reports go in one transaction)
 INBOUND_CHANNELS = ("reported", "telemetry", "online")
+NO_DEVICE = "(no device)"  # what drops of messages on topics that name no valid device are counted under
 
 log = logging.getLogger("edgeship.hub.bridge")
 
@@ -53,14 +60,31 @@ def subscriptions(protocol: str, group: str = "hub") -> list[tuple[str, int]]:
 
 
 class Subscriber:
-    """The inbound queue and its worker thread; :meth:`submit` also runs the publisher's republish."""
+    """The inbound queue and its worker thread; :meth:`submit` also runs the publisher's republish.
 
-    def __init__(self, service: HubService, queue_size: int = QUEUE_SIZE) -> None:
+    Invariant: every message :meth:`on_message` queues is charged to the gate until the
+    worker has handled it (and, for reports, stored its batch), then released.
+    """
+
+    def __init__(self, service: HubService, limits: InboundLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.service = service
-        self._queue: queue.Queue[Item] = queue.Queue(queue_size)
+        self.limits = limits or InboundLimits()
+        self.gate = InboundGate(self.limits, clock)
+        self.drops = DropCounter(self.limits.log_interval, clock)
+        self._queue: queue.Queue[Item] = queue.Queue()  # bounded in bytes by the gate, not in messages
         self._thread: threading.Thread | None = None
-        self.dropped = 0  # messages refused (malformed, unknown device, queue full)
         self.handled = 0  # messages the service accepted
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped since start, for any reason."""
+        return self.drops.total
+
+    def stats(self) -> InboundStats:
+        return InboundStats(handled=self.handled, dropped=self.drops.total, by_reason=dict(self.drops.by_reason),
+                            by_device=dict(self.drops.by_device), queued_bytes=self.gate.queued_bytes,
+                            peak_bytes=self.gate.peak_bytes)
 
     def start(self) -> None:
         if self._thread is None:
@@ -72,34 +96,55 @@ class Subscriber:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+        self.log_summary(force=True)
 
-    def submit(self, task: Task | tuple[DeviceTopic, bytes]) -> bool:
-        try:
-            self._queue.put_nowait(task)
-            return True
-        except queue.Full:
-            return False
+    def submit(self, task: Task) -> bool:
+        """Run ``task`` on the worker thread, after the messages already queued."""
+        self._queue.put_nowait(task)
+        return True
 
     def on_message(self, topic: DeviceTopic, payload: bytes) -> None:
-        """Called in paho's network thread: checks only what is free to check, then queues."""
-        if len(payload) > MAX_MESSAGE_BYTES:
-            self._drop(topic, f"{len(payload)} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")
+        """Called in paho's network thread: the gate decides, without I/O, whether the message is queued."""
+        reason = self.gate.admit(topic.device_id, topic.channel, len(payload))
+        if reason is not None:
+            limit = self.limits.channel(topic.channel).max_bytes
+            self._drop(topic, reason, f"{len(payload)} bytes, over the {limit}-byte limit of {topic.channel} messages"
+                       if reason == "too-large" else None)
             return
-        if not self.submit((topic, payload)):
-            self._drop(topic, f"the hub's inbound queue is full ({self._queue.maxsize} messages)")
+        self._queue.put_nowait((topic, payload))
+
+    def drop_foreign(self, topic: str) -> None:
+        """A message on a subscribed topic that is no device topic of the contract (paho's thread)."""
+        self.drops.count(NO_DEVICE, "-", "malformed", f"{topic[:200]!r} is not a topic of the edgeship contract")
+
+    def log_summary(self, *, force: bool = False) -> None:
+        """Log the drops of the interval that ended (one line), if any; the worker calls it as time passes."""
+        line = self.drops.summary(force=force)
+        if line is not None:
+            log.warning("%s", line)
+        if force or line is not None:
+            self.gate.prune()
 
     def _work(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < BATCH:
+            try:
+                batch = [self._queue.get(timeout=min(self.limits.log_interval, 1.0))]
+            except queue.Empty:
+                batch = []
+            while batch and len(batch) < BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if self.drops.due():
+                self.log_summary()
             reports: list[tuple[DeviceTopic, dict[str, Any]]] = []
+            messages: list[tuple[DeviceTopic, bytes]] = []
             for item in batch:
                 if item is None:
                     continue
+                if not callable(item):
+                    messages.append(item)
                 try:
                     if callable(item):
                         item()
@@ -109,11 +154,13 @@ class Subscriber:
                     else:
                         self._handle(*item)
                 except _Malformed as exc:
-                    self._drop(item[0], str(exc))  # type: ignore[index]  # only messages raise _Malformed
+                    self._drop(item[0], "malformed", str(exc))  # type: ignore[index]  # only messages raise it
                 except Exception:  # the worker must survive anything a message or the database does
                     log.exception("the hub's inbound worker failed on a task; continuing")
             if reports:
                 self._record_reports(reports)
+            for topic, payload in messages:
+                self.gate.release(topic.device_id, len(payload))
             if any(item is None for item in batch):
                 return
 
@@ -126,7 +173,7 @@ class Subscriber:
         self.handled += len(stored)
         topics = {t.device_id: t for t, _ in reports}
         for device_id, why in refused:
-            self._drop(topics[device_id], why)
+            self._drop(topics[device_id], "unknown-device" if why.startswith("No device ") else "schema", why)
 
     def _handle(self, topic: DeviceTopic, payload: bytes) -> None:
         device_id = topic.device_id
@@ -141,17 +188,22 @@ class Subscriber:
                 self.service.record_telemetry(device_id, _json_object(payload))
             else:
                 return
+        except _Malformed:
+            raise
         except HubNotFoundError:
-            self._drop(topic, "no such device on the hub (create it with 'edgeship device create')")
+            self._drop(topic, "unknown-device")
+            return
+        except InputError as exc:
+            self._drop(topic, "schema", str(exc))
             return
         except EdgeshipError as exc:
-            self._drop(topic, str(exc))
+            self._drop(topic, "refused", str(exc))
             return
         self.handled += 1
 
-    def _drop(self, topic: DeviceTopic, why: str) -> None:
-        self.dropped += 1
-        log.warning("dropped %s message from device %r: %s", topic.channel, topic.device_id, why)
+    def _drop(self, topic: DeviceTopic, reason: str, detail: str | None = None) -> None:
+        self.drops.count(topic.device_id, topic.channel, reason, detail)
+        log.debug("dropped %s message from device %r: %s", topic.channel, topic.device_id, detail or reason)
 
 
 class _Malformed(EdgeshipError):

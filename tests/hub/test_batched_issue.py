@@ -71,15 +71,17 @@ def test_reports_are_recorded_in_one_batch_and_bad_ones_are_refused_alone(
 ) -> None:
     _world, hub, _calls = batches
     stored, refused = hub.record_reported_many([
-        ("dev-1", {"deviceId": "dev-1", "lastAppliedSequence": 1, "status": {"code": 200}}),
+        ("dev-1", {"schemaVersion": 1, "deviceId": "dev-1", "lastAppliedSequence": 1, "status": {"code": 200}}),
         ("dev-2", {"deviceId": "dev-3"}),
         ("dev-3", ["not", "an", "object"]),  # type: ignore[list-item]
-        ("ghost", {"lastAppliedSequence": 1}),
-        ("bad/id", {}),
+        ("ghost", {"schemaVersion": 1, "lastAppliedSequence": 1, "status": {"code": 200}}),
+        ("bad/id", {"schemaVersion": 1, "status": {"code": 200}}),
+        ("dev-2", {"schemaVersion": 1, "status": {"code": 200}, "extra": "x" * 100_000}),
     ])
     assert [r.device_id for r in stored] == ["dev-1"]
-    assert [device for device, _why in refused] == ["dev-2", "dev-3", "bad/id", "ghost"]
-    assert "names device 'dev-3'" in refused[0][1] and "No device 'ghost'" in refused[3][1]
+    assert [device for device, _why in refused] == ["dev-2", "dev-3", "bad/id", "dev-2", "ghost"]
+    assert "names device 'dev-3'" in refused[0][1] and "No device 'ghost'" in refused[4][1]
+    assert "field extra: Extra inputs are not permitted" in refused[3][1]
     assert hub.get_device("dev-1").reported is not None
 
 

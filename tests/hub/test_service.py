@@ -195,9 +195,10 @@ def test_deployment_status_counts_targeted_applied_success_and_failure(
     hub.create_deployment("canary", "tags.ring = 'canary'", [ModuleRefSpec("digits", 2)], priority=5)
     clock.advance(seconds=5)
     ok = {"code": 200, "description": "ok"}
-    hub.record_reported("dev-0", {"deviceId": "dev-0", "lastAppliedSequence": 2, "status": ok})
+    hub.record_reported("dev-0", {"schemaVersion": 1, "deviceId": "dev-0", "lastAppliedSequence": 2, "status": ok})
     failed = {"code": 500, "description": "failed: health_check of digits.b failed"}
-    hub.record_reported("dev-1", {"deviceId": "dev-1", "lastAppliedSequence": 2, "status": failed})
+    hub.record_reported("dev-1", {"schemaVersion": 1, "deviceId": "dev-1", "lastAppliedSequence": 2,
+                                  "status": failed})
     status = hub.deployment_status("lab")
     assert status.counts() == {"targeted": 3, "applied": 2, "reportingSuccess": 1, "reportingFailure": 1}
     states = {d.device_id: (d.state, d.reason) for d in status.devices}
@@ -217,7 +218,7 @@ def test_a_refused_document_is_a_failure_with_the_devices_reason(hub: HubService
     assert [d.state for d in hub.deployment_status("lab").devices] == ["pending"]
     clock.advance(seconds=1)
     refused = {"code": 401, "description": "bad signature", "message": "unknown key 3f2a…"}
-    hub.record_reported("dev-1", {"lastAppliedSequence": 1, "status": refused})
+    hub.record_reported("dev-1", {"schemaVersion": 1, "lastAppliedSequence": 1, "status": refused})
     status = hub.deployment_status("lab")
     assert status.reporting_failure == 1
     device = status.devices[0]
