@@ -601,11 +601,13 @@ def wait_for_quiet(max_load: float, patience: float) -> float:
 
 
 def _reset_postgres(url: str) -> None:
-    """Drop the hub's tables so each run starts empty (the database itself must exist)."""
+    """Drop the hub's tables and its migration stamp so each run starts empty (the database itself must exist)."""
     from edgeship.hub.store.models import Base
 
     store = HubStore(url)
     Base.metadata.drop_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")  # else the next start finds 'head' and no tables
     store.close()
 
 

@@ -159,7 +159,8 @@ def _module(row: ModuleRow) -> ModuleRecord:
 class HubStore:
     """The hub's tables over one engine URL (``sqlite:///...`` or ``postgresql+psycopg://...``).
 
-    Opening it upgrades the database to the newest schema first (:func:`schema.upgrade`).
+    Opening it upgrades the database to the newest schema first (:func:`schema.upgrade`);
+    ``upgraded_from`` is the revision it found (``"none"``: empty or made before migrations).
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
@@ -169,7 +170,7 @@ class HubStore:
         except SQLAlchemyError as exc:
             raise HubStoreError(f"Cannot open the hub database {_safe(url)}: {exc}") from exc
         try:
-            schema.upgrade(self.engine)
+            self.upgraded_from = schema.upgrade(self.engine)
         except SQLAlchemyError as exc:
             self.engine.dispose()
             raise HubStoreError(f"Cannot open or upgrade the hub database {_safe(url)}: {exc}") from exc

@@ -48,6 +48,10 @@ HubTokenOpt = Annotated[
                  show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Database URL (default: the workspace's hub.db).", show_default=False),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -141,12 +145,6 @@ def serve(
             signal.signal(sig, handler)
 
 
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Database URL (default: the workspace's hub.db).", show_default=False),
-]
-
-
 @contextmanager
 def _token_store(workspace: Path | None, db: str | None) -> Iterator[TokenStore]:
     """The hub database's tokens, opened (and upgraded) like ``hub serve`` opens it."""
@@ -159,6 +157,38 @@ def _token_store(workspace: Path | None, db: str | None) -> Iterator[TokenStore]
         yield TokenStore(store)
     finally:
         store.close()
+
+
+@hub_app.command("migrate")
+def migrate(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    status: Annotated[bool, typer.Option("--status", help="Only print the database's revision; change nothing.")]
+    = False,
+) -> None:
+    """Upgrade the hub database to this edgeship's schema ('hub serve' does it at start too). Back it up first."""
+    _need_hub_extra()
+    from sqlalchemy import create_engine
+
+    from edgeship.hub.store import HubStore, schema, sqlite_url
+
+    url = db or sqlite_url(workspace_from(workspace).root)
+    if status:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as connection:
+                found = schema.current_revision(connection) or "none (empty, or made before migrations)"
+        finally:
+            engine.dispose()
+        console.print(f"hub database at revision {found}; this edgeship's newest is {schema.head()}", highlight=False)
+        return
+    store = HubStore(url)
+    store.close()
+    if store.upgraded_from == schema.head():
+        console.print(f"hub database already at revision {schema.head()}", highlight=False)
+    else:
+        console.print(f"hub database upgraded from revision {store.upgraded_from} to {schema.head()}",
+                      highlight=False)
 
 
 @token_app.command("create")

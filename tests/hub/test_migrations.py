@@ -214,3 +214,23 @@ def test_token_roles_downgrade_to_the_baseline_and_upgrade_again(tmp_path: Path)
         assert TokenStore(store).get("alice").role == "operator"
     finally:
         store.close()
+
+
+def test_hub_migrate_reports_and_upgrades_an_old_database(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    _load_release_0_1_0(url)
+    cli = CliRunner()
+    status = cli.invoke(app, ["hub", "migrate", "--status", "--db", url])
+    assert status.exit_code == 0, status.output
+    assert f"at revision none (empty, or made before migrations); this edgeship's newest is {schema.head()}" in (
+        " ".join(status.stdout.split()))
+    assert _revision(url) is None
+    upgraded = cli.invoke(app, ["hub", "migrate", "--db", url])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"upgraded from revision none to {schema.head()}" in upgraded.stdout
+    assert _revision(url) == schema.head()
+    assert f"already at revision {schema.head()}" in cli.invoke(app, ["hub", "migrate", "--db", url]).stdout
