@@ -9,7 +9,7 @@ from secure_broker import SecureBroker
 
 from edgeship.hub.broker import BrokerUser, MosquittoSettings, hash_password
 
-PASSWORDS = {"hub": "hub-secret", "dev-a": "pw-a", "dev-b": "pw-b"}
+PASSWORDS = {"hub": "hub-secret", "hub-2": "hub-2-secret", "dev-a": "pw-a", "dev-b": "pw-b"}  # hub-2: a 2nd hub process
 
 
 @dataclass

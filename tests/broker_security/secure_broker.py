@@ -84,15 +84,23 @@ def start_broker(write_config: Callable[[list[int]], Path], count: int, attempts
 
 
 class Probe:
-    """One MQTT client; ``connected`` is the CONNACK reason (0 = accepted) or an exception's text."""
+    """One MQTT client; ``connected`` is the CONNACK reason (0 = accepted) or an exception's text.
+
+    ``connects`` and ``drops`` count CONNACKs and disconnects the client did not ask for
+    (paho reconnects by itself, so a client kicked off the broker shows up only here).
+    """
 
     def __init__(
         self, url: str, client_id: str, *, username: str | None = None, password: str | None = None,
         ca_file: Path | None = None, cert_file: Path | None = None, key_file: Path | None = None,
+        persistent: bool = False,
     ) -> None:  # fmt: skip
         settings = parse_broker_url(url, username=username, password=password, ca_file=ca_file,
                                     cert_file=cert_file, key_file=key_file)  # fmt: skip
-        self.client = make_client(settings, client_id, persistent=False)
+        self.client = make_client(settings, client_id, persistent=persistent)
+        self.connects = 0
+        self.drops = 0
+        self._closing = False
         self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.subacks: queue.Queue[list[int]] = queue.Queue()
         self._done = threading.Event()
@@ -112,9 +120,12 @@ class Probe:
 
     def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.connected = int(reason.value)
+        self.connects += 1
         self._done.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if not self._closing:
+            self.drops += 1
         if self.connected is None:
             self.connected = f"disconnected: {reason}"
         self._done.set()
@@ -138,6 +149,7 @@ class Probe:
             return None
 
     def close(self) -> None:
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
 
