@@ -51,6 +51,7 @@ from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.modules.verify import verify_module_dir
 from edgeship.mqtt.identity import validate_device_id, validate_new_device_id  # one rule (ADR 0015)
 from edgeship.registry.blobs import BlobStore, sha256_file
+from edgeship.registry.refs import NAME_RULE, validate_model_name
 from edgeship.reported import parse_reported
 from edgeship.signing import SignerLike, TrustRoot
 
@@ -63,13 +64,16 @@ __all__ = [
     "ModuleRefSpec",
     "Outgoing",
     "Publisher",
+    "validate_deployment_id",
     "validate_device_id",
+    "validate_module_name",
 ]
 
 _DEPLOYMENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TAG_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what a target condition can name (tags.a.b)
 _METHOD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # a direct method name (one topic segment)
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+MAX_MODULE_NAME = 128  # characters of a module name the store keeps (the registry allows 255)
 MAX_TAGS_BYTES = 8 * 1024  # bytes of a device's tags as JSON, like IoT Hub's 8 KB twin tags
 MAX_TAG_DEPTH = 5  # nesting of tag objects
 REEVALUATE_BATCH = 1000  # devices per issuing transaction; each batch is published before the next is signed
@@ -91,6 +95,7 @@ MethodCaller = Callable[[str, str, Mapping[str, Any], float], dict[str, Any]]
 """``(device_id, method, args, timeout) -> the device's answer``; the MQTT bridge's ``invoke``."""
 
 MAX_METHOD_TIMEOUT = 300.0  # seconds an operator may wait for a direct method
+MIN_METHOD_TIMEOUT = 0.1  # below this no device can answer over MQTT: the call could only time out
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,28 @@ class DeviceView:
     desired: DesiredRecord | None
     reported: ReportedRecord | None
     presence: PresenceRecord | None = None
+
+
+def validate_deployment_id(deployment_id: str) -> str:
+    if not isinstance(deployment_id, str) or not _DEPLOYMENT_ID.match(deployment_id):
+        raise InputError(
+            f"Deployment name {deployment_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit."
+        )
+    return deployment_id
+
+
+def validate_module_name(name: str) -> str:
+    """A module name the hub can store and look up: the registry's rule, at most 128 characters.
+
+    Checked before every lookup too, so a malformed name is a 400 naming the rule rather
+    than a database error (PostgreSQL refuses NUL characters in text).
+    """
+    validate_model_name(name)
+    if len(name) > MAX_MODULE_NAME:
+        raise InputError(f"Module name {name[:40]!r}... has {len(name)} characters; the hub keeps names of at "
+                         f"most {MAX_MODULE_NAME} ({NAME_RULE} otherwise).")
+    return name
 
 
 def _check_tags(tags: Any, where: str = "tags", depth: int = 0) -> None:
@@ -301,8 +328,10 @@ class HubService:
             raise InputError(f"Method name {method!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         if not isinstance(args, Mapping):
             raise InputError("Direct method arguments must be a JSON object.")
-        if not 0 < timeout <= MAX_METHOD_TIMEOUT:
-            raise InputError(f"Direct method timeout {timeout} s must be above 0 and at most {MAX_METHOD_TIMEOUT} s.")
+        if not MIN_METHOD_TIMEOUT <= timeout <= MAX_METHOD_TIMEOUT:
+            raise InputError(
+                f"Direct method timeout {timeout} s must be between {MIN_METHOD_TIMEOUT} and {MAX_METHOD_TIMEOUT} s."
+            )
         if self.method_caller is None:
             raise TransportError(
                 "This hub has no MQTT connection, so it cannot reach devices; run it with 'edgeship hub serve'."
@@ -365,6 +394,7 @@ class HubService:
         directory = Path(directory)
         verified = verify_module_dir(directory, self.trust_root)
         manifest = verified.manifest
+        validate_module_name(manifest.name)
         for rel, digest in ((manifest.bundle.path, manifest.bundle.digest),) + (
             ((manifest.image.archive.path, manifest.image.archive.digest),)
             if manifest.image and manifest.image.archive
@@ -385,18 +415,37 @@ class HubService:
         return stored
 
     def upload_from_workspace(self, workspace_root: Path, name: str, version: int | None = None) -> ModuleRecord:
-        """Upload a module that ``edgeship package`` stored in a (packaging) workspace."""
+        """Upload a module that ``edgeship package`` stored in a (packaging) workspace.
+
+        ``workspace_root`` comes from the caller: it must be an absolute path (a relative
+        or empty one would resolve against the hub's working directory or its default
+        home), and a path that is no workspace is the caller's mistake (InputError).
+        """
+        from edgeship.errors import WorkspaceError
         from edgeship.modules.store import ModuleStore
         from edgeship.workspace import Workspace
 
-        stored = ModuleStore(Workspace.at(workspace_root)).get(name, version)
+        root = Path(workspace_root)
+        if not str(workspace_root) or not root.is_absolute():
+            raise InputError(
+                f"The workspace {str(workspace_root)!r} must be an absolute path on the hub's machine, "
+                "e.g. the EDGESHIP_HOME 'edgeship package' used."
+            )
+        try:
+            store = ModuleStore(Workspace.at(root))
+        except (WorkspaceError, OSError, ValueError) as exc:  # ValueError: a NUL in the path
+            raise InputError(
+                f"No edgeship workspace at {str(workspace_root)!r} on the hub's machine; pass the folder where "
+                "'edgeship package' stored the module (its EDGESHIP_HOME)."
+            ) from exc
+        stored = store.get(name, version)
         return self.upload_module(stored.directory)
 
     def list_modules(self, name: str | None = None) -> list[ModuleRecord]:
-        return self.store.list_modules(name)
+        return self.store.list_modules(None if name is None else validate_module_name(name))
 
     def get_module(self, name: str, version: int) -> ModuleRecord:
-        return self.store.get_module(name, version)
+        return self.store.get_module(validate_module_name(name), version)
 
     def blob_file(self, digest: str) -> Path:
         """The file of a module artifact by digest. Only blobs of stored modules are served,
@@ -412,14 +461,13 @@ class HubService:
     def create_deployment(
         self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefSpec], priority: int = 0
     ) -> DeploymentRecord:
-        if not isinstance(deployment_id, str) or not _DEPLOYMENT_ID.match(deployment_id):
-            raise InputError(
-                f"Deployment name {deployment_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit."
-            )
+        validate_deployment_id(deployment_id)
+        if "\x00" in target_condition:  # the parser takes any character in a quoted value; a database may not
+            raise InputError("The target condition holds a NUL character; remove it.")
         _parsed(target_condition)  # TargetConditionError (an InputError) names the column
         refs: list[ModuleRefRecord] = []
         for spec in modules:
+            validate_module_name(spec.name)
             try:
                 settings = ModuleSettings.model_validate(dict(spec.settings), strict=False)
             except ValidationError as exc:
@@ -441,14 +489,14 @@ class HubService:
         return self.store.list_deployments()
 
     def get_deployment(self, deployment_id: str) -> DeploymentRecord:
-        return self.store.get_deployment(deployment_id)
+        return self.store.get_deployment(validate_deployment_id(deployment_id))
 
     def delete_deployment(self, deployment_id: str) -> None:
-        self.store.delete_deployment(deployment_id)
+        self.store.delete_deployment(validate_deployment_id(deployment_id))
         self._reevaluate_and_deliver(None)
 
     def deployment_status(self, deployment_id: str) -> DeploymentStatus:
-        record = self.store.get_deployment(deployment_id)
+        record = self.store.get_deployment(validate_deployment_id(deployment_id))
         return deployment_status(
             record.id,
             _parsed(record.target_condition),

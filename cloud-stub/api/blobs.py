@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path as FilePath
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
 from edgeship.hub.api.deps import get_service
+from edgeship.hub.api.responses import errors
 from edgeship.hub.service import HubService
 
 __all__ = ["CHUNK", "RangeNotSatisfiable", "parse_range", "router"]
@@ -58,7 +60,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return first, min(last, size - 1)
 
 
-def _stream(path: Path, first: int, length: int) -> Iterator[bytes]:
+def _stream(path: FilePath, first: int, length: int) -> Iterator[bytes]:
     with path.open("rb") as handle:
         handle.seek(first)
         remaining = length
@@ -70,10 +72,19 @@ def _stream(path: Path, first: int, length: int) -> Iterator[bytes]:
             yield chunk
 
 
-@router.get("/blobs/{digest}", response_class=Response)
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The whole blob.", "content": _BINARY},
+    206: {"description": "The byte range asked for; Content-Range says which.", "content": _BINARY},
+    **errors(400, 404, 416, 422, 503),
+}
+
+
+@router.get("/blobs/{digest}", response_class=Response, responses=_RESPONSES)
 @router.head("/blobs/{digest}", response_class=Response, include_in_schema=False)
 def get_blob(
-    digest: str,
+    digest: Annotated[str, Path(description="The artifact's 'sha256:<hex>' digest.",
+                                examples=["sha256:" + "0" * 64])],
     request: Request,
     range_header: str | None = Header(default=None, alias="range"),
     if_range: str | None = Header(default=None, alias="if-range"),

@@ -3,15 +3,21 @@
 Core and service errors carry no status codes (STYLE.md); this table gives them
 one. The most specific class wins because the table is searched in order. Every
 error body is ``{"detail": message, "type": error class}`` (FastAPI's own
-``detail`` key, so clients handle one shape).
+``detail`` key, so clients handle one shape): request validation (422) and
+Starlette's own 404/405 answers are reshaped to it too, validation adding the
+refused fields under ``errors``. What each route declares is in
+``edgeship.hub.api.responses``.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from edgeship.errors import EdgeshipError, InputError, ManifestError, RegistryError, SignatureError, TransportError
 from edgeship.hub.api.auth import AuthenticationError, PermissionDeniedError
@@ -20,7 +26,7 @@ from edgeship.hub.store import HubStoreError
 from edgeship.modules.store import UnknownModuleError
 from edgeship.registry.blobs import BlobCorruptedError
 
-__all__ = ["STATUS_FOR", "install_error_handlers", "status_for"]
+__all__ = ["STATUS_FOR", "install_error_handlers", "status_for", "validation_message"]
 
 log = logging.getLogger("edgeship.hub.api")
 
@@ -48,6 +54,16 @@ def status_for(error: BaseException) -> int:
     return 500
 
 
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One sentence for FastAPI's list of validation errors: the first refused field, and how many more."""
+    if not errors:
+        return "The request does not match the API's schema; see /docs."
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+    more = f" (and {len(errors) - 1} more in 'errors')" if len(errors) > 1 else ""
+    return f"Request field {where}: {first.get('msg', 'invalid')}{more}; see /docs for the expected shape."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         status = status_for(exc)
@@ -56,4 +72,19 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status, headers=headers)
 
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # loc, msg and type only: the refused input is not echoed back (it may be large, or a secret).
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        body = {"detail": validation_message(errors), "type": "RequestValidationError", "errors": errors}
+        return JSONResponse(body, status_code=422)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        body = {"detail": f"{request.method} {request.url.path}: {exc.detail}.", "type": "HTTPException"}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     app.add_exception_handler(EdgeshipError, handle)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_error)

@@ -9,14 +9,18 @@ and the database driver are synchronous.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from edgeship.errors import InputError
 from edgeship.hub.api.deps import get_credentials, get_service, require_operator
+from edgeship.hub.api.responses import OPERATOR, errors
 from edgeship.hub.api.schemas import (
+    MAX_INT,
     CredentialsOut,
     DeploymentIn,
     DeploymentOut,
@@ -24,24 +28,35 @@ from edgeship.hub.api.schemas import (
     DeviceDeletedOut,
     DeviceIn,
     DeviceOut,
+    EnvelopeOut,
+    MethodAnswerOut,
     ModuleIn,
     ModuleOut,
     TagsIn,
     TelemetryOut,
+    TrustRootOut,
+    TrustRootRotatedOut,
 )
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.errors import HubNotFoundError
-from edgeship.hub.service import HubService, ModuleRefSpec
+from edgeship.hub.service import MAX_METHOD_TIMEOUT, MIN_METHOD_TIMEOUT, HubService, ModuleRefSpec
 from edgeship.signing import Envelope, TrustRoot
 
 __all__ = ["deployments", "devices", "modules", "trust"]
 
 _auth = [Depends(require_operator)]
-devices = APIRouter(prefix="/devices", tags=["devices"], dependencies=_auth)
-modules = APIRouter(prefix="/modules", tags=["modules"], dependencies=_auth)
-deployments = APIRouter(prefix="/deployments", tags=["deployments"], dependencies=_auth)
-trust = APIRouter(prefix="/trust-root", tags=["trust root"], dependencies=_auth)
+devices = APIRouter(prefix="/devices", tags=["devices"], dependencies=_auth, responses=OPERATOR)
+modules = APIRouter(prefix="/modules", tags=["modules"], dependencies=_auth, responses=OPERATOR)
+deployments = APIRouter(prefix="/deployments", tags=["deployments"], dependencies=_auth, responses=OPERATOR)
+trust = APIRouter(prefix="/trust-root", tags=["trust root"], dependencies=_auth, responses=OPERATOR)
 MAX_TRUST_ROOT_BYTES = 256 * 1024  # one trust-root envelope
+
+# Path parameters, with the examples the OpenAPI shows (and schemathesis tries first).
+DeviceId = Annotated[str, PathParam(description="The device's id.", examples=["dev-1"])]
+MethodName = Annotated[str, PathParam(description="A direct method the agent answers.", examples=["logs", "restart"])]
+ModuleName = Annotated[str, PathParam(description="The module's name.", examples=["digits"])]
+ModuleVersion = Annotated[int, PathParam(ge=1, le=MAX_INT, description="The module's version.", examples=[1])]
+DeploymentId = Annotated[str, PathParam(description="The deployment's name.", examples=["lab"])]
 
 
 @devices.get("", response_model=list[DeviceOut])
@@ -49,7 +64,7 @@ def list_devices(service: HubService = Depends(get_service)) -> list[DeviceOut]:
     return [DeviceOut.of(view) for view in service.list_devices()]
 
 
-@devices.post("", response_model=DeviceCreatedOut, status_code=201)
+@devices.post("", response_model=DeviceCreatedOut, status_code=201, responses=errors(400, 409, 422))
 def create_device(body: DeviceIn, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceCreatedOut:
     """Create a device, its first document and its broker credentials, which are in this answer only."""
     view, issued = credentials.create_device(body.id, body.tags, body.credentials)
@@ -57,32 +72,38 @@ def create_device(body: DeviceIn, credentials: DeviceCredentials = Depends(get_c
     return DeviceCreatedOut(**out, credentials=issued.to_json(), broker=issued.broker)
 
 
-@devices.post("/{device_id}/credentials/rotate", response_model=CredentialsOut)
-def rotate_credentials(device_id: str, credentials: DeviceCredentials = Depends(get_credentials)) -> CredentialsOut:
+@devices.post("/{device_id}/credentials/rotate", response_model=CredentialsOut, responses=errors(400, 404, 422))
+def rotate_credentials(
+    device_id: DeviceId, credentials: DeviceCredentials = Depends(get_credentials)
+) -> CredentialsOut:
     """A new password (or certificate) for the device, shown once; the old one is revoked and the broker reloaded."""
     issued = credentials.rotate_credentials(device_id)
     return CredentialsOut(credentials=issued.to_json(), broker=issued.broker)
 
 
-@devices.delete("/{device_id}", response_model=DeviceDeletedOut)
-def delete_device(device_id: str, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceDeletedOut:
+@devices.delete("/{device_id}", response_model=DeviceDeletedOut, responses=errors(400, 404, 422))
+def delete_device(device_id: DeviceId, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceDeletedOut:
     """Delete the device with its documents, reports and telemetry; its credentials are revoked (kept for audit)."""
     return DeviceDeletedOut(deleted=device_id, broker=credentials.delete_device(device_id))
 
 
-@devices.get("/{device_id}", response_model=DeviceOut)
-def show_device(device_id: str, service: HubService = Depends(get_service)) -> DeviceOut:
+@devices.get("/{device_id}", response_model=DeviceOut, responses=errors(400, 404, 422))
+def show_device(device_id: DeviceId, service: HubService = Depends(get_service)) -> DeviceOut:
     return DeviceOut.of(service.get_device(device_id))
 
 
-@devices.put("/{device_id}/tags", response_model=DeviceOut)
-def replace_tags(device_id: str, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
+@devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 422))
+def replace_tags(device_id: DeviceId, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
     """Replace the device's tags; the device joins and leaves deployments before this returns."""
     return DeviceOut.of(service.update_tags(device_id, body.tags))
 
 
-@devices.get("/{device_id}/desired")
-def desired_document(device_id: str, service: HubService = Depends(get_service)) -> Response:
+@devices.get(
+    "/{device_id}/desired",
+    response_class=JSONResponse,
+    responses={200: {"model": EnvelopeOut, "description": "The signed document."}, **errors(400, 404, 422)},
+)
+def desired_document(device_id: DeviceId, service: HubService = Depends(get_service)) -> Response:
     """The device's newest signed deployment document (the DSSE envelope, as published)."""
     desired = service.get_device(device_id).desired
     if desired is None:
@@ -90,20 +111,22 @@ def desired_document(device_id: str, service: HubService = Depends(get_service))
     return Response(desired.envelope, media_type="application/json")
 
 
-@devices.get("/{device_id}/telemetry", response_model=list[TelemetryOut])
+@devices.get("/{device_id}/telemetry", response_model=list[TelemetryOut], responses=errors(400, 404, 422))
 def device_telemetry(
-    device_id: str, limit: int = Query(10, ge=1, le=1000), service: HubService = Depends(get_service)
+    device_id: DeviceId, limit: int = Query(10, ge=1, le=1000), service: HubService = Depends(get_service)
 ) -> list[TelemetryOut]:
     """The device's newest telemetry batches, newest first."""
     return [TelemetryOut(received=r.received, batch=r.batch) for r in service.recent_telemetry(device_id, limit)]
 
 
-@devices.post("/{device_id}/methods/{method}")
+@devices.post("/{device_id}/methods/{method}", response_model=MethodAnswerOut,
+              responses=errors(400, 404, 422, 504))
 def invoke_method(
-    device_id: str,
-    method: str,
+    device_id: DeviceId,
+    method: MethodName,
     args: dict[str, Any] = Body(default_factory=dict, description="The method's arguments, a JSON object."),
-    timeout: float = Query(10.0, gt=0, le=300, description="Seconds to wait for the device's answer."),
+    timeout: float = Query(10.0, ge=MIN_METHOD_TIMEOUT, le=MAX_METHOD_TIMEOUT,
+                           description="Seconds to wait for the device's answer."),
     service: HubService = Depends(get_service),
 ) -> dict[str, Any]:
     """Call a direct method (``restart``, ``logs``) over MQTT; returns the device's ``{"status", "result"|"error"}``.
@@ -113,19 +136,19 @@ def invoke_method(
     return service.invoke_method(device_id, method, args, timeout)
 
 
-@modules.get("", response_model=list[ModuleOut])
+@modules.get("", response_model=list[ModuleOut], responses=errors(400, 422))
 def list_modules(name: str | None = None, service: HubService = Depends(get_service)) -> list[ModuleOut]:
     return [ModuleOut.of(record) for record in service.list_modules(name)]
 
 
-@modules.post("", response_model=ModuleOut, status_code=201)
+@modules.post("", response_model=ModuleOut, status_code=201, responses=errors(400, 404, 409, 422))
 def upload_module(body: ModuleIn, service: HubService = Depends(get_service)) -> ModuleOut:
     """Verify a stored module against the hub's release keys and take its envelope and blobs."""
     return ModuleOut.of(service.upload_from_workspace(Path(body.workspace), body.name, body.version))
 
 
-@modules.get("/{name}/{version}", response_model=ModuleOut)
-def show_module(name: str, version: int, service: HubService = Depends(get_service)) -> ModuleOut:
+@modules.get("/{name}/{version}", response_model=ModuleOut, responses=errors(400, 404, 422))
+def show_module(name: ModuleName, version: ModuleVersion, service: HubService = Depends(get_service)) -> ModuleOut:
     return ModuleOut.of(service.get_module(name, version), envelope=True)
 
 
@@ -134,26 +157,27 @@ def list_deployments(service: HubService = Depends(get_service)) -> list[Deploym
     return [DeploymentOut.of(record) for record in service.list_deployments()]
 
 
-@deployments.post("", response_model=DeploymentOut, status_code=201)
+@deployments.post("", response_model=DeploymentOut, status_code=201, responses=errors(400, 404, 409, 422))
 def create_deployment(body: DeploymentIn, service: HubService = Depends(get_service)) -> DeploymentOut:
     specs = [ModuleRefSpec(m.name, m.version, m.settings) for m in body.modules]
     record = service.create_deployment(body.name, body.target_condition, specs, body.priority)
     return DeploymentOut.of(record, service.deployment_status(record.id))
 
 
-@deployments.get("/{deployment_id}", response_model=DeploymentOut)
-def show_deployment(deployment_id: str, service: HubService = Depends(get_service)) -> DeploymentOut:
+@deployments.get("/{deployment_id}", response_model=DeploymentOut, responses=errors(400, 404, 422))
+def show_deployment(deployment_id: DeploymentId, service: HubService = Depends(get_service)) -> DeploymentOut:
     """The deployment with per-device status and IoT Edge's counts."""
     return DeploymentOut.of(service.get_deployment(deployment_id), service.deployment_status(deployment_id))
 
 
-@deployments.delete("/{deployment_id}", status_code=204)
-def delete_deployment(deployment_id: str, service: HubService = Depends(get_service)) -> Response:
+@deployments.delete("/{deployment_id}", status_code=204, response_class=Response,
+                     responses=errors(400, 404, 422))
+def delete_deployment(deployment_id: DeploymentId, service: HubService = Depends(get_service)) -> Response:
     service.delete_deployment(deployment_id)
     return Response(status_code=204)
 
 
-@trust.get("")
+@trust.get("", response_model=TrustRootOut)
 def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any]:
     """The hub's current trust root, and the versions of the chain devices get on their ``trust-root`` topic."""
     chain = service.trust_files.chain() if service.trust_files is not None else []
@@ -161,7 +185,13 @@ def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any
     return {"version": service.trust_root.version, "trustRoot": service.trust_root.to_dict(), "chain": versions}
 
 
-@trust.put("")
+@trust.put(
+    "",
+    response_model=TrustRootRotatedOut,
+    responses=errors(400, 422),
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": EnvelopeOut.model_json_schema(by_alias=True)}}}},
+)
 async def publish_trust_root(request: Request, service: HubService = Depends(get_service)) -> dict[str, Any]:
     """Rotate to the trust-root envelope in the body (signed by the current root keys), publish it to every
     device, and re-sign every document when the hub key changed. 422 when devices would refuse it."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edgeship.hub.service import DeviceView
 from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
 
 __all__ = [
+    "MAX_INT",
     "CredentialsOut",
     "DeploymentIn",
     "DeploymentOut",
@@ -20,12 +21,19 @@ __all__ = [
     "DeviceDeletedOut",
     "DeviceIn",
     "DeviceOut",
+    "EnvelopeOut",
+    "MethodAnswerOut",
     "ModuleIn",
     "ModuleOut",
     "ModuleRefIn",
     "TagsIn",
     "TelemetryOut",
+    "TrustRootOut",
+    "TrustRootRotatedOut",
 ]
+
+MAX_INT = 2**31 - 1
+"""The largest version or priority the API takes: the store's integer columns are signed 32-bit on PostgreSQL."""
 
 
 class _Body(BaseModel):
@@ -103,9 +111,20 @@ class TelemetryOut(_Body):
 class ModuleIn(_Body):
     """Upload a module that ``edgeship package`` stored in a workspace on the hub's machine."""
 
-    workspace: str = Field(description="Path of the packaging workspace (EDGESHIP_HOME) on the hub's machine.")
-    name: str
-    version: int | None = Field(default=None, description="Latest when omitted.")
+    workspace: str = Field(
+        min_length=1, max_length=4096, examples=["/srv/edgeship"],
+        description="Absolute path of the packaging workspace (EDGESHIP_HOME) on the hub's machine.",
+    )
+    name: str = Field(examples=["digits"])
+    version: int | None = Field(default=None, ge=1, le=MAX_INT, description="Latest when omitted.")
+
+    @field_validator("workspace")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        # A relative or empty path would resolve against the hub's working directory or its default home.
+        if not value.startswith("/") or "\x00" in value:
+            raise ValueError("must be an absolute path on the hub's machine (starting with '/', no NUL)")
+        return value
 
 
 class ModuleOut(_Body):
@@ -133,15 +152,15 @@ class ModuleOut(_Body):
 
 
 class ModuleRefIn(_Body):
-    name: str
-    version: int
+    name: str = Field(examples=["digits"])
+    version: int = Field(ge=1, le=MAX_INT, examples=[1])
     settings: dict[str, Any] = Field(default_factory=dict, examples=[{"port": 5001, "restartPolicy": "on-failure"}])
 
 
 class DeploymentIn(_Body):
     name: str
     target_condition: str = Field(alias="targetCondition", examples=["tags.site = 'lab' AND tags.arch IN ('amd64')"])
-    priority: int = 0
+    priority: int = Field(default=0, ge=-MAX_INT, le=MAX_INT, description="The highest wins a module name.")
     modules: list[ModuleRefIn]
 
 
@@ -185,3 +204,32 @@ class DeploymentOut(_Body):
             modules=[ModuleRefIn(name=m.name, version=m.version, settings=m.settings) for m in record.modules],
             status=DeploymentStatusOut.of(status) if status is not None else None,
         )
+
+
+class EnvelopeOut(BaseModel):
+    """A DSSE envelope (``docs/signing.md``): a signed deployment document, module manifest or trust root."""
+
+    payload_type: str = Field(alias="payloadType")
+    payload: str = Field(description="The signed bytes, base64.")
+    signatures: list[dict[str, str]] = Field(description="[{keyid, sig}], sig base64.")
+
+
+class MethodAnswerOut(BaseModel):
+    """The device's answer to a direct method, as it sent it (``docs/mqtt.md``)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: int = Field(description="The method's own status (200, 404, 409, ...), set by the device.")
+    result: Any = None
+    error: Any = None
+
+
+class TrustRootOut(BaseModel):
+    version: int
+    trust_root: dict[str, Any] = Field(alias="trustRoot")
+    chain: list[int] = Field(description="The versions of every rotation devices get on their trust-root topic.")
+
+
+class TrustRootRotatedOut(BaseModel):
+    version: int
+    trust_root: dict[str, Any] = Field(alias="trustRoot")
+    hub_keys: list[str] = Field(alias="hubKeys", description="Key ids the hub now signs documents with.")
