@@ -58,7 +58,8 @@ def managed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Managed
     def configure(ports: list[int]) -> Path:
         result = subprocess.run(
             [sys.executable, "-m", "edgeship", "hub", "broker-config", "-o", str(folder), "-w", str(ws.root),
-             "--hub-password-file", str(tmp_path / "hub.pw"), "--port", str(ports[0]), "--tls-host", "127.0.0.1",
+             "--hub-password-file", str(tmp_path / "hub.pw"), "--hub-username", "hub", "--hub-username", "hub-probe",
+             "--port", str(ports[0]), "--tls-host", "127.0.0.1",
              "--tls-port", str(ports[1]), "--require-certificate",
              *(["--run-as", "root"] if os.geteuid() == 0 else [])],
             capture_output=True, text=True, timeout=60,
@@ -155,13 +156,15 @@ def test_a_password_device_logs_in_once_created_and_is_refused_after_rotation_an
     gone = login(managed.plain_url, "dev-1", username="dev-1", password=second, expect=NOT_AUTHORIZED)
     gone.close()
     assert gone.connected == NOT_AUTHORIZED
-    hub = login(managed.plain_url, "probe-hub", username="hub", password="hub-secret")  # the hub's line is kept
+    # A second hub identity: its line survives the running hub's rewrites, and it does not take the hub's session.
+    hub = login(managed.plain_url, "probe-hub", username="hub-probe", password="hub-secret")
     try:
         assert hub.ok
         assert hub.subscribe(device_topic("dev-1", "desired")) == [1]
         assert hub.next_message(timeout=1.0) is None  # the retained document was cleared
     finally:
         hub.close()
+    assert managed.hub.bridge.connections == 1  # the hub's own session was never taken over
     assert [r.revoked for r in CredentialStore(managed.hub.store).history("dev-1")] == [True, True]
 
 
