@@ -112,7 +112,7 @@ class ModuleIn(_Body):
     """Upload a module that ``edgeship package`` stored in a workspace on the hub's machine."""
 
     workspace: str = Field(
-        min_length=1, max_length=4096, examples=["/srv/edgeship"],
+        max_length=4096, examples=["/srv/edgeship"],
         description="Absolute path of the packaging workspace (EDGESHIP_HOME) on the hub's machine.",
     )
     name: str = Field(examples=["digits"])

@@ -1,0 +1,121 @@
+"""Each 5xx the schemathesis run found, pinned as a plain case on SQLite and PostgreSQL (uvicorn, httpx).
+
+The fuzz test (``test_api_fuzz.py``) draws a random seed each run; these cases are the
+ones it found, so they keep failing loudly if the fix is undone, whatever the seed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from hub_workspace import make_hub_workspace
+from parts import free_port
+
+from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.service import HubService
+from edgeship.workspace import Workspace
+
+
+@pytest.fixture
+def hub(tmp_path: Path, hub_url: str) -> Iterator[tuple[httpx.Client, Workspace]]:
+    """A hub over ``hub_url`` (both backends) holding ``digits:1``, ``dev-1`` and deployment ``lab``."""
+    ws, world = make_hub_workspace(tmp_path / "ws", modules=1)
+    world.root.mkdir(parents=True, exist_ok=True)
+    service: HubService = world.service(hub_url)
+    server = uvicorn.Server(uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1",
+                                           port=free_port(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.config.port}"
+    headers = {"Authorization": f"Bearer {create_token(service.store, 'tests')}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            assert client.post("/modules", json={"workspace": str(ws.root), "name": "digits"}).status_code == 201
+            assert client.post("/devices", json={"id": "dev-1", "tags": {"site": "lab"}}).status_code == 201
+            created = client.post("/deployments", json={"name": "lab", "targetCondition": "tags.site = 'lab'",
+                                                        "modules": [{"name": "digits", "version": 1}]})
+            assert created.status_code == 201, created.text
+            yield client, ws
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        service.store.close()
+
+
+def _refused(response: httpx.Response, status: int, *words: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert isinstance(body["detail"], str) and isinstance(body["type"], str)
+    for word in words:
+        assert word in body["detail"], body["detail"]
+    return body  # type: ignore[no-any-return]
+
+
+def test_upload_refuses_an_empty_relative_or_missing_workspace_with_4xx(
+    hub: tuple[httpx.Client, Workspace], tmp_path: Path
+) -> None:
+    client, _ws = hub
+    for path in ("", ".", "relative/ws", "/a\x00b"):
+        body = _refused(client.post("/modules", json={"workspace": path, "name": "digits"}), 422,
+                        "body.workspace", "absolute path")
+        assert body["type"] == "RequestValidationError"
+        assert body["errors"][0]["loc"] == ["body", "workspace"]  # type: ignore[index]
+        assert "input" not in body["errors"][0]  # type: ignore[index]  # the refused value is not echoed
+    not_a_workspace = tmp_path / "empty"
+    not_a_workspace.mkdir()
+    for path in (str(not_a_workspace), str(tmp_path / "missing"), "/" + "x" * 300):
+        _refused(client.post("/modules", json={"workspace": path, "name": "digits"}), 400,
+                 "No edgeship workspace", "'edgeship package'")
+
+
+def test_names_with_a_nul_or_too_long_are_400_not_a_database_error(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    _refused(client.get("/modules", params={"name": "dig\x00its"}), 400, "Invalid model name")
+    _refused(client.get("/modules/dig%00its/1"), 400, "Invalid model name")
+    _refused(client.get("/modules/" + "d" * 129 + "/1"), 400, "at most 128")
+    _refused(client.get("/deployments/la%00b"), 400, "Deployment name")
+    _refused(client.delete("/deployments/la%00b"), 400, "Deployment name")
+    bad_module = {"name": "x", "targetCondition": "*", "modules": [{"name": "dig\x00its", "version": 1}]}
+    _refused(client.post("/deployments", json=bad_module), 400, "Invalid model name")
+    nul_condition = {"name": "x", "targetCondition": "tags.site = 'l\x00ab'", "modules": [{"name": "digits",
+                                                                                           "version": 1}]}
+    _refused(client.post("/deployments", json=nul_condition), 400, "NUL")
+    assert client.get("/modules", params={"name": "digits"}).status_code == 200
+
+
+def test_integers_past_the_stores_columns_are_422(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, ws = hub
+    huge = 2**31
+    _refused(client.get(f"/modules/digits/{huge}"), 422, "path.version")
+    _refused(client.post("/modules", json={"workspace": str(ws.root), "name": "digits", "version": huge}), 422)
+    for body in ({"name": "x", "targetCondition": "*", "priority": huge, "modules": [{"name": "digits",
+                                                                                       "version": 1}]},
+                 {"name": "x", "targetCondition": "*", "modules": [{"name": "digits", "version": huge}]}):
+        _refused(client.post("/deployments", json=body), 422, "less than or equal to 2147483647")
+    assert client.get(f"/modules/digits/{huge - 1}").status_code == 404
+
+
+def test_a_direct_method_timeout_too_short_to_answer_is_422(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    for timeout in ("5e-324", "0.05", "0", "-1", "nan", "301"):
+        _refused(client.post("/devices/dev-1/methods/restart", params={"timeout": timeout}, json={}), 422,
+                 "query.timeout")
+    no_broker = client.post("/devices/dev-1/methods/restart", params={"timeout": "0.1"}, json={})
+    _refused(no_broker, 503, "no MQTT connection")
+
+
+def test_unknown_paths_and_methods_answer_the_one_error_shape(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    body = _refused(client.get("/nowhere"), 404, "GET /nowhere")
+    assert body["type"] == "HTTPException"
+    _refused(client.patch("/devices"), 405, "PATCH /devices")
