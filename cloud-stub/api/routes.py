@@ -119,7 +119,7 @@ def device_telemetry(
     return [TelemetryOut(received=r.received, batch=r.batch) for r in service.recent_telemetry(device_id, limit)]
 
 
-@devices.post("/{device_id}/methods/{method}", response_model=MethodAnswerOut,
+@devices.post("/{device_id}/methods/{method}", response_model=MethodAnswerOut, response_model_exclude_unset=True,
               responses=errors(400, 404, 422, 504))
 def invoke_method(
     device_id: DeviceId,

@@ -107,7 +107,7 @@ class Envelope:
             raise EnvelopeError(f"Envelope is larger than {MAX_ENVELOPE_BYTES} bytes; refusing to parse it.")
         try:
             obj = json.loads(data, object_pairs_hook=_no_duplicate_keys)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise EnvelopeError(f"Envelope is not valid JSON: {exc}.") from exc
         return cls.from_dict(obj)
 

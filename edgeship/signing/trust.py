@@ -138,7 +138,7 @@ class TrustRoot:
         """Parse a bare trust-root document (not an envelope); see :func:`rotate` for updates."""
         try:
             obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
             raise TrustRootError(f"Trust root is not valid JSON: {exc}.") from exc
         return cls.from_dict(obj)
 

@@ -6,6 +6,7 @@ ones it found, so they keep failing loudly if the fix is undone, whatever the se
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from hub_workspace import make_hub_workspace
 from parts import free_port
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.server import TRUST_ROOT_FILE
 from edgeship.hub.service import HubService
+from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
+from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE
 from edgeship.workspace import Workspace
 
 
@@ -28,6 +32,7 @@ def hub(tmp_path: Path, hub_url: str) -> Iterator[tuple[httpx.Client, Workspace]
     ws, world = make_hub_workspace(tmp_path / "ws", modules=1)
     world.root.mkdir(parents=True, exist_ok=True)
     service: HubService = world.service(hub_url)
+    service.trust_files = TrustRootFiles(ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR)  # so PUT parses
     server = uvicorn.Server(uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1",
                                            port=free_port(), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -119,3 +124,12 @@ def test_unknown_paths_and_methods_answer_the_one_error_shape(hub: tuple[httpx.C
     body = _refused(client.get("/nowhere"), 404, "GET /nowhere")
     assert body["type"] == "HTTPException"
     _refused(client.patch("/devices"), 405, "PATCH /devices")
+
+
+def test_a_trust_root_nested_past_the_recursion_limit_is_422_not_500(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    deep = b"[" * 100_000  # under the 256 KiB limit; json.loads raised RecursionError (500)
+    _refused(client.put("/trust-root", content=deep), 422, "Envelope is not valid JSON")
+    inner = {"payloadType": TRUST_ROOT_PAYLOAD_TYPE, "payload": base64.b64encode(deep).decode(), "signatures": []}
+    _refused(client.put("/trust-root", json=inner), 422, "Trust root is not valid JSON")
+    assert client.get("/trust-root").json()["version"] == 1

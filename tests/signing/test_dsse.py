@@ -106,6 +106,7 @@ def test_sign_envelope_without_signers_is_refused() -> None:
     ("text", "message"),
     [
         ("not json", "not valid JSON"),
+        ("[" * 100_000, "not valid JSON"),  # nested past the recursion limit: refused, not a RecursionError
         ("[]", "JSON object"),
         ('{"payload": "", "signatures": []}', "payloadType"),
         ('{"payloadType": "t", "payload": 1, "signatures": []}', "payload"),

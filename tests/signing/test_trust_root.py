@@ -75,3 +75,8 @@ def test_build_collapses_a_key_listed_twice_in_one_role() -> None:
     root = TrustRoot.build(root=[key], release=[key, key], hub=[key])
     assert root.role("release").keyids == (key.keyid,)
     assert list(root.keys) == [key.keyid]
+
+
+def test_trust_root_nested_past_the_recursion_limit_is_refused_not_a_crash() -> None:
+    with pytest.raises(TrustRootError, match="not valid JSON"):
+        TrustRoot.from_json(b"[" * 100_000)
