@@ -24,6 +24,7 @@ from edgeship.errors import InputError
 from edgeship.scoring.errors import MethodNotAllowedError, NotFoundError, PayloadTooLargeError
 from edgeship.scoring.failures import failure_reply, request_ids
 from edgeship.scoring.metrics import Metrics
+from edgeship.scoring.openapi_v2 import v2_openapi
 from edgeship.scoring.service import Service
 from edgeship.scoring.wire import HttpRequest, Reply, json_reply, loads
 
@@ -35,12 +36,16 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 log = logging.getLogger("edgeship.scoring")
 
+_KEY_NEEDED = "Send a valid key as 'Authorization: Bearer <key>'."
 _UNAUTHORIZED = Reply(
     401,
-    orjson.dumps({"message": "Send a valid key as 'Authorization: Bearer <key>'."}),
+    orjson.dumps({"message": _KEY_NEEDED}),
     [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
 )
-_FIXED = frozenset({"/", "/score", "/swagger.json", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready"})
+_UNAUTHORIZED_V2 = Reply(401, orjson.dumps({"error": _KEY_NEEDED}), _UNAUTHORIZED.headers)
+_FIXED = frozenset(
+    {"/", "/score", "/swagger.json", "/metrics", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/openapi.json"}
+)
 _MODEL_ACTIONS = frozenset({"", "/ready", "/infer"})
 
 
@@ -161,6 +166,10 @@ class ScoringApp:
                 f"No endpoint {path}; see /score, /swagger.json and /v2/models/{self.service.name}."
             )
         _only(method, "GET")
+        if endpoint == "/v2/openapi.json":
+            if not self._authorized(scope):
+                return _UNAUTHORIZED_V2
+            return json_reply(v2_openapi(self.service.metadata(), self.service.version, bool(self._keys)))
         if endpoint == "/":
             return Reply(200, b"Healthy", [(b"content-type", b"text/plain; charset=utf-8")])
         if endpoint == "/swagger.json":
@@ -174,7 +183,7 @@ class ScoringApp:
 
     async def _model_route(self, scope: Scope, receive: Receive, method: str, endpoint: str) -> Reply:
         if not self._authorized(scope):
-            return _UNAUTHORIZED
+            return _UNAUTHORIZED_V2
         if endpoint.endswith("/infer"):
             _only(method, "POST")
             body = await self._read_body(receive)

@@ -31,8 +31,15 @@ def _user_file(script_dir: Path, version: str) -> dict[str, Any] | None:
 
 
 def _operations(input_ref: str, output_ref: str, openapi3: bool) -> dict[str, Any]:
-    error = {"description": "The input is invalid or run() failed; the body says why."}
+    message = {"type": "object", "required": ["message"], "properties": {"message": {"type": "string"}}}
+    error: dict[str, Any] = {
+        "description": "4xx: the input is invalid and the message says why. "
+        "5xx: run() failed; the message names a request id for the server log.",
+    }
+    healthy: dict[str, Any] = {"description": "Healthy"}
     if openapi3:
+        error["content"] = {"application/json": {"schema": message}}
+        healthy["content"] = {"text/plain": {"schema": {"type": "string"}}}
         body = {"required": True, "content": {"application/json": {"schema": {"$ref": input_ref}}}}
         ok = {
             "description": "The output of run()",
@@ -40,6 +47,7 @@ def _operations(input_ref: str, output_ref: str, openapi3: bool) -> dict[str, An
         }
         score: dict[str, Any] = {"requestBody": body, "responses": {"200": ok, "default": error}}
     else:
+        error["schema"] = message
         params = [
             {"name": "serviceInputPayload", "in": "body", "required": True, "schema": {"$ref": input_ref}}
         ]
@@ -53,8 +61,10 @@ def _operations(input_ref: str, output_ref: str, openapi3: bool) -> dict[str, An
     health = {
         "operationId": "ServiceHealthCheck",
         "description": "Liveness: answers Healthy.",
-        "responses": {"200": {"description": "Healthy"}},
+        "responses": {"200": healthy},
     }
+    if not openapi3:
+        health["produces"] = ["text/plain"]
     return {"/": {"get": health}, "/score": {"post": score}}
 
 

@@ -6,6 +6,7 @@ accepted flat or nested (row-major) and always answered flat.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,26 +60,37 @@ def _decode_tensor(item: Any, position: int) -> tuple[str, np.ndarray]:
     if missing:
         raise RequestError(f"inputs[{position}] lacks {', '.join(missing)}.")
     name, datatype, shape = item["name"], item["datatype"], item["shape"]
-    if datatype not in DATATYPES:
+    if not isinstance(name, str):
+        raise RequestError(f"inputs[{position}].name must be a string.")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise RequestError(
             f"Input {name!r} has unknown datatype {datatype!r}; use one of {', '.join(DATATYPES)}."
         )
-    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
         raise RequestError(f"Input {name!r} has shape {shape!r}; a shape is a list of non-negative integers.")
     try:
         array = np.asarray(item["data"], dtype=DATATYPES[datatype])
     except (TypeError, ValueError, OverflowError) as exc:
         raise RequestError(f"Input {name!r}: data is not {datatype} ({exc}).") from None
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)  # Python ints: a huge shape cannot wrap around as numpy's int64 would
     if array.size != expected:
         raise RequestError(f"Input {name!r} has {array.size} values but shape {shape} needs {expected}.")
-    return str(name), array.reshape(shape)
+    try:
+        return name, array.reshape(shape)
+    except (ValueError, OverflowError) as exc:  # e.g. a zero-size shape with a dimension numpy cannot index
+        raise RequestError(f"Input {name!r} cannot have shape {shape} ({exc}).") from None
 
 
 def decode_infer_request(body: Any) -> tuple[dict[str, np.ndarray], list[str] | None, Any]:
     """Return (inputs by name, requested output names or None, request id)."""
     if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or not body["inputs"]:
         raise RequestError('An inference request is a JSON object with a non-empty "inputs" list.')
+    if not isinstance(body.get("id", ""), str):
+        raise RequestError('"id" must be a string; the response echoes it.')
+    if not isinstance(body.get("parameters", {}), dict):
+        raise RequestError('"parameters" must be a JSON object.')
     inputs = dict(_decode_tensor(item, i) for i, item in enumerate(body["inputs"]))
     outputs = body.get("outputs")
     requested = None

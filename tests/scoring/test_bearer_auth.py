@@ -15,13 +15,25 @@ def server(serve) -> Server:
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("POST", "/score"), ("GET", "/v2/models/numpy_schema"), ("POST", "/v2/models/numpy_schema/infer")],
+    [
+        ("POST", "/score"),
+        ("GET", "/v2/models/numpy_schema"),
+        ("POST", "/v2/models/numpy_schema/infer"),
+        ("GET", "/v2/openapi.json"),
+    ],
 )
 def test_scoring_endpoints_need_a_valid_key(server: Server, method: str, path: str) -> None:
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": PRIMARY}):
         r = server.client.request(method, path, json={"data": [[1, 2, 3]]}, headers=headers)
         assert r.status_code == 401
         assert r.headers["www-authenticate"] == "Bearer"
+        assert list(r.json()) == (["error"] if path.startswith("/v2") else ["message"])  # v2: the protocol's body
+
+
+def test_the_v2_openapi_document_declares_the_bearer_scheme_when_keys_are_set(server: Server) -> None:
+    doc = server.client.get("/v2/openapi.json", headers={"Authorization": f"Bearer {PRIMARY}"}).json()
+    assert doc["paths"]["/v2/models/numpy_schema/infer"]["post"]["security"] == [{"Bearer": []}]
+    assert "security" not in doc["paths"]["/v2/health/live"]["get"]
 
 
 @pytest.mark.parametrize("key", [PRIMARY, SECONDARY])

@@ -127,3 +127,51 @@ def test_tflite_int8_model_reports_quantization_and_approximates_sine(sine_int8:
     for x, q in zip(xs, output["data"], strict=True):
         y = (q - q_out["zero_point"]) * q_out["scale"]
         assert abs(y - math.sin(x)) < 0.15, (x, y)
+
+
+def test_the_v2_openapi_document_describes_this_model(mnist: Server) -> None:
+    doc = mnist.client.get("/v2/openapi.json").json()
+    assert doc["openapi"] == "3.0.3"
+    assert set(doc["paths"]) == {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/mnist",
+        "/v2/models/mnist/ready",
+        "/v2/models/mnist/infer",
+        "/v2/models/mnist/versions/1",
+        "/v2/models/mnist/versions/1/ready",
+        "/v2/models/mnist/versions/1/infer",
+    }
+    tensor = doc["components"]["schemas"]["InferenceRequest"]["properties"]["inputs"]["items"]["properties"]
+    assert tensor["name"]["enum"] == ["Input3"]
+    assert "FP32" in tensor["datatype"]["enum"] and "FP64" in tensor["datatype"]["enum"]  # cast as the server does
+    assert "BYTES" not in tensor["datatype"]["enum"]
+    assert (tensor["shape"]["minItems"], tensor["shape"]["maxItems"]) == (4, 4)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("id", 7), ("id", {"a": 1}), ("parameters", [1]), ("parameters", "x")]
+)
+def test_an_id_that_is_not_a_string_or_parameters_not_an_object_is_a_400(mnist: Server, field, value) -> None:
+    body = {**_mnist_request(), field: value}
+    r = mnist.client.post("/v2/models/mnist/infer", json=body)
+    assert r.status_code == 400
+    assert f'"{field}" must be' in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "tensor",
+    [
+        {"name": "Input3", "shape": [1, 1, 28, 28], "datatype": {}, "data": [0.0] * 784},
+        {"name": ["Input3"], "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784},
+        {"name": "Input3", "shape": [True, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784},
+        {"name": "Input3", "shape": [3648463045, 34359738368, 0, 0], "datatype": "FP32", "data": []},
+        {"name": "Input3", "shape": [2**70, 0], "datatype": "FP32", "data": []},
+    ],
+    ids=["datatype-object", "name-list", "shape-bool", "zero-size-huge-dims", "dim-over-int64"],
+)
+def test_malformed_tensors_found_by_fuzzing_are_400s(mnist: Server, tensor: dict) -> None:
+    r = mnist.client.post("/v2/models/mnist/infer", json={"inputs": [tensor]})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]

@@ -62,13 +62,13 @@ def test_aml_response_matches_azure_encoding() -> None:
 
 
 def test_v2_decode_check_and_encode_round_trip() -> None:
-    body = {"id": 7, "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}]}
+    body = {"id": "req-7", "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}]}
     inputs, requested, request_id = decode_infer_request(body)
     assert inputs["x"].dtype == np.float64 and inputs["x"].shape == (2, 2)
     checked = check_inputs(inputs, [TensorSpec("x", "FP32", (-1, 2))])
     assert checked["x"].dtype == np.float32
     doc = encode_infer_response("m", "1", {"y": checked["x"] * 2}, requested, request_id)
-    assert doc["id"] == 7 and doc["outputs"][0]["shape"] == [2, 2]
+    assert doc["id"] == "req-7" and doc["outputs"][0]["shape"] == [2, 2]
     assert list(doc["outputs"][0]["data"]) == [2, 4, 6, 8]
     with pytest.raises(RequestError, match="model takes INT8"):
         check_inputs(inputs, [TensorSpec("x", "INT8", (2, 2))])
