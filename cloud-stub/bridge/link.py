@@ -37,7 +37,6 @@ __all__ = ["CONNECT_TIMEOUT", "MAX_INFLIGHT", "MqttBridge"]
 
 MAX_INFLIGHT = 1000  # unacknowledged QoS 1 publishes at once (DESIGN.md: batch, never wait per message)
 CONNECT_TIMEOUT = 10.0  # seconds start() waits for the first CONNACK
-SESSION_TAKEN_OVER = 142  # MQTT 5 DISCONNECT reason: another connection logged in with the same client id
 
 log = logging.getLogger("edgeship.hub.bridge")
 
@@ -144,10 +143,7 @@ class MqttBridge:
 
     def _on_disconnect(self, _client: paho.Client, _userdata: object, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
-        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
-            log.error("another client logged in to %s as %r and took over the hub's session; give each hub process "
-                      "its own broker user (hub-<name>, docs/broker-security.md)", self.settings.url, self.client_id)
-        elif getattr(reason, "is_failure", bool(reason)):
+        if getattr(reason, "is_failure", bool(reason)):
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.settings.url, reason_text(reason))
 
     def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
