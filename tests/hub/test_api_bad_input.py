@@ -10,6 +10,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -133,3 +134,22 @@ def test_a_trust_root_nested_past_the_recursion_limit_is_422_not_500(hub: tuple[
     inner = {"payloadType": TRUST_ROOT_PAYLOAD_TYPE, "payload": base64.b64encode(deep).decode(), "signatures": []}
     _refused(client.put("/trust-root", json=inner), 422, "Trust root is not valid JSON")
     assert client.get("/trust-root").json()["version"] == 1
+
+
+def test_the_same_create_sent_at_once_is_one_201_and_409s_never_a_5xx(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, ws = hub
+    requests = [
+        ("/devices", {"id": "dev-race", "tags": {"site": "lab"}}),
+        ("/deployments", {"name": "race", "targetCondition": "tags.site = 'lab'", "priority": 3,
+                          "modules": [{"name": "digits", "version": 1}]}),
+        ("/modules", {"workspace": str(ws.root), "name": "digits", "version": 1}),
+    ]
+    for path, body in requests:
+        with ThreadPoolExecutor(8) as pool:
+            answers = [pool.submit(client.post, path, json=body) for _ in range(8)]
+        statuses = sorted(a.result().status_code for a in answers)
+        assert all(s < 500 for s in statuses), (path, statuses)
+        if path == "/modules":  # the same build again is a no-op
+            assert statuses == [201] * 8, statuses
+        else:
+            assert statuses == [201] + [409] * 7, (path, statuses)
