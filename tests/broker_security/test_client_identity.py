@@ -10,13 +10,22 @@ each hub process its own session under its own user (``hub``, ``hub-2``).
 
 from __future__ import annotations
 
+import json
 import re
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from broker_fleet import PASSWORDS, Fleet
 from secure_broker import Probe
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "hub"))
+
+from hub_workspace import make_hub_workspace
+
+from edgeship.hub.server import HubConfig, HubServer
 from edgeship.mqtt import device_topic
 
 TAKEN_OVER = "already connected, closing old connection"  # Mosquitto's log line when a session is taken over
@@ -134,3 +143,26 @@ def test_the_hubs_persistent_session_resumes_under_its_user_after_a_restart(
     a.publish(device_topic("dev-a", "telemetry"), b"while-the-hub-was-down")  # QoS 1, not retained
     restarted = _password(fleet, probes, "run-2", "hub-2", persistent=True)  # another client id, same user
     assert restarted.next_message(timeout=5) == (device_topic("dev-a", "telemetry"), b"while-the-hub-was-down")
+
+
+def test_a_restarted_hub_process_gets_the_telemetry_sent_while_it_was_down(
+    fleet: Fleet, probes: list[Probe], tmp_path: Path
+) -> None:
+    ws, _world = make_hub_workspace(tmp_path / "hubws")
+
+    def hub(client_id: str) -> HubServer:  # hub-2 with a persistent session; the client id it sends differs
+        return HubServer(HubConfig(workspace=ws.root, broker_url=fleet.plain_url, broker_username="hub-2",
+                                   broker_password=PASSWORDS["hub-2"], client_id=client_id, port=0))  # fmt: skip
+
+    with hub("run-1") as first:
+        first.service.create_device("dev-a")
+    a = _password(fleet, probes, "dev-a", "dev-a")
+    batch = {"schemaVersion": 1, "deviceId": "dev-a", "samples": [
+        {"time": "2026-01-01T00:00:00Z", "seq": 1, "cpuPercent": 1.0, "memoryBytes": 1}]}  # fmt: skip
+    a.publish(device_topic("dev-a", "telemetry"), json.dumps(batch).encode())  # QoS 1, not retained
+    with hub("run-2") as restarted:
+        deadline = time.monotonic() + 10
+        while not restarted.service.recent_telemetry("dev-a") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(restarted.service.recent_telemetry("dev-a")) == 1
+        assert restarted.bridge.client_id == "run-2"
