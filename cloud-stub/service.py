@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -149,6 +150,8 @@ def _check_tags(tags: Any, where: str = "tags", depth: int = 0) -> None:
             _check_tags(value, f"{where}.{name}", depth + 1)
         elif value is not None and not isinstance(value, (str, int, float, bool)):
             raise InputError(f"Tag {where}.{name} must be a string, number, boolean, null or object.")
+        elif isinstance(value, float) and not math.isfinite(value):  # PostgreSQL's json refuses NaN and Infinity
+            raise InputError(f"Tag {where}.{name} must be a finite number; JSON has no NaN or Infinity.")
     if depth == 0 and len(json.dumps(tags)) > MAX_TAGS_BYTES:
         raise InputError(f"Tags are larger than {MAX_TAGS_BYTES} bytes as JSON; keep tags small.")
 
@@ -328,6 +331,10 @@ class HubService:
             raise InputError(f"Method name {method!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         if not isinstance(args, Mapping):
             raise InputError("Direct method arguments must be a JSON object.")
+        try:
+            json.dumps(dict(args), allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InputError(f"Direct method arguments must be plain JSON (finite numbers, no NaN): {exc}.") from exc
         if not MIN_METHOD_TIMEOUT <= timeout <= MAX_METHOD_TIMEOUT:
             raise InputError(
                 f"Direct method timeout {timeout} s must be between {MIN_METHOD_TIMEOUT} and {MAX_METHOD_TIMEOUT} s."

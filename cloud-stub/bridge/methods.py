@@ -40,7 +40,7 @@ class MethodInvoker:
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         """Publish the request and wait for the device's answer; ``DeviceTimeoutError`` after ``timeout`` s."""
         try:
-            payload = json.dumps(dict(args), separators=(",", ":")).encode("utf-8")
+            payload = json.dumps(dict(args), separators=(",", ":"), allow_nan=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise InputError(f"Direct method arguments must be JSON-serialisable: {exc}.") from exc
         if not self.client.is_connected():

@@ -153,3 +153,17 @@ def test_the_same_create_sent_at_once_is_one_201_and_409s_never_a_5xx(hub: tuple
             assert statuses == [201] * 8, statuses
         else:
             assert statuses == [201] + [409] * 7, (path, statuses)
+
+
+def test_nan_and_infinity_are_400_not_a_database_error(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    json_type = {"content-type": "application/json"}  # Python's JSON parser (and so FastAPI's) takes NaN
+    for number in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        tags = b'{"tags": {"site": "lab", "floor": ' + number + b"}}"
+        _refused(client.put("/devices/dev-1/tags", content=tags, headers=json_type), 400, "tags.floor", "finite")
+        created = b'{"id": "dev-nan", "tags": {"floor": ' + number + b"}}"
+        _refused(client.post("/devices", content=created, headers=json_type), 400, "finite")
+        args = b'{"tail": ' + number + b"}"
+        _refused(client.post("/devices/dev-1/methods/logs", content=args, headers=json_type), 400, "plain JSON")
+    assert client.get("/devices/dev-1").json()["tags"] == {"site": "lab"}
+    assert client.get("/devices/dev-nan").status_code == 404
