@@ -14,6 +14,11 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
     telemetry_interval = 30                    # seconds
     port_range = [5100, 5199]                  # ports for modules without settings.port
     health_timeout = 60                        # seconds
+    min_free_bytes = 268435456                 # bytes an update must leave free on the data disk
+    max_partial_bytes = 1073741824             # bytes of interrupted downloads kept for resuming
+    download_min_rate = 1024                   # bytes per second, over each download_rate_window
+    download_rate_window = 30                  # seconds
+    download_deadline = 300                    # seconds per download, plus its size / download_min_rate
 
     [broker]
     url = "mqtts://hub.local:8883"
@@ -43,7 +48,8 @@ __all__ = ["AgentConfig", "BrokerConfig", "RuntimeKind", "example_config", "load
 RuntimeKind = Literal["process", "docker", "auto"]
 _TOP_KEYS = {
     "device_id", "hub_url", "trust_root", "data_dir", "runtime", "telemetry_interval", "port_range",
-    "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker",
+    "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker", "min_free_bytes",
+    "max_partial_bytes", "download_min_rate", "download_rate_window", "download_deadline",
 }  # fmt: skip
 _BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol"}
 
@@ -85,6 +91,11 @@ class AgentConfig:
     health_timeout: float = 60.0  # seconds a candidate has to answer its health probe
     reconcile_interval: float = 5.0  # seconds between reconcile ticks (restarts, cool-off retries)
     telemetry_queue_limit: int = 10_000  # samples kept on disk while offline; older ones are dropped
+    min_free_bytes: int = 256 * 2**20  # bytes an update must leave free on the data disk, or it is refused
+    max_partial_bytes: int = 2**30  # bytes of interrupted downloads kept for resuming; the oldest go first
+    download_min_rate: float = 1024.0  # bytes per second a download must keep up over each window
+    download_rate_window: float = 30.0  # seconds; also the longest one read or connect may wait
+    download_deadline: float = 300.0  # seconds per download, plus its signed size / download_min_rate
 
     @property
     def broker_settings(self) -> BrokerSettings:
@@ -106,11 +117,18 @@ def _string(table: dict[str, Any], key: str, path: Path, prefix: str = "", requi
     return value
 
 
-def _number(table: dict[str, Any], key: str, path: Path, default: float) -> float:
+def _number(table: dict[str, Any], key: str, path: Path, default: float, unit: str = "seconds") -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _fail(path, key, f"must be a positive number of seconds, not {value!r}")
+        raise _fail(path, key, f"must be a positive number of {unit}, not {value!r}")
     return float(value)
+
+
+def _bytes(table: dict[str, Any], key: str, path: Path, default: int) -> int:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(path, key, f"must be a whole number of bytes (0 or more), not {value!r}")
+    return value
 
 
 def _path(base: Path, value: str | None) -> Path | None:
@@ -205,6 +223,11 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
         health_timeout=_number(data, "health_timeout", path, 60.0),
         reconcile_interval=_number(data, "reconcile_interval", path, 5.0),
         telemetry_queue_limit=limit,
+        min_free_bytes=_bytes(data, "min_free_bytes", path, 256 * 2**20),
+        max_partial_bytes=_bytes(data, "max_partial_bytes", path, 2**30),
+        download_min_rate=_number(data, "download_min_rate", path, 1024.0, "bytes per second"),
+        download_rate_window=_number(data, "download_rate_window", path, 30.0),
+        download_deadline=_number(data, "download_deadline", path, 300.0),
     )
 
 
@@ -219,6 +242,11 @@ runtime = "process"                   # process | docker | auto
 telemetry_interval = 30               # seconds
 port_range = [5100, 5199]             # module ports when a document gives none
 health_timeout = 60                   # seconds for a new module to become healthy
+min_free_bytes = 268435456            # bytes an update must leave free on the data disk (256 MiB)
+max_partial_bytes = 1073741824        # bytes of interrupted downloads kept for resuming (1 GiB)
+download_min_rate = 1024              # bytes per second a download must keep up...
+download_rate_window = 30             # ...over every window of this many seconds
+download_deadline = 300               # seconds per download, plus its size / download_min_rate
 
 [broker]
 url = "mqtt://127.0.0.1:1883"

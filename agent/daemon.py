@@ -2,12 +2,14 @@
 
 Threads: the loop thread (this object's :meth:`run`) owns every decision —
 desired documents, trust roots and timer ticks arrive on one queue; paho's network
-thread only enqueues; the method thread (:class:`~edgeship.agent.methods.MethodWorker`)
-runs direct methods beside the loop, so a ``logs`` call never waits behind an install,
-and a ``restart`` changes a module only under the
-:class:`~edgeship.agent.guard.ModuleGuard` it shares with the reconciler (409 while
-the loop is applying that module); the telemetry thread samples every
-``telemetry_interval`` and sends queued batches.
+thread only enqueues, and after queuing a *new* desired document or trust root it
+cancels the download in progress (:attr:`Agent.cancel`), so the loop gets to the newer
+state at once instead of waiting behind a slow blob host (ADR 0018); the method
+thread (:class:`~edgeship.agent.methods.MethodWorker`) runs direct methods beside the
+loop, so a ``logs`` call never waits behind an install, and a ``restart`` changes a
+module only under the :class:`~edgeship.agent.guard.ModuleGuard` it shares with the
+reconciler (409 while the loop is applying that module); the telemetry thread samples
+every ``telemetry_interval`` and sends queued batches.
 
 Stopping the agent leaves its modules running (as IoT Edge's edgeAgent does), so a
 restarted agent finds them serving and reinstalls nothing; ``stop_modules=True``
@@ -37,6 +39,7 @@ from pathlib import Path
 from edgeship.agent.config import AgentConfig
 from edgeship.agent.decide.runner import PlanRunner
 from edgeship.agent.execute import RuntimeExecutor
+from edgeship.agent.fetch.bounded import Cancel, FetchLimits
 from edgeship.agent.fetch.download import BlobCache
 from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.link.mqtt import Inbound, MqttLink
@@ -95,14 +98,23 @@ class Agent:
         self.trust_root = self.trust.root
         self.state = StateStore(data)
         self.runtime = runtime or make_runtime(config.runtime, data)
-        self.blobs = BlobCache(data / "blobs", config.hub_url)
+        limits = FetchLimits(config.download_min_rate, config.download_rate_window, config.download_deadline)
+        self.blobs = BlobCache(
+            data / "blobs", config.hub_url, limits=limits, max_partial_bytes=config.max_partial_bytes
+        )
+        self.cancel = Cancel()  # set from paho's thread when newer desired state is queued; re-armed by the loop
+        self._trust_seen: bytes | None = None  # the last trust-root payload paho delivered (paho's thread only)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.guard = ModuleGuard()
-        self.link = MqttLink(config.broker_settings, config.device_id, self.inbox, on_command=self._on_command)
+        self.link = MqttLink(
+            config.broker_settings, config.device_id, self.inbox, on_command=self._on_command,
+            on_inbound=self._on_inbound,
+        )  # fmt: skip
         self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)
         self.executor = RuntimeExecutor(
             self.runtime, self.state, self.blobs, self.trust_root, data / "modules",
-            port_range=config.port_range, health_timeout=config.health_timeout, log=lambda line: log.debug(line),
+            port_range=config.port_range, health_timeout=config.health_timeout, min_free_bytes=config.min_free_bytes,
+            cancel=self.cancel, log=lambda line: log.debug(line),
         )  # fmt: skip
         self.runner = PlanRunner(self.executor, clock)
         self.reconciler = Reconciler(
@@ -123,6 +135,7 @@ class Agent:
         self.link.start()
         telemetry = threading.Thread(target=self._telemetry_loop, args=(stop,), name="telemetry", daemon=True)
         telemetry.start()
+        threading.Thread(target=self._cancel_on_stop, args=(stop,), name="stop-downloads", daemon=True).start()
         try:
             self.reconciler.load_cached()
             self._loop(stop)
@@ -151,9 +164,30 @@ class Agent:
                     next_tick = 0.0
             elif item is not None and item.kind == "trust-root" and self._on_trust_root(item.payload):
                 next_tick = 0.0
-            if self._clock() >= next_tick and self.inbox.empty():
+            self.cancel.reset()  # before looking at the inbox: an item queued after this cancels the pass
+            if self._clock() >= next_tick and self.inbox.empty() and not stop.is_set():
                 self.reconciler.reconcile()
                 next_tick = self._clock() + self.config.reconcile_interval
+
+    def _on_inbound(self, item: Inbound) -> None:
+        """paho's network thread, just after ``item`` was queued: stop a download it makes stale.
+
+        A retained copy of the document in force (every reconnect delivers one) and the same
+        trust-root message again change nothing, so they leave the download alone. Any other
+        document or root cancels it, even one the loop will then refuse or one that still
+        wants the same blob: the loop decides, and a wanted download resumes from its partial.
+        """
+        if item.kind == "desired" and (not item.payload or item.payload == self.reconciler.accepted_raw):
+            return
+        if item.kind == "trust-root":
+            if item.payload == self._trust_seen:
+                return
+            self._trust_seen = item.payload
+        self.cancel.cancel(f"a newer {item.kind} message arrived")
+
+    def _cancel_on_stop(self, stop: threading.Event) -> None:
+        stop.wait()
+        self.cancel.cancel("the agent is stopping")
 
     def _on_command(self, method: str, payload: bytes, request_id: str) -> None:
         """paho's network thread: hand the call to the method thread (503 at once if its queue is full)."""

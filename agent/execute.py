@@ -3,7 +3,11 @@
 The only place where a :class:`~edgeship.agent.decide.plan.Command` meets I/O. It
 keeps the agent's state (``agent.state``) in step with the runtime:
 
-- ``download``: the blob into the cache (resumed, digest-checked);
+- ``check_space``: refuse the update when the disk cannot hold what is missing plus
+  ``min_free_bytes`` (``agent/fetch/space.py``);
+- ``download``: the blob into the cache (bounded by its signed size, a minimum rate and
+  a deadline; resumed; digest-checked). A download stopped by :attr:`RuntimeExecutor.cancel`
+  (newer desired state arrived) raises :class:`~edgeship.agent.decide.runner.Superseded`;
 - ``verify``: lay out ``modules/<service>/`` exactly as the packager signed it
   (``module.json`` is the manifest payload from the accepted document, the envelope,
   the bundle and image archive at the manifest's paths), then ``verify_module_dir``;
@@ -35,6 +39,7 @@ from pathlib import Path
 
 from edgeship.agent.decide.accept import AcceptedDocument
 from edgeship.agent.decide.plan import (
+    CheckSpace,
     Command,
     Download,
     HealthCheck,
@@ -46,7 +51,10 @@ from edgeship.agent.decide.plan import (
     Switch,
     Verify,
 )
-from edgeship.agent.fetch.download import BlobCache
+from edgeship.agent.decide.runner import Superseded
+from edgeship.agent.fetch.bounded import Cancel
+from edgeship.agent.fetch.download import BlobCache, CancelledError
+from edgeship.agent.fetch.space import check_space
 from edgeship.agent.runtimes.base import (
     ModuleRuntime,
     ModuleSpec,
@@ -85,6 +93,8 @@ class RuntimeExecutor:
         *,
         port_range: tuple[int, int],
         health_timeout: float,
+        min_free_bytes: int = 0,
+        cancel: Cancel | None = None,
         log: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self.runtime = runtime
@@ -94,6 +104,8 @@ class RuntimeExecutor:
         self.modules_dir = Path(modules_dir)
         self.port_range = port_range
         self.health_timeout = health_timeout
+        self.min_free_bytes = min_free_bytes  # bytes an update must leave free on the data disk
+        self.cancel = cancel or Cancel()  # stops a download in progress when newer desired state arrives
         self.document: AcceptedDocument | None = None  # the reconcile loop sets it before each run
         self._log = log
 
@@ -108,8 +120,13 @@ class RuntimeExecutor:
 
     def _execute(self, command: Command) -> None:
         match command:
+            case CheckSpace():
+                self._check_space(command)
             case Download():
-                self.blobs.fetch(command.url, command.digest)
+                try:
+                    self.blobs.fetch(command.url, command.digest, command.size, cancel=self.cancel)
+                except CancelledError as exc:
+                    raise Superseded(str(exc)) from exc
             case Verify():
                 self._verify(command)
             case Install():
@@ -141,6 +158,18 @@ class RuntimeExecutor:
 
     def module_dir(self, service: str) -> Path:
         return self.modules_dir / service
+
+    def _check_space(self, command: CheckSpace) -> None:
+        root = self.blobs.root
+        root.mkdir(parents=True, exist_ok=True)
+        check_space(
+            command.service,
+            download=sum(self.blobs.missing_bytes(digest, size) for digest, size in command.blobs),
+            unpack=command.unpack,
+            free=shutil.disk_usage(root).free,
+            margin=self.min_free_bytes,
+            where=str(root.parent),
+        )
 
     def _verify(self, command: Verify) -> None:
         from edgeship.modules.verify import verify_module_dir

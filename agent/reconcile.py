@@ -61,6 +61,8 @@ def desired_from(accepted: AcceptedDocument) -> DesiredState:
             image_digest=archive.digest if archive is not None and entry.blobs.image is not None else None,
             port=entry.settings.port,
             restart_policy=entry.settings.restart_policy,
+            bundle_size=manifest.bundle.size,
+            image_size=archive.size if archive is not None and entry.blobs.image is not None else 0,
         )
     return DesiredState(accepted.sequence, modules)
 
@@ -220,6 +222,9 @@ class Reconciler:
         server's graceful shutdown takes a while and changes nothing a client can see:
         the report names the active slot). If that clean-up fails, a second report says so.
 
+        A pass whose download was stopped for newer desired state (``RunResult.superseded``)
+        neither reports nor cleans up: the loop offers the newer state and plans again at once.
+
         Direct methods run in another thread (``agent/guard.py``): reading the current state
         and planning happen under ``guard.lock``, which also marks the planned modules as
         applying (a ``restart`` of one of them is answered 409) until the pass ends; the plan
@@ -247,6 +252,9 @@ class Reconciler:
                 self.guard.mark_applying(c.module for c in [*commands, *cleanup])
             if commands and desired is not None:
                 result = self._run(desired.sequence, commands)
+                if result.superseded:  # newer desired state is queued: the next pass plans and reports
+                    log.info("stopped applying sequence %d: newer desired state arrived", desired.sequence)
+                    return None
                 current = self._current()
         except Exception as exc:  # the runtime itself failed: still report
             log.exception("reconcile failed")

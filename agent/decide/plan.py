@@ -7,8 +7,8 @@ runner hands to an executor. Tests record the command sequence; no runtime runs.
 Per module name, with services in two blue/green *slots* (``<name>.a`` and
 ``<name>.b``, lowercased):
 
-- new, or a different build (manifest digest) -> download the bundle (and image),
-  verify, install into the free slot, start it, health-check it, switch to it,
+- new, or a different build (manifest digest) -> check the disk has room for it,
+  download the bundle (and image), verify, install into the free slot, start it, health-check it, switch to it,
   then stop and remove the old slot. Nothing touches the old service before the
   switch, so a failed candidate leaves it serving (the runner undoes the candidate).
 - the same build, running -> nothing.
@@ -37,6 +37,8 @@ from edgeship.deployment import RestartPolicy
 
 __all__ = [
     "SLOTS",
+    "UNPACK_FACTOR",
+    "CheckSpace",
     "Command",
     "CurrentState",
     "DesiredModule",
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 SLOTS = ("a", "b")
+UNPACK_FACTOR = 2  # an install may write this many times the bundle's size (unpacked app, venv)
 ServiceState = Literal["running", "stopped", "failed", "backoff"]
 
 
@@ -83,6 +86,8 @@ class DesiredModule:
     image_digest: str | None = None
     port: int | None = None
     restart_policy: RestartPolicy = "on-failure"
+    bundle_size: int = 0  # bytes, signed in the manifest: a download never writes more
+    image_size: int = 0  # bytes of the image archive (signed), when there is one
 
 
 @dataclass(frozen=True)
@@ -151,11 +156,26 @@ class Command:
 
 
 @dataclass(frozen=True)
+class CheckSpace(Command):
+    """Refuse the update before any download when the disk cannot hold it (a full disk kills devices).
+
+    ``blobs`` are the ``(digest, signed size)`` of the artifacts to fetch (the executor
+    counts what is cached or partly downloaded); ``unpack`` is what installing them may
+    write besides (``UNPACK_FACTOR`` times the bundle: the unpacked app and a venv).
+    """
+
+    kind: ClassVar[str] = "check_space"
+    blobs: tuple[tuple[str, int], ...]
+    unpack: int
+
+
+@dataclass(frozen=True)
 class Download(Command):
     kind: ClassVar[str] = "download"
     artifact: Literal["bundle", "image"]
     url: str
     digest: str
+    size: int  # bytes, from the signed manifest
 
     @property
     def id(self) -> str:
@@ -252,9 +272,11 @@ def _plan_update(want: DesiredModule, old: RunningService | None, environments: 
     if old is not None and old.service == service_name(want.name, SLOTS[0]):
         slot = SLOTS[1]
     candidate = service_name(want.name, slot)
-    steps: list[Command] = [Download(want.name, candidate, "bundle", want.bundle_url, want.bundle_digest)]
+    downloads = [Download(want.name, candidate, "bundle", want.bundle_url, want.bundle_digest, want.bundle_size)]
     if want.image_url is not None and want.image_digest is not None:
-        steps.append(Download(want.name, candidate, "image", want.image_url, want.image_digest))
+        downloads.append(Download(want.name, candidate, "image", want.image_url, want.image_digest, want.image_size))
+    blobs = tuple((d.digest, d.size) for d in downloads)
+    steps: list[Command] = [CheckSpace(want.name, candidate, blobs, UNPACK_FACTOR * want.bundle_size), *downloads]
     steps += [
         Verify(want.name, candidate, want.module_digest),
         Install(want.name, candidate, want.module_digest, want.lock_digest, want.lock_digest in environments),

@@ -11,6 +11,11 @@ on) and undoes what this run already did for it, newest first — for a failed
 health check that is "stop and remove the candidate", so the old slot keeps
 serving. :class:`~edgeship.agent.decide.plan.Switch` is the commit point: once a
 candidate is active, a later failure (stopping the old slot) undoes nothing.
+
+A command that raises :class:`Superseded` (a download stopped because a newer desired
+state arrived) is no failure: it counts towards no cool-off, its module's completed
+steps are undone, and the run stops there (``RunResult.superseded``) so the caller can
+plan again for the newer state at once.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from types import MappingProxyType
 from typing import Protocol
 
 from edgeship.agent.decide.plan import Command, Switch
+from edgeship.errors import EdgeshipError
 
-__all__ = ["CoolOff", "Executor", "ModuleOutcome", "PlanRunner", "RunResult"]
+__all__ = ["CoolOff", "Executor", "ModuleOutcome", "PlanRunner", "RunResult", "Superseded"]
+
+
+class Superseded(EdgeshipError):
+    """The command was stopped because newer desired state arrived; plan again, nothing failed."""
 
 
 class Executor(Protocol):
@@ -61,6 +71,7 @@ class RunResult:
     outcomes: Mapping[str, ModuleOutcome]
     executed: tuple[str, ...]  # ids of the commands executed (undo included), in order
     undo_errors: tuple[str, ...] = ()
+    superseded: bool = False  # stopped early for newer desired state; the modules not reached have no outcome
 
     @property
     def ok(self) -> bool:
@@ -97,6 +108,7 @@ class PlanRunner:
         done: dict[str, list[Command]] = {}
         executed: list[str] = []
         undo_errors: list[str] = []
+        superseded = False
         for command in commands:
             if command.module in outcomes and not outcomes[command.module].ok:
                 continue
@@ -118,6 +130,11 @@ class PlanRunner:
             executed.append(command.id)
             try:
                 self.executor.execute(command)
+            except Superseded:
+                undo_errors += self._undo(done.pop(command.module, []), executed)
+                outcomes.pop(command.module, None)
+                superseded = True
+                break
             except Exception as exc:  # the executor's failure is data here; the loop must go on
                 reason = f"{command.kind} of {command.service} failed: {exc}"
                 count = entry.count + 1 if entry else 1
@@ -139,7 +156,7 @@ class PlanRunner:
             else:
                 done.setdefault(command.module, []).append(command)
             outcomes.setdefault(command.module, ModuleOutcome(command.module))
-        return RunResult(sequence, MappingProxyType(outcomes), tuple(executed), tuple(undo_errors))
+        return RunResult(sequence, MappingProxyType(outcomes), tuple(executed), tuple(undo_errors), superseded)
 
     def _undo(self, completed: list[Command], executed: list[str]) -> list[str]:
         """Run the undo of ``completed`` newest first; return the errors (undo goes on past them)."""

@@ -1,4 +1,4 @@
-"""Download a blob into the agent's content-addressed cache: resume, check, rename.
+"""Download a blob into the agent's content-addressed cache: bounded, resumed, checked, renamed.
 
 ::
 
@@ -9,35 +9,51 @@ Invariants: a file under ``sha256/`` always has the digest in its name (it is on
 ever created by renaming a checked ``.part``); a blob already in the cache is never
 fetched again; :meth:`BlobCache.checked_digest` answers only for a file whose bytes
 this process hashed (while downloading it, or in :meth:`BlobCache.digest_of`) and
-whose inode, size and mtime have not changed since; a ``.part`` whose bytes turn out wrong is deleted, so the next try
-starts from zero. Locations are untrusted (the digest comes from a signed manifest):
-an absolute ``http(s)://`` URL or a hub path (``/blobs/sha256:...``) joined to the
-hub URL.
+whose inode, size and mtime have not changed since.
 
-HTTP is the standard library's (``urllib.request``): importing httpx would pull its
-command-line extras (rich, click, pygments) into the agent's memory, for one GET.
+Bounds (ADR 0018): a ``.part`` never grows past the blob's signed size (the transfer is
+cut off at one byte more, :mod:`edgeship.agent.fetch.bounded`); a ``.part`` that cannot
+be resumed (wrong bytes, larger than the signed size, a host that answers a Range
+request with another range or refuses it) is deleted, so the next try starts from zero;
+all partials but the one in progress take at most ``max_partial_bytes`` (the oldest
+are deleted first). Locations are untrusted (the digest and size come from a signed
+manifest): an absolute ``http(s)://`` URL or a hub path (``/blobs/sha256:...``) joined
+to the hub URL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
+import logging
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
-from edgeship.errors import TransportError
+from edgeship.agent.fetch.bounded import (
+    Cancel,
+    CancelledError,
+    DownloadError,
+    FetchLimits,
+    ResumeRefusedError,
+    SizeExceededError,
+    TooSlowError,
+    open_range,
+)
 from edgeship.modules.verify import file_digest
 
-__all__ = ["BlobCache", "DigestMismatchError", "DownloadError"]
+__all__ = [
+    "DEFAULT_MAX_PARTIAL_BYTES",
+    "BlobCache",
+    "CancelledError",
+    "DigestMismatchError",
+    "DownloadError",
+    "SizeExceededError",
+    "TooSlowError",
+]
 
-_CHUNK = 1024 * 1024  # bytes per read/write
-
-
-class DownloadError(TransportError):
-    """A blob could not be fetched (network, HTTP status); a retry may succeed."""
+log = logging.getLogger("edgeship.agent")
+DEFAULT_MAX_PARTIAL_BYTES = 1 << 30  # bytes: 1 GiB of interrupted downloads kept for resuming
 
 
 class DigestMismatchError(DownloadError):
@@ -68,10 +84,18 @@ class _FileId(NamedTuple):
 class BlobCache:
     """Blobs by digest under ``root``; ``fetch`` downloads what is missing."""
 
-    def __init__(self, root: Path, hub_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        hub_url: str,
+        *,
+        limits: FetchLimits | None = None,
+        max_partial_bytes: int = DEFAULT_MAX_PARTIAL_BYTES,
+    ) -> None:
         self.root = Path(root)
         self.hub_url = hub_url.rstrip("/")
-        self.timeout = timeout  # seconds without a byte before a download is abandoned (and later resumed)
+        self.limits = limits or FetchLimits()
+        self.max_partial_bytes = max_partial_bytes  # bytes all partials but the current one may take together
         self._hashed: dict[tuple[int, int], tuple[_FileId, str]] = {}  # (device, inode) -> (file id, digest)
 
     def checked_digest(self, path: Path) -> tuple[str, int] | None:
@@ -117,8 +141,26 @@ class BlobCache:
     def has(self, digest: str) -> bool:
         return self.path_for(digest).is_file()
 
-    def fetch(self, location: str, digest: str) -> Path:
-        """The cached blob ``digest``, downloading (or resuming) it from ``location`` if missing."""
+    def missing_bytes(self, digest: str, size: int) -> int:
+        """Bytes still to download for ``digest`` of signed ``size``: none when cached, less a usable partial."""
+        if self.has(digest):
+            return 0
+        try:
+            have = self.partial_for(digest).stat().st_size
+        except OSError:
+            have = 0
+        return size - have if have <= size else size
+
+    def fetch(self, location: str, digest: str, size: int, *, cancel: Cancel | None = None) -> Path:
+        """The cached blob ``digest`` of the signed ``size``, downloading (or resuming) it from ``location``.
+
+        Never writes past ``size``: a host that sends more is cut off at ``size + 1`` bytes
+        (:class:`SizeExceededError`, the partial deleted). A partial larger than ``size``, or
+        one the host will not resume, is deleted; one cut short by the network, the limits
+        (:class:`TooSlowError`) or ``cancel`` (:class:`CancelledError`) is kept for a resume.
+        """
+        if size < 0:
+            raise DownloadError(f"Blob {digest[:19]}… has a negative signed size {size}; the manifest is malformed.")
         final = self.path_for(digest)
         if final.is_file():
             return final
@@ -126,29 +168,59 @@ class BlobCache:
         part.parent.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         url = self.resolve(location)
-        sha = hashlib.sha256()
+        if part.is_file() and part.stat().st_size > size:
+            log.info("partial %s is larger than the signed size %d; deleted", part.name, size)
+            part.unlink(missing_ok=True)
+        self._make_room(part, size)
+        for _ in range(2):  # a second pass only when the host refused to resume: from byte 0
+            sha = self._transfer(url, part, size, cancel or Cancel())
+            if sha is not None:
+                break
+        else:
+            raise DownloadError(f"{url} refused to resume twice; the next try starts over.")
+        return self._finish(url, part, final, digest, "sha256:" + sha.hexdigest())
+
+    def _transfer(self, url: str, part: Path, size: int, cancel: Cancel) -> Any:
+        """Bring ``part`` to ``size`` bytes and return its sha256; None when the host would not resume
+        (the partial was deleted: start over)."""
         have = part.stat().st_size if part.is_file() else 0
+        sha = hashlib.sha256()
         if have:
             with part.open("rb") as existing:
-                for chunk in iter(lambda: existing.read(_CHUNK), b""):
+                for chunk in iter(lambda: existing.read(1 << 20), b""):
                     sha.update(chunk)
-        request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})  # noqa: S310
+        if have == size:
+            return sha  # whole already (a complete partial, or an empty blob): the digest decides
         try:
-            with self._open(request, have) as response:
-                status = response.status
-                if status == 206 and have:
-                    self._append(response, part, sha, "ab")
-                elif status == 200:
+            with open_range(url, have, limits=self.limits, cancel=cancel) as body:
+                if body.status == 416:
+                    log.info("%s will not resume %s at byte %d; starting over", url, part.name, have)
+                    part.unlink(missing_ok=True)
+                    return None
+                if body.start == 0:  # a 200 to a Range request: the host starts over, so do we
                     sha = hashlib.sha256()
-                    self._append(response, part, sha, "wb")
-                elif status != 416:
-                    raise DownloadError(f"Downloading {url} answered HTTP {status}; check the hub and the blob.")
-        except (OSError, http.client.HTTPException) as exc:
+                with part.open("ab" if body.start else "wb") as out:
+
+                    def write(chunk: bytes) -> None:
+                        out.write(chunk)
+                        sha.update(chunk)
+
+                    try:
+                        got = body.copy(write, size - body.start)
+                    finally:
+                        out.flush()
+                        os.fsync(out.fileno())
+        except (SizeExceededError, ResumeRefusedError) as exc:
+            part.unlink(missing_ok=True)
+            raise type(exc)(f"{exc} The partial download was deleted.") from exc
+        if body.start + got < size:
             raise DownloadError(
-                f"Downloading {url} failed ({exc}); the {part.stat().st_size if part.exists() else 0} bytes "
-                "received are kept and the next try resumes."
-            ) from exc
-        got = "sha256:" + sha.hexdigest()
+                f"{url} closed the connection after {body.start + got} of {size} bytes; "
+                "they are kept and the next try resumes."
+            )
+        return sha
+
+    def _finish(self, url: str, part: Path, final: Path, digest: str, got: str) -> Path:
         if got != digest:
             part.unlink(missing_ok=True)
             raise DigestMismatchError(
@@ -159,41 +231,29 @@ class BlobCache:
         self._remember(final, digest)  # hashed just now, as it arrived: verify need not read it again
         return final
 
-    def _open(self, request: urllib.request.Request, have: int) -> Any:
-        """The response; an empty 416 on a resume means the part is whole already (the digest decides)."""
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)  # noqa: S310  # resolve() allows http(s) only
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code == 416 and have:
-                return _Empty()
-            raise DownloadError(
-                f"Downloading {request.full_url} answered HTTP {exc.code}; check the hub and the blob location."
-            ) from exc
+    def _make_room(self, part: Path, size: int) -> None:
+        """Delete the oldest other partials until they and this download fit in :attr:`max_partial_bytes`.
 
-    @staticmethod
-    def _append(response: IO[bytes], part: Path, sha: Any, mode: str) -> None:
-        with part.open(mode) as out:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                out.write(chunk)
-                sha.update(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        remaining = getattr(response, "length", None)  # http.client: bytes announced but not received
-        if remaining:
-            raise http.client.IncompleteRead(b"", remaining)
+        So the partials on disk never take more than ``max(max_partial_bytes, size)``: the
+        download in progress is bounded by its signed size, the others by the cap.
+        """
+        others = []
+        for path in part.parent.glob("*.part"):
+            if path != part:
+                with contextlib.suppress(OSError):
+                    st = path.stat()
+                    others.append((st.st_mtime_ns, st.st_size, path))
+        total = sum(size for _, size, _ in others) + size
+        for _, used, path in sorted(others):
+            if total <= self.max_partial_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= used
+            log.info(
+                "partial %s deleted to keep partial downloads under %d bytes (max_partial_bytes)",
+                path.name,
+                self.max_partial_bytes,
+            )
 
     def close(self) -> None:
         """Nothing to release (one connection per download); kept for symmetry with other clients."""
-
-
-class _Empty:
-    """Stands in for a 416 answer: no body, and a context manager like a response."""
-
-    status = 416
-
-    def __enter__(self) -> _Empty:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        return None

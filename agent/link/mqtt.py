@@ -50,12 +50,18 @@ class MqttLink:
         device_id: str,
         inbox: queue.Queue[Inbound],
         on_command: Callable[[str, bytes, str], None] | None = None,
+        on_inbound: Callable[[Inbound], None] | None = None,
     ) -> None:
-        """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on."""
+        """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on.
+
+        ``on_inbound(item)`` runs in paho's thread too, right *after* a desired document or
+        trust root is queued (the agent uses it to stop a download the item supersedes).
+        """
         self.settings = settings
         self.device_id = device_id
         self.inbox = inbox
         self.on_command = on_command
+        self.on_inbound = on_inbound
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
@@ -116,7 +122,10 @@ class MqttLink:
         if topic is None or topic.device_id != self.device_id:
             return
         if topic.channel in ("desired", "trust-root"):
-            self.inbox.put(Inbound(topic.channel, bytes(message.payload)))
+            item = Inbound(topic.channel, bytes(message.payload))
+            self.inbox.put(item)
+            if self.on_inbound is not None:
+                self.on_inbound(item)
         elif topic.channel == "commands":
             method, rid = topic.rest
             if self.on_command is not None:

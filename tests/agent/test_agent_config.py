@@ -49,6 +49,17 @@ def test_a_good_config_resolves_paths_next_to_the_file(tmp_path: Path) -> None:
     assert "s3cret" not in repr(config)
 
 
+def test_download_limits_have_defaults_and_can_be_set(tmp_path: Path) -> None:
+    default = load_config(_write(tmp_path, GOOD))
+    assert (default.min_free_bytes, default.max_partial_bytes) == (256 * 2**20, 2**30)
+    assert (default.download_min_rate, default.download_rate_window, default.download_deadline) == (1024, 30, 300)
+    limits = "min_free_bytes = 0\nmax_partial_bytes = 1000\ndownload_min_rate = 10\n"
+    limits += "download_rate_window = 2.5\ndownload_deadline = 60\n"
+    config = load_config(_write(tmp_path, limits + GOOD))
+    assert (config.min_free_bytes, config.max_partial_bytes) == (0, 1000)
+    assert (config.download_min_rate, config.download_rate_window, config.download_deadline) == (10, 2.5, 60)
+
+
 def test_the_example_config_loads(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path, example_config("edge-7")))
     assert config.device_id == "edge-7"
@@ -69,6 +80,11 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
         (lambda t: t.split("[broker]")[0], "[broker] is missing"),
         (lambda t: t.replace('password_file = "secret"', 'password_file = "nope"'), "broker.password_file"),
         (lambda t: t + "[broker\n", "not valid TOML"),
+        (lambda t: "min_free_bytes = -1\n" + t, "min_free_bytes must be a whole number of bytes"),
+        (lambda t: "max_partial_bytes = 1.5\n" + t, "max_partial_bytes must be a whole number of bytes"),
+        (lambda t: "download_min_rate = 0\n" + t, "download_min_rate must be a positive number of bytes per second"),
+        (lambda t: "download_rate_window = 'long'\n" + t, "download_rate_window must be a positive number of seconds"),
+        (lambda t: "download_deadline = -5\n" + t, "download_deadline must be a positive number of seconds"),
     ],
 )
 def test_each_mistake_names_the_file_and_the_key(tmp_path: Path, change: object, key: str) -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from edgeship.agent.decide.plan import (
+    UNPACK_FACTOR,
+    CheckSpace,
     Command,
     CurrentState,
     DesiredModule,
     DesiredState,
+    Download,
     Install,
     Restart,
     RestartLimits,
@@ -69,6 +72,7 @@ def recorded(commands: list[Command]) -> list[str]:
 def test_new_module_is_downloaded_verified_installed_started_checked_and_switched() -> None:
     commands = plan(desired(want(version=1)), current())
     assert recorded(commands) == [
+        "check_space:digits.a",
         "download:digits.a:bundle",
         "verify:digits.a",
         "install:digits.a",
@@ -76,13 +80,24 @@ def test_new_module_is_downloaded_verified_installed_started_checked_and_switche
         "health_check:digits.a",
         "switch:digits.a",
     ]
-    install = commands[2]
+    install = commands[3]
     assert isinstance(install, Install) and install.reuse_env is False
 
 
 def test_image_is_downloaded_too_when_the_module_has_one() -> None:
     module = want(version=1, image_url="/blobs/img", image_digest="sha256:img")
-    assert recorded(plan(desired(module), current()))[:2] == ["download:digits.a:bundle", "download:digits.a:image"]
+    assert recorded(plan(desired(module), current()))[:3] == [
+        "check_space:digits.a", "download:digits.a:bundle", "download:digits.a:image"
+    ]
+
+
+def test_the_space_check_and_the_downloads_carry_the_signed_sizes() -> None:
+    module = want(version=1, bundle_size=20_000, image_url="/blobs/img", image_digest="sha256:img", image_size=900)
+    check, bundle, image = plan(desired(module), current())[:3]
+    assert isinstance(check, CheckSpace) and isinstance(bundle, Download) and isinstance(image, Download)
+    assert check.blobs == (("sha256:bundle-digits-1", 20_000), ("sha256:img", 900))
+    assert check.unpack == UNPACK_FACTOR * 20_000
+    assert (bundle.size, image.size) == (20_000, 900)
 
 
 def test_same_build_running_needs_nothing() -> None:
@@ -92,6 +107,7 @@ def test_same_build_running_needs_nothing() -> None:
 def test_new_version_starts_in_the_other_slot_and_retires_the_old_one_after_the_switch() -> None:
     commands = plan(desired(want(version=2)), current(running(version=1, slot="a"), envs=(LOCK,)))
     assert recorded(commands) == [
+        "check_space:digits.b",
         "download:digits.b:bundle",
         "verify:digits.b",
         "install:digits.b",
@@ -101,13 +117,13 @@ def test_new_version_starts_in_the_other_slot_and_retires_the_old_one_after_the_
         "stop:digits.a",
         "remove:digits.a",
     ]
-    switch = commands[5]
+    switch = commands[6]
     assert isinstance(switch, Switch) and switch.previous == "digits.a"
 
 
 def test_slots_alternate_back_to_a() -> None:
     commands = plan(desired(want(version=3)), current(running(version=2, slot="b")))
-    assert recorded(commands)[0] == "download:digits.a:bundle"
+    assert recorded(commands)[0] == "check_space:digits.a"
 
 
 def test_model_only_update_reuses_the_environment() -> None:
@@ -135,7 +151,7 @@ def test_leftover_candidate_from_a_crash_is_cleaned_up_first() -> None:
     old = running(version=1, slot="a")
     half = running(version=2, slot="b", state="stopped")
     commands = plan(desired(want(version=2)), current(old, half, active={"digits": "digits.a"}))
-    assert recorded(commands)[:3] == ["stop:digits.b", "remove:digits.b", "download:digits.b:bundle"]
+    assert recorded(commands)[:3] == ["stop:digits.b", "remove:digits.b", "check_space:digits.b"]
 
 
 def test_removals_come_before_installs_and_modules_go_by_name() -> None:
@@ -146,7 +162,7 @@ def test_removals_come_before_installs_and_modules_go_by_name() -> None:
 
 
 def test_module_names_are_lowercased_for_services() -> None:
-    assert recorded(plan(desired(want("Digits", 1)), current()))[0] == "download:digits.a:bundle"
+    assert recorded(plan(desired(want("Digits", 1)), current()))[0] == "check_space:digits.a"
 
 
 # --- crashed modules and the restart policy ------------------------------------------------------

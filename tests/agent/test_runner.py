@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from edgeship.agent.decide.plan import Command, CurrentState, DesiredModule, DesiredState, RunningService, plan
 from edgeship.agent.decide.report import build_report, overall_status
-from edgeship.agent.decide.runner import CoolOff, PlanRunner
+from edgeship.agent.decide.runner import CoolOff, PlanRunner, Superseded
 from edgeship.errors import RuntimeFailure
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -28,9 +28,12 @@ class Executor:
 
     failing: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    superseded: set[str] = field(default_factory=set)  # command ids stopped for newer desired state
 
     def execute(self, command: Command) -> None:
         self.log.append(command.id)
+        if command.id in self.superseded:
+            raise Superseded("a newer desired message arrived")
         if command.id in self.failing:
             raise RuntimeFailure(self.failing[command.id])
 
@@ -54,6 +57,7 @@ def test_failed_health_check_removes_the_candidate_and_keeps_the_old_module() ->
     executor = Executor(failing={"health_check:digits.b": "GET / answered 500: init() raised ValueError"})
     result = PlanRunner(executor, Clock()).run(7, UPDATE)
     assert executor.log == [
+        "check_space:digits.b",
         "download:digits.b:bundle",
         "verify:digits.b",
         "install:digits.b",
@@ -128,7 +132,21 @@ def test_one_failing_module_does_not_stop_the_others() -> None:
     result = PlanRunner(executor, Clock()).run(7, commands)
     assert not result.outcomes["a"].ok and result.outcomes["b"].ok
     assert "switch:b.a" in executor.log and "start_candidate:a.a" not in executor.log
-    assert executor.log[executor.log.index("install:a.a") + 1] == "download:b.a:bundle"  # nothing to undo
+    assert executor.log[executor.log.index("install:a.a") + 1] == "check_space:b.a"  # nothing to undo
+
+
+def test_a_superseded_download_stops_the_run_without_a_failure_or_a_cool_off() -> None:
+    commands = plan(DesiredState(7, {"a": module("a"), "b": module("b")}), CurrentState(NOW))
+    executor = Executor(superseded={"download:b.a:bundle"})
+    clock = Clock()
+    runner = PlanRunner(executor, clock)
+    result = runner.run(7, commands)
+    assert result.superseded and result.outcomes["a"].ok and "b" not in result.outcomes
+    assert executor.log[-2:] == ["check_space:b.a", "download:b.a:bundle"]  # nothing after it ran
+    assert runner.failures("download:b.a:bundle") == 0
+    executor.superseded.clear()
+    again = runner.run(7, commands)  # at once, no cool-off to wait out
+    assert again.ok and not again.superseded and executor.log[-1] == "switch:b.a"
 
 
 def test_a_failing_undo_is_reported_and_the_rest_of_the_undo_still_runs() -> None:

@@ -1,0 +1,368 @@
+"""One bounded HTTP GET: a size limit, a minimum rate over a window, a deadline, and cancellation.
+
+The defence against TUF's "endless data" and "slow retrieval" attacks, kept apart from
+the blob cache so that any downloader (today :class:`~edgeship.agent.fetch.download.BlobCache`,
+later a fetcher of content-addressed parts) gets the same guarantees:
+
+- **size**: :meth:`Body.copy` hands at most ``limit`` bytes to its writer and reads at
+  most one byte more; that byte ends the transfer with :class:`SizeExceededError`. A
+  ``Content-Length`` above the limit is refused before a byte is read.
+- **rate**: in every window of :attr:`FetchLimits.window` seconds at least
+  ``min_rate * window`` bytes must arrive, else :class:`TooSlowError`; one read waits at
+  most a window (the socket timeout), so a silent host is caught as surely as a trickle.
+- **deadline**: the whole transfer gets ``deadline + length / min_rate`` seconds, checked
+  after every read (so it may be overrun by at most one window).
+- **cancellation**: :meth:`Cancel.cancel` (any thread) shuts the transfer's sockets down,
+  which wakes a blocked read at once; the transfer then raises :class:`CancelledError`.
+
+Reads use ``read1`` (at most one system call), so a host sending a byte at a time is
+seen byte by byte instead of inside one blocking ``read(1 MiB)``. Locations are untrusted:
+only ``http(s)://`` URLs are opened, and redirects (urllib's, at most 10) must stay
+http(s). HTTP is the standard library's: importing httpx would pull its command-line
+extras into the agent's memory (ADR 0011).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from edgeship.errors import TransportError
+
+__all__ = [
+    "Body",
+    "Cancel",
+    "CancelledError",
+    "DownloadError",
+    "FetchLimits",
+    "ResumeRefusedError",
+    "SizeExceededError",
+    "TooSlowError",
+    "open_range",
+]
+
+CHUNK = 256 * 1024  # bytes asked for per read (read1 returns what one system call brings)
+
+
+class DownloadError(TransportError):
+    """A blob could not be fetched (network, HTTP status, limits); a retry may succeed."""
+
+
+class SizeExceededError(DownloadError):
+    """The host sent, or announced, more bytes than the signed size: never written past it."""
+
+
+class TooSlowError(DownloadError):
+    """Fewer bytes than the minimum rate arrived in a window, or the deadline passed."""
+
+
+class ResumeRefusedError(DownloadError):
+    """A ``Range`` request was answered with another range: the bytes kept so far cannot be resumed."""
+
+
+class CancelledError(DownloadError):
+    """:meth:`Cancel.cancel` was called (newer work arrived, or the agent stops); not a failure of the host."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """How slow a transfer may be before it is abandoned (its bytes are kept for a resume)."""
+
+    min_rate: float = 1024.0  # bytes per second, averaged over each window
+    window: float = 30.0  # seconds; also the longest a single read (or the connect) may wait
+    deadline: float = 300.0  # seconds for the whole transfer, plus length / min_rate
+
+    def __post_init__(self) -> None:
+        if self.min_rate <= 0 or self.window <= 0 or self.deadline <= 0:
+            raise ValueError(f"FetchLimits must be positive, not {self}")
+
+    def deadline_for(self, length: int) -> float:
+        """Seconds a transfer of ``length`` bytes may take: the base deadline plus the time at the minimum rate."""
+        return self.deadline + length / self.min_rate
+
+
+class Cancel:
+    """A cancellation token shared by the thread that runs transfers and the threads that stop them.
+
+    Invariant: once :meth:`cancel` returned, no transfer that checks this token writes
+    another chunk, and a blocked read is woken (its socket is shut down). :meth:`reset`
+    re-arms the token; the owner calls it *before* looking for newer work, so a
+    cancellation that races with the reset is never lost (see ``agent/daemon.py``).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._hooks: dict[int, Callable[[], None]] = {}
+        self._next = 0
+
+    @property
+    def reason(self) -> str | None:
+        """Why the token was cancelled, or None while it is armed."""
+        return self._reason
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+            hooks = list(self._hooks.values())
+        for hook in hooks:
+            with contextlib.suppress(OSError):
+                hook()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._reason = None
+
+    @contextlib.contextmanager
+    def hook(self, action: Callable[[], None]) -> Iterator[None]:
+        """Run ``action`` on :meth:`cancel` while the block runs (at once if already cancelled)."""
+        with self._lock:
+            key, self._next = self._next, self._next + 1
+            self._hooks[key] = action
+            cancelled = self._reason is not None
+        if cancelled:
+            with contextlib.suppress(OSError):
+                action()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hooks.pop(key, None)
+
+    def check(self) -> None:
+        """Raise :class:`CancelledError` if the token was cancelled."""
+        reason = self._reason
+        if reason is not None:
+            raise CancelledError(f"The download was stopped: {reason}. Its bytes are kept for a resume.")
+
+
+class _Connections:
+    """Makes urllib's connections and remembers their sockets, so that a cancellation can shut them down.
+
+    The socket is remembered at connect time: urllib drops ``connection.sock`` as soon as
+    the headers are read (the response keeps reading from the same file descriptor). A
+    socket connected after :meth:`Cancel.cancel` ran is shut down at once.
+    """
+
+    def __init__(self, cancel: Cancel) -> None:
+        self.cancel = cancel
+        self.sockets: list[socket.socket] = []
+        self.made: list[http.client.HTTPConnection] = []
+
+    def factory(self, cls: type[http.client.HTTPConnection]) -> Callable[..., http.client.HTTPConnection]:
+        remember = self._remember
+
+        class Remembering(cls):  # type: ignore[valid-type,misc]
+            def connect(self) -> None:
+                super().connect()
+                remember(self.sock)
+
+        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            connection: http.client.HTTPConnection = Remembering(host, **kwargs)
+            self.made.append(connection)
+            return connection
+
+        return make
+
+    def _remember(self, sock: socket.socket) -> None:
+        self.sockets.append(sock)  # then look: cancel() sets its reason, then looks at the sockets
+        if self.cancel.reason is not None:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        for sock in list(self.sockets):
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: also wakes a TLS read
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.factory(http.client.HTTPConnection), req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.factory(http.client.HTTPSConnection), req)
+
+
+class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
+    """Follow redirects to http(s) only (urllib allows ftp too)."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        if not newurl.startswith(("http://", "https://")):
+            raise DownloadError(f"{req.full_url} redirected to {newurl!r}, which is not http(s); fix the blob host.")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class Body:
+    """An open answer to a GET: :attr:`status` 200 (from byte 0), 206 (from :attr:`start`) or 416."""
+
+    def __init__(
+        self,
+        url: str,
+        status: int,
+        start: int,
+        announced: int | None,
+        response: Any,
+        limits: FetchLimits,
+        cancel: Cancel,
+        clock: Callable[[], float],
+        began: float,
+    ) -> None:
+        self.url = url
+        self.status = status
+        self.start = start  # the byte of the blob the body begins with
+        self.announced = announced  # Content-Length, when the host sent one
+        self._response = response
+        self._limits = limits
+        self._cancel = cancel
+        self._clock = clock
+        self._began = began
+
+    def copy(self, write: Callable[[bytes], None], limit: int) -> int:
+        """Hand the body to ``write``, at most ``limit`` bytes; return how many arrived.
+
+        Fewer than ``limit`` means the host closed early (the caller decides: resume later).
+        Raises :class:`SizeExceededError` (more than ``limit``), :class:`TooSlowError`,
+        :class:`CancelledError` or :class:`DownloadError` (the connection broke).
+        """
+        if self.announced is not None and self.announced > limit:
+            raise SizeExceededError(
+                f"{self.url} announced {self.announced} bytes but only {limit} are expected (the signed size); "
+                "refused before reading. The host serves the wrong blob: fix it."
+            )
+        limits = self._limits
+        deadline = self._began + limits.deadline_for(limit)
+        window_start, window_bytes = self._began, 0
+        received = 0
+        while True:
+            self._cancel.check()
+            try:
+                chunk = self._response.read1(min(CHUNK, limit - received + 1))
+            except TimeoutError as exc:
+                self._cancel.check()
+                raise TooSlowError(
+                    f"{self.url} sent nothing for {limits.window:g} s (download_rate_window); "
+                    f"{received} bytes of this transfer are kept and the next try resumes."
+                ) from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._cancel.check()
+                raise DownloadError(
+                    f"Reading {self.url} failed ({exc}) after {received} bytes; they are kept and the next try resumes."
+                ) from exc
+            if not chunk:
+                self._cancel.check()  # a shut-down socket reads as the end of the body
+                return received
+            if received + len(chunk) > limit:
+                raise SizeExceededError(
+                    f"{self.url} sent more than the {limit} bytes expected (the signed size); the transfer was "
+                    "cut off there. The host serves the wrong blob or endless data: fix it."
+                )
+            write(chunk)
+            received += len(chunk)
+            window_bytes += len(chunk)
+            now = self._clock()
+            if now > deadline:
+                raise TooSlowError(
+                    f"{self.url} did not finish within {limits.deadline_for(limit):.0f} s (download_deadline plus "
+                    f"the size at download_min_rate); {received} bytes are kept and the next try resumes."
+                )
+            if now - window_start >= limits.window:
+                if window_bytes < limits.min_rate * limits.window:
+                    raise TooSlowError(
+                        f"{self.url} sent {window_bytes} bytes in {now - window_start:.0f} s, below the minimum "
+                        f"{limits.min_rate:g} bytes/s (download_min_rate); {received} bytes are kept and the "
+                        "next try resumes."
+                    )
+                window_start, window_bytes = now, 0
+
+
+@contextlib.contextmanager
+def open_range(
+    url: str,
+    start: int,
+    *,
+    limits: FetchLimits,
+    cancel: Cancel,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[Body]:
+    """GET ``url`` from byte ``start`` (a ``Range`` request when above 0); the sockets close on exit.
+
+    A 416 (range not satisfiable) is a :class:`Body` with status 416 and nothing to read;
+    any other status but 200 and 206 is a :class:`DownloadError`. A 206 must begin at
+    ``start`` (``Content-Range``), else :class:`ResumeRefusedError`: the host did not
+    resume where asked.
+    """
+    if not url.startswith(("http://", "https://")):
+        raise DownloadError(f"Blob location {url!r} is not an http(s) URL.")
+    cancel.check()
+    connections = _Connections(cancel)
+    opener = urllib.request.build_opener(_HTTP(connections), _HTTPS(connections), _NoOtherSchemes())
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})  # noqa: S310
+    began = clock()
+    with cancel.hook(connections.shutdown):
+        response: Any = None
+        try:
+            try:
+                response = opener.open(request, timeout=limits.window)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 416 and start:
+                    yield Body(url, 416, start, 0, None, limits, cancel, clock, began)
+                    return
+                raise DownloadError(f"{url} answered HTTP {exc.code}; check the blob host and location.") from exc
+            except TimeoutError as exc:
+                cancel.check()
+                raise TooSlowError(f"{url} did not answer within {limits.window:g} s (download_rate_window).") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                cancel.check()
+                raise DownloadError(f"Downloading {url} failed ({exc}); check the network and the blob host.") from exc
+            status = response.status
+            if status not in (200, 206):
+                raise DownloadError(f"{url} answered HTTP {status}; check the blob host and location.")
+            body_start = 0
+            if status == 206:
+                if _range_start(response.headers.get("Content-Range")) != start:
+                    raise ResumeRefusedError(
+                        f"{url} answered a request for bytes {start}- with "
+                        f"{response.headers.get('Content-Range')!r}; the host does not resume correctly."
+                    )
+                body_start = start
+            length = response.headers.get("Content-Length")
+            announced = int(length) if length is not None and length.isdigit() else None
+            yield Body(url, status, body_start, announced, response, limits, cancel, clock, began)
+        finally:
+            if response is not None:
+                with contextlib.suppress(Exception):
+                    response.close()
+            connections.shutdown()
+            for connection in connections.made:
+                with contextlib.suppress(Exception):
+                    connection.close()
+
+
+def _range_start(content_range: str | None) -> int | None:
+    """The first byte of ``bytes first-last/total``; None when missing or malformed."""
+    if content_range is None or not content_range.startswith("bytes "):
+        return None
+    first, _, _rest = content_range[6:].partition("-")
+    return int(first) if first.strip().isdigit() else None
