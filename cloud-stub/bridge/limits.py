@@ -4,8 +4,12 @@
 whether a device message may enter the hub's inbound queue, in this order:
 
 1. **size**: a payload over its channel's ``max_bytes`` is dropped (``too-large``);
-2. **rate**: each device has a token bucket per channel (``rate`` messages per
-   second, ``burst`` at once); a message without a token is dropped (``rate``);
+2. **rate**: each device has token buckets per channel, one of messages (``rate``
+   per second, ``burst`` at once) and one of payload bytes (``byte_rate``,
+   ``byte_burst``); a message either bucket cannot pay for is dropped (``rate``,
+   ``byte-rate``). Bytes matter because storing a telemetry batch costs the hub
+   time in proportion to the device's kept telemetry (``TelemetryStore.add``
+   compares it with every kept sample), not just per message;
 3. **device share**: one device's messages waiting for the worker may hold at most
    ``device_queue_bytes`` (``device-share``), so one device never takes the budget;
 4. **budget**: all messages admitted and not yet handled hold at most
@@ -45,6 +49,7 @@ MiB = 1024 * KiB
 REASONS: dict[str, str] = {
     "too-large": "over the channel's size limit (docs/mqtt.md); the device must send smaller messages",
     "rate": "over the device's message rate for the channel (docs/mqtt.md); the device is misbehaving",
+    "byte-rate": "over the device's byte rate for the channel (docs/mqtt.md); the device sends too much",
     "device-share": "the device already had its share of the hub's inbound queue waiting; it sends too fast",
     "queue-full": "the hub's inbound queue was at its byte budget; the hub is flooded or its database is slow",
     "malformed": "not a valid message for the channel",
@@ -65,6 +70,8 @@ class ChannelLimit:
     max_bytes: int  # bytes of one payload; a larger one is dropped before it is queued
     rate: float  # messages per second, sustained (math.inf: no rate limit)
     burst: int  # messages at once above the rate (the bucket's size)
+    byte_rate: float = math.inf  # payload bytes per second, sustained (math.inf: no byte limit)
+    byte_burst: int = 0  # payload bytes at once above the byte rate
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,11 @@ class InboundLimits:
     # The agent reports on a change (an install sends a few), so 10 at once and one per 2 s sustained.
     reported: ChannelLimit = ChannelLimit(max_bytes=128 * KiB, rate=0.5, burst=10)
     # The agent sends one batch per 30 s, and drains an offline backlog one batch in flight at a time,
-    # at most one per 0.2 s (agent/daemon.py _SEND_POLL): 5 per second never drops its backlog.
-    telemetry: ChannelLimit = ChannelLimit(max_bytes=256 * KiB, rate=5.0, burst=20)
+    # at most one per 0.2 s (agent/daemon.py _SEND_POLL): 5 per second never drops its backlog. A sample
+    # is about 100 B + 85 B per module, so the agent's default backlog (10,000 samples) of a device with
+    # 7 modules (6.8 MB) fits the 8 MiB byte burst; 16 KiB/s sustained is ~100x a sample every 30 s.
+    telemetry: ChannelLimit = ChannelLimit(max_bytes=256 * KiB, rate=5.0, burst=20, byte_rate=16 * KiB,
+                                           byte_burst=8 * MiB)
     # '1' on every connect, '0' from the last will or a clean shutdown.
     online: ChannelLimit = ChannelLimit(max_bytes=16, rate=1.0, burst=10)
     log_interval: float = 60.0  # seconds between summary lines of dropped messages
@@ -106,7 +116,8 @@ class InboundGate:
         self.limits = limits
         self.clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[tuple[str, str], list[float]] = {}  # (device, channel) -> [tokens, last refill time]
+        # (device, channel) -> [message tokens, byte tokens, last refill time]
+        self._buckets: dict[tuple[str, str], list[float]] = {}
         self._device_bytes: Counter[str] = Counter()
         self.queued_bytes = 0  # charged now
         self.peak_bytes = 0  # highest charge since start: what the tests and the stats show
@@ -121,8 +132,9 @@ class InboundGate:
             return "too-large"
         cost = self.cost(size)
         with self._lock:
-            if not self._take_token(device_id, channel, limit):
-                return "rate"
+            refused = self._take_tokens(device_id, channel, limit, size)
+            if refused is not None:
+                return refused
             if self._device_bytes[device_id] + cost > self.limits.device_queue_bytes:
                 return "device-share"
             if self.queued_bytes + cost > self.limits.queue_bytes:
@@ -147,30 +159,37 @@ class InboundGate:
         """Forget rate buckets that are full again (as a new one would be); returns how many were forgotten."""
         now = self.clock()
         with self._lock:
-            full = [key for key, (tokens, last) in self._buckets.items()
-                    if _refilled(tokens, now - last, self.limits.channel(key[1])) >= self.limits.channel(key[1]).burst]
+            full = [key for key, (messages, data, last) in self._buckets.items()
+                    if _full(messages, data, now - last, self.limits.channel(key[1]))]
             for key in full:
                 del self._buckets[key]
         return len(full)
 
-    def _take_token(self, device_id: str, channel: str, limit: ChannelLimit) -> bool:
-        if math.isinf(limit.rate):
-            return True
+    def _take_tokens(self, device_id: str, channel: str, limit: ChannelLimit, size: int) -> str | None:
+        """Pay one message and ``size`` bytes from the device's buckets, or neither; the refusal reason."""
+        if math.isinf(limit.rate) and math.isinf(limit.byte_rate):
+            return None
         now = self.clock()
         bucket = self._buckets.get((device_id, channel))
         if bucket is None:
-            bucket = self._buckets[(device_id, channel)] = [float(limit.burst), now]
-        tokens = min(float(limit.burst), _refilled(bucket[0], now - bucket[1], limit))
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
+            bucket = self._buckets[(device_id, channel)] = [float(limit.burst), float(limit.byte_burst), now]
+        elapsed = max(now - bucket[2], 0.0)
+        messages = min(float(limit.burst), bucket[0] + elapsed * limit.rate) if math.isfinite(limit.rate) else 1.0
+        data = (min(float(limit.byte_burst), bucket[1] + elapsed * limit.byte_rate)
+                if math.isfinite(limit.byte_rate) else float(size))
+        bucket[0], bucket[1], bucket[2] = messages, data, now
+        if messages < 1.0:
+            return "rate"
+        if data < size:
+            return "byte-rate"
+        bucket[0], bucket[1] = messages - 1.0, data - size
+        return None
 
 
-def _refilled(tokens: float, elapsed: float, limit: ChannelLimit) -> float:
-    return tokens + max(elapsed, 0.0) * limit.rate
+def _full(messages: float, data: float, elapsed: float, limit: ChannelLimit) -> bool:
+    elapsed = max(elapsed, 0.0)
+    return ((not math.isfinite(limit.rate) or messages + elapsed * limit.rate >= limit.burst)
+            and (not math.isfinite(limit.byte_rate) or data + elapsed * limit.byte_rate >= limit.byte_burst))
 
 
 @dataclass(frozen=True)

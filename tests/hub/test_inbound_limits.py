@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from hypothesis import given, settings
@@ -41,12 +42,30 @@ def test_a_device_gets_its_burst_then_its_rate_and_other_devices_are_untouched()
 
 def test_the_agents_backlog_drain_is_never_rate_limited() -> None:
     """The agent sends one batch per 0.2 s at most (agent/daemon.py _SEND_POLL), one in flight."""
-    clock, gate = Clock(), InboundGate(InboundLimits(), Clock())
-    gate.clock = clock
-    for _ in range(500):  # 10,000 samples offline: 100 batches; five times that
-        assert gate.admit("dev-1", "telemetry", 20_000) is None
-        gate.release("dev-1", 20_000)
+    module = {"requests": 120, "errors": 0, "latencyMs": {"p50": 3.1, "p95": 7.9, "p99": 12.0}}
+    sample = {"time": "2026-01-01T00:00:00Z", "seq": 10_000, "cpuPercent": 12.5, "memoryBytes": 73400320,
+              "modules": {f"module-{n}": module for n in range(7)}}
+    batch = {"schemaVersion": 1, "deviceId": "dev-1", "dropped": 0, "samples": [sample] * 100}
+    size = len(json.dumps(batch, separators=(",", ":")))
+    clock = Clock()
+    gate = InboundGate(InboundLimits(), clock)
+    for _ in range(100):  # the agent's default backlog: 10,000 samples, here of 7 modules each
+        assert gate.admit("dev-1", "telemetry", size) is None
+        gate.release("dev-1", size)
         clock.now += 0.2
+    clock.now += 30
+    assert gate.admit("dev-1", "telemetry", size) is None, "and the next batch, 30 s later"
+
+
+def test_bytes_are_limited_as_well_as_messages() -> None:
+    clock = Clock()
+    limit = ChannelLimit(max_bytes=1000, rate=100.0, burst=100, byte_rate=100.0, byte_burst=2000)
+    gate = InboundGate(InboundLimits(telemetry=limit, message_overhead=0), clock)
+    assert _admitted(gate, "dev-1", "telemetry", 1000, 5) == 2
+    assert gate.admit("dev-1", "telemetry", 1000) == "byte-rate"
+    clock.now += 10.0  # 1000 byte tokens back
+    assert gate.admit("dev-1", "telemetry", 1000) is None
+    assert gate.admit("dev-1", "telemetry", 1000) == "byte-rate"
 
 
 def test_an_oversized_message_is_dropped_without_taking_a_token() -> None:
