@@ -223,7 +223,7 @@ class EntryScript:
             arguments = {**arguments, "request_headers": dict(headers or [])}
         try:
             return self.run(**arguments)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in run() is the script's failure, not the server's
             if self.mode is RunMode.SCHEMA and not _reached(exc.__traceback__, self._user_code):
                 raise RequestError(f"The input does not match the schema of run(): {exc}") from exc
             raise RunFailedError(

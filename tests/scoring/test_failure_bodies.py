@@ -75,6 +75,14 @@ def test_v2_run_failure_body_is_generic(server: Server) -> None:
     _assert_generic(r.text)
 
 
+def test_sys_exit_in_run_is_a_generic_500_and_the_server_keeps_serving(server: Server) -> None:
+    r = server.client.post("/score", content=b"exit")
+    assert r.status_code == 500
+    assert r.headers["x-ms-run-function-failed"] == "True"
+    _assert_generic(r.text)
+    assert server.client.post("/score", content=b"fine").json() == {"ok": True}
+
+
 def test_unencodable_result_is_a_generic_500(server: Server) -> None:
     r = server.client.post("/score", content=b"unencodable")
     assert r.status_code == 500
