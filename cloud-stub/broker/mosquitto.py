@@ -143,6 +143,10 @@ class MosquittoSettings:
     # acknowledgements at 10,000 devices, docs/mqtt.md), and devices receive little, so it is global.
     max_queued_messages: int = 100_000
     max_inflight_messages: int = 100
+    # Bytes of one message's payload; Mosquitto drops a larger one (completing its QoS flow) before any
+    # subscriber, the hub included, reads it. Global, so it fits the largest edgeship message: a desired
+    # document or trust-root chain (1 MiB); devices may send far less (docs/mqtt.md, ADR 0016).
+    message_size_limit: int = 1024 * 1024
     persistence_dir: Path | None = None  # keep retained documents and sessions across restarts
     # Started as root, Mosquitto drops to this user before it reads the password file and ACL, so they
     # must be readable by it (chown them, or run the broker as the user that wrote them). None: its default.
@@ -203,6 +207,7 @@ def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_
         f"acl_file {acl_file.resolve()}",
         f"max_queued_messages {settings.max_queued_messages}",
         f"max_inflight_messages {settings.max_inflight_messages}",
+        f"message_size_limit {settings.message_size_limit}",
     ]
     if settings.persistence_dir is not None:
         lines += ["persistence true", f"persistence_location {settings.persistence_dir.resolve()}/"]
