@@ -15,7 +15,13 @@ from edgeship.hub.api.errors import install_error_handlers
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.service import HubService
 
-__all__ = ["create_app"]
+__all__ = ["MAX_REQUEST_BYTES", "create_app"]
+
+MAX_REQUEST_BYTES = 1024 * 1024
+"""The largest request body the API reads (413 past it). FastAPI reads a JSON body before
+the token dependency runs, so without this an unauthenticated client could make the hub
+buffer a body of any size. The largest real bodies are a trust root (256 KiB, checked by
+its route) and a deployment's module settings; tags are at most 8 KiB."""
 
 
 def create_app(service: HubService, tokens: TokenCheck, credentials: DeviceCredentials | None = None) -> FastAPI:
@@ -33,6 +39,7 @@ def create_app(service: HubService, tokens: TokenCheck, credentials: DeviceCrede
         title="edgeship hub",
         version=app_version,
         description="Devices, signed modules, layered deployments and resumable blob downloads.",
+        max_body_size=MAX_REQUEST_BYTES,
     )
     app.state.service = service
     app.state.tokens = tokens

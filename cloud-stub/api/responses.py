@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["DESCRIPTIONS", "OPERATOR", "ErrorOut", "errors"]
+__all__ = ["DESCRIPTIONS", "OPERATOR", "PLAIN_TEXT", "ErrorOut", "errors"]
 
 
 class ErrorOut(BaseModel):
@@ -34,6 +34,7 @@ DESCRIPTIONS: dict[int, str] = {
     403: "The operator token's role is not allowed to call this operation.",
     404: "No device, module, deployment, document or blob has the id in the path or body.",
     409: "Something with that id exists already and differs from what was sent.",
+    413: "The request body is over 1 MiB (MAX_REQUEST_BYTES); no real request is that large.",
     416: "The Range header is malformed or starts past the end; Content-Range: bytes */size gives the size.",
     422: "The request does not match the schema (see 'errors'), or a module or trust root fails verification.",
     503: "The hub's database or broker connection is unavailable; retry later.",
@@ -41,11 +42,16 @@ DESCRIPTIONS: dict[int, str] = {
 }
 
 
+PLAIN_TEXT = frozenset({413, 416})
+"""Answered in plain text: 413 by Starlette's body limit (before any route runs), 416 by the blob
+route, as most HTTP caches expect."""
+
+
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route or router: each code with the error model and its one sentence."""
     out: dict[int | str, dict[str, Any]] = {}
     for code in codes:
-        if code == 416:  # the blob route answers a plain-text sentence, as most HTTP caches expect
+        if code in PLAIN_TEXT:
             out[code] = {"description": DESCRIPTIONS[code], "content": {"text/plain": {"schema": {"type": "string"}}}}
         else:
             out[code] = {"model": ErrorOut, "description": DESCRIPTIONS[code]}

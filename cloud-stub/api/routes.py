@@ -64,7 +64,7 @@ def list_devices(service: HubService = Depends(get_service)) -> list[DeviceOut]:
     return [DeviceOut.of(view) for view in service.list_devices()]
 
 
-@devices.post("", response_model=DeviceCreatedOut, status_code=201, responses=errors(400, 409, 422))
+@devices.post("", response_model=DeviceCreatedOut, status_code=201, responses=errors(400, 409, 413, 422))
 def create_device(body: DeviceIn, credentials: DeviceCredentials = Depends(get_credentials)) -> DeviceCreatedOut:
     """Create a device, its first document and its broker credentials, which are in this answer only."""
     view, issued = credentials.create_device(body.id, body.tags, body.credentials)
@@ -92,7 +92,7 @@ def show_device(device_id: DeviceId, service: HubService = Depends(get_service))
     return DeviceOut.of(service.get_device(device_id))
 
 
-@devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 422))
+@devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 413, 422))
 def replace_tags(device_id: DeviceId, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
     """Replace the device's tags; the device joins and leaves deployments before this returns."""
     return DeviceOut.of(service.update_tags(device_id, body.tags))
@@ -120,7 +120,7 @@ def device_telemetry(
 
 
 @devices.post("/{device_id}/methods/{method}", response_model=MethodAnswerOut, response_model_exclude_unset=True,
-              responses=errors(400, 404, 422, 504))
+              responses=errors(400, 404, 413, 422, 504))
 def invoke_method(
     device_id: DeviceId,
     method: MethodName,
@@ -141,7 +141,7 @@ def list_modules(name: str | None = None, service: HubService = Depends(get_serv
     return [ModuleOut.of(record) for record in service.list_modules(name)]
 
 
-@modules.post("", response_model=ModuleOut, status_code=201, responses=errors(400, 404, 409, 422))
+@modules.post("", response_model=ModuleOut, status_code=201, responses=errors(400, 404, 409, 413, 422))
 def upload_module(body: ModuleIn, service: HubService = Depends(get_service)) -> ModuleOut:
     """Verify a stored module against the hub's release keys and take its envelope and blobs."""
     return ModuleOut.of(service.upload_from_workspace(Path(body.workspace), body.name, body.version))
@@ -157,7 +157,8 @@ def list_deployments(service: HubService = Depends(get_service)) -> list[Deploym
     return [DeploymentOut.of(record) for record in service.list_deployments()]
 
 
-@deployments.post("", response_model=DeploymentOut, status_code=201, responses=errors(400, 404, 409, 422))
+@deployments.post("", response_model=DeploymentOut, status_code=201,
+                  responses=errors(400, 404, 409, 413, 422))
 def create_deployment(body: DeploymentIn, service: HubService = Depends(get_service)) -> DeploymentOut:
     specs = [ModuleRefSpec(m.name, m.version, m.settings) for m in body.modules]
     record = service.create_deployment(body.name, body.target_condition, specs, body.priority)
@@ -188,7 +189,7 @@ def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any
 @trust.put(
     "",
     response_model=TrustRootRotatedOut,
-    responses=errors(400, 422),
+    responses=errors(400, 413, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": EnvelopeOut.model_json_schema(by_alias=True)}}}},
 )

@@ -20,6 +20,7 @@ from hub_workspace import make_hub_workspace
 from parts import free_port
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.api.app import MAX_REQUEST_BYTES
 from edgeship.hub.server import TRUST_ROOT_FILE
 from edgeship.hub.service import HubService
 from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
@@ -167,3 +168,20 @@ def test_nan_and_infinity_are_400_not_a_database_error(hub: tuple[httpx.Client, 
         _refused(client.post("/devices/dev-1/methods/logs", content=args, headers=json_type), 400, "plain JSON")
     assert client.get("/devices/dev-1").json()["tags"] == {"site": "lab"}
     assert client.get("/devices/dev-nan").status_code == 404
+
+
+def test_a_body_over_a_mib_is_413_before_the_token_is_read(hub: tuple[httpx.Client, Workspace]) -> None:
+    client, _ws = hub
+    big = b'{"id": "dev-big", "tags": {"a": "' + b"x" * MAX_REQUEST_BYTES + b'"}}'
+    json_type = {"content-type": "application/json"}
+    anonymous = httpx.post(f"{client.base_url}/devices", content=big, headers=json_type)
+    assert anonymous.status_code == 413  # FastAPI reads a body before the token dependency runs
+    assert client.post("/devices", content=big, headers=json_type).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
+        for _ in range(20):
+            yield b"[" * (128 * 1024)
+
+    assert client.put("/trust-root", content=chunks()).status_code == 413
+    _refused(client.put("/trust-root", content=b"x" * (300 * 1024)), 400, "over 262144 bytes")
+    assert client.get("/devices/dev-big").status_code == 404

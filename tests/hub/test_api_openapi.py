@@ -5,6 +5,7 @@ follow from what FastAPI and ``edgeship.hub.api.errors`` do to every route:
 
 - a route that needs the token (``security``) answers 401 (no or bad token) and 403 (role);
 - a route with a path id answers 404; a route with parameters or a body answers 422;
+- a route with a body answers 413 past ``MAX_REQUEST_BYTES`` (Starlette's body limit);
 - a route that reads the store answers 503 when the database is down.
 
 :data:`ROUTE_STATUSES` pins what each handler itself can raise on top (400 from service
@@ -47,7 +48,7 @@ ROUTE_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/healthz"): {200},
 }
 NO_STORE = {("GET", "/healthz")}  # routes that never touch the database
-PLAIN_TEXT_ERRORS = {416}  # the blob route's 416 is a plain-text sentence (responses.errors)
+PLAIN_TEXT_ERRORS = {413, 416}  # Starlette's body limit and the blob route answer plain text (responses.errors)
 VERBS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
@@ -61,6 +62,8 @@ def expected_statuses(method: str, path: str, operation: dict[str, Any]) -> set[
         wanted.add(404)
     if parameters or "requestBody" in operation:
         wanted.add(422)
+    if "requestBody" in operation:
+        wanted.add(413)
     if (method, path) not in NO_STORE:
         wanted.add(503)
     return wanted
@@ -110,12 +113,12 @@ def test_every_route_declares_every_status_it_can_answer(spec: dict[str, Any]) -
 
 
 def test_the_rules_count_what_a_route_without_declarations_misses() -> None:
-    """The rules themselves: a bare authenticated route with a path id and a body misses 401/403/404/422/503."""
+    """The rules themselves: a bare authenticated route with a path id and a body misses 401/403/404/413/422/503."""
     bare = {"paths": {"/devices/{device_id}/tags": {"put": {
         "security": [{"HTTPBearer": []}], "parameters": [{"in": "path", "name": "device_id"}],
         "requestBody": {}, "responses": {"200": {}},
     }}}}
-    assert undeclared(bare) == [f"PUT /devices/{{device_id}}/tags: {s}" for s in (400, 401, 403, 404, 422, 503)]
+    assert undeclared(bare) == [f"PUT /devices/{{device_id}}/tags: {s}" for s in (400, 401, 403, 404, 413, 422, 503)]
 
 
 def test_every_error_answer_has_the_one_error_model(spec: dict[str, Any]) -> None:
