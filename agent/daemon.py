@@ -103,6 +103,7 @@ class Agent:
             data / "blobs", config.hub_url, limits=limits, max_partial_bytes=config.max_partial_bytes
         )
         self.cancel = Cancel()  # set from paho's thread when newer desired state is queued; re-armed by the loop
+        self._handoff = threading.Lock()  # queuing an item + cancelling, vs re-arming + looking at the queue
         self._trust_seen: bytes | None = None  # the last trust-root payload paho delivered (paho's thread only)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.guard = ModuleGuard()
@@ -164,26 +165,35 @@ class Agent:
                     next_tick = 0.0
             elif item is not None and item.kind == "trust-root" and self._on_trust_root(item.payload):
                 next_tick = 0.0
-            self.cancel.reset()  # before looking at the inbox: an item queued after this cancels the pass
-            if self._clock() >= next_tick and self.inbox.empty() and not stop.is_set():
+            with self._handoff:  # an item queued after this cancels the pass; one queued before is seen here
+                self.cancel.reset()
+                idle = self.inbox.empty()
+            if self._clock() >= next_tick and idle and not stop.is_set():
                 self.reconciler.reconcile()
                 next_tick = self._clock() + self.config.reconcile_interval
 
     def _on_inbound(self, item: Inbound) -> None:
-        """paho's network thread, just after ``item`` was queued: stop a download it makes stale.
+        """paho's network thread: queue ``item`` and stop a download it makes stale.
 
         A retained copy of the document in force (every reconnect delivers one) and the same
         trust-root message again change nothing, so they leave the download alone. Any other
         document or root cancels it, even one the loop will then refuse or one that still
         wants the same blob: the loop decides, and a wanted download resumes from its partial.
+
+        The put and the cancellation happen under ``_handoff``, as the loop's re-arming and its
+        look at the queue do: so a cancellation is never lost (the loop either sees the item
+        before it starts a pass, or the pass is cancelled) and never hits the pass that applies
+        the very item it was sent for.
         """
+        stale = True
         if item.kind == "desired" and (not item.payload or item.payload == self.reconciler.accepted_raw):
-            return
+            stale = False
         if item.kind == "trust-root":
-            if item.payload == self._trust_seen:
-                return
-            self._trust_seen = item.payload
-        self.cancel.cancel(f"a newer {item.kind} message arrived")
+            stale, self._trust_seen = item.payload != self._trust_seen, item.payload
+        with self._handoff:
+            self.inbox.put(item)
+            if stale:
+                self.cancel.cancel(f"a newer {item.kind} message arrived")
 
     def _cancel_on_stop(self, stop: threading.Event) -> None:
         stop.wait()

@@ -252,8 +252,8 @@ class Reconciler:
                 self.guard.mark_applying(c.module for c in [*commands, *cleanup])
             if commands and desired is not None:
                 result = self._run(desired.sequence, commands)
-                if result.superseded:  # newer desired state is queued: the next pass plans and reports
-                    log.info("stopped applying sequence %d: newer desired state arrived", desired.sequence)
+                if result.superseded:  # newer desired state is queued (or the agent stops): no report
+                    log.info("stopped applying sequence %d (%s)", desired.sequence, result.superseded)
                     return None
                 current = self._current()
         except Exception as exc:  # the runtime itself failed: still report

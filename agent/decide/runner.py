@@ -71,7 +71,7 @@ class RunResult:
     outcomes: Mapping[str, ModuleOutcome]
     executed: tuple[str, ...]  # ids of the commands executed (undo included), in order
     undo_errors: tuple[str, ...] = ()
-    superseded: bool = False  # stopped early for newer desired state; the modules not reached have no outcome
+    superseded: str | None = None  # why the run stopped early (newer desired state); later modules have no outcome
 
     @property
     def ok(self) -> bool:
@@ -108,7 +108,7 @@ class PlanRunner:
         done: dict[str, list[Command]] = {}
         executed: list[str] = []
         undo_errors: list[str] = []
-        superseded = False
+        superseded: str | None = None
         for command in commands:
             if command.module in outcomes and not outcomes[command.module].ok:
                 continue
@@ -130,10 +130,10 @@ class PlanRunner:
             executed.append(command.id)
             try:
                 self.executor.execute(command)
-            except Superseded:
+            except Superseded as exc:
                 undo_errors += self._undo(done.pop(command.module, []), executed)
                 outcomes.pop(command.module, None)
-                superseded = True
+                superseded = f"{command.kind} of {command.service} stopped: {exc}"
                 break
             except Exception as exc:  # the executor's failure is data here; the loop must go on
                 reason = f"{command.kind} of {command.service} failed: {exc}"

@@ -142,7 +142,7 @@ class Cancel:
         """Raise :class:`CancelledError` if the token was cancelled."""
         reason = self._reason
         if reason is not None:
-            raise CancelledError(f"The download was stopped: {reason}. Its bytes are kept for a resume.")
+            raise CancelledError(f"{reason}; the bytes received are kept for a resume")
 
 
 class _Connections:

@@ -54,8 +54,9 @@ class MqttLink:
     ) -> None:
         """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on.
 
-        ``on_inbound(item)`` runs in paho's thread too, right *after* a desired document or
-        trust root is queued (the agent uses it to stop a download the item supersedes).
+        ``on_inbound(item)``, when given, queues desired documents and trust roots instead of
+        a plain ``inbox.put`` (in paho's thread; the agent also stops a download the item
+        supersedes, atomically with the put).
         """
         self.settings = settings
         self.device_id = device_id
@@ -123,9 +124,10 @@ class MqttLink:
             return
         if topic.channel in ("desired", "trust-root"):
             item = Inbound(topic.channel, bytes(message.payload))
-            self.inbox.put(item)
             if self.on_inbound is not None:
                 self.on_inbound(item)
+            else:
+                self.inbox.put(item)
         elif topic.channel == "commands":
             method, rid = topic.rest
             if self.on_command is not None:
