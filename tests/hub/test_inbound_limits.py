@@ -158,3 +158,12 @@ def test_drop_counts_per_device_are_bounded() -> None:
     for n in range(MAX_TRACKED_DEVICES + 5):
         drops.count(f"d{n}", "online", "rate")
     assert len(drops.by_device) == MAX_TRACKED_DEVICES + 1 and drops.by_device["(other)"] == 5
+
+
+def test_the_public_surface_resolves() -> None:
+    import importlib
+
+    for name in ("edgeship.hub.bridge", "edgeship.hub.bridge.limits", "edgeship.hub.bridge.subscriber",
+                 "edgeship.reported"):
+        module = importlib.import_module(name)
+        assert all(hasattr(module, member) for member in module.__all__), name
