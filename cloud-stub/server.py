@@ -184,6 +184,7 @@ class HubServer:
             self.service.hub_keys = partial(_hub_signers, ws)
             self.credentials = self._credentials(ws)
             self.bridge.start(self.service)
+            self._drain_pending()
             self._start_api(create_app(self.service, OperatorTokens(self.store), self.credentials))
             self._start_refresher()
         except BaseException:
@@ -217,6 +218,18 @@ class HubServer:
         if broker is not None:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
+
+    def _drain_pending(self) -> None:
+        """Finish the re-evaluations a previous run committed but did not deliver (killed mid-change), before the
+        API opens, so a retried request already finds the devices served. An error is logged: the refresh timer
+        drains again."""
+        try:
+            sent = self.service.drain_pending()
+        except Exception:
+            log.exception("finishing pending re-evaluations failed; the refresh timer will try again")
+            return
+        if sent:
+            log.info("finished pending re-evaluations left by the previous run: %d document(s)", sent)
 
     def _start_refresher(self) -> None:
         """Re-issue documents before they expire, every ``refresh_interval`` seconds, until :meth:`stop`."""

@@ -7,8 +7,13 @@ delegate here; nothing in this module knows about HTTP or MQTT. Errors are
 Every change that can alter what a device must run (a device created or re-tagged,
 a deployment created or deleted) re-evaluates the affected devices at once, signs
 a new document for each device whose module set changed, and hands the documents
-to ``publish`` (the MQTT publisher, later) — devices join and leave deployments in
+to ``publish`` (the MQTT publisher) — devices join and leave deployments in
 the time one request takes, not IoT Hub's five minutes.
+
+The change and its delivery are atomic through the outbox (ADR 0019): the store
+commits a re-evaluation intent with the change, and :meth:`HubService.drain_pending`
+deletes it only after the documents are stored. A hub killed in between finishes the
+work at its next start (``HubServer`` drains before it opens the API).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pydantic import ValidationError
 from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
 from edgeship.errors import InputError, TransportError
 from edgeship.hub.errors import HubNotFoundError
+from edgeship.hub.faults import AFTER_CHANGE_COMMIT, fault_point
 from edgeship.hub.issuer import DocumentGroup
 from edgeship.hub.status import DeploymentStatus, deployment_status
 from edgeship.hub.store import (
@@ -40,11 +46,13 @@ from edgeship.hub.store import (
     IssueRequest,
     ModuleRecord,
     ModuleRefRecord,
+    Outbox,
     PresenceRecord,
     ReportedRecord,
     TelemetryRecord,
     TelemetryStore,
 )
+from edgeship.hub.store.outbox import merge
 from edgeship.hub.targeting import Condition, Deployment, DeviceFacts, parse, select_modules
 from edgeship.hub.telemetry import parse_telemetry
 from edgeship.hub.trust import TrustRootFiles, chain_message, check_rotation, signers_for
@@ -200,9 +208,10 @@ class HubService:
         validate_new_device_id(device_id)  # not a hub identity: the name becomes a broker login
         tags = dict(tags or {})
         _check_tags(tags)
-        self.store.add_device(device_id, tags, self.clock())
+        self.store.add_device(device_id, tags, self.clock())  # with its re-evaluation intent
+        fault_point(AFTER_CHANGE_COMMIT)
         self._deliver_trust_root([device_id])
-        self._reevaluate_and_deliver([device_id])
+        self.drain_pending()
         return self.get_device(device_id)
 
     def create_devices(self, devices: Iterable[tuple[str, Mapping[str, Any] | None]]) -> int:
@@ -217,17 +226,19 @@ class HubService:
             tags = dict(tags or {})
             _check_tags(tags)
             rows.append((device_id, tags))
-        self.store.add_devices(rows, self.clock())
+        self.store.add_devices(rows, self.clock())  # with one re-evaluation intent for all of them
+        fault_point(AFTER_CHANGE_COMMIT)
         self._deliver_trust_root([device_id for device_id, _tags in rows])
-        self._reevaluate_and_deliver([device_id for device_id, _tags in rows])
+        self.drain_pending()
         return len(rows)
 
     def update_tags(self, device_id: str, tags: Mapping[str, Any]) -> DeviceView:
         """Replace the device's tags (as IoT Hub's twin tags) and re-target it at once."""
         tags = dict(tags)
         _check_tags(tags)
-        self.store.set_tags(validate_device_id(device_id), tags)
-        self._reevaluate_and_deliver([device_id])
+        self.store.set_tags(validate_device_id(device_id), tags)  # with its re-evaluation intent
+        fault_point(AFTER_CHANGE_COMMIT)
+        self.drain_pending()
         return self.get_device(device_id)
 
     def get_device(self, device_id: str) -> DeviceView:
@@ -376,13 +387,18 @@ class HubService:
         with self._trust_lock:
             new = check_rotation(self.trust_root, envelope, self.clock())
             signers = signers_for(new, self.hub_keys() if self.hub_keys else [], self.signers)
+            resign = [s.keyid for s in signers] != [s.keyid for s in self.signers]
+            # The intent goes in before the files: a hub killed after saving them re-signs at start
+            # (with the key the new root lists); killed before, it re-signs harmlessly with the old one.
+            intent = self.outbox.add(f"trust root v{new.version} re-sign", None, force=True) if resign else None
             self.trust_files.save(envelope, new)
             self.trust_root = new
             self._deliver_trust_root(None)
-            if [s.keyid for s in signers] != [s.keyid for s in self.signers]:
+            if resign:
                 self.signers = list(signers)
                 for batch in self._reevaluate_batches(None, force=True):
                     self._deliver(batch)
+                self.outbox.finish([intent] if intent is not None else [])
             return new
 
     def _deliver_trust_root(self, device_ids: Sequence[str] | None) -> None:
@@ -486,10 +502,11 @@ class HubService:
             refs.append(ModuleRefRecord(spec.name, spec.version, settings.model_dump(by_alias=True, exclude_none=True)))
         if not refs:
             raise InputError(f"Deployment {deployment_id!r} has no modules; add at least one (NAME:VERSION).")
-        record = self.store.add_deployment(
+        record = self.store.add_deployment(  # with its re-evaluation intent, in one transaction
             DeploymentRecord(deployment_id, target_condition, int(priority), self.clock(), tuple(refs))
         )
-        self._reevaluate_and_deliver(None)
+        fault_point(AFTER_CHANGE_COMMIT)
+        self.drain_pending()
         return record
 
     def list_deployments(self) -> list[DeploymentRecord]:
@@ -499,8 +516,9 @@ class HubService:
         return self.store.get_deployment(validate_deployment_id(deployment_id))
 
     def delete_deployment(self, deployment_id: str) -> None:
-        self.store.delete_deployment(validate_deployment_id(deployment_id))
-        self._reevaluate_and_deliver(None)
+        self.store.delete_deployment(validate_deployment_id(deployment_id))  # with its re-evaluation intent
+        fault_point(AFTER_CHANGE_COMMIT)
+        self.drain_pending()
 
     def deployment_status(self, deployment_id: str) -> DeploymentStatus:
         record = self.store.get_deployment(validate_deployment_id(deployment_id))
@@ -522,23 +540,41 @@ class HubService:
         """
         return [o for batch in self._reevaluate_batches(device_ids) for o in batch]
 
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.store)
+
+    def drain_pending(self) -> int:
+        """Serve every pending re-evaluation intent: re-evaluate, sign, store, publish, then delete the intents.
+
+        Called right after every change (in the request that made it) and at hub start,
+        so a change whose delivery a crash interrupted is finished without waiting for
+        the refresh timer. Idempotent: a device whose module set did not change gets no
+        new document, so draining twice (or two hubs at once) issues nothing twice. An
+        error leaves the intents for the next drain. Returns the documents that went out.
+        """
+        work = merge(self.outbox.pending())
+        if work is None:
+            return 0
+        sent = 0
+        for batch in self._reevaluate_batches(work.device_ids, force=work.force):
+            self._deliver(batch)  # each batch goes out as soon as it is stored, while later ones are signed
+            sent += len(batch)
+        self.outbox.finish(work.intent_ids)
+        return sent
+
     def refresh(self) -> int:
         """Re-issue and publish every document past half its time to live (and any whose modules changed).
 
         ``HubServer`` calls this on a timer, so a device that hears nothing new still
         gets a fresh document long before its current one expires (410, freeze).
-        Returns how many documents went out.
+        Pending intents are served first. Returns how many documents went out.
         """
-        sent = 0
+        sent = self.drain_pending()
         for batch in self._reevaluate_batches(None):
             self._deliver(batch)
             sent += len(batch)
         return sent
-
-    def _reevaluate_and_deliver(self, device_ids: Iterable[str] | None) -> None:
-        """Publish each batch as soon as it is stored, so devices apply while later batches are signed."""
-        for batch in self._reevaluate_batches(device_ids):
-            self._deliver(batch)
 
     def _reevaluate_batches(self, device_ids: Iterable[str] | None, *, force: bool = False) -> Iterator[list[Outgoing]]:
         """:meth:`reevaluate` in batches of :data:`REEVALUATE_BATCH` devices, one store transaction each.

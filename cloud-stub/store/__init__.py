@@ -9,6 +9,7 @@ never ORM objects. Opening a store upgrades its database to the newest schema
 from __future__ import annotations
 
 from edgeship.hub.store.credentials import CredentialRecord, CredentialStore  # registers its table
+from edgeship.hub.store.outbox import IntentRecord, Outbox, PendingWork
 from edgeship.hub.store.store import (
     DeploymentRecord,
     DesiredRecord,
@@ -33,9 +34,12 @@ __all__ = [
     "DeviceRecord",
     "HubStore",
     "HubStoreError",
+    "IntentRecord",
     "IssueRequest",
     "ModuleRecord",
     "ModuleRefRecord",
+    "Outbox",
+    "PendingWork",
     "PresenceRecord",
     "ReportedRecord",
     "TelemetryRecord",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, ForeignKeyConstraint, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, ForeignKeyConstraint, Integer, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -26,6 +26,7 @@ __all__ = [
     "DesiredRow",
     "DeviceRow",
     "ModuleRow",
+    "PendingReevaluationRow",
     "ReportedRow",
     "TokenRow",
     "UTCDateTime",
@@ -149,3 +150,23 @@ class TokenRow(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     last_used: Mapped[datetime | None] = mapped_column(nullable=True)
 
+
+
+class PendingReevaluationRow(Base):
+    """An intent to re-evaluate devices, written in the same transaction as the change that calls for it.
+
+    The hub's delivery outbox (ADR 0019): a change to devices or deployments commits
+    together with a row here, and the row is deleted only after the re-evaluation it asks
+    for stored (and handed to the publisher) every document it implies. A hub killed in
+    between finds the row at its next start and finishes the work. Rows hold intents, not
+    signed documents, so a change to 10,000 devices costs one small row.
+    ``device_ids`` ``None`` means every device; ``force`` re-signs documents whose
+    content did not change (a trust-root rotation to another hub key).
+    """
+
+    __tablename__ = "pending_reevaluation"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    device_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    force: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[datetime]

@@ -4,6 +4,10 @@ The service layer never sees an ORM object: every method opens its own short
 transaction and returns frozen records, so a caller cannot touch the database
 outside a transaction by accident.
 
+Every change that can alter what a device must run (a device added or re-tagged, a
+deployment added or deleted) records a re-evaluation intent in the same transaction
+(``outbox.py``, ADR 0019): the change and the promise to deliver it commit together.
+
 SQLite (the embedded default) runs in WAL mode with foreign keys on, and every
 transaction starts with ``BEGIN IMMEDIATE``: SQLite's deferred transactions would
 let two writers read the same sequence counter and then fail to upgrade their
@@ -49,6 +53,7 @@ from edgeship.hub.store.models import (
     ModuleRow,
     ReportedRow,
 )
+from edgeship.hub.store.outbox import record_intent
 
 __all__ = [
     "DeploymentRecord",
@@ -200,6 +205,7 @@ class HubStore:
             row = DeviceRow(id=device_id, tags=tags, created=created, last_sequence=0)
             s.add(row)
             s.flush()
+            record_intent(s, "device created", [device_id], when=created)
             return _device(row)
 
     def add_devices(self, devices: Sequence[tuple[str, dict[str, Any]]], created: datetime) -> None:
@@ -216,12 +222,14 @@ class HubStore:
                     {"id": device_id, "tags": tags, "created": created, "last_sequence": 0}
                     for device_id, tags in devices
                 ])
+                record_intent(s, "devices created", ids, when=created)
 
     def set_tags(self, device_id: str, tags: dict[str, Any]) -> DeviceRecord:
         with self._tx() as s:
             row = _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
             row.tags = tags
             s.flush()
+            record_intent(s, "tags changed", [device_id])
             return _device(row)
 
     def get_device(self, device_id: str) -> DeviceRecord:
@@ -287,6 +295,7 @@ class HubStore:
                 s.add(DeploymentModuleRow(
                     deployment_id=record.id, module_name=ref.name, module_version=ref.version, settings=ref.settings,
                 ))
+            record_intent(s, f"deployment {record.id} created", None, when=record.created)
             return record
 
     def get_deployment(self, deployment_id: str) -> DeploymentRecord:
@@ -303,6 +312,7 @@ class HubStore:
             _need(s.get(DeploymentRow, deployment_id), f"deployment {deployment_id!r}")
             s.execute(delete(DeploymentModuleRow).where(DeploymentModuleRow.deployment_id == deployment_id))
             s.execute(delete(DeploymentRow).where(DeploymentRow.id == deployment_id))
+            record_intent(s, f"deployment {deployment_id} deleted", None)
 
     @staticmethod
     def _deployment(s: Session, row: DeploymentRow) -> DeploymentRecord:
