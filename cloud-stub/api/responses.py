@@ -33,7 +33,8 @@ DESCRIPTIONS: dict[int, str] = {
     401: "No operator token, or one this hub does not know: send 'Authorization: Bearer <token>'.",
     403: "The operator token's role is not allowed to call this operation.",
     404: "No device, module, deployment, document or blob has the id in the path or body.",
-    409: "Something with that id exists already and differs from what was sent.",
+    409: "Something with that id exists already and differs from what was sent, or a device re-targeted "
+         "by this change has used every document sequence (re-create it).",
     413: "The request body is over 1 MiB (MAX_REQUEST_BYTES); no real request is that large.",
     416: "The Range header is malformed or starts past the end; Content-Range: bytes */size gives the size.",
     422: "The request does not match the schema (see 'errors'), or a module or trust root fails verification.",

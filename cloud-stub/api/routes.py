@@ -92,7 +92,7 @@ def show_device(device_id: DeviceId, service: HubService = Depends(get_service))
     return DeviceOut.of(service.get_device(device_id))
 
 
-@devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 413, 422))
+@devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 409, 413, 422))
 def replace_tags(device_id: DeviceId, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
     """Replace the device's tags; the device joins and leaves deployments before this returns."""
     return DeviceOut.of(service.update_tags(device_id, body.tags))
@@ -172,7 +172,7 @@ def show_deployment(deployment_id: DeploymentId, service: HubService = Depends(g
 
 
 @deployments.delete("/{deployment_id}", status_code=204, response_class=Response,
-                     responses=errors(400, 404, 422))
+                     responses=errors(400, 404, 409, 422))
 def delete_deployment(deployment_id: DeploymentId, service: HubService = Depends(get_service)) -> Response:
     service.delete_deployment(deployment_id)
     return Response(status_code=204)
@@ -189,7 +189,7 @@ def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any
 @trust.put(
     "",
     response_model=TrustRootRotatedOut,
-    responses=errors(400, 413, 422),
+    responses=errors(400, 409, 413, 422),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": EnvelopeOut.model_json_schema(by_alias=True)}}}},
 )

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy
 import uvicorn
 from hub_workspace import make_hub_workspace
 from parts import free_port
 
+from edgeship.deployment import MAX_SEQUENCE
 from edgeship.hub.api import OperatorTokens, create_app, create_token
 from edgeship.hub.api.app import MAX_REQUEST_BYTES
 from edgeship.hub.server import TRUST_ROOT_FILE
@@ -29,12 +31,19 @@ from edgeship.workspace import Workspace
 
 
 @pytest.fixture
-def hub(tmp_path: Path, hub_url: str) -> Iterator[tuple[httpx.Client, Workspace]]:
+def hub_service() -> list[HubService]:
+    """Where the ``hub`` fixture puts its service, for the tests that change the store underneath."""
+    return []
+
+
+@pytest.fixture
+def hub(tmp_path: Path, hub_url: str, hub_service: list[HubService]) -> Iterator[tuple[httpx.Client, Workspace]]:
     """A hub over ``hub_url`` (both backends) holding ``digits:1``, ``dev-1`` and deployment ``lab``."""
     ws, world = make_hub_workspace(tmp_path / "ws", modules=1)
     world.root.mkdir(parents=True, exist_ok=True)
     service: HubService = world.service(hub_url)
     service.trust_files = TrustRootFiles(ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR)  # so PUT parses
+    hub_service.append(service)
     server = uvicorn.Server(uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1",
                                            port=free_port(), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -185,3 +194,13 @@ def test_a_body_over_a_mib_is_413_before_the_token_is_read(hub: tuple[httpx.Clie
     assert client.put("/trust-root", content=chunks()).status_code == 413
     _refused(client.put("/trust-root", content=b"x" * (300 * 1024)), 400, "over 262144 bytes")
     assert client.get("/devices/dev-big").status_code == 404
+
+
+def test_a_device_out_of_document_sequences_is_409_naming_the_fix(
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService]
+) -> None:
+    client, _ws = hub
+    with hub_service[0].store.engine.begin() as conn:  # 68 years of documents at one a second, in one UPDATE
+        conn.execute(sqlalchemy.text("UPDATE devices SET last_sequence = :n WHERE id = 'dev-1'"), {"n": MAX_SEQUENCE})
+    body = _refused(client.put("/devices/dev-1/tags", json={"tags": {"site": "home"}}), 409, "re-create the device")
+    assert body["type"] == "SequenceExhaustedError"
