@@ -45,6 +45,7 @@ __all__ = [
     "FetchLimits",
     "ResumeRefusedError",
     "SizeExceededError",
+    "SizeMismatchError",
     "TooSlowError",
     "open_range",
 ]
@@ -58,6 +59,10 @@ class DownloadError(TransportError):
 
 class SizeExceededError(DownloadError):
     """The host sent, or announced, more bytes than the signed size: never written past it."""
+
+
+class SizeMismatchError(DownloadError):
+    """The host announced fewer bytes than the signed size: it serves another blob."""
 
 
 class TooSlowError(DownloadError):
@@ -242,13 +247,19 @@ class Body:
         """Hand the body to ``write``, at most ``limit`` bytes; return how many arrived.
 
         Fewer than ``limit`` means the host closed early (the caller decides: resume later).
-        Raises :class:`SizeExceededError` (more than ``limit``), :class:`TooSlowError`,
+        Raises :class:`SizeExceededError` (more than ``limit``, or announced so),
+        :class:`SizeMismatchError` (fewer announced: another blob), :class:`TooSlowError`,
         :class:`CancelledError` or :class:`DownloadError` (the connection broke).
         """
         if self.announced is not None and self.announced > limit:
             raise SizeExceededError(
                 f"{self.url} announced {self.announced} bytes but only {limit} are expected (the signed size); "
                 "refused before reading. The host serves the wrong blob: fix it."
+            )
+        if self.announced is not None and self.announced < limit:
+            raise SizeMismatchError(
+                f"{self.url} announced {self.announced} bytes but {limit} are expected (the signed size): the blob "
+                "it serves was altered or corrupted; the hub must serve the right blob."
             )
         limits = self._limits
         deadline = self._began + limits.deadline_for(limit)

@@ -37,6 +37,7 @@ from edgeship.agent.fetch.bounded import (
     FetchLimits,
     ResumeRefusedError,
     SizeExceededError,
+    SizeMismatchError,
     TooSlowError,
     open_range,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "DigestMismatchError",
     "DownloadError",
     "SizeExceededError",
+    "SizeMismatchError",
     "TooSlowError",
 ]
 
@@ -155,7 +157,8 @@ class BlobCache:
         """The cached blob ``digest`` of the signed ``size``, downloading (or resuming) it from ``location``.
 
         Never writes past ``size``: a host that sends more is cut off at ``size + 1`` bytes
-        (:class:`SizeExceededError`, the partial deleted). A partial larger than ``size``, or
+        (:class:`SizeExceededError`, the partial deleted); one that announces fewer bytes
+        serves another blob (:class:`SizeMismatchError`, the partial deleted). A partial larger than ``size``, or
         one the host will not resume, is deleted; one cut short by the network, the limits
         (:class:`TooSlowError`) or ``cancel`` (:class:`CancelledError`) is kept for a resume.
         """
@@ -210,7 +213,7 @@ class BlobCache:
                     finally:
                         out.flush()
                         os.fsync(out.fileno())
-        except (SizeExceededError, ResumeRefusedError) as exc:
+        except (SizeExceededError, SizeMismatchError, ResumeRefusedError) as exc:
             part.unlink(missing_ok=True)
             raise type(exc)(f"{exc} The partial download was deleted.") from exc
         if body.start + got < size:

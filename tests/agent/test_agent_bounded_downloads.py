@@ -18,6 +18,9 @@ from typing import Any
 import pytest
 from agent_world import AgentProcess, AgentWorld, BlobServer, Observer
 
+from edgeship.signing import Signer, TrustRoot
+from edgeship.signing.trust import sign_trust_root
+
 pytestmark = [pytest.mark.timeout(300), pytest.mark.mosquitto]
 
 BUNDLE = os.urandom(20 * 1024)  # the 20 KB bundle of the issue
@@ -119,6 +122,37 @@ def test_a_newer_document_is_applied_while_a_slow_host_trickles_and_the_slow_dow
     assert world.blobs.requests[requests] == (path, f"bytes={have}-")
     assert agent.stop() == 0  # stopping cancels the trickling download too (else this waits for hours)
     assert "stopped applying sequence 3 (download of slow.a stopped: the agent is stopping" in agent.log()
+
+
+def test_a_trust_root_rotation_is_applied_while_a_slow_host_trickles_and_the_download_then_resumes(
+    world: AgentWorld, mosquitto: Any, observer: Observer, agents: Callable[..., AgentProcess]
+) -> None:
+    dev = "dev-rotate"
+    slow = world.blob_module("slow", BUNDLE)
+    world.blobs.misbehave(slow.bundle_digest, "trickle")
+    path = f"/blobs/{slow.bundle_digest}"
+    agent = agents(dev, mosquitto.url, download_min_rate=1, download_rate_window=60).start()
+    observer.desired(dev, world.document(dev, 1, [slow]))
+    world.blobs.wait(lambda: world.blobs.sent.get(path, 0) >= 3)
+
+    new_hub = Signer.generate(name="hub-2")
+    root = TrustRoot.build(root=[world.root_key.public_key], release=[world.release.public_key],
+                           hub=[new_hub.public_key], version=2)
+    chain = {"chain": [json.loads(sign_trust_root(root, [world.root_key]).to_json())]}
+    observer.publish(f"edgeship/v1/devices/{dev}/trust-root", json.dumps(chain).encode(), retain=True)
+
+    # Document 1 still wants the blob: after the rotation, the download resumes where it stopped.
+    world.blobs.wait(lambda: len([r for r in world.blobs.requests if r[0] == path]) >= 2)
+    assert path in [p for p, _sent in world.blobs.hangups]  # the trickling download gave way to the rotation
+    resumed = [rng for p, rng in world.blobs.requests if p == path][1]
+    assert resumed is not None and resumed.startswith("bytes=") and resumed != "bytes=0-"
+    log = agent.log()
+    stopped = log.index("stopped applying sequence 1 (download of slow.a stopped: a newer trust-root message arrived")
+    rotated = log.index("trust root rotated to version 2")
+    again = log.index("download slow.a", stopped)
+    assert stopped < rotated < again  # handled at once, between the two halves of the download
+    assert agent.stop() == 0
+    # (The next report, with trustRootVersion 2, follows that pass: it waits for the trickle.)
 
 
 def test_a_disk_too_full_for_the_update_is_refused_before_anything_is_downloaded(

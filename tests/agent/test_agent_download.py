@@ -21,6 +21,7 @@ from edgeship.agent.fetch.download import (
     DigestMismatchError,
     DownloadError,
     SizeExceededError,
+    SizeMismatchError,
     TooSlowError,
 )
 
@@ -150,6 +151,18 @@ def test_a_host_announcing_more_than_the_signed_size_is_refused_before_reading(
     with pytest.raises(SizeExceededError, match=rf"announced {len(SMALL) * 1000} bytes .* refused before reading"):
         cache.fetch(f"/blobs/{digest}", digest, len(SMALL))
     assert _bytes_under(cache.root) == 0
+
+
+def test_a_host_announcing_fewer_bytes_than_the_signed_size_serves_another_blob_and_the_partial_goes(
+    server: BlobServer, tmp_path: Path
+) -> None:
+    digest = server.put(DATA)
+    server.put_as(digest, b"not the signed bundle")  # a mirror serving another (short) file under the name
+    cache = BlobCache(tmp_path / "cache", server.url)
+    _partial(cache, digest, DATA[:10])
+    with pytest.raises(SizeMismatchError, match=r"announced 11 bytes but .* altered or corrupted"):
+        cache.fetch(f"/blobs/{digest}", digest, len(DATA))  # resumed at 10: 206 for the 11 bytes left
+    assert not cache.partial_for(digest).exists()
 
 
 def test_a_partial_larger_than_the_signed_size_is_deleted_and_the_blob_fetched_whole(
