@@ -158,9 +158,10 @@ class BlobCache:
 
         Never writes past ``size``: a host that sends more is cut off at ``size + 1`` bytes
         (:class:`SizeExceededError`, the partial deleted); one that announces fewer bytes
-        serves another blob (:class:`SizeMismatchError`, the partial deleted). A partial larger than ``size``, or
-        one the host will not resume, is deleted; one cut short by the network, the limits
-        (:class:`TooSlowError`) or ``cancel`` (:class:`CancelledError`) is kept for a resume.
+        serves another blob (:class:`SizeMismatchError`, the partial deleted). A partial
+        larger than ``size``, or one the host will not resume, is deleted; one cut short by
+        the network, the limits (:class:`TooSlowError`) or ``cancel``
+        (:class:`CancelledError`) is kept for a resume.
         """
         if size < 0:
             raise DownloadError(f"Blob {digest[:19]}… has a negative signed size {size}; the manifest is malformed.")
@@ -216,6 +217,10 @@ class BlobCache:
         except (SizeExceededError, SizeMismatchError, ResumeRefusedError) as exc:
             part.unlink(missing_ok=True)
             raise type(exc)(f"{exc} The partial download was deleted.") from exc
+        except OSError as exc:  # writing the partial (reading the network is wrapped by Body.copy)
+            raise DownloadError(
+                f"Writing {part} failed ({exc}); free space on the agent's data disk. The bytes written are kept."
+            ) from exc
         if body.start + got < size:
             raise DownloadError(
                 f"{url} closed the connection after {body.start + got} of {size} bytes; "
@@ -246,7 +251,7 @@ class BlobCache:
                 with contextlib.suppress(OSError):
                     st = path.stat()
                     others.append((st.st_mtime_ns, st.st_size, path))
-        total = sum(size for _, size, _ in others) + size
+        total = sum(used for _, used, _ in others) + size
         for _, used, path in sorted(others):
             if total <= self.max_partial_bytes:
                 break
