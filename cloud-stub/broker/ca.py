@@ -29,10 +29,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from edgeship.errors import InputError
 from edgeship.fsutil import atomic_write_text
 
-__all__ = ["CA_DAYS", "LEAF_DAYS", "CertificateAuthority", "IssuedCertificate", "fingerprint", "open_ca"]
+__all__ = [
+    "CA_DAYS", "LEAF_DAYS", "MAX_COMMON_NAME", "CertificateAuthority", "IssuedCertificate", "fingerprint", "open_ca",
+]
 
 CA_DAYS = 3650  # days the hub CA is valid
 LEAF_DAYS = 825  # days a server or device certificate is valid (the CA/Browser Forum's old ceiling)
+MAX_COMMON_NAME = 64  # characters in a certificate's CN (RFC 5280 ub-common-name); device ids may have 128
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,11 @@ class CertificateAuthority:
         from edgeship.mqtt.identity import validate_new_device_id
 
         validate_new_device_id(device_id)
+        if len(device_id) > MAX_COMMON_NAME:  # cryptography raised ValueError: a 500 from POST /devices
+            raise InputError(
+                f"Device id {device_id[:24]!r}... has {len(device_id)} characters, but a certificate's common name "
+                f"holds at most {MAX_COMMON_NAME} (RFC 5280); use a shorter id or a password login."
+            )
         return self._issue(device_id, ExtendedKeyUsageOID.CLIENT_AUTH, days, [])
 
     def revocation_list(self, serials: Iterable[int], *, days: int = 30) -> str:

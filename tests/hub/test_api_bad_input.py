@@ -23,7 +23,9 @@ from parts import free_port
 from edgeship.deployment import MAX_SEQUENCE
 from edgeship.hub.api import OperatorTokens, create_app, create_token
 from edgeship.hub.api.app import MAX_REQUEST_BYTES
-from edgeship.hub.server import TRUST_ROOT_FILE
+from edgeship.hub.broker import open_ca
+from edgeship.hub.credentials import DeviceCredentials
+from edgeship.hub.server import CA_DIR, TRUST_ROOT_FILE
 from edgeship.hub.service import HubService
 from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
 from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE
@@ -44,8 +46,11 @@ def hub(tmp_path: Path, hub_url: str, hub_service: list[HubService]) -> Iterator
     service: HubService = world.service(hub_url)
     service.trust_files = TrustRootFiles(ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR)  # so PUT parses
     hub_service.append(service)
-    server = uvicorn.Server(uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1",
-                                           port=free_port(), log_level="warning", lifespan="off"))
+    ca = open_ca(ws.root / CA_DIR)  # device certificates, as 'hub serve' issues them
+    credentials = DeviceCredentials(service, ca=lambda: ca)
+    app = create_app(service, OperatorTokens(service.store), credentials)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -204,3 +209,15 @@ def test_a_device_out_of_document_sequences_is_409_naming_the_fix(
         conn.execute(sqlalchemy.text("UPDATE devices SET last_sequence = :n WHERE id = 'dev-1'"), {"n": MAX_SEQUENCE})
     body = _refused(client.put("/devices/dev-1/tags", json={"tags": {"site": "home"}}), 409, "re-create the device")
     assert body["type"] == "SequenceExhaustedError"
+
+
+def test_a_certificate_for_an_id_longer_than_a_common_name_is_400_and_no_device(
+    hub: tuple[httpx.Client, Workspace],
+) -> None:
+    client, _ws = hub
+    fits, long = "c" * 64, "d" * 65  # device ids may have 128 characters, a certificate's CN 64
+    assert client.post("/devices", json={"id": fits, "credentials": "certificate"}).status_code == 201
+    _refused(client.post("/devices", json={"id": long, "credentials": "certificate"}), 400, "RFC 5280", "password")
+    assert client.get(f"/devices/{long}").status_code == 404  # created and removed again: both or neither
+    assert client.post("/devices", json={"id": long}).status_code == 201  # a password login has no such limit
+    assert client.post(f"/devices/{long}/credentials/rotate").json()["credentials"]["kind"] == "password"
