@@ -125,7 +125,7 @@ class DeviceView:
 
 
 def validate_deployment_id(deployment_id: str) -> str:
-    if not isinstance(deployment_id, str) or not _DEPLOYMENT_ID.match(deployment_id):
+    if not isinstance(deployment_id, str) or not _DEPLOYMENT_ID.fullmatch(deployment_id):
         raise InputError(
             f"Deployment name {deployment_id!r} must be 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
@@ -152,7 +152,7 @@ def _check_tags(tags: Any, where: str = "tags", depth: int = 0) -> None:
     if depth >= MAX_TAG_DEPTH:
         raise InputError(f"{where} nests deeper than {MAX_TAG_DEPTH} levels.")
     for name, value in tags.items():
-        if not isinstance(name, str) or not _TAG_NAME.match(name):
+        if not isinstance(name, str) or not _TAG_NAME.fullmatch(name):
             raise InputError(f"Tag name {name!r} in {where} must be 1-64 letters, digits, '_' or '-'.")
         if isinstance(value, dict):
             _check_tags(value, f"{where}.{name}", depth + 1)
@@ -338,7 +338,7 @@ class HubService:
     ) -> dict[str, Any]:
         """Call a direct method on a device and return its answer ``{"status", "result"|"error"}``."""
         self.store.get_device(validate_device_id(device_id))  # HubNotFoundError for an unknown device
-        if not isinstance(method, str) or not _METHOD.match(method):
+        if not isinstance(method, str) or not _METHOD.fullmatch(method):
             raise InputError(f"Method name {method!r} must be 1-64 letters, digits, '.', '_' or '-'.")
         if not isinstance(args, Mapping):
             raise InputError("Direct method arguments must be a JSON object.")
@@ -473,7 +473,7 @@ class HubService:
     def blob_file(self, digest: str) -> Path:
         """The file of a module artifact by digest. Only blobs of stored modules are served,
         so the hub never exposes other workspace blobs (registered models) by guessing."""
-        if not _DIGEST.match(digest):
+        if not _DIGEST.fullmatch(digest):
             raise InputError(f"Blob address {digest!r} must be 'sha256:' and 64 lowercase hex digits.")
         path = self.blobs.path_of(digest.removeprefix("sha256:"))
         if not self.store.has_blob(digest) or not path.is_file():

@@ -50,7 +50,7 @@ def validate_device_id(device_id: str) -> str:
     Syntax only: use it to look a device up. A *new* device id goes through
     :func:`validate_new_device_id`.
     """
-    if not isinstance(device_id, str) or not _ID.match(device_id):
+    if not isinstance(device_id, str) or not _ID.fullmatch(device_id):
         raise InputError(
             f"Device id {device_id!r} must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a "
             "letter or digit (it becomes part of MQTT topics)."
@@ -81,7 +81,7 @@ def validate_new_device_id(device_id: str) -> str:
 
 def validate_hub_identity(name: str) -> str:
     """``name`` if a hub process may log in to the broker with it (``hub`` or ``hub-<name>``), else InputError."""
-    if not isinstance(name, str) or not _ID.match(name) or not is_hub_identity(name):
+    if not isinstance(name, str) or not _ID.fullmatch(name) or not is_hub_identity(name):
         raise InputError(
             f"Hub broker user {name!r} must be '{HUB_IDENTITY}' or '{HUB_PREFIX}<name>' (letters, digits, '.', "
             "'_', ':' or '-'): only those names carry the hub's rights in the generated ACL, and no device can "

@@ -38,7 +38,7 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # ids, method nam
 
 
 def _segment(value: str, what: str) -> str:
-    if not isinstance(value, str) or not _SEGMENT.match(value):
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} cannot be part of an MQTT topic; use 1-128 letters, digits, '.', '_', ':' or '-'."
         )
@@ -75,9 +75,9 @@ def parse_device_topic(topic: str) -> DeviceTopic | None:
     if len(parts) < 5 or "/".join(parts[:3]) != TOPIC_ROOT:
         return None
     device_id, channel, rest = parts[3], parts[4], tuple(parts[5:])
-    if not _SEGMENT.match(device_id) or channel not in CHANNELS:
+    if not _SEGMENT.fullmatch(device_id) or channel not in CHANNELS:
         return None
     expected = {"commands": 2, "responses": 1}.get(channel, 0)
-    if len(rest) != expected or not all(_SEGMENT.match(p) for p in rest):
+    if len(rest) != expected or not all(_SEGMENT.fullmatch(p) for p in rest):
         return None
     return DeviceTopic(device_id, channel, rest)  # channel was checked against CHANNELS above

@@ -16,7 +16,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
 
 def validate_model_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InputError(f"Invalid model name {name!r}: a name has {NAME_RULE}.")
     return name
 

@@ -221,3 +221,23 @@ def test_a_certificate_for_an_id_longer_than_a_common_name_is_400_and_no_device(
     assert client.get(f"/devices/{long}").status_code == 404  # created and removed again: both or neither
     assert client.post("/devices", json={"id": long}).status_code == 201  # a password login has no such limit
     assert client.post(f"/devices/{long}/credentials/rotate").json()["credentials"]["kind"] == "password"
+
+
+def test_a_trailing_newline_never_passes_an_id_rule(hub: tuple[httpx.Client, Workspace]) -> None:
+    """Python's ``$`` matches before a final newline: 'dev-2' plus a newline was a valid device id, broker username
+    (a line of Mosquitto's password file) and topic segment. Every id rule now matches the whole string."""
+    client, ws = hub
+    _refused(client.post("/devices", json={"id": "dev-2\n"}), 400, "Device id")
+    _refused(client.get("/devices/dev-1%0A"), 400, "Device id")
+    _refused(client.put("/devices/dev-1%0A/tags", json={"tags": {}}), 400, "Device id")
+    _refused(client.post("/devices/dev-1/methods/logs%0A", json={}), 400, "Method name")
+    _refused(client.get("/deployments/lab%0A"), 400, "Deployment name")
+    _refused(client.get("/modules/digits%0A/1"), 400, "Invalid model name")
+    _refused(client.get("/modules", params={"name": "digits\n"}), 400, "Invalid model name")
+    _refused(client.post("/modules", json={"workspace": str(ws.root), "name": "digits\n"}), 400, "Invalid model name")
+    tags = {"tags": {"site\n": "lab"}}
+    _refused(client.put("/devices/dev-1/tags", json=tags), 400, "Tag name")
+    digest = client.get("/modules/digits/1").json()["bundle"].removeprefix("/blobs/")
+    _refused(client.get(f"/blobs/{digest}%0A"), 400, "Blob address")
+    assert client.get(f"/blobs/{digest}").status_code == 200
+    assert [d["id"] for d in client.get("/devices").json()] == ["dev-1"]
