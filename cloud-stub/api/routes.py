@@ -20,7 +20,11 @@ from edgeship.errors import InputError
 from edgeship.hub.api.deps import get_credentials, get_service, require_operator
 from edgeship.hub.api.responses import OPERATOR, errors
 from edgeship.hub.api.schemas import (
+    DEPLOYMENT_ID_RULE,
+    DEVICE_ID_RULE,
     MAX_INT,
+    METHOD_RULE,
+    MODULE_NAME_RULE,
     CredentialsOut,
     DeploymentIn,
     DeploymentOut,
@@ -52,11 +56,15 @@ trust = APIRouter(prefix="/trust-root", tags=["trust root"], dependencies=_auth,
 MAX_TRUST_ROOT_BYTES = 256 * 1024  # one trust-root envelope
 
 # Path parameters, with the examples the OpenAPI shows (and schemathesis tries first).
-DeviceId = Annotated[str, PathParam(description="The device's id.", examples=["dev-1"])]
-MethodName = Annotated[str, PathParam(description="A direct method the agent answers.", examples=["logs", "restart"])]
-ModuleName = Annotated[str, PathParam(description="The module's name.", examples=["digits"])]
+DeviceId = Annotated[str, PathParam(description="The device's id.", examples=["dev-1"],
+                                    json_schema_extra=DEVICE_ID_RULE)]
+MethodName = Annotated[str, PathParam(description="A direct method the agent answers.", examples=["logs", "restart"],
+                                      json_schema_extra=METHOD_RULE)]
+ModuleName = Annotated[str, PathParam(description="The module's name.", examples=["digits"],
+                                      json_schema_extra=MODULE_NAME_RULE)]
 ModuleVersion = Annotated[int, PathParam(ge=1, le=MAX_INT, description="The module's version.", examples=[1])]
-DeploymentId = Annotated[str, PathParam(description="The deployment's name.", examples=["lab"])]
+DeploymentId = Annotated[str, PathParam(description="The deployment's name.", examples=["lab"],
+                                        json_schema_extra=DEPLOYMENT_ID_RULE)]
 
 
 @devices.get("", response_model=list[DeviceOut])

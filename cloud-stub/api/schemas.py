@@ -12,7 +12,11 @@ from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
 
 __all__ = [
+    "DEPLOYMENT_ID_RULE",
+    "DEVICE_ID_RULE",
     "MAX_INT",
+    "METHOD_RULE",
+    "MODULE_NAME_RULE",
     "CredentialsOut",
     "DeploymentIn",
     "DeploymentOut",
@@ -35,13 +39,21 @@ __all__ = [
 MAX_INT = 2**31 - 1
 """The largest version or priority the API takes: the store's integer columns are signed 32-bit on PostgreSQL."""
 
+# The id rules, documented in the OpenAPI (clients and schemathesis see them) but enforced by the
+# service's validators, which answer 400 with the rule in words (edgeship.mqtt.identity,
+# edgeship.hub.service, edgeship.registry.refs); tests/hub/test_api_openapi.py keeps both equal.
+DEVICE_ID_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "maxLength": 128}
+DEPLOYMENT_ID_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
+MODULE_NAME_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
+METHOD_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "maxLength": 64}
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 class DeviceIn(_Body):
-    id: str = Field(examples=["dev-1"])
+    id: str = Field(examples=["dev-1"], json_schema_extra=DEVICE_ID_RULE)
     tags: dict[str, Any] = Field(default_factory=dict, examples=[{"site": "lab", "arch": "arm64"}])
     credentials: Literal["password", "certificate"] = Field(
         default="password", description="Broker login: a random password, or a client certificate from the hub CA."
@@ -115,7 +127,7 @@ class ModuleIn(_Body):
         max_length=4096, examples=["/srv/edgeship"],
         description="Absolute path of the packaging workspace (EDGESHIP_HOME) on the hub's machine.",
     )
-    name: str = Field(examples=["digits"])
+    name: str = Field(examples=["digits"], json_schema_extra=MODULE_NAME_RULE)
     version: int | None = Field(default=None, ge=1, le=MAX_INT, description="Latest when omitted.")
 
     @field_validator("workspace")
@@ -152,13 +164,13 @@ class ModuleOut(_Body):
 
 
 class ModuleRefIn(_Body):
-    name: str = Field(examples=["digits"])
+    name: str = Field(examples=["digits"], json_schema_extra=MODULE_NAME_RULE)
     version: int = Field(ge=1, le=MAX_INT, examples=[1])
     settings: dict[str, Any] = Field(default_factory=dict, examples=[{"port": 5001, "restartPolicy": "on-failure"}])
 
 
 class DeploymentIn(_Body):
-    name: str
+    name: str = Field(examples=["lab"], json_schema_extra=DEPLOYMENT_ID_RULE)
     target_condition: str = Field(alias="targetCondition", examples=["tags.site = 'lab' AND tags.arch IN ('amd64')"])
     priority: int = Field(default=0, ge=-MAX_INT, le=MAX_INT, description="The highest wins a module name.")
     modules: list[ModuleRefIn]

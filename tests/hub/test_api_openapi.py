@@ -16,13 +16,19 @@ true for routes added later.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hub_world import HubWorld
 
+from edgeship.errors import InputError
 from edgeship.hub.api import OperatorTokens, create_app
+from edgeship.hub.api.schemas import DEPLOYMENT_ID_RULE, DEVICE_ID_RULE, METHOD_RULE, MODULE_NAME_RULE
+from edgeship.hub.service import validate_deployment_id, validate_module_name
+from edgeship.mqtt.identity import validate_device_id
 
 # (method, path) -> the statuses the handler raises itself, beyond the generic rules.
 ROUTE_STATUSES: dict[tuple[str, str], set[int]] = {
@@ -147,3 +153,35 @@ def test_every_route_declares_a_success_with_a_schema(spec: dict[str, Any]) -> N
                 continue
             content = response.get("content", {})
             assert content and all(c.get("schema") for c in content.values()), f"{method} {path} {code}: {content}"
+
+
+def _method_rule(name: str) -> str:
+    """The service checks a method name inside ``invoke_method``; the same expression, used the same way."""
+    from edgeship.hub.service import _METHOD
+
+    if not _METHOD.fullmatch(name):
+        raise InputError(name)
+    return name
+
+
+SAMPLES = ["dev-1", "a", "A.b_c:d-e", "x" * 63, "x" * 64, "x" * 65, "x" * 128, "x" * 129, "-x", ".x", "a/b", "a b",
+           "a+b", "a#b", "dev-1\n", "\ndev-1", "dé", "", "a\x00b"]
+
+
+@pytest.mark.parametrize(("rule", "validate"), [
+    (DEVICE_ID_RULE, validate_device_id),
+    (DEPLOYMENT_ID_RULE, validate_deployment_id),
+    (MODULE_NAME_RULE, validate_module_name),
+    (METHOD_RULE, _method_rule),
+])
+def test_the_id_rules_the_openapi_documents_are_the_ones_the_service_enforces(
+    rule: dict[str, Any], validate: Callable[[str], str]
+) -> None:
+    for sample in SAMPLES:
+        documented = re.fullmatch(rule["pattern"], sample) is not None and len(sample) <= rule["maxLength"]
+        try:
+            validate(sample)
+            enforced = True
+        except InputError:
+            enforced = False
+        assert documented == enforced, (rule, sample)
