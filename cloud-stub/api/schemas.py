@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import JsonDict
 
 from edgeship.hub.service import DeviceView
 from edgeship.hub.status import DeploymentStatus
@@ -42,10 +43,10 @@ MAX_INT = 2**31 - 1
 # The id rules, documented in the OpenAPI (clients and schemathesis see them) but enforced by the
 # service's validators, which answer 400 with the rule in words (edgeship.mqtt.identity,
 # edgeship.hub.service, edgeship.registry.refs); tests/hub/test_api_openapi.py keeps both equal.
-DEVICE_ID_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "maxLength": 128}
-DEPLOYMENT_ID_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
-MODULE_NAME_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
-METHOD_RULE = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "maxLength": 64}
+DEVICE_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "maxLength": 128}
+DEPLOYMENT_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
+MODULE_NAME_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
+METHOD_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "maxLength": 64}
 
 
 class _Body(BaseModel):
