@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -460,6 +461,11 @@ class HubService:
             raise InputError(
                 f"No edgeship workspace at {str(workspace_root)!r} on the hub's machine; pass the folder where "
                 "'edgeship package' stored the module (its EDGESHIP_HOME)."
+            ) from exc
+        except sqlite3.Error as exc:  # registry.db exists but is not a database (or is locked for good)
+            raise InputError(
+                f"The workspace at {str(workspace_root)!r} has a registry database the hub cannot read ({exc}); "
+                "check it with 'edgeship module list' on that machine."
             ) from exc
         stored = store.get(name, version)
         return self.upload_module(stored.directory)

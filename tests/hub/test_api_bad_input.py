@@ -97,6 +97,11 @@ def test_upload_refuses_an_empty_relative_or_missing_workspace_with_4xx(
     for path in (str(not_a_workspace), str(tmp_path / "missing"), "/" + "x" * 300):
         _refused(client.post("/modules", json={"workspace": path, "name": "digits"}), 400,
                  "No edgeship workspace", "'edgeship package'")
+    broken = Workspace.at(tmp_path / "broken")
+    broken.root.mkdir()
+    broken.db_path.write_bytes(b"not a database" * 100)  # was a sqlite3.DatabaseError: 500
+    _refused(client.post("/modules", json={"workspace": str(broken.root), "name": "digits"}), 400,
+             "registry database")
 
 
 def test_names_with_a_nul_or_too_long_are_400_not_a_database_error(hub: tuple[httpx.Client, Workspace]) -> None:
