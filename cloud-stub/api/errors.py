@@ -86,6 +86,14 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"detail": f"{request.method} {request.url.path}: {exc.detail}.", "type": "HTTPException"}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    async def crash(request: Request, exc: Exception) -> JSONResponse:
+        # A bug (every error a user can cause is an EdgeshipError): the one shape, no internals in the body.
+        log.error("%s %s failed: %r (a bug; the server logs the traceback)", request.method, request.url.path, exc)
+        body = {"detail": "The hub failed on this request; the reason is in its log. Please report it.",
+                "type": "InternalError"}
+        return JSONResponse(body, status_code=500)
+
     app.add_exception_handler(EdgeshipError, handle)
     app.add_exception_handler(RequestValidationError, invalid)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, crash)

@@ -246,3 +246,18 @@ def test_a_trailing_newline_never_passes_an_id_rule(hub: tuple[httpx.Client, Wor
     _refused(client.get(f"/blobs/{digest}%0A"), 400, "Blob address")
     assert client.get(f"/blobs/{digest}").status_code == 200
     assert [d["id"] for d in client.get("/devices").json()] == ["dev-1"]
+
+
+def test_a_bug_answers_500_in_the_one_shape_without_its_internals(
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ws = hub
+
+    def broken() -> list[object]:
+        raise ZeroDivisionError("internal detail /srv/secret")
+
+    monkeypatch.setattr(hub_service[0], "list_devices", broken)  # a fault injected into the hub, not a mock
+    body = _refused(client.get("/devices"), 500, "in its log")
+    assert body["type"] == "InternalError" and "secret" not in str(body)
+    with httpx.Client(base_url=client.base_url, headers=client.headers) as fresh:  # uvicorn closed that connection
+        assert fresh.get("/devices/dev-1").status_code == 200  # the next request is served
