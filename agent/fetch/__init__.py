@@ -1,4 +1,4 @@
-"""Getting artifacts onto the device: blob download with resume and digest check."""
+"""Getting artifacts onto the device: bounded transfers (``bounded``), the blob cache (``download``), disk space."""
 
 from __future__ import annotations
 
