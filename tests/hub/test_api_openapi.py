@@ -54,6 +54,7 @@ ROUTE_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/healthz"): {200},
 }
 NO_STORE = {("GET", "/healthz")}  # routes that never touch the database
+PUBLIC = {("GET", "/blobs/{digest}"), ("GET", "/healthz")}  # no token: devices fetch blobs by digest
 PLAIN_TEXT_ERRORS = {413, 416}  # Starlette's body limit and the blob route answer plain text (responses.errors)
 VERBS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
@@ -112,6 +113,12 @@ def test_every_route_is_pinned_with_the_statuses_its_handler_raises(spec: dict[s
         "its handler can answer, and declare them on the route with responses=errors(...)."
     )
     assert not sorted(set(ROUTE_STATUSES) - routes), "ROUTE_STATUSES names routes the app no longer has"
+
+
+def test_every_route_but_the_public_ones_needs_the_operator_token(spec: dict[str, Any]) -> None:
+    """A route added without the operator dependency would be open to anyone; it must be listed in PUBLIC."""
+    open_routes = {(method, path) for method, path, op in _operations(spec) if not op.get("security")}
+    assert open_routes == PUBLIC
 
 
 def test_every_route_declares_every_status_it_can_answer(spec: dict[str, Any]) -> None:
