@@ -62,8 +62,10 @@ class HubConfig:
     port: int = DEFAULT_API_PORT  # 0 picks a free port
     hub_key: str = "hub"  # workspace key that signs deployment documents
     trust_root: Path | None = None  # default: <workspace>/trust-root.json
-    # A fixed MQTT client id gives the hub a persistent session. The generated Mosquitto config makes the client id
-    # the broker username anyway (ADR 0015), so with it the session is the user's: one user per hub process.
+    # The MQTT client id; default the broker username. Either way the session is persistent (the broker queues device
+    # messages while the hub is away, ADR 0019); the generated Mosquitto config makes the client id the username
+    # (ADR 0015), so the session is the user's: one user per hub process. No username and no client id (the
+    # embedded broker): a random id and a clean session.
     client_id: str | None = None
     # A Mosquitto config folder ('edgeship hub broker-config -o DIR') whose passwd and acl the hub rewrites
     # after every credential change, then SIGHUPs the pid in broker_pid_file (Mosquitto's pid_file).

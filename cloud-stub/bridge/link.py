@@ -5,6 +5,13 @@ It owns the client and wires its three parts: the :class:`DocumentPublisher`
 messages) and the :class:`MethodInvoker` (direct methods). It makes no decisions:
 what to publish and what a message means is the service's business.
 
+Delivery (ADR 0019): the hub's session is persistent whenever it has a stable client id
+(its broker username, or ``client_id``), so the broker queues device messages while the
+hub is away; and the hub acknowledges a device message (PUBACK) only after the worker
+handled it (stored it, or dropped it as invalid), so a hub killed with messages in its
+in-memory queue gets them again from the broker when it comes back. The store removes
+duplicates (telemetry by ``(seq, time)``; reports and presence are last-wins).
+
 Build order, because the service needs the publisher and the subscriber needs the service::
 
     bridge = MqttBridge(parse_broker_url("mqtt://127.0.0.1:1883"))
@@ -20,6 +27,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -44,22 +52,26 @@ log = logging.getLogger("edgeship.hub.bridge")
 class MqttBridge:
     def __init__(self, settings: BrokerSettings, *, client_id: str | None = None, group: str = "hub",
                  limits: InboundLimits | None = None) -> None:
-        """``client_id`` given: a persistent session (messages queued for the hub survive its restart).
+        """The session is persistent whenever the client id is stable: ``client_id``, else the broker
+        username (``hub``, ``hub-<name>``: what the generated Mosquitto config makes it anyway,
+        ADR 0015). Messages devices send while the hub is away are then queued by the broker
+        and delivered when it reconnects (MQTT 3.1.1 ``clean_session=False``; MQTT 5
+        ``clean_start=False`` with a day's session expiry). Each hub process needs its own
+        broker user: two under one would take turns.
+
+        Without a login (the embedded broker) the id is a random ``edgeship-hub-<hex>`` with a
+        clean session: that broker lives and dies with the hub process anyway. The retained
+        ``reported`` and ``online`` messages arrive on every subscribe either way.
 
         ``limits``: what devices may send (sizes, rates, the inbound byte budget; ``limits.py``).
-
-        Without one the client id is the broker username (``hub``, ``hub-<name>``: what the
-        generated Mosquitto config makes it anyway, ADR 0015), or a random
-        ``edgeship-hub-<hex>`` without a login (the embedded broker), with a clean session;
-        the retained ``reported`` and ``online`` messages still arrive on every subscribe.
-        Each hub process needs its own broker user: two under one would take turns.
         """
         self.settings = settings
         self.group = group
         self.client_id = client_id or settings.username or f"edgeship-hub-{secrets.token_hex(4)}"
-        self._persistent = client_id is not None
+        self._persistent = client_id is not None or settings.username is not None
         self.client = make_client(settings, self.client_id, persistent=self._persistent,
                                   max_inflight=MAX_INFLIGHT, max_queued=0)
+        self.client.manual_ack_set(True)  # PUBACK once handled (_ack), so a killed hub gets the message again
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
         self.subscriber: Subscriber | None = None
@@ -90,8 +102,12 @@ class MqttBridge:
         service.method_caller = self.invoke
         service.publish_trust_root = self.publisher.publish_trust_root
         service.forget_device = self.publisher.forget
+        properties = connect_properties(self.settings, self._persistent)
+        extra: dict[str, Any] = {}
+        if properties is not None:  # MQTT 5: resume the session from the first connect on, not only later ones
+            extra = {"clean_start": not self._persistent, "properties": properties}
         self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive,
-                                  properties=connect_properties(self.settings, self._persistent))
+                                  **extra)
         self.client.loop_start()
         if not self._republished.wait(timeout):
             self.stop()
@@ -146,14 +162,28 @@ class MqttBridge:
         if getattr(reason, "is_failure", bool(reason)):
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.settings.url, reason_text(reason))
 
-    def _on_message(self, _client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _userdata: object, message: paho.MQTTMessage) -> None:
         topic = parse_device_topic(message.topic)
+        subscriber = self.subscriber
         if topic is None:
-            if self.subscriber is not None:  # counted and summarised: a device must not flood the log
-                self.subscriber.drop_foreign(message.topic)
+            if subscriber is not None:  # counted and summarised: a device must not flood the log
+                subscriber.drop_foreign(message.topic)
+            client.ack(message.mid, message.qos)
             return
         payload = bytes(message.payload)
         if topic.channel == "responses":
             self.methods.on_response(topic, payload)
-        elif self.subscriber is not None and topic.channel in ("reported", "telemetry", "online"):
-            self.subscriber.on_message(topic, payload)
+        elif subscriber is not None and topic.channel in ("reported", "telemetry", "online"):
+            subscriber.on_message(topic, payload)
+            # Acknowledged by the worker after the messages queued before it, so telemetry is in the
+            # database before its PUBACK (a report, retained, is acknowledged before its batch is stored:
+            # a hub killed in between gets the device's newest report again on subscribe).
+            subscriber.submit(partial(self._ack, message.mid, message.qos, self.connections))
+            return
+        client.ack(message.mid, message.qos)
+
+    def _ack(self, mid: int, qos: int, connection: int) -> None:
+        """PUBACK a handled message, unless the connection it came on is gone: the broker sends it again
+        on the resumed session (same mid), and it is handled (and de-duplicated) again."""
+        if qos > 0 and connection == self.connections and self._connected.is_set():
+            self.client.ack(mid, qos)

@@ -51,6 +51,7 @@ __all__ = [
     "hash_password",
     "hub_usernames",
     "parse_password_file",
+    "persistence_location",
     "render_acl",
     "render_mosquitto_conf",
     "render_password_file",
@@ -147,7 +148,14 @@ class MosquittoSettings:
     # subscriber, the hub included, reads it. Global, so it fits the largest edgeship message: a desired
     # document or trust-root chain (1 MiB); devices may send far less (docs/mqtt.md, ADR 0016).
     message_size_limit: int = 1024 * 1024
-    persistence_dir: Path | None = None  # keep retained documents and sessions across restarts
+    # Persistence (ADR 0019): sessions (the hub's subscriptions and what is queued for it while it is away) and
+    # retained messages survive a restart. Mosquitto 2.0 writes them on a clean stop (SIGTERM) and every
+    # autosave_interval seconds, after acknowledging the messages it saves: a SIGKILL loses what arrived since the last
+    # save and was not yet delivered (measured; docs/mqtt.md says what that means for each channel). Saving rewrites
+    # the whole file, so the interval is a trade between that window and the cost with many retained documents.
+    persistence: bool = True
+    persistence_dir: Path | None = None  # None: <config folder>/data (must be writable by the broker's user)
+    autosave_interval: int = 30  # seconds between saves while running
     # Started as root, Mosquitto drops to this user before it reads the password file and ACL, so they
     # must be readable by it (chown them, or run the broker as the user that wrote them). None: its default.
     run_as: str | None = None
@@ -209,8 +217,16 @@ def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_
         f"max_inflight_messages {settings.max_inflight_messages}",
         f"message_size_limit {settings.message_size_limit}",
     ]
-    if settings.persistence_dir is not None:
-        lines += ["persistence true", f"persistence_location {settings.persistence_dir.resolve()}/"]
+    if settings.persistence:
+        if settings.autosave_interval < 1:
+            raise ConfigError(f"autosave_interval {settings.autosave_interval} must be at least 1 second; Mosquitto "
+                              "reads 0 as 'save only on a clean stop', which a SIGKILL would make 'never'.")
+        lines += [
+            "persistence true",
+            f"persistence_location {persistence_location(settings, password_file.parent).resolve()}/",
+            f"autosave_interval {settings.autosave_interval}",
+            "autosave_on_changes false",
+        ]
     else:
         lines.append("persistence false")
     # A login is one identity: the client id is the username (a listener setting in Mosquitto 2.0, ignored
@@ -234,6 +250,34 @@ def render_mosquitto_conf(settings: MosquittoSettings, password_file: Path, acl_
         if tls.crl_file is not None:
             lines.append(f"crlfile {tls.crl_file.resolve()}")
     return "\n".join(lines) + "\n"
+
+
+def persistence_location(settings: MosquittoSettings, folder: Path) -> Path:
+    """Where the broker keeps ``mosquitto.db``: ``settings.persistence_dir``, or ``data`` in the config folder."""
+    return settings.persistence_dir if settings.persistence_dir is not None else Path(folder) / "data"
+
+
+def _prepare_persistence(settings: MosquittoSettings, folder: Path) -> None:
+    """Create the persistence folder, owned by the user Mosquitto will run as when we are root.
+
+    Started as root, Mosquitto drops to ``run_as`` (default ``mosquitto``) and then cannot
+    write a root-owned folder: it keeps running but saves nothing (checked on 2.0.11), which
+    a clean restart would silently turn into lost sessions.
+    """
+    if not settings.persistence:
+        return
+    location = persistence_location(settings, folder)
+    location.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        import shutil
+
+        user = settings.run_as or "mosquitto"
+        try:
+            shutil.chown(location, user=user)
+        except LookupError as exc:
+            if settings.run_as is not None:
+                raise ConfigError(f"The broker's user {user!r} (run_as) does not exist; create it or pick another "
+                                  "with --run-as.") from exc
 
 
 def parse_password_file(text: str) -> dict[str, str]:
@@ -325,6 +369,7 @@ def write_broker_config(
     atomic_write_text(files.password_file, passwords, mode=0o600)
     atomic_write_text(files.acl_file, render_acl(hubs), mode=0o644)
     atomic_write_text(files.config, render_mosquitto_conf(settings, files.password_file, files.acl_file), 0o644)
+    _prepare_persistence(settings, folder)
     return files
 
 

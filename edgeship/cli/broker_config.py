@@ -86,6 +86,15 @@ def broker_config(
         typer.Option("--run-as", help="User Mosquitto runs as when started by root (must read the files).",
                      show_default=False),
     ] = None,
+    persistence_dir: Annotated[
+        Path | None,
+        typer.Option("--persistence-dir", help="Where Mosquitto keeps sessions and retained messages across "
+                     "restarts (default: OUT/data).", show_default=False),
+    ] = None,
+    autosave_interval: Annotated[
+        int, typer.Option("--autosave-interval", help="Seconds between Mosquitto's saves; a SIGKILL of the broker "
+                          "loses what arrived since the last one and was not delivered yet (docs/mqtt.md).")
+    ] = 30,
 ) -> None:
     """Write Mosquitto's security config for the hub's devices (reload the broker with SIGHUP)."""
     try:
@@ -124,7 +133,8 @@ def broker_config(
     if no_plain and tls is None:
         raise InputError("--no-plain leaves no listener; give --tls-host for a TLS listener.")
     settings = MosquittoSettings(
-        port=None if no_plain else port, bind=bind, tls=tls, hub_username=hub_names[0], run_as=run_as
+        port=None if no_plain else port, bind=bind, tls=tls, hub_username=hub_names[0], run_as=run_as,
+        persistence_dir=persistence_dir, autosave_interval=autosave_interval,
     )
     files = write_broker_config(out, users, settings)
     devices = users[len(hubs):]

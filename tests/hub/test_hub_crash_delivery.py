@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from hub_process import WAIT, HubProcess
 from hub_workspace import make_hub_workspace
 from mqtt_probe import Probe, Received
-from parts import free_port
 
 from edgeship.hub.api import create_token
 from edgeship.hub.faults import AFTER_CHANGE_COMMIT, FAULT_ENV
@@ -36,47 +33,6 @@ from edgeship.hub.store import HubStore, Outbox, sqlite_url
 pytestmark = pytest.mark.slow
 
 DEVICES = 300
-WAIT = 120.0  # seconds for a hub process to start or for 300 documents to arrive
-
-
-class HubProcess:
-    """``edgeship hub serve`` on a workspace; ``env`` adds variables (the fault point)."""
-
-    def __init__(self, workspace: Path, broker_url: str, log: Path) -> None:
-        self.workspace, self.broker_url, self.log = workspace, broker_url, log
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, **env: str) -> HubProcess:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edgeship", "hub", "serve", "-w", str(self.workspace),
-                 "--broker", self.broker_url, "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
-            )  # fmt: skip
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"hub exited: {self.log.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"hub did not answer within {WAIT} s: {self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
 
 
 @pytest.fixture
