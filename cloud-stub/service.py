@@ -498,7 +498,7 @@ class HubService:
         for spec in modules:
             validate_module_name(spec.name)
             try:
-                settings = ModuleSettings.model_validate(dict(spec.settings), strict=False)
+                settings = ModuleSettings.model_validate(dict(spec.settings))
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])

@@ -30,6 +30,10 @@ __all__ = ["STATUS_FOR", "install_error_handlers", "status_for", "validation_mes
 
 log = logging.getLogger("edgeship.hub.api")
 
+# A database error's text is the driver's: SQL, table and constraint names, the server's address.
+# Callers get this sentence; the hub's log has the detail.
+_STORE_FAILED = "The hub's database failed on this request; retry later (the reason is in the hub's log)."
+
 STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
     (AuthenticationError, 401),  # no token, unknown, expired (TokenExpiredError) or revoked (TokenRevokedError)
     (PermissionDeniedError, 403),  # a valid token whose role does not allow the request (api/roles.py)
@@ -71,7 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return JSONResponse({"detail": str(exc), "type": type(exc).__name__}, status_code=status, headers=headers)
+        detail = _STORE_FAILED if isinstance(exc, HubStoreError) else str(exc)
+        return JSONResponse({"detail": detail, "type": type(exc).__name__}, status_code=status, headers=headers)
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -261,3 +261,15 @@ def test_a_bug_answers_500_in_the_one_shape_without_its_internals(
     assert body["type"] == "InternalError" and "secret" not in str(body)
     with httpx.Client(base_url=client.base_url, headers=client.headers) as fresh:  # uvicorn closed that connection
         assert fresh.get("/devices/dev-1").status_code == 200  # the next request is served
+
+
+def test_a_failing_database_answers_503_without_its_sql(
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ws = hub
+    with hub_service[0].store.engine.begin() as conn:  # the database breaks underneath the hub
+        conn.execute(sqlalchemy.text("ALTER TABLE devices RENAME TO devices_gone"))
+    body = _refused(client.get("/devices"), 503, "retry later")
+    assert body["type"] == "HubStoreError"
+    assert "devices" not in str(body["detail"]) and "SELECT" not in str(body["detail"])  # no SQL, no table names
+    assert "devices" in caplog.text  # the operator finds the reason in the hub's log

@@ -54,6 +54,8 @@ def hub(world: HubWorld, tmp_path: Path) -> HubService:
         ({"binds": ["/:/host"]}, "binds"),
         ({"networkMode": "host"}, "networkMode"),
         ({"user": "root"}, "user"),
+        ({"port": True}, "port"),  # settings are typed strictly: no bool or text where a number belongs
+        ({"port": "80"}, "port"),
     ],
 )
 def test_a_deployment_that_would_decide_code_is_refused_and_nothing_is_stored(
