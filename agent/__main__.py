@@ -29,11 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("paho", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from edgeship.agent import faults
     from edgeship.agent.config import load_config
     from edgeship.agent.daemon import Agent
     from edgeship.errors import EdgeshipError
 
     try:
+        faults.arm_from_env()  # test-only (EDGESHIP_AGENT_FAULT); unset on a device
         agent = Agent(load_config(args.config))
     except EdgeshipError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -138,6 +138,7 @@ class Agent:
         telemetry.start()
         threading.Thread(target=self._cancel_on_stop, args=(stop,), name="stop-downloads", daemon=True).start()
         try:
+            self._sweep()
             self.reconciler.load_cached()
             self._loop(stop)
         finally:
@@ -150,6 +151,16 @@ class Agent:
             self.telemetry.close()
             self.blobs.close()
             log.info("agent %s stopped%s", self.config.device_id, " with its modules" if stop_modules else "")
+
+    def _sweep(self) -> None:
+        """Before the first pass: delete what a killed predecessor left half-made (``RuntimeExecutor.sweep``)."""
+        try:
+            removed = self.executor.sweep()
+        except Exception:  # a leftover is no reason not to run
+            log.exception("sweeping leftovers of an earlier run failed")
+            return
+        for path in removed:
+            log.info("removed %s, left half-made by an earlier run", path)
 
     def _loop(self, stop: threading.Event) -> None:
         next_tick = 0.0

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edgeship.agent import faults
 from edgeship.agent.decide.accept import AcceptedDocument
 from edgeship.agent.decide.plan import (
     CheckSpace,
@@ -64,7 +65,7 @@ from edgeship.agent.runtimes.base import (
 )
 from edgeship.agent.state.store import ServiceRecord, StateStore
 from edgeship.errors import ManifestError, RuntimeFailure
-from edgeship.fsutil import atomic_dir
+from edgeship.fsutil import atomic_dir, sweep_scratch
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.signing import TrustRoot
 
@@ -123,8 +124,9 @@ class RuntimeExecutor:
             case CheckSpace():
                 self._check_space(command)
             case Download():
+                progress = (lambda _bytes: faults.point("download", command.module)) if faults.armed() else None
                 try:
-                    self.blobs.fetch(command.url, command.digest, command.size, cancel=self.cancel)
+                    self.blobs.fetch(command.url, command.digest, command.size, cancel=self.cancel, progress=progress)
                 except CancelledError as exc:
                     raise Superseded(str(exc)) from exc
             case Verify():
@@ -140,15 +142,38 @@ class RuntimeExecutor:
             case Stop():
                 with contextlib.suppress(UnknownServiceError):
                     self.runtime.stop(command.service)
+                faults.point("stop", command.module)
             case Remove():
                 with contextlib.suppress(UnknownServiceError):
                     self.runtime.remove(command.service)
-                self.state.drop_service(command.service)
-                shutil.rmtree(self.modules_dir / command.service, ignore_errors=True)
+                faults.point("remove", command.module)
+                self.forget(command.service)
             case Restart():
                 self.runtime.start(command.service)
             case _:
                 raise RuntimeFailure(f"The agent cannot execute a {command.kind!r} command; upgrade the agent.")
+
+    def forget(self, service: str) -> None:
+        """The agent lets go of ``service``: its record, then its verified module folder."""
+        self.state.drop_service(service)
+        shutil.rmtree(self.modules_dir / service, ignore_errors=True)
+
+    def sweep(self) -> list[Path]:
+        """At start, before anything is built: delete what a killed predecessor left half-made.
+
+        Scratch folders and temp files of atomic writes (here, in the state folder and in the
+        runtime's folders) whose writer is gone, and module folders of services the agent has
+        no record of (a kill between ``verify`` and ``install``'s record). Recorded services,
+        blobs and resumable ``.part`` files stay: the next plan decides about those.
+        """
+        removed = sweep_scratch(self.modules_dir) + sweep_scratch(self.state.root)
+        recorded = self.state.state.services
+        if self.modules_dir.is_dir():
+            for folder in self.modules_dir.iterdir():
+                if folder.is_dir() and not folder.name.startswith(".") and folder.name not in recorded:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed.append(folder)
+        return removed + self.runtime.sweep()
 
     # -- helpers ----------------------------------------------------------------
     def _entry(self, module: str) -> AcceptedDocument:
@@ -197,6 +222,7 @@ class RuntimeExecutor:
                     os.link(source, dest)  # same file system: no copy; blobs are never written in place
                 except OSError:
                     shutil.copyfile(source, dest)
+            faults.point("verify", command.module)
             verified = verify_module_dir(build, self.trust_root, digest_of=self.blobs.digest_of)
             if verified.manifest != manifest:
                 raise ManifestError(f"Module {command.module!r} verified as a different manifest; refusing it.")
@@ -251,6 +277,7 @@ class RuntimeExecutor:
         deadline = began + self.health_timeout
         while True:
             status = self.runtime.status(service)
+            faults.point("health", status.module.partition(":")[0])
             crashed = status.state in ("failed", "stopped", "backoff") or status.restart_count > 0
             if not crashed and status.state == "running" and probe_health(status.port):
                 return
@@ -275,6 +302,7 @@ class RuntimeExecutor:
         if wanted is not None and record.port != wanted:
             self._move_to_port(command, record, wanted)
         self.state.set_active(command.module, command.service)
+        faults.point("switch", command.module)
 
     def _move_to_port(self, command: Switch, record: ServiceRecord, port: int) -> None:
         """Fixed port held by the old slot: stop it, restart the healthy candidate on the port."""

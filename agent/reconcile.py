@@ -167,7 +167,7 @@ class Reconciler:
             if status is None:
                 # Recorded, but the runtime has none (a kill before install ended, or it was removed
                 # behind our back): forget it, so the planner installs the module again if desired.
-                self.state.drop_service(name)
+                self.executor.forget(name)
                 self._exit_seen.pop(name, None)
                 continue
             services[name] = self._running(name, rec.module, rec.version, rec.module_digest, rec.lock_digest, status,

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -153,7 +154,15 @@ class BlobCache:
             have = 0
         return size - have if have <= size else size
 
-    def fetch(self, location: str, digest: str, size: int, *, cancel: Cancel | None = None) -> Path:
+    def fetch(
+        self,
+        location: str,
+        digest: str,
+        size: int,
+        *,
+        cancel: Cancel | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Path:
         """The cached blob ``digest`` of the signed ``size``, downloading (or resuming) it from ``location``.
 
         Never writes past ``size``: a host that sends more is cut off at ``size + 1`` bytes
@@ -161,7 +170,8 @@ class BlobCache:
         serves another blob (:class:`SizeMismatchError`, the partial deleted). A partial
         larger than ``size``, or one the host will not resume, is deleted; one cut short by
         the network, the limits (:class:`TooSlowError`) or ``cancel``
-        (:class:`CancelledError`) is kept for a resume.
+        (:class:`CancelledError`) is kept for a resume. ``progress`` is called with the
+        bytes in the partial after each write (the agent's ``download`` fault point).
         """
         if size < 0:
             raise DownloadError(f"Blob {digest[:19]}… has a negative signed size {size}; the manifest is malformed.")
@@ -177,14 +187,16 @@ class BlobCache:
             part.unlink(missing_ok=True)
         self._make_room(part, size)
         for _ in range(2):  # a second pass only when the host refused to resume: from byte 0
-            sha = self._transfer(url, part, size, cancel or Cancel())
+            sha = self._transfer(url, part, size, cancel or Cancel(), progress)
             if sha is not None:
                 break
         else:
             raise DownloadError(f"{url} refused to resume twice; the next try starts over.")
         return self._finish(url, part, final, digest, "sha256:" + sha.hexdigest())
 
-    def _transfer(self, url: str, part: Path, size: int, cancel: Cancel) -> Any:
+    def _transfer(
+        self, url: str, part: Path, size: int, cancel: Cancel, progress: Callable[[int], None] | None = None
+    ) -> Any:
         """Bring ``part`` to ``size`` bytes and return its sha256; None when the host would not resume
         (the partial was deleted: start over)."""
         have = part.stat().st_size if part.is_file() else 0
@@ -208,6 +220,9 @@ class BlobCache:
                     def write(chunk: bytes) -> None:
                         out.write(chunk)
                         sha.update(chunk)
+                        if progress is not None:
+                            out.flush()  # what progress reports is in the file
+                            progress(out.tell())
 
                     try:
                         got = body.copy(write, size - body.start)

@@ -214,3 +214,11 @@ class ModuleRuntime(Protocol):
         ...
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> ModuleStatus: ...
+
+    def sweep(self) -> builtins.list[Path]:
+        """Delete the half-built things a killed caller left (scratch folders); return them.
+
+        Called once when the agent starts, before it installs anything; never touches a
+        service, a finished cache entry or the scratch of a builder that still runs.
+        """
+        ...

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import builtins
 import time
+from pathlib import Path
 from typing import Any
 
+from edgeship.agent import faults
 from edgeship.agent.runtimes.base import (
     SERVER_PORT,
     ModuleSpec,
@@ -109,6 +111,7 @@ class DockerRuntime:
             raise RuntimeFailure(
                 f"{image.archive.path} of {spec.manifest.ref} did not contain image {image.id[:19]}; re-package it."
             )
+        faults.point("environment", spec.manifest.name)
         return image.id
 
     def install(self, spec: ModuleSpec) -> ModuleStatus:
@@ -148,6 +151,7 @@ class DockerRuntime:
             self.client.containers.create(image_id, **options)
         except self._errors.APIError as exc:
             raise self._fail(f"create the container for service {spec.name}", exc) from exc
+        faults.point("install", spec.manifest.name)
         return self.status(spec.name)
 
     # -- run --------------------------------------------------------------------
@@ -157,6 +161,7 @@ class DockerRuntime:
             container.start()
         except self._errors.APIError as exc:
             raise self._fail(f"start service {name}", exc) from exc
+        faults.point("start", container.labels.get(LABEL_MODULE, "").partition(":")[0])
         return self.status(name)
 
     def stop(self, name: str, timeout: float = 10.0) -> ModuleStatus:
@@ -242,3 +247,7 @@ class DockerRuntime:
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> ModuleStatus:
         return wait_until_healthy(self, name, timeout)
+
+    def sweep(self) -> builtins.list[Path]:
+        """Nothing to sweep: the engine holds every half-made thing (an interrupted load leaves no image)."""
+        return []

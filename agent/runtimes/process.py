@@ -32,12 +32,12 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from edgeship.agent import faults
 from edgeship.agent.runtimes.base import (
     ModuleSpec,
     ModuleState,
@@ -48,7 +48,7 @@ from edgeship.agent.runtimes.base import (
 )
 from edgeship.agent.runtimes.procinfo import LOG_FILE, RUN_FILE, SERVICE_FILE, process_start_time
 from edgeship.errors import RuntimeFailure
-from edgeship.fsutil import atomic_dir, atomic_write_text
+from edgeship.fsutil import atomic_dir, atomic_write_text, scratch_dir, sweep_scratch
 
 __all__ = ["ProcessLimits", "ProcessRuntime", "unpack_bundle"]
 
@@ -57,6 +57,16 @@ _START_TIMEOUT = 10.0  # seconds for the supervisor to report that it runs
 _DIGEST_MARKER = ".bundle-digest"
 _WHEELHOUSE = "wheelhouse"  # the bundle's folder of wheels (packager/bundle.py)
 _PASS_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SOURCE_DATE_EPOCH")
+
+# Runs a build step (venv, pip) so that it dies when the thread that started it does, as
+# a killed agent's scratch must not be written after its successor swept it: the Linux
+# parent-death signal (prctl PR_SET_PDEATHSIG = 1), then exec. argv: caller pid, command...
+_DIE_WITH_CALLER = (
+    "import ctypes, os, signal, sys\n"
+    "if ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL) != 0 or os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('the agent that started this build is gone')\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 @dataclass(frozen=True)
@@ -146,7 +156,7 @@ class ProcessRuntime:
             raise RuntimeFailure(f"Service {spec.name} is running {current.module}; stop it before installing again.")
         venv_ready = (self.venv_dir(manifest.environment.lock_digest) / "bin" / "python").exists()
         app = self._unpack(spec, wheelhouse=not venv_ready)
-        venv = self.ensure_venv(manifest.environment.lock_digest, app)
+        venv = self.ensure_venv(manifest.environment.lock_digest, app, module=manifest.name)
         data_dir = self.service_dir(spec.name) / "data"
         command = [str(venv / "bin" / "python"), "-m", "edgeship", "serve", "--model-dir", str(app)]
         if manifest.entry_script:
@@ -179,6 +189,7 @@ class ProcessRuntime:
         folder.chmod(0o700)
         (folder / RUN_FILE).unlink(missing_ok=True)
         atomic_write_text(folder / SERVICE_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
+        faults.point("install", manifest.name)
         return self.status(spec.name)
 
     def _unpack(self, spec: ModuleSpec, *, wheelhouse: bool) -> Path:
@@ -196,15 +207,20 @@ class ProcessRuntime:
         with atomic_dir(app) as build:
             unpack_bundle(spec.module_dir / manifest.bundle.path, build, wheelhouse=wheelhouse)
             (build / _DIGEST_MARKER).write_text(manifest.bundle.digest + "\n")
+            faults.point("unpack", manifest.name)
         return app
 
-    def ensure_venv(self, lock_digest: str, app: Path) -> Path:
-        """The venv for ``lock_digest``, built offline from ``app``'s wheelhouse unless it exists."""
+    def ensure_venv(self, lock_digest: str, app: Path, module: str | None = None) -> Path:
+        """The venv for ``lock_digest``, built offline from ``app``'s wheelhouse unless it exists.
+
+        Built in a scratch folder that :meth:`sweep` removes if the builder was killed; the
+        build's subprocesses die with their caller (:func:`_die_with_caller`), so a killed
+        agent leaves no ``pip`` writing into it.
+        """
         target = self.venv_dir(lock_digest)
         if (target / "bin" / "python").exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name[:12]}.building-"))
+        scratch = scratch_dir(target, target.name[:12])
         try:
             self._run([self.python, "-m", "venv", "--without-pip", str(scratch)], "creating the venv")
             self._run(
@@ -214,6 +230,7 @@ class ProcessRuntime:
                     "--find-links", str(app / "wheelhouse"), "--require-hashes", "-r", str(app / "requirements.lock"),
                 ],
                 "installing the module's environment offline",
+                fault=module,
             )
             try:
                 os.rename(scratch, target)
@@ -224,14 +241,26 @@ class ProcessRuntime:
             shutil.rmtree(scratch, ignore_errors=True)
         return target
 
-    @staticmethod
-    def _run(cmd: list[str], what: str) -> None:
+    def _run(self, cmd: list[str], what: str, fault: str | None = None) -> None:
+        """Run a build step that dies with this process; ``fault`` names the module of the
+        ``environment`` fault point, reached while the step runs."""
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=_PIP_TIMEOUT, check=False)
+            with subprocess.Popen(
+                [self.python, "-c", _DIE_WITH_CALLER, str(os.getpid()), *cmd],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            ) as step:
+                if fault is not None:
+                    faults.point("environment", fault)
+                try:
+                    stdout, stderr = step.communicate(timeout=_PIP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    step.kill()
+                    step.communicate()
+                    raise
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RuntimeFailure(f"{what.capitalize()} failed: {exc}.") from exc
-        if done.returncode != 0:
-            lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
+        if step.returncode != 0:
+            lines = [ln for ln in (stdout + stderr).splitlines() if ln.strip()]
             errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
             raise RuntimeFailure(f"{what.capitalize()} failed: {errors[-1].strip()}")
 
@@ -264,6 +293,7 @@ class ProcessRuntime:
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if (folder / RUN_FILE).exists():
+                faults.point("start", str(self._service(name)["module"]).partition(":")[0])
                 return self.status(name)
             time.sleep(0.01)  # the supervisor writes run.json within tens of ms; this is on every update's path
         raise RuntimeFailure(f"The supervisor of service {name} did not report within {_START_TIMEOUT:g} s.")
@@ -352,3 +382,14 @@ class ProcessRuntime:
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> ModuleStatus:
         return wait_until_healthy(self, name, timeout)
+
+    def sweep(self) -> builtins.list[Path]:
+        """Scratch of killed builds: venvs, unpacked bundles, and temp files of service records."""
+        removed = sweep_scratch(self.state_dir / "venvs")
+        modules = self.state_dir / "modules"
+        for version in modules.glob("*/*") if modules.is_dir() else []:
+            removed += sweep_scratch(version)
+        run = self.state_dir / "run"
+        for folder in run.iterdir() if run.is_dir() else []:
+            removed += sweep_scratch(folder)  # a running supervisor's own temp file is kept (its pid lives)
+        return removed
