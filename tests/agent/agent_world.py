@@ -216,16 +216,30 @@ class AgentProcess:
         if not link.exists():
             link.symlink_to(venvs, target_is_directory=True)
 
-    def start(self, *extra: str) -> AgentProcess:
+    def start(self, *extra: str, fault: str | None = None) -> AgentProcess:
+        """Start the agent; ``fault`` arms its fault point (``EDGESHIP_AGENT_FAULT``, ``edgeship.agent.faults``)."""
+        env = {k: v for k, v in os.environ.items() if k != "EDGESHIP_AGENT_FAULT"}
+        if fault is not None:
+            env["EDGESHIP_AGENT_FAULT"] = fault
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "edgeship", "agent", "run", "--config", str(self.config), "-v", *extra],
             stdout=log,
             stderr=log,
             cwd=self.home,
+            env=env,
         )
         log.close()
         return self
+
+    def wait_killed(self, timeout: float) -> None:
+        """Wait for the agent to kill itself with SIGKILL at its armed fault point."""
+        assert self.process is not None
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the fault point was not reached within {timeout} s:\n{self.log()[-3000:]}") from None
+        assert code == -signal.SIGKILL, f"the agent exited with {code}, not SIGKILL:\n{self.log()[-3000:]}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
