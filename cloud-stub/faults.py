@@ -8,7 +8,9 @@ it exists only so that a kill lands between two steps a test could not otherwise
 Points:
 
 - ``hub.after-change-commit``: a change (deployment, device, tags) and its re-evaluation
-  intent are committed, no document of it has been signed or published yet.
+  intent are committed, no document of it has been signed or published yet;
+- ``hub.before-telemetry-store``: the hub's worker took a valid telemetry batch off its
+  queue and is about to store it (the message is not acknowledged yet).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import logging
 import os
 import signal
 
-__all__ = ["AFTER_CHANGE_COMMIT", "FAULT_ENV", "fault_point"]
+__all__ = ["AFTER_CHANGE_COMMIT", "BEFORE_TELEMETRY_STORE", "FAULT_ENV", "fault_point"]
 
 FAULT_ENV = "EDGESHIP_FAULT"
 AFTER_CHANGE_COMMIT = "hub.after-change-commit"
+BEFORE_TELEMETRY_STORE = "hub.before-telemetry-store"
 
 log = logging.getLogger("edgeship.hub")
 

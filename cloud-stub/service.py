@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
 from edgeship.errors import InputError, TransportError
 from edgeship.hub.errors import HubNotFoundError
-from edgeship.hub.faults import AFTER_CHANGE_COMMIT, fault_point
+from edgeship.hub.faults import AFTER_CHANGE_COMMIT, BEFORE_TELEMETRY_STORE, fault_point
 from edgeship.hub.issuer import DocumentGroup
 from edgeship.hub.status import DeploymentStatus, deployment_status
 from edgeship.hub.store import (
@@ -317,6 +317,7 @@ class HubService:
         parsed = parse_telemetry(batch)
         if parsed.device_id != device_id:
             raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
+        fault_point(BEFORE_TELEMETRY_STORE)
         return self.telemetry.add(validate_device_id(device_id), dict(batch), self.clock())
 
     def record_online(self, device_id: str, online: bool) -> PresenceRecord:

@@ -139,7 +139,13 @@ class MqttBridge:
         self.connections += 1
         self._connected.set()
         self._republished.clear()
-        client.subscribe([(topic, qos) for topic, qos in subscriptions(self.settings.protocol, self.group)])
+        wanted = subscriptions(self.settings.protocol, self.group)
+        # A persistent session keeps the filters of an earlier run: one that spoke the other protocol (shared vs
+        # plain filters) would get every device message twice, on both. Drop those before subscribing.
+        other = subscriptions("3.1.1" if self.settings.protocol == "5" else "5", self.group)
+        stale = [topic for topic, _qos in other if topic not in {t for t, _q in wanted}]
+        client.unsubscribe(stale)
+        client.subscribe([(topic, qos) for topic, qos in wanted])
         subscriber = self.subscriber
         if subscriber is not None and not subscriber.submit(self._republish):
             log.error("the hub's inbound queue is full; the newest documents were not re-published")

@@ -21,9 +21,9 @@ class HubProcess:
     """``edgeship hub serve`` on a workspace and a broker; ``start(**env)`` adds variables (a fault point)."""
 
     def __init__(self, workspace: Path, broker_url: str, log: Path, *, username: str | None = None,
-                 password: str | None = None) -> None:  # fmt: skip
+                 password: str | None = None, mqtt5: bool = False) -> None:  # fmt: skip
         self.workspace, self.broker_url, self.log = workspace, broker_url, log
-        self.login = ["--broker-username", username] if username else []
+        self.login = (["--broker-username", username] if username else []) + (["--mqtt5"] if mqtt5 else [])
         self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -32,7 +32,8 @@ class HubProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, **env: str) -> HubProcess:
+    def start(self, *, wait: bool = True, **env: str) -> HubProcess:
+        """Start the process; with ``wait`` (the default) return once its API answers."""
         extra = {"EDGESHIP_BROKER_PASSWORD": self.password} if self.password else {}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -40,6 +41,8 @@ class HubProcess:
                  "--broker", self.broker_url, *self.login, "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **extra, **env},
             )  # fmt: skip
+        if not wait:
+            return self
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"hub exited: {self.log.read_text()[-3000:]}"
