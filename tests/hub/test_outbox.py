@@ -139,3 +139,15 @@ def test_merging_intents_takes_the_union_of_their_devices_and_all_when_any_says_
     assert some is not None and some.device_ids == ("a", "b", "c") and some.intent_ids == (1, 2) and not some.force
     everyone = merge([intent(1, ("a",)), intent(2, None), intent(3, ("z",), force=True)])
     assert everyone is not None and everyone.device_ids is None and everyone.force
+
+
+def test_a_forced_intent_left_by_a_rotation_re_signs_every_device_at_the_next_drain(
+    world: HubWorld, hub_url: str
+) -> None:
+    hub = _hub(world, hub_url)
+    before = {d.device_id: d.sequence for d in hub.store.latest_desired().values()}
+    hub.outbox.add("trust root v2 re-sign", None, force=True)  # what a rotation killed before its re-sign leaves
+    assert world.service(hub_url).drain_pending() == 5
+    after = {d.device_id: d.sequence for d in hub.store.latest_desired().values()}
+    assert after == {device: sequence + 1 for device, sequence in before.items()}
+    assert hub.outbox.pending() == []
