@@ -149,7 +149,8 @@ class RuntimeExecutor:
                 faults.point("remove", command.module)
                 self.forget(command.service)
             case Restart():
-                self.runtime.start(command.service)
+                self._set_phase(command.service, "yielded", "installed")  # one try: a slot that cannot start
+                self.runtime.start(command.service)  # is left to the update, not retried before it
             case _:
                 raise RuntimeFailure(f"The agent cannot execute a {command.kind!r} command; upgrade the agent.")
 
@@ -309,8 +310,10 @@ class RuntimeExecutor:
         accepted = self._entry(command.module)
         settings = accepted.document.modules[command.module].settings
         if command.previous is not None:
+            self._set_phase(command.previous, "installed", "yielded")  # a kill from here on: restarted first
             with contextlib.suppress(UnknownServiceError):
                 self.runtime.stop(command.previous)
+            faults.point("move", command.module)
         try:
             self.runtime.stop(command.service)
             self.state.put_service(ServiceRecord(**{**record.__dict__, "port": port}))
@@ -319,7 +322,7 @@ class RuntimeExecutor:
                 module_dir=self.module_dir(command.service),
                 manifest=accepted.manifests[command.module],
                 port=port,
-                    restart=settings.restart_policy,
+                restart=settings.restart_policy,
             )
             self.runtime.install(spec)
             self.runtime.start(command.service)
@@ -330,4 +333,10 @@ class RuntimeExecutor:
             if command.previous is not None:
                 with contextlib.suppress(Exception):
                     self.runtime.start(command.previous)
+                    self._set_phase(command.previous, "yielded", "installed")
             raise
+
+    def _set_phase(self, service: str, was: str, phase: str) -> None:
+        record = self.state.state.services.get(service)
+        if record is not None and record.phase == was:
+            self.state.put_service(ServiceRecord(**{**record.__dict__, "phase": phase}))

@@ -19,6 +19,8 @@ environment    process runtime: the offline ``pip install`` of a new venv is run
 install        process runtime: ``service.json`` is written; Docker: the container is created
 start          the candidate's supervisor / container was started, not yet health-checked
 health         the candidate runs and its health check has begun
+move           fixed ``settings.port`` only: the old slot was stopped to free the port, the
+               candidate is not yet moved onto it
 switch         the candidate was recorded as the module's active slot; nothing reported yet
 stop           the old slot was stopped, not yet removed
 remove         the old slot was removed from the runtime, the agent has not forgotten it yet
@@ -40,7 +42,9 @@ from edgeship.errors import ConfigError
 __all__ = ["ENV", "STEPS", "arm", "arm_from_env", "armed", "point"]
 
 ENV = "EDGESHIP_AGENT_FAULT"
-STEPS = ("download", "verify", "unpack", "environment", "install", "start", "health", "switch", "stop", "remove")
+STEPS = (
+    "download", "verify", "unpack", "environment", "install", "start", "health", "move", "switch", "stop", "remove",
+)
 
 log = logging.getLogger("edgeship.agent")
 _armed: tuple[str, str | None] | None = None  # (step, module or None for any module)

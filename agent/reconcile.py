@@ -171,7 +171,7 @@ class Reconciler:
                 self._exit_seen.pop(name, None)
                 continue
             services[name] = self._running(name, rec.module, rec.version, rec.module_digest, rec.lock_digest, status,
-                                           now, installed=rec.phase == "installed")
+                                           now, installed=rec.built)
         try:
             listed = self.runtime.list()
         except RuntimeFailure:
@@ -181,7 +181,9 @@ class Reconciler:
                 module = status.name.rsplit(".", 1)[0]
                 services[status.name] = self._running(status.name, module, 0, "", "", status, now, installed=False)
         active = {m: s for m, s in self.state.state.active.items() if s in services}
-        return CurrentState(now=now, services=services, active=active, environments=self._environments())
+        yielded = frozenset(n for n, r in self.state.state.services.items() if r.phase == "yielded" and n in services)
+        return CurrentState(now=now, services=services, active=active, environments=self._environments(),
+                            yielded=yielded)
 
     def _running(
         self, name: str, module: str, version: int, digest: str, lock: str, status: ModuleStatus, now: datetime,
@@ -206,7 +208,7 @@ class Reconciler:
 
     def _environments(self) -> frozenset[str]:
         """Lock digests with a ready environment: a built venv (process runtime), else an installed service."""
-        installed = {rec.lock_digest for rec in self.state.state.services.values() if rec.phase == "installed"}
+        installed = {rec.lock_digest for rec in self.state.state.services.values() if rec.built}
         venv_dir = getattr(self.runtime, "venv_dir", None)
         if venv_dir is None:
             return frozenset(installed)

@@ -18,6 +18,9 @@ Per module name, with services in two blue/green *slots* (``<name>.a`` and
 - services that are no module's active slot (left by a crash mid-update) are
   stopped and removed first, so a slot is always free and nothing half-installed
   lingers.
+- an active slot the agent stopped to free a fixed port for its candidate, left
+  stopped by a kill inside the switch (``CurrentState.yielded``), is restarted
+  first, so the old version serves again while the update is retried.
 
 "Model-only update": when the desired environment lock digest already has a
 ready environment on the device, ``Install.reuse_env`` is True and the runtime
@@ -120,6 +123,7 @@ class CurrentState:
     services: Mapping[str, RunningService] = field(default_factory=dict)
     active: Mapping[str, str] = field(default_factory=dict)  # module name -> service name
     environments: frozenset[str] = frozenset()  # lock digests with a ready environment
+    yielded: frozenset[str] = frozenset()  # active slots stopped to free a fixed port for a switch that never ended
 
 
 @dataclass(frozen=True)
@@ -262,9 +266,14 @@ def plan(desired: DesiredState, current: CurrentState, limits: RestartLimits | N
 def _plan_module(want: DesiredModule, current: CurrentState, limits: RestartLimits) -> list[Command]:
     active_name = current.active.get(want.name)
     active = current.services.get(active_name) if active_name else None
+    resume: list[Command] = []
+    if active is not None and active.service in current.yielded and active.state not in ("running", "backoff"):
+        # The agent stopped this slot to free its fixed port and was killed before the switch
+        # ended: it serves again first, whatever its restart policy, then the update is retried.
+        resume = [Restart(want.name, active.service)]
     if active is not None and active.module_digest == want.module_digest:
-        return _plan_restart(want, active, current.now, limits)
-    return _plan_update(want, active, current.environments)
+        return resume or _plan_restart(want, active, current.now, limits)
+    return resume + _plan_update(want, active, current.environments)
 
 
 def _plan_update(want: DesiredModule, old: RunningService | None, environments: frozenset[str]) -> list[Command]:

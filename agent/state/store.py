@@ -44,7 +44,14 @@ class ServiceRecord:
     module_digest: str
     lock_digest: str
     port: int | None = None
-    phase: str = "installing"  # installing -> installed; only "installed" services count as built
+    # installing -> installed; only these two differ in what counts as built. "yielded": an installed
+    # active slot the agent stopped to free its fixed port for the candidate (ADR 0011); if the switch
+    # never completes (a kill), the next plan starts it again before retrying the update.
+    phase: str = "installing"
+
+    @property
+    def built(self) -> bool:
+        return self.phase in ("installed", "yielded")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from agent_world import AgentProcess, AgentWorld, BlobServer, Observer, SignedMo
 from kill_checks import leftovers, serving_slot, settled
 from module_world import session_wheelhouse
 from mosquitto import Mosquitto
+from parts import free_port
+
+from edgeship.deployment import ModuleSettings
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -175,3 +178,35 @@ def test_a_kill_at_each_step_of_an_update_leaves_the_old_or_the_new_version_serv
     assert (slot != old) == (step in AFTER_SWITCH)  # the old version until the switch, the new one after
 
     _come_back(agent, observer, world, new.version, sequence, timeout=300)
+
+
+def test_a_kill_inside_a_fixed_port_switch_serves_the_old_version_again_before_the_update_is_retried(
+    world: AgentWorld, broker: Mosquitto, observer: Observer, first: SignedModule
+) -> None:
+    """The one step where nothing serves while the agent is down (docs/agent.md): the old slot was
+    stopped to free the fixed port and the candidate is not on it yet. The restarted agent starts
+    the old slot again first, then retries the update, which ends on the fixed port."""
+    dev = "dev-fixed-port"
+    fixed = free_port()
+    settings = {"mnist": ModuleSettings(port=fixed)}
+    agent = AgentProcess(world, dev, broker.url, world.root / "devices" / dev)
+    agent.share_venvs(_venvs(world))
+    try:
+        agent.start()
+        observer.desired(dev, world.document(dev, 1, [first], settings=settings))
+        observer.report(dev, _applied(first.version, 1), timeout=300)
+        assert _answers(fixed)
+        agent.stop()
+        new = world.module("mnist")
+        agent.start(fault="move:mnist")
+        observer.desired(dev, world.document(dev, 2, [new], settings=settings))
+        agent.wait_killed(timeout=300)
+        assert serving_slot(agent) == ("mnist.a", fixed)  # still the old slot, stopped on purpose
+
+        before = len(agent.log())
+        _come_back(agent, observer, world, new.version, 2, timeout=300)
+        log = agent.log()[before:]
+        assert 0 <= log.find("restart mnist.a took") < log.find("install mnist.b"), log[-3000:]
+        assert serving_slot(agent) == ("mnist.b", fixed)
+    finally:
+        agent.cleanup()

@@ -216,3 +216,20 @@ def test_plan_is_pure_the_same_input_gives_the_same_commands() -> None:
     state = current(running("a", 1), running("b", 1))
     wanted = desired(want("a", 2), want("c", 1))
     assert plan(wanted, state) == plan(wanted, state)
+
+
+def test_an_active_slot_left_stopped_inside_a_fixed_port_switch_is_restarted_before_the_update_is_retried() -> None:
+    """A kill after the old slot was stopped to free its port (``yielded``): the old version serves again first."""
+    old = running(version=1, slot="a", state="stopped", exit_code=0)
+    half_moved = running(version=2, slot="b")
+    state = CurrentState(NOW, {"digits.a": old, "digits.b": half_moved}, {"digits": "digits.a"},
+                         frozenset([LOCK]), yielded=frozenset(["digits.a"]))
+    commands = recorded(plan(desired(want(version=2, restart_policy="on-failure")), state))
+    assert commands[:3] == ["stop:digits.b", "remove:digits.b", "restart:digits.a"]
+    assert commands[3:] == [
+        "check_space:digits.b", "download:digits.b:bundle", "verify:digits.b", "install:digits.b",
+        "start_candidate:digits.b", "health_check:digits.b", "switch:digits.b", "stop:digits.a", "remove:digits.a",
+    ]
+    # The same slot stopped cleanly on its own (not yielded) stays stopped under on-failure: only the update.
+    plain = CurrentState(NOW, {"digits.a": old}, {"digits": "digits.a"}, frozenset([LOCK]))
+    assert "restart:digits.a" not in recorded(plan(desired(want(version=2)), plain))
