@@ -92,7 +92,10 @@ class InboundLimits:
     # at most one per 0.2 s (agent/daemon.py _SEND_POLL): 5 per second never drops its backlog. A sample
     # is about 100 B + 85 B per module, so the agent's default backlog (10,000 samples) of a device with
     # 7 modules (6.8 MB) fits the 8 MiB byte burst; 16 KiB/s sustained is ~100x a sample every 30 s.
-    telemetry: ChannelLimit = ChannelLimit(max_bytes=256 * KiB, rate=5.0, burst=20, byte_rate=16 * KiB,
+    # While only the hub is away the broker acknowledges each sample as its own message and queues
+    # it for the hub, which then gets the backlog at once: 1,200 messages at once is a 10-hour
+    # outage at the default 30 s interval (ADR 0019). The byte bucket, not this count, bounds memory.
+    telemetry: ChannelLimit = ChannelLimit(max_bytes=256 * KiB, rate=5.0, burst=1200, byte_rate=16 * KiB,
                                            byte_burst=8 * MiB)
     # '1' on every connect, '0' from the last will or a clean shutdown.
     online: ChannelLimit = ChannelLimit(max_bytes=16, rate=1.0, burst=10)
