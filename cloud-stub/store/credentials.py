@@ -19,8 +19,8 @@ from sqlalchemy import Boolean, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
 from edgeship.hub.errors import AlreadyExistsError
+from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import Base, DeviceRow
-from edgeship.hub.store.store import HubStore, _need
 
 __all__ = ["KINDS", "CredentialRecord", "CredentialRow", "CredentialStore"]
 
@@ -65,7 +65,7 @@ def _record(row: CredentialRow) -> CredentialRecord:
 class CredentialStore:
     """Credentials over a :class:`HubStore`'s engine (same transactions, same errors)."""
 
-    def __init__(self, store: HubStore) -> None:
+    def __init__(self, store: StoreBase) -> None:
         self.store = store
 
     def issue(
@@ -84,7 +84,7 @@ class CredentialStore:
         if kind not in KINDS:
             raise ValueError(f"unknown credential kind {kind!r}")
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id), f"device {device_id!r}")
             active = CredentialRow.device_id == device_id, CredentialRow.revoked.is_(False)
             if not replace and s.scalars(select(CredentialRow.id).where(*active).limit(1)).first() is not None:
                 raise AlreadyExistsError(
@@ -127,7 +127,7 @@ class CredentialStore:
         presence with it (``ON DELETE CASCADE``); the credential rows stay, revoked.
         """
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id), f"device {device_id!r}")
             active = select(CredentialRow).where(CredentialRow.device_id == device_id,
                                                  CredentialRow.revoked.is_(False))  # fmt: skip
             revoked = list(s.scalars(active))

@@ -25,15 +25,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from edgeship.hub.store.engine import StoreBase
 from edgeship.hub.store.models import PendingReevaluationRow
-
-if TYPE_CHECKING:
-    from edgeship.hub.store.store import HubStore
 
 __all__ = ["IntentRecord", "Outbox", "PendingWork", "merge", "record_intent"]
 
@@ -84,7 +81,7 @@ def merge(intents: Sequence[IntentRecord]) -> PendingWork | None:
 class Outbox:
     """The ``pending_reevaluation`` table over a :class:`HubStore`'s engine (same transactions, same errors)."""
 
-    def __init__(self, store: HubStore) -> None:
+    def __init__(self, store: StoreBase) -> None:
         self.store = store
 
     def add(self, reason: str, device_ids: Iterable[str] | None, *, force: bool = False) -> int:

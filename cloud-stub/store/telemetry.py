@@ -23,8 +23,8 @@ from pydantic import TypeAdapter
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import Base, DeviceRow
-from edgeship.hub.store.store import HubStore, _need
 
 __all__ = ["KEEP_PER_DEVICE", "PresenceRecord", "PresenceRow", "TelemetryRecord", "TelemetryRow", "TelemetryStore"]
 
@@ -76,7 +76,7 @@ class PresenceRecord:
 class TelemetryStore:
     """Telemetry and presence over a :class:`HubStore`'s engine (same transactions, same errors)."""
 
-    def __init__(self, store: HubStore, keep: int = KEEP_PER_DEVICE) -> None:
+    def __init__(self, store: StoreBase, keep: int = KEEP_PER_DEVICE) -> None:
         self.store = store
         self.keep = keep
 
@@ -90,7 +90,7 @@ class TelemetryStore:
         replicas storing the same re-send at once store it once.
         """
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id, with_for_update=True), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id, with_for_update=True), f"device {device_id!r}")
             samples: list[dict[str, Any]] = list(batch.get("samples", []))
             seen = {
                 _sample_key(sample)
@@ -128,7 +128,7 @@ class TelemetryStore:
     def recent(self, device_id: str, limit: int = 10) -> list[TelemetryRecord]:
         """The device's newest ``limit`` batches, newest first."""
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id), f"device {device_id!r}")
             rows = s.scalars(
                 select(TelemetryRow)
                 .where(TelemetryRow.device_id == device_id)
@@ -139,7 +139,7 @@ class TelemetryStore:
 
     def set_online(self, device_id: str, online: bool, when: datetime) -> PresenceRecord:
         with self.store._tx() as s:
-            _need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id), f"device {device_id!r}")
             row = s.get(PresenceRow, device_id)
             if row is None:
                 s.add(PresenceRow(device_id=device_id, online=online, last_seen=when))
