@@ -12,7 +12,9 @@ daemon does for a container:
 - SIGTERM (from ``ProcessRuntime.stop``) is forwarded to the child's process group;
   the supervisor then records ``stopped`` and exits. It never restarts after that.
 - Its only output is ``run.json`` (written atomically after every change; the
-  runtime reads it) and lines prefixed ``[supervisor]`` in ``server.log``.
+  runtime reads it) and lines prefixed ``[supervisor]`` in ``server.log``. When it
+  cannot write them after starting the child (its folder was removed under it), it
+  kills the child and exits: a server nobody can find must not keep a port.
 
 Resource limits (``setrlimit``) are applied to the child only, in ``preexec_fn``:
 the supervisor is single-threaded, so that is safe here.
@@ -119,8 +121,17 @@ class _Supervisor:
                 self.say(self.last_error)
                 self.record("failed")
                 return 1
-            self.say(f"started the scoring server (pid {self.child.pid}, restart {self.restart_count})")
-            self.record("running", self.child.pid)
+            try:
+                self.say(f"started the scoring server (pid {self.child.pid}, restart {self.restart_count})")
+                self.record("running", self.child.pid)
+            except OSError:
+                # The service folder went away as the child started (a restarted agent removed this
+                # half-started slot as an orphan before run.json existed): nobody could find or stop
+                # the child, so it must not outlive this supervisor.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.child.pid, signal.SIGKILL)
+                self.child.wait()
+                return 1
             returncode = self.child.wait()
             self.exit_code = exit_code_of(returncode)
             if self.stopping:
