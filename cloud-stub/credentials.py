@@ -1,6 +1,6 @@
 """Device identity on the hub: each device's broker credentials, issued, rotated and revoked here.
 
-``DeviceCredentials`` sits beside :class:`~edgeship.hub.service.HubService` and is
+``DeviceCredentials`` sits beside :class:`~edgeship.hub.services.Fleet` and is
 called by the same transports (REST routes, CLI through REST). Its invariants:
 
 - a password has 192 random bits (``secrets``), is returned once to the caller and
@@ -28,7 +28,7 @@ from edgeship.errors import EdgeshipError, InputError
 from edgeship.hub.broker.ca import CertificateAuthority, fingerprint
 from edgeship.hub.broker.mosquitto import hash_password
 from edgeship.hub.broker.reload import BrokerState, ManagedBroker
-from edgeship.hub.service import DeviceView, HubService
+from edgeship.hub.services import DeviceView, Fleet
 from edgeship.hub.store import CredentialRecord, CredentialStore
 from edgeship.hub.store.credentials import KINDS
 from edgeship.mqtt.identity import validate_device_id, validate_new_device_id
@@ -68,13 +68,13 @@ class DeviceCredentials:
 
     def __init__(
         self,
-        service: HubService,
+        fleet: Fleet,
         *,
         ca: Callable[[], CertificateAuthority] | None = None,
         broker: ManagedBroker | None = None,
     ) -> None:
-        self.service = service
-        self.store = CredentialStore(service.store)
+        self.fleet = fleet
+        self.store = CredentialStore(fleet.store)
         self._ca = ca
         self.broker = broker
 
@@ -87,14 +87,13 @@ class DeviceCredentials:
         if kind == "certificate":
             assert self._ca is not None
             self._ca()  # a CA that cannot be loaded fails before the device exists
-        view = self.service.create_device(device_id, tags)
+        view = self.fleet.create_device(device_id, tags)
         try:
             issued = self.create_credentials(device_id, kind)
         except BaseException:
             try:
-                self.store.delete_device(device_id, self.service.clock())
-                if self.service.forget_device is not None:
-                    self.service.forget_device(device_id)
+                self.store.delete_device(device_id, self.fleet.clock())
+                self.fleet.forget(device_id)
             except EdgeshipError as undo:
                 log.error("device %s was created without credentials and could not be removed: %s", device_id, undo)
             raise
@@ -111,7 +110,7 @@ class DeviceCredentials:
     def rotate_credentials(self, device_id: str, kind: str | None = None) -> IssuedCredentials:
         """A new secret of the same kind (or ``kind``); the old one is revoked and the broker reloaded."""
         validate_new_device_id(device_id)  # a device named like the hub gets no new login: delete it
-        self.service.store.get_device(device_id)  # HubNotFoundError for an unknown device
+        self.fleet.store.get_device(device_id)  # HubNotFoundError for an unknown device
         current = self.store.active([device_id]).get(device_id)
         return self._issue(device_id, kind or (current.kind if current else "password"), replace=True)
 
@@ -119,11 +118,10 @@ class DeviceCredentials:
         """Revoke the device's credentials, delete it, and reload the broker; returns the broker outcome.
 
         The device leaves every deployment (it is no longer in the store re-evaluation
-        reads); its retained messages are cleared when the MQTT bridge offers it.
+        reads); its retained messages are cleared through the fleet's device link.
         """
-        revoked = self.store.delete_device(validate_device_id(device_id), self.service.clock())
-        if self.service.forget_device is not None:
-            self.service.forget_device(device_id)
+        revoked = self.store.delete_device(validate_device_id(device_id), self.fleet.clock())
+        self.fleet.forget(device_id)
         log.info("deleted device %s, revoked %d credential(s)", device_id, len(revoked))
         return self.sync_broker()
 
@@ -136,7 +134,7 @@ class DeviceCredentials:
 
     def broker_state(self) -> BrokerState:
         """Every device, the active password hashes and the revoked certificate serials, as the broker needs them."""
-        device_ids = tuple(d.id for d in self.service.store.list_devices())
+        device_ids = tuple(self.fleet.device_ids())
         return BrokerState(device_ids, self.password_hashes(), tuple(self.store.revoked_serials()))
 
     def sync_broker(self) -> str:
@@ -165,7 +163,7 @@ class DeviceCredentials:
 
     def _issue(self, device_id: str, kind: str, *, replace: bool) -> IssuedCredentials:
         self._check_kind(kind)
-        now = self.service.clock()
+        now = self.fleet.clock()
         if kind == "password":
             password = secrets.token_urlsafe(PASSWORD_BYTES)
             self.store.issue(device_id, kind, now, password_hash=hash_password(password), replace=replace)

@@ -1,4 +1,4 @@
-"""``HubServer``: the whole hub object graph (store, service, MQTT bridge, REST API, optional broker).
+"""``HubServer``: the whole hub object graph (store, services, MQTT bridge, REST API, optional broker).
 
 ``edgeship hub serve``, ``edgeship demo`` and the tests build the hub the same way::
 
@@ -6,9 +6,10 @@
     print(server.api_url, server.broker_url)
     server.stop()
 
-Start order: (embedded broker) -> store -> bridge (publisher first, so the service
-can be given its publish callback) -> service -> bridge connected -> uvicorn. Stop
-runs in reverse. Everything runs in background threads; :meth:`start` returns once
+Start order: (embedded broker) -> store -> bridge (the services' ``DeviceLink``, so it
+is built first) -> services (``HubServices.build``, every collaborator passed in) ->
+bridge connected and serving them -> pending intents drained -> uvicorn. Stop runs in
+reverse. Everything runs in background threads; :meth:`start` returns once
 the API accepts requests and the bridge has re-published every device's newest
 document.
 """
@@ -19,8 +20,9 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +78,8 @@ class HubConfig:
     # What devices may send the hub: payload bytes per channel, messages per second per device, the inbound
     # queue's byte budget (default 64 MiB) and the drop-summary interval; None: InboundLimits() (ADR 0016).
     inbound: InboundLimits | None = None
+    # The hub's time (document issue times, reports, telemetry); tests pass a fixed or shifted one.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), compare=False)
 
 
 def _free_port(host: str) -> int:
@@ -132,7 +136,7 @@ class HubServer:
         self.workspace = Workspace.at(config.workspace)
         self.broker: Any = None  # EmbeddedBroker when config.embedded_broker
         self.store: Any = None
-        self.service: Any = None
+        self.services: Any = None  # HubServices once started
         self.bridge: Any = None
         self.credentials: Any = None  # DeviceCredentials
         self._uvicorn: Any = None
@@ -168,7 +172,7 @@ class HubServer:
     def start(self) -> HubServer:
         from edgeship.hub.api import OperatorTokens, create_app
         from edgeship.hub.bridge import MqttBridge
-        from edgeship.hub.service import HubService
+        from edgeship.hub.services import HubServices
         from edgeship.hub.store import HubStore, sqlite_url
         from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
         from edgeship.registry.blobs import BlobStore
@@ -179,15 +183,16 @@ class HubServer:
             self.settings = self._broker_settings()
             self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
             self.bridge = MqttBridge(self.settings, client_id=self.config.client_id, limits=self.config.inbound)
-            self.service = HubService(self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer],
-                                      publish=self.bridge.publish, ttl=self.config.document_ttl)
-            self.service.trust_files = TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE,
-                                                      ws.root / CHAIN_DIR)
-            self.service.hub_keys = partial(_hub_signers, ws)
+            self.services = HubServices.build(
+                self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer], self.bridge,
+                clock=self.config.clock, ttl=self.config.document_ttl,
+                trust_files=TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR),
+                hub_keys=partial(_hub_signers, ws),
+            )
             self.credentials = self._credentials(ws)
-            self.bridge.start(self.service)
+            self.bridge.start(self.services)
             self._drain_pending()
-            self._start_api(create_app(self.service, OperatorTokens(self.store), self.credentials))
+            self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials))
             self._start_refresher()
         except BaseException:
             self.stop()
@@ -216,7 +221,7 @@ class HubServer:
             broker = ManagedBroker(c.broker_config_dir, hub_username=c.broker_username or "hub",
                                    hub_password=c.broker_password, pid_file=c.broker_pid_file,
                                    crl=lambda serials: ca().revocation_list(serials))
-        credentials = DeviceCredentials(self.service, ca=ca, broker=broker)
+        credentials = DeviceCredentials(self.services.fleet, ca=ca, broker=broker)
         if broker is not None:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
@@ -226,7 +231,7 @@ class HubServer:
         API opens, so a retried request already finds the devices served. An error is logged: the refresh timer
         drains again."""
         try:
-            sent = self.service.drain_pending()
+            sent = self.services.issuing.drain_pending()
         except Exception:
             log.exception("finishing pending re-evaluations failed; the refresh timer will try again")
             return
@@ -240,7 +245,7 @@ class HubServer:
         def loop() -> None:
             while not self._stopping.wait(self.config.refresh_interval):
                 try:
-                    sent = self.service.refresh()
+                    sent = self.services.issuing.refresh()
                 except Exception:  # a database hiccup must not end re-issuing for good
                     log.exception("re-issuing documents due for renewal failed; trying again later")
                     continue

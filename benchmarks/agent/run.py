@@ -47,7 +47,7 @@ from edgeship.demo.model import sample_request  # noqa: E402
 from edgeship.demo.release import ReleaseSide  # noqa: E402
 from edgeship.demo.run import free_port_block  # noqa: E402
 from edgeship.hub.server import HubConfig, HubServer  # noqa: E402
-from edgeship.hub.service import ModuleRefSpec  # noqa: E402
+from edgeship.hub.services import ModuleRefSpec  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -58,7 +58,7 @@ def rss_kib(pid: int) -> int:
 
 
 def reported(hub: HubServer, device_id: str) -> dict[str, Any]:
-    view = hub.service.get_device(device_id)
+    view = hub.services.fleet.get_device(device_id)
     state = view.reported.state if view.reported else {}
     module = (state.get("modules") or {}).get("digits")
     return module if isinstance(module, dict) else {}
@@ -116,8 +116,8 @@ def main() -> int:
     hub = HubServer(HubConfig(workspace=side.workspace.root, trust_root=side.trust_root_file,
                               broker_url=broker.url, port=0)).start()
     for version in releases:
-        hub.service.upload_from_workspace(side.workspace.root, "digits", version)
-    hub.service.create_device("bench-1", {"site": "bench"})
+        hub.services.catalog.upload_from_workspace(side.workspace.root, "digits", version)
+    hub.services.fleet.create_device("bench-1", {"site": "bench"})
     ports = free_port_block(20)
     folder = root / "agent"
     folder.mkdir()
@@ -135,8 +135,8 @@ def main() -> int:
     try:
         def deploy(version: int, priority: int) -> tuple[float, float]:
             start = time.perf_counter()
-            hub.service.create_deployment(f"d{priority}", "tags.site = 'bench'", [ModuleRefSpec("digits", version)],
-                                          priority)
+            hub.services.deployments.create_deployment(f"d{priority}", "tags.site = 'bench'",
+                                                       [ModuleRefSpec("digits", version)], priority)
             applied = None
             while True:
                 if agent.poll() is not None:

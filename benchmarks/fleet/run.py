@@ -2,7 +2,7 @@
 
 For each device count and repetition, everything is fresh: a Mosquitto
 (``/usr/sbin/mosquitto``, large queues, no connection limit), a hub
-(``HubService`` over SQLite in a temp dir, or ``--postgres URL``) with the hub's
+(``HubServices`` over SQLite in a temp dir, or ``--postgres URL``) with the hub's
 MQTT bridge (``edgeship.hub.bridge.MqttBridge``: its batched retained
 publisher and its subscriber), and N simulated devices (``simulator.py``) in
 ``--sim-procs`` subprocesses, each on one epoll loop. Then, in order:
@@ -25,7 +25,7 @@ publisher and its subscriber), and N simulated devices (``simulator.py``) in
    as a restarted agent (re-verifies its retained document and reports again);
    the time until the hub recorded N reports.
 
-Reports reach the service through the bridge's own ``Subscriber``, whose worker
+Reports reach the fleet service through the bridge's own ``Subscriber``, whose worker
 stores whatever has queued up in one transaction (``record_reported_many``); the
 benchmark only wraps it to time when reports arrive and when they are stored.
 
@@ -53,7 +53,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ from parts import free_port  # noqa: E402
 from simulator import device_ids  # noqa: E402
 
 from edgeship.hub.bridge import MqttBridge, Subscriber  # noqa: E402
-from edgeship.hub.service import HubService, ModuleRefSpec, Outgoing  # noqa: E402
+from edgeship.hub.services import HubServices, ModuleRefSpec, Outgoing  # noqa: E402
 from edgeship.hub.store import HubStore, ReportedRecord  # noqa: E402
 from edgeship.mqtt import TOPIC_ROOT, DeviceTopic, device_topic, parse_broker_url, parse_device_topic  # noqa: E402
 from edgeship.mqtt.client import make_client  # noqa: E402
@@ -171,18 +171,40 @@ class Tracker:
                 self.finished.set()
 
 
+class TimedLink:
+    """The bridge as the services' ``DeviceLink``, noting each batch's devices and the publisher hand-off time."""
+
+    def __init__(self, bridge: MqttBridge, tracker: Tracker) -> None:
+        self.bridge = bridge
+        self.tracker = tracker
+        self.handoff_seconds = 0.0
+
+    def publish(self, documents: Sequence[Outgoing]) -> None:
+        self.tracker.expect(documents)
+        t = time.perf_counter()
+        try:
+            self.bridge.publish(documents)
+        finally:
+            self.handoff_seconds += time.perf_counter() - t
+
+    def publish_trust_root(self, message: bytes, device_ids: Sequence[str]) -> None:
+        self.bridge.publish_trust_root(message, device_ids)
+
+    def forget(self, device_id: str) -> None:
+        self.bridge.forget(device_id)
+
+    def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        return self.bridge.invoke(device_id, method, args, timeout)
+
+
 def start_hub(work: Path, broker: str, world: HubWorld, tracker: Tracker, args: argparse.Namespace) -> tuple[
-        HubService, MqttBridge, Subscriber]:
+        HubServices, MqttBridge, Subscriber, TimedLink]:
     store = HubStore(args.postgres if args.postgres else f"sqlite:///{work / 'hub.db'}")
     bridge = MqttBridge(parse_broker_url(broker))
-
-    def publish(batch: Sequence[Outgoing]) -> None:
-        tracker.expect(batch)
-        bridge.publish(batch)
-
-    service = HubService(store, BlobStore(work / "blobs", work / "tmp"), world.trust_root(), [world.hub_key],
-                         publish=publish)
-    bridge.start(service)
+    link = TimedLink(bridge, tracker)
+    services = HubServices.build(store, BlobStore(work / "blobs", work / "tmp"), world.trust_root(),
+                                 [world.hub_key], link)
+    bridge.start(services)
     subscriber = bridge.subscriber
     assert subscriber is not None
     # Observe the bridge's own path: when a report reaches the hub, and when its batch is stored.
@@ -194,15 +216,15 @@ def start_hub(work: Path, broker: str, world: HubWorld, tracker: Tracker, args: 
         inbound(topic, payload)
 
     subscriber.on_message = on_message  # type: ignore[method-assign]
-    store_many = service.record_reported_many
+    store_many = services.fleet.record_reported_many
 
     def record_reported_many(items: Any) -> Any:
         stored, refused = store_many(items)
         tracker.recorded(stored)
         return stored, refused
 
-    service.record_reported_many = record_reported_many  # type: ignore[method-assign]
-    return service, bridge, subscriber
+    services.fleet.record_reported_many = record_reported_many  # type: ignore[method-assign]
+    return services, bridge, subscriber, link
 
 
 class PubackCounter:
@@ -357,13 +379,13 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
             trust_root = work / "trust-root.json"
             trust_root.write_text(world.trust_root().to_json())
             tracker = Tracker()
-            service, bridge, subscriber = start_hub(work, broker, world, tracker, args)
+            services, bridge, subscriber, link = start_hub(work, broker, world, tracker, args)
             pubacks = PubackCounter(bridge.client)
             try:
-                service.upload_module(world.module("digits", 1))
+                services.catalog.upload_module(world.module("digits", 1))
                 ids = device_ids(PREFIX, 0, n)
                 started = time.perf_counter()
-                service.create_devices([(d, {"fleet": "bench"}) for d in ids])
+                services.fleet.create_devices([(d, {"fleet": "bench"}) for d in ids])
                 result["create_devices"] = time.perf_counter() - started
 
                 procs = max(1, min(args.sim_procs, n))
@@ -387,10 +409,10 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(args.settle)
 
                 cpu.take()
-                result["fanout"] = fanout(n, service, tracker, pubacks)
+                result["fanout"] = fanout(n, services, link, tracker, pubacks)
                 result["fanout"]["cpu"] = cpu.take()
                 status_started = time.perf_counter()
-                status = service.deployment_status("fleet")
+                status = services.deployments.deployment_status("fleet")
                 result["fanout"]["status_check"] = time.perf_counter() - status_started
                 result["fanout"]["status_counts"] = status.counts()
 
@@ -428,18 +450,17 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 for sim in sims:
                     sim.stop()
                 bridge.stop()
-                service.store.close()
+                services.store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def fanout(n: int, service: HubService, tracker: Tracker, pubacks: PubackCounter) -> dict[str, Any]:
-    store = service.store
+def fanout(n: int, services: HubServices, link: TimedLink, tracker: Tracker, pubacks: PubackCounter) -> dict[
+        str, Any]:
+    store = services.store
     issue_seconds = [0.0]
-    handoff_seconds = [0.0]
-    original_issue, original_publish = store.issue_many, service.publish
-    assert original_publish is not None
+    original_issue = store.issue_many
 
     def issue_many(*a: Any, **k: Any) -> Any:
         t = time.perf_counter()
@@ -448,26 +469,19 @@ def fanout(n: int, service: HubService, tracker: Tracker, pubacks: PubackCounter
         finally:
             issue_seconds[0] += time.perf_counter() - t
 
-    def publish(batch: Sequence[Outgoing]) -> None:
-        t = time.perf_counter()
-        try:
-            original_publish(batch)
-        finally:
-            handoff_seconds[0] += time.perf_counter() - t
-
     store.issue_many = issue_many
-    service.publish = publish
+    link.handoff_seconds = 0.0
     tracker.reset(n)
     acks_before = pubacks.count
     try:
         started = time.perf_counter()
-        service.create_deployment("fleet", "tags.fleet = 'bench'", [ModuleRefSpec("digits", 1, {"port": 5001})])
+        services.deployments.create_deployment("fleet", "tags.fleet = 'bench'",
+                                               [ModuleRefSpec("digits", 1, {"port": 5001})])
         created = time.perf_counter()
         if not tracker.finished.wait(WAIT):
             raise RuntimeError(f"fan-out: {len(tracker.done)} of {n} applied in {WAIT:g} s")
     finally:
         store.issue_many = original_issue
-        service.publish = original_publish
     deadline = time.monotonic() + 10
     while pubacks.count - acks_before < n and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -475,7 +489,7 @@ def fanout(n: int, service: HubService, tracker: Tracker, pubacks: PubackCounter
         "seconds": tracker.finished_at - started,
         "create_deployment_returned": created - started,
         "issue_sign_store": issue_seconds[0],
-        "publisher_handoff": handoff_seconds[0],
+        "publisher_handoff": link.handoff_seconds,
         "last_puback": pubacks.last - started,
         "first_report_in": tracker.first_report_in - started,
         "last_report_in": tracker.last_report_in - started,

@@ -1,6 +1,6 @@
-"""The hub's REST API: thin FastAPI routers over :class:`edgeship.hub.service.HubService`.
+"""The hub's REST API: thin FastAPI routers over the hub's services (``edgeship.hub.services``).
 
-Build it with ``create_app(service, OperatorTokens(store))``; create operator
+Build it with ``create_app(services, OperatorTokens(store))``; create operator
 tokens with ``create_token(store, name, role=..., expires=...)``; what each role
 may do is ``edgeship.hub.api.roles``. Errors are mapped to HTTP in one place,
 ``edgeship.hub.api.errors``.

@@ -1,6 +1,6 @@
-"""``create_app``: the hub's FastAPI application over one service and one token check.
+"""``create_app``: the hub's FastAPI application over the hub's services and one token check.
 
-The app holds no state of its own: the service (and through it the store) and the
+The app holds no state of its own: the services (and through them the store) and the
 token check are passed in, so tests and ``edgeship hub serve`` (later) build the
 same object graph.
 """
@@ -13,7 +13,7 @@ from edgeship.hub.api import blobs, routes
 from edgeship.hub.api.auth import TokenCheck
 from edgeship.hub.api.errors import install_error_handlers
 from edgeship.hub.credentials import DeviceCredentials
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 
 __all__ = ["MAX_REQUEST_BYTES", "create_app"]
 
@@ -24,7 +24,7 @@ buffer a body of any size. The largest real bodies are a trust root (256 KiB, ch
 its route) and a deployment's module settings; tags are at most 8 KiB."""
 
 
-def create_app(service: HubService, tokens: TokenCheck, credentials: DeviceCredentials | None = None) -> FastAPI:
+def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCredentials | None = None) -> FastAPI:
     """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
 
     ``credentials`` issues device broker credentials; by default passwords only, with no broker to reload.
@@ -41,9 +41,9 @@ def create_app(service: HubService, tokens: TokenCheck, credentials: DeviceCrede
         description="Devices, signed modules, layered deployments and resumable blob downloads.",
         max_body_size=MAX_REQUEST_BYTES,
     )
-    app.state.service = service
+    app.state.services = services
     app.state.tokens = tokens
-    app.state.credentials = credentials if credentials is not None else DeviceCredentials(service)
+    app.state.credentials = credentials if credentials is not None else DeviceCredentials(services.fleet)
     install_error_handlers(app)
     for router in (routes.devices, routes.modules, routes.deployments, routes.trust, blobs.router):
         app.include_router(router)

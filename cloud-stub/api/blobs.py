@@ -23,9 +23,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import StreamingResponse
 
-from edgeship.hub.api.deps import get_service
+from edgeship.hub.api.deps import get_catalog
 from edgeship.hub.api.responses import errors
-from edgeship.hub.service import HubService
+from edgeship.hub.services import Catalog
 
 __all__ = ["CHUNK", "RangeNotSatisfiable", "parse_range", "router"]
 
@@ -88,10 +88,10 @@ def get_blob(
     request: Request,
     range_header: str | None = Header(default=None, alias="range"),
     if_range: str | None = Header(default=None, alias="if-range"),
-    service: HubService = Depends(get_service),
+    catalog: Catalog = Depends(get_catalog),
 ) -> Response:
     """A module artifact by its ``sha256:<hex>`` digest; send ``Range`` to resume a download."""
-    path = service.blob_file(digest)
+    path = catalog.blob_file(digest)
     size = path.stat().st_size
     etag = f'"{digest}"'
     headers = {"Accept-Ranges": "bytes", "ETag": etag, "Cache-Control": "public, max-age=31536000, immutable"}

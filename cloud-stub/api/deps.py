@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the service from the app's state, and the operator token check."""
+"""FastAPI dependencies: the services from the app's state, and the operator token check."""
 
 from __future__ import annotations
 
@@ -7,18 +7,34 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from edgeship.hub.api.auth import AuthenticationError, TokenCheck, TokenGrant, authorize
 from edgeship.hub.credentials import DeviceCredentials
-from edgeship.hub.service import HubService
+from edgeship.hub.services import Catalog, Deployments, Fleet, HubServices, TrustRotation
 
-__all__ = ["get_credentials", "get_service", "require_operator"]
+__all__ = ["get_catalog", "get_credentials", "get_deployments", "get_fleet", "get_trust", "require_operator"]
 
 _bearer = HTTPBearer(
     auto_error=False, description="An operator token ('edgeship hub token create NAME [--role read-only]')."
 )
 
 
-def get_service(request: Request) -> HubService:
-    service: HubService = request.app.state.service
-    return service
+def _services(request: Request) -> HubServices:
+    services: HubServices = request.app.state.services
+    return services
+
+
+def get_fleet(request: Request) -> Fleet:
+    return _services(request).fleet
+
+
+def get_catalog(request: Request) -> Catalog:
+    return _services(request).catalog
+
+
+def get_deployments(request: Request) -> Deployments:
+    return _services(request).deployments
+
+
+def get_trust(request: Request) -> TrustRotation:
+    return _services(request).trust
 
 
 def get_credentials(request: Request) -> DeviceCredentials:

@@ -1,8 +1,8 @@
 """REST routes for devices, modules and deployments: HTTP in, service call, HTTP out.
 
-Each handler parses the request, calls one :class:`~edgeship.hub.service.HubService`
-method and shapes the answer; errors propagate to ``edgeship.hub.api.errors``. The
-handlers are plain ``def``: FastAPI runs them in its thread pool, and the service
+Each handler parses the request, calls one method of one service (``edgeship.hub.services``:
+fleet, catalog, deployments, trust) and shapes the answer; errors propagate to
+``edgeship.hub.api.errors``. The handlers are plain ``def``: FastAPI runs them in its thread pool, and the services
 and the database driver are synchronous.
 """
 
@@ -17,7 +17,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from edgeship.errors import InputError
-from edgeship.hub.api.deps import get_credentials, get_service, require_operator
+from edgeship.hub.api.deps import (
+    get_catalog,
+    get_credentials,
+    get_deployments,
+    get_fleet,
+    get_trust,
+    require_operator,
+)
 from edgeship.hub.api.responses import OPERATOR, errors
 from edgeship.hub.api.schemas import (
     DEPLOYMENT_ID_RULE,
@@ -43,8 +50,15 @@ from edgeship.hub.api.schemas import (
 )
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.errors import HubNotFoundError
-from edgeship.hub.service import MAX_METHOD_TIMEOUT, MIN_METHOD_TIMEOUT, HubService, ModuleRefSpec
-from edgeship.signing import Envelope, TrustRoot
+from edgeship.hub.services import (
+    MAX_METHOD_TIMEOUT,
+    MIN_METHOD_TIMEOUT,
+    Catalog,
+    Deployments,
+    Fleet,
+    ModuleRefSpec,
+    TrustRotation,
+)
 
 __all__ = ["deployments", "devices", "modules", "trust"]
 
@@ -68,8 +82,8 @@ DeploymentId = Annotated[str, PathParam(description="The deployment's name.", ex
 
 
 @devices.get("", response_model=list[DeviceOut])
-def list_devices(service: HubService = Depends(get_service)) -> list[DeviceOut]:
-    return [DeviceOut.of(view) for view in service.list_devices()]
+def list_devices(fleet: Fleet = Depends(get_fleet)) -> list[DeviceOut]:
+    return [DeviceOut.of(view) for view in fleet.list_devices()]
 
 
 @devices.post("", response_model=DeviceCreatedOut, status_code=201, responses=errors(400, 409, 413, 422))
@@ -96,14 +110,14 @@ def delete_device(device_id: DeviceId, credentials: DeviceCredentials = Depends(
 
 
 @devices.get("/{device_id}", response_model=DeviceOut, responses=errors(400, 404, 422))
-def show_device(device_id: DeviceId, service: HubService = Depends(get_service)) -> DeviceOut:
-    return DeviceOut.of(service.get_device(device_id))
+def show_device(device_id: DeviceId, fleet: Fleet = Depends(get_fleet)) -> DeviceOut:
+    return DeviceOut.of(fleet.get_device(device_id))
 
 
 @devices.put("/{device_id}/tags", response_model=DeviceOut, responses=errors(400, 404, 409, 413, 422))
-def replace_tags(device_id: DeviceId, body: TagsIn, service: HubService = Depends(get_service)) -> DeviceOut:
+def replace_tags(device_id: DeviceId, body: TagsIn, fleet: Fleet = Depends(get_fleet)) -> DeviceOut:
     """Replace the device's tags; the device joins and leaves deployments before this returns."""
-    return DeviceOut.of(service.update_tags(device_id, body.tags))
+    return DeviceOut.of(fleet.update_tags(device_id, body.tags))
 
 
 @devices.get(
@@ -111,9 +125,9 @@ def replace_tags(device_id: DeviceId, body: TagsIn, service: HubService = Depend
     response_class=JSONResponse,
     responses={200: {"model": EnvelopeOut, "description": "The signed document."}, **errors(400, 404, 422)},
 )
-def desired_document(device_id: DeviceId, service: HubService = Depends(get_service)) -> Response:
+def desired_document(device_id: DeviceId, fleet: Fleet = Depends(get_fleet)) -> Response:
     """The device's newest signed deployment document (the DSSE envelope, as published)."""
-    desired = service.get_device(device_id).desired
+    desired = fleet.get_device(device_id).desired
     if desired is None:
         raise HubNotFoundError(f"Device {device_id!r} has no deployment document yet.")
     return Response(desired.envelope, media_type="application/json")
@@ -121,10 +135,10 @@ def desired_document(device_id: DeviceId, service: HubService = Depends(get_serv
 
 @devices.get("/{device_id}/telemetry", response_model=list[TelemetryOut], responses=errors(400, 404, 422))
 def device_telemetry(
-    device_id: DeviceId, limit: int = Query(10, ge=1, le=1000), service: HubService = Depends(get_service)
+    device_id: DeviceId, limit: int = Query(10, ge=1, le=1000), fleet: Fleet = Depends(get_fleet)
 ) -> list[TelemetryOut]:
     """The device's newest telemetry batches, newest first."""
-    return [TelemetryOut(received=r.received, batch=r.batch) for r in service.recent_telemetry(device_id, limit)]
+    return [TelemetryOut(received=r.received, batch=r.batch) for r in fleet.recent_telemetry(device_id, limit)]
 
 
 @devices.post("/{device_id}/methods/{method}", response_model=MethodAnswerOut, response_model_exclude_unset=True,
@@ -135,63 +149,62 @@ def invoke_method(
     args: dict[str, Any] = Body(default_factory=dict, description="The method's arguments, a JSON object."),
     timeout: float = Query(10.0, ge=MIN_METHOD_TIMEOUT, le=MAX_METHOD_TIMEOUT,
                            description="Seconds to wait for the device's answer."),
-    service: HubService = Depends(get_service),
+    fleet: Fleet = Depends(get_fleet),
 ) -> dict[str, Any]:
     """Call a direct method (``restart``, ``logs``) over MQTT; returns the device's ``{"status", "result"|"error"}``.
 
     504 when the device does not answer within ``timeout``; 503 when the hub has no broker connection.
     """
-    return service.invoke_method(device_id, method, args, timeout)
+    return fleet.invoke_method(device_id, method, args, timeout)
 
 
 @modules.get("", response_model=list[ModuleOut], responses=errors(400, 422))
-def list_modules(name: str | None = None, service: HubService = Depends(get_service)) -> list[ModuleOut]:
-    return [ModuleOut.of(record) for record in service.list_modules(name)]
+def list_modules(name: str | None = None, catalog: Catalog = Depends(get_catalog)) -> list[ModuleOut]:
+    return [ModuleOut.of(record) for record in catalog.list_modules(name)]
 
 
 @modules.post("", response_model=ModuleOut, status_code=201, responses=errors(400, 404, 409, 413, 422))
-def upload_module(body: ModuleIn, service: HubService = Depends(get_service)) -> ModuleOut:
+def upload_module(body: ModuleIn, catalog: Catalog = Depends(get_catalog)) -> ModuleOut:
     """Verify a stored module against the hub's release keys and take its envelope and blobs."""
-    return ModuleOut.of(service.upload_from_workspace(Path(body.workspace), body.name, body.version))
+    return ModuleOut.of(catalog.upload_from_workspace(Path(body.workspace), body.name, body.version))
 
 
 @modules.get("/{name}/{version}", response_model=ModuleOut, responses=errors(400, 404, 422))
-def show_module(name: ModuleName, version: ModuleVersion, service: HubService = Depends(get_service)) -> ModuleOut:
-    return ModuleOut.of(service.get_module(name, version), envelope=True)
+def show_module(name: ModuleName, version: ModuleVersion, catalog: Catalog = Depends(get_catalog)) -> ModuleOut:
+    return ModuleOut.of(catalog.get_module(name, version), envelope=True)
 
 
 @deployments.get("", response_model=list[DeploymentOut])
-def list_deployments(service: HubService = Depends(get_service)) -> list[DeploymentOut]:
+def list_deployments(service: Deployments = Depends(get_deployments)) -> list[DeploymentOut]:
     return [DeploymentOut.of(record) for record in service.list_deployments()]
 
 
 @deployments.post("", response_model=DeploymentOut, status_code=201,
                   responses=errors(400, 404, 409, 413, 422))
-def create_deployment(body: DeploymentIn, service: HubService = Depends(get_service)) -> DeploymentOut:
+def create_deployment(body: DeploymentIn, service: Deployments = Depends(get_deployments)) -> DeploymentOut:
     specs = [ModuleRefSpec(m.name, m.version, m.settings) for m in body.modules]
     record = service.create_deployment(body.name, body.target_condition, specs, body.priority)
     return DeploymentOut.of(record, service.deployment_status(record.id))
 
 
 @deployments.get("/{deployment_id}", response_model=DeploymentOut, responses=errors(400, 404, 422))
-def show_deployment(deployment_id: DeploymentId, service: HubService = Depends(get_service)) -> DeploymentOut:
+def show_deployment(deployment_id: DeploymentId, service: Deployments = Depends(get_deployments)) -> DeploymentOut:
     """The deployment with per-device status and IoT Edge's counts."""
     return DeploymentOut.of(service.get_deployment(deployment_id), service.deployment_status(deployment_id))
 
 
 @deployments.delete("/{deployment_id}", status_code=204, response_class=Response,
                      responses=errors(400, 404, 409, 422))
-def delete_deployment(deployment_id: DeploymentId, service: HubService = Depends(get_service)) -> Response:
+def delete_deployment(deployment_id: DeploymentId, service: Deployments = Depends(get_deployments)) -> Response:
     service.delete_deployment(deployment_id)
     return Response(status_code=204)
 
 
 @trust.get("", response_model=TrustRootOut)
-def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any]:
+def show_trust_root(trust: TrustRotation = Depends(get_trust)) -> dict[str, Any]:
     """The hub's current trust root, and the versions of the chain devices get on their ``trust-root`` topic."""
-    chain = service.trust_files.chain() if service.trust_files is not None else []
-    versions = [TrustRoot.from_json(Envelope.from_json(e).payload).version for e in chain]
-    return {"version": service.trust_root.version, "trustRoot": service.trust_root.to_dict(), "chain": versions}
+    root = trust.trust_root
+    return {"version": root.version, "trustRoot": root.to_dict(), "chain": trust.chain_versions()}
 
 
 @trust.put(
@@ -201,11 +214,11 @@ def show_trust_root(service: HubService = Depends(get_service)) -> dict[str, Any
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": EnvelopeOut.model_json_schema(by_alias=True)}}}},
 )
-async def publish_trust_root(request: Request, service: HubService = Depends(get_service)) -> dict[str, Any]:
+async def publish_trust_root(request: Request, trust: TrustRotation = Depends(get_trust)) -> dict[str, Any]:
     """Rotate to the trust-root envelope in the body (signed by the current root keys), publish it to every
     device, and re-sign every document when the hub key changed. 422 when devices would refuse it."""
     body = await request.body()
     if len(body) > MAX_TRUST_ROOT_BYTES:
         raise InputError(f"The trust root is over {MAX_TRUST_ROOT_BYTES} bytes; a trust root is a few KB.")
-    root = await run_in_threadpool(service.rotate_trust_root, body)
-    return {"version": root.version, "trustRoot": root.to_dict(), "hubKeys": [s.keyid for s in service.signers]}
+    root = await run_in_threadpool(trust.rotate_trust_root, body)
+    return {"version": root.version, "trustRoot": root.to_dict(), "hubKeys": [s.keyid for s in trust.signers]}

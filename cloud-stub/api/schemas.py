@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import JsonDict
 
-from edgeship.hub.service import DeviceView
+from edgeship.hub.services import DeviceView
 from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
 
@@ -42,7 +42,7 @@ MAX_INT = 2**31 - 1
 
 # The id rules, documented in the OpenAPI (clients and schemathesis see them) but enforced by the
 # service's validators, which answer 400 with the rule in words (edgeship.mqtt.identity,
-# edgeship.hub.service, edgeship.registry.refs); tests/hub/test_api_openapi.py keeps both equal.
+# edgeship.hub.services.rules, edgeship.registry.refs); tests/hub/test_api_openapi.py keeps both equal.
 DEVICE_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "maxLength": 128}
 DEPLOYMENT_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
 MODULE_NAME_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}

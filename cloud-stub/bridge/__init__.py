@@ -1,6 +1,7 @@
-"""The hub's MQTT bridge: a thin transport between the broker and :class:`~edgeship.hub.service.HubService`.
+"""The hub's MQTT bridge: a thin transport between the broker and the services (``edgeship.hub.services``).
 
-- :class:`MqttBridge` (``link.py``): the one paho connection, its callbacks, start/stop;
+- :class:`MqttBridge` (``link.py``): the one paho connection, its callbacks, start/stop; the product's
+  ``DeviceLink`` (documents, trust root, forgetting a device, direct methods out);
 - :class:`DocumentPublisher` (``publisher.py``): signed documents out, retained, QoS 1, batched;
 - :class:`Subscriber` (``subscriber.py``): ``reported``/``telemetry``/``online`` in, via a worker thread;
 - :class:`MethodInvoker` (``methods.py``): direct methods and their answers;

@@ -1,9 +1,11 @@
-"""``MqttBridge``: one paho connection joining the hub's service to the broker.
+"""``MqttBridge``: one paho connection joining the hub's services to the broker.
 
 It owns the client and wires its three parts: the :class:`DocumentPublisher`
-(``HubService``'s publish callback), the :class:`Subscriber` (inbound device
-messages) and the :class:`MethodInvoker` (direct methods). It makes no decisions:
-what to publish and what a message means is the service's business.
+(documents and the trust root out), the :class:`Subscriber` (inbound device messages,
+handed to the fleet service) and the :class:`MethodInvoker` (direct methods). Outbound it
+is the services' :class:`~edgeship.hub.services.DeviceLink`, passed to them at
+construction. It makes no decisions: what to publish and what a message means is the
+services' business.
 
 Delivery (ADR 0019): the hub's session is persistent whenever it has a stable client id
 (its broker username, or ``client_id``), so the broker queues device messages while the
@@ -12,11 +14,12 @@ handled it (stored it, or dropped it as invalid), so a hub killed with messages 
 in-memory queue gets them again from the broker when it comes back. The store removes
 duplicates (telemetry by ``(seq, time)``; reports and presence are last-wins).
 
-Build order, because the service needs the publisher and the subscriber needs the service::
+Build order: the services take the bridge as their link, and the bridge gets the services
+when it starts serving (as a server gets its application), so neither is assigned later::
 
     bridge = MqttBridge(parse_broker_url("mqtt://127.0.0.1:1883"))
-    service = HubService(store, blobs, trust_root, signers, publish=bridge.publish)
-    bridge.start(service)   # connects, subscribes, re-publishes every device's newest document
+    services = HubServices.build(store, blobs, trust_root, signers, bridge)
+    bridge.start(services)   # connects, subscribes, re-publishes the trust root and every newest document
     ...
     bridge.stop()
 """
@@ -37,7 +40,7 @@ from edgeship.hub.bridge.limits import InboundLimits
 from edgeship.hub.bridge.methods import MethodInvoker
 from edgeship.hub.bridge.publisher import DocumentPublisher
 from edgeship.hub.bridge.subscriber import Subscriber, subscriptions
-from edgeship.hub.service import HubService, Outgoing
+from edgeship.hub.services import HubServices, Outgoing
 from edgeship.mqtt import BrokerSettings, parse_device_topic
 from edgeship.mqtt.client import connect_properties, make_client, reason_text
 
@@ -75,6 +78,7 @@ class MqttBridge:
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
         self.subscriber: Subscriber | None = None
+        self._services: HubServices | None = None  # what start() serves
         self.limits = limits
         self.connections = 0  # successful CONNACKs so far (a reconnect increments it)
         self.republished = 0  # documents sent by the last republish
@@ -88,20 +92,27 @@ class MqttBridge:
     def url(self) -> str:
         return self.settings.url
 
-    def publish(self, batch: Sequence[Outgoing]) -> None:
-        """``HubService``'s publish callback (works before :meth:`start`: nothing is sent until connected)."""
-        self.publisher.publish(batch)
+    # DeviceLink (edgeship.hub.services.link): each works before start() and after stop(); while the broker is
+    # away documents and trust roots are not queued (re-sent on connect) and a direct method is a TransportError.
+    def publish(self, documents: Sequence[Outgoing]) -> None:
+        self.publisher.publish(documents)
+
+    def publish_trust_root(self, message: bytes, device_ids: Sequence[str]) -> None:
+        self.publisher.publish_trust_root(message, device_ids)
+
+    def forget(self, device_id: str) -> None:
+        self.publisher.forget(device_id)
 
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         return self.methods.invoke(device_id, method, args, timeout)
 
-    def start(self, service: HubService, *, timeout: float = CONNECT_TIMEOUT) -> MqttBridge:
-        """Connect and wait for the first subscribe and republish; a broker that stays away is a TransportError."""
-        self.subscriber = Subscriber(service, self.limits)
+    def start(self, services: HubServices, *, timeout: float = CONNECT_TIMEOUT) -> MqttBridge:
+        """Serve ``services``: connect, then wait for the first subscribe and republish; a broker that stays
+        away is a TransportError. Inbound messages go to ``services.fleet``; on every connect the trust-root
+        chain and every device's newest document go out again."""
+        self._services = services
+        self.subscriber = Subscriber(services.fleet, self.limits)
         self.subscriber.start()
-        service.method_caller = self.invoke
-        service.publish_trust_root = self.publisher.publish_trust_root
-        service.forget_device = self.publisher.forget
         properties = connect_properties(self.settings, self._persistent)
         extra: dict[str, Any] = {}
         if properties is not None:  # MQTT 5: resume the session from the first connect on, not only later ones
@@ -122,10 +133,6 @@ class MqttBridge:
         return self._republished.wait(timeout)
 
     def stop(self) -> None:
-        if self.subscriber is not None:
-            self.subscriber.service.method_caller = None
-            self.subscriber.service.publish_trust_root = None
-            self.subscriber.service.forget_device = None
         self.client.disconnect()
         self.client.loop_stop()
         if self.subscriber is not None:
@@ -152,14 +159,11 @@ class MqttBridge:
         log.info("connected to MQTT broker %s as %s", self.settings.url, self.client_id)
 
     def _republish(self) -> None:
-        subscriber = self.subscriber
-        if subscriber is None:
+        services = self._services
+        if services is None:
             return
-        service = subscriber.service
-        message = service.trust_root_message()  # before the documents a rotated hub key signed
-        if message is not None:
-            self.publisher.publish_trust_root(message, [d.id for d in service.store.list_devices()])
-        self.republished = self.publisher.republish(service.current_documents)
+        services.trust.deliver_trust_root(None)  # before the documents a rotated hub key signed
+        self.republished = self.publisher.republish(services.issuing.current_documents)
         self._republished.set()
         log.info("re-published the newest document of %d device(s)", self.republished)
 

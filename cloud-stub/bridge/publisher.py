@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as paho
 
-from edgeship.hub.service import Outgoing
+from edgeship.hub.services import Outgoing
 from edgeship.mqtt import device_topic
 
 __all__ = ["DocumentPublisher"]
@@ -39,7 +39,7 @@ class DocumentPublisher:
         self.skipped_offline = 0  # documents not sent because the broker was down (republished on connect)
 
     def publish(self, batch: Sequence[Outgoing]) -> None:
-        """``HubService``'s publish callback: queue every document of the batch, wait for none."""
+        """``DeviceLink.publish``: queue every document of the batch, wait for none."""
         publish = self.client.publish
         newest = self._newest
         with self._lock:

@@ -1,9 +1,9 @@
-"""``Subscriber``: device messages in (``reported``, ``telemetry``, ``online``), handed to the service.
+"""``Subscriber``: device messages in (``reported``, ``telemetry``, ``online``), handed to the fleet service.
 
 paho's network thread only checks the topic and asks the :class:`InboundGate`
 (``limits.py``) whether the message may be queued: under its channel's size, within
 the device's rate, within the device's share and the hub's byte budget. One worker
-thread decodes what was admitted and calls :class:`~edgeship.hub.service.HubService`
+thread decodes what was admitted and calls :class:`~edgeship.hub.services.Fleet`
 (database writes), so a slow write never stalls MQTT keep-alives or acknowledgements,
 and a flood costs the hub at most ``InboundLimits.queue_bytes`` of queued work.
 A message that is dropped (over a limit, not JSON, wrong shape, unknown device) is
@@ -36,7 +36,7 @@ from typing import Any
 from edgeship.errors import EdgeshipError, InputError
 from edgeship.hub.bridge.limits import DropCounter, InboundGate, InboundLimits, InboundStats
 from edgeship.hub.errors import HubNotFoundError
-from edgeship.hub.service import HubService
+from edgeship.hub.services import Fleet
 from edgeship.mqtt import TOPIC_ROOT, DeviceTopic
 
 __all__ = ["BATCH", "INBOUND_CHANNELS", "MAX_MESSAGE_BYTES", "Subscriber", "subscriptions"]
@@ -66,15 +66,15 @@ class Subscriber:
     worker has handled it (and, for reports, stored its batch), then released.
     """
 
-    def __init__(self, service: HubService, limits: InboundLimits | None = None,
+    def __init__(self, fleet: Fleet, limits: InboundLimits | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.service = service
+        self.fleet = fleet
         self.limits = limits or InboundLimits()
         self.gate = InboundGate(self.limits, clock)
         self.drops = DropCounter(self.limits.log_interval, clock)
         self._queue: queue.Queue[Item] = queue.Queue()  # bounded in bytes by the gate, not in messages
         self._thread: threading.Thread | None = None
-        self.handled = 0  # messages the service accepted
+        self.handled = 0  # messages the fleet accepted
 
     @property
     def dropped(self) -> int:
@@ -166,7 +166,7 @@ class Subscriber:
 
     def _record_reports(self, reports: list[tuple[DeviceTopic, dict[str, Any]]]) -> None:
         try:
-            stored, refused = self.service.record_reported_many((t.device_id, state) for t, state in reports)
+            stored, refused = self.fleet.record_reported_many((t.device_id, state) for t, state in reports)
         except Exception:  # a database outage loses this batch of reports, not the worker
             log.exception("the hub could not store %d reported states; continuing", len(reports))
             return
@@ -179,13 +179,13 @@ class Subscriber:
         device_id = topic.device_id
         try:
             if topic.channel == "online":
-                self.service.record_online(device_id, _online(payload))
+                self.fleet.record_online(device_id, _online(payload))
             elif topic.channel == "reported":
                 if not payload:
                     return  # a cleared retained message: nothing to record
-                self.service.record_reported(device_id, _json_object(payload))
+                self.fleet.record_reported(device_id, _json_object(payload))
             elif topic.channel == "telemetry":
-                self.service.record_telemetry(device_id, _json_object(payload))
+                self.fleet.record_telemetry(device_id, _json_object(payload))
             else:
                 return
         except _Malformed:

@@ -5,7 +5,7 @@ implies used to be two steps, so a hub killed between them kept the change and s
 nothing until its refresh timer, and a retry answered 409. Now every such change
 writes a :class:`PendingReevaluationRow` in its own transaction (:func:`record_intent`,
 called by :class:`~edgeship.hub.store.HubStore`), and the service deletes the row only
-after the re-evaluation stored every document (``HubService.drain_pending``). A hub
+after the re-evaluation stored every document (``Issuing.drain_pending`` in ``edgeship.hub.services``). A hub
 that dies in between finds the row at start and finishes the work.
 
 Invariants:

@@ -150,28 +150,30 @@ class Demo:
             self.start_hub()
         c.print(f"  hub API {self.hub.api_url}, broker {self.hub.broker_url}", highlight=False)
         with self.step("Module digits:1 uploaded to the hub (signature checked)"):
-            self.hub.service.upload_from_workspace(self.release_side.workspace.root, "digits", v1.version)
+            self.hub.services.catalog.upload_from_workspace(self.release_side.workspace.root, "digits", v1.version)
         with self.step(f"{len(DEVICES)} devices registered and their agents started"):
             for device_id, tags in DEVICES.items():
-                self.hub.service.create_device(device_id, tags)
+                self.hub.services.fleet.create_device(device_id, tags)
             self.start_agents()
             self.wait_for("every agent to come online", self.all_online)
         started = time.monotonic()
         with self.step(f"Deployment 'digits-lab' ({CONDITION}) applied on the 2 lab devices"):
-            from edgeship.hub.service import ModuleRefSpec
+            from edgeship.hub.services import ModuleRefSpec
 
-            self.hub.service.create_deployment("digits-lab", CONDITION, [ModuleRefSpec("digits", v1.version)], 10)
+            self.hub.services.deployments.create_deployment(
+                "digits-lab", CONDITION, [ModuleRefSpec("digits", v1.version)], 10
+            )
             self.wait_for("both lab devices to report digits:1", lambda: self.applied("digits-lab", 1))
         self.summary.timings["deploy v1 (create -> both applied)"] = time.monotonic() - started
         with self.step("Scored a sample through each lab device's module"):
             self.score_all(expect_version=1)
         with self.step("Trained, registered, packaged and signed digits v2 (model-only change)"):
             v2 = self.release_side.release(2)
-            self.hub.service.upload_from_workspace(self.release_side.workspace.root, "digits", v2.version)
+            self.hub.services.catalog.upload_from_workspace(self.release_side.workspace.root, "digits", v2.version)
         c.print(f"  model accuracy {v2.model.accuracy:.3f}", highlight=False)
         started = time.monotonic()
         with self.step("Deployment 'digits-lab-v2' (priority 20) rolled over blue/green"):
-            self.hub.service.create_deployment(
+            self.hub.services.deployments.create_deployment(
                 "digits-lab-v2", CONDITION, [ModuleRefSpec("digits", v2.version)], 20
             )
             self.wait_for("both lab devices to report digits:2", lambda: self.applied("digits-lab-v2", 2))
@@ -205,11 +207,11 @@ class Demo:
         ).start()
 
     def all_online(self) -> bool | None:
-        views = {v.device.id: v for v in self.hub.service.list_devices()}
+        views = {v.device.id: v for v in self.hub.services.fleet.list_devices()}
         return True if all(_online(views.get(d)) for d in DEVICES) else None
 
     def applied(self, deployment: str, version: int) -> bool | None:
-        status = self.hub.service.deployment_status(deployment)
+        status = self.hub.services.deployments.deployment_status(deployment)
         if status.reporting_failure:
             failed = [f"{d.device_id}: {d.reason}" for d in status.devices if d.state == "failed"]
             raise DemoError(f"Deployment {deployment} failed on {'; '.join(failed)}.")
@@ -222,7 +224,7 @@ class Demo:
         return True
 
     def reported_module(self, device_id: str) -> dict[str, Any] | None:
-        view = self.hub.service.get_device(device_id)
+        view = self.hub.services.fleet.get_device(device_id)
         state = view.reported.state if view.reported else {}
         module = (state.get("modules") or {}).get("digits")
         return module if isinstance(module, dict) else None
@@ -230,7 +232,7 @@ class Demo:
     def telemetry_ready(self) -> bool | None:
         """True once each lab device has sent telemetry counting both requests the demo scored on it."""
         for device_id in ("lab-1", "lab-2"):
-            if _requests(self.hub.service.recent_telemetry(device_id, 100)) < 2:
+            if _requests(self.hub.services.fleet.recent_telemetry(device_id, 100)) < 2:
                 return None
         return True
 
@@ -312,10 +314,10 @@ class Demo:
         table = Table(title="Devices (reported state; telemetry: scoring requests, p50 of the last busy interval)")
         for column in ("device", "site", "module", "status", "port", "requests", "p50 ms", "MB"):
             table.add_column(column, no_wrap=True)
-        for view in self.hub.service.list_devices():
+        for view in self.hub.services.fleet.list_devices():
             state = view.reported.state if view.reported else {}
             module = (state.get("modules") or {}).get("digits") or {}
-            records = self.hub.service.recent_telemetry(view.device.id, 100)
+            records = self.hub.services.fleet.recent_telemetry(view.device.id, 100)
             samples = _samples(records)
             last = samples[-1] if samples else {}
             busy = [s for s in samples if ((s.get("modules") or {}).get("digits") or {}).get("requests")]

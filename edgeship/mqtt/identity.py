@@ -11,7 +11,7 @@ ADR 0015). So two sets of names must never meet:
 A device named like a hub identity would log in with the hub's rights (read every
 device's channels, publish any desired document, forge any ``reported``), so every
 place where a name *becomes* a broker identity calls :func:`validate_new_device_id`:
-``POST /devices`` and bulk creation (``HubService``), credentials issue and rotation
+``POST /devices`` and bulk creation (``Fleet``), credentials issue and rotation
 (``DeviceCredentials``), device certificates (``CertificateAuthority.issue_client``),
 ``edgeship device create`` and ``edgeship hub broker-config``. Looking a device up,
 deleting it or reading its messages uses :func:`validate_device_id` (syntax only), so a

@@ -10,7 +10,7 @@
     edgeship/v1/devices/{id}/commands/{method}/{rid}   operator -> device, QoS 1: a direct method call (JSON args)
     edgeship/v1/devices/{id}/responses/{rid}      device -> operator, QoS 1: its answer (JSON)
 
-A device id never contains ``/``, ``+`` or ``#`` (``edgeship.hub.service.validate_device_id``),
+A device id never contains ``/``, ``+`` or ``#`` (``edgeship.hub.services.validate_device_id``),
 so each id names exactly one subtree and an ACL pattern ``edgeship/v1/devices/%u/...`` isolates it.
 """
 

@@ -155,14 +155,14 @@ def test_a_restarted_hub_process_gets_the_telemetry_sent_while_it_was_down(
                                    broker_password=PASSWORDS["hub-2"], client_id=client_id, port=0))  # fmt: skip
 
     with hub("run-1") as first:
-        first.service.create_device("dev-a")
+        first.services.fleet.create_device("dev-a")
     a = _password(fleet, probes, "dev-a", "dev-a")
     batch = {"schemaVersion": 1, "deviceId": "dev-a", "samples": [
         {"time": "2026-01-01T00:00:00Z", "seq": 1, "cpuPercent": 1.0, "memoryBytes": 1}]}  # fmt: skip
     a.publish(device_topic("dev-a", "telemetry"), json.dumps(batch).encode())  # QoS 1, not retained
     with hub("run-2") as restarted:
         deadline = time.monotonic() + 10
-        while not restarted.service.recent_telemetry("dev-a") and time.monotonic() < deadline:
+        while not restarted.services.fleet.recent_telemetry("dev-a") and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert len(restarted.service.recent_telemetry("dev-a")) == 1
+        assert len(restarted.services.fleet.recent_telemetry("dev-a")) == 1
         assert restarted.bridge.client_id == "run-2"

@@ -78,7 +78,7 @@ def test_bulk_creation_and_credentials_refuse_a_hub_name_and_a_legacy_one_can_on
     api: httpx.Client, hub: HubServer
 ) -> None:
     with pytest.raises(InputError, match=REASON):
-        hub.service.create_devices([("dev-1", {}), ("hub-9", {})])
+        hub.services.fleet.create_devices([("dev-1", {}), ("hub-9", {})])
     assert [d.id for d in hub.store.list_devices()] == []  # all or none
     hub.store.add_device("hub-old", {}, datetime.now(timezone.utc))  # as a hub before the reservation let it
     for issue in (hub.credentials.create_credentials, hub.credentials.rotate_credentials):

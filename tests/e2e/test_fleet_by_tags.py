@@ -27,7 +27,7 @@ from edgeship.demo.model import sample_request
 from edgeship.demo.release import Release, ReleaseSide
 from edgeship.demo.run import free_port_block
 from edgeship.hub.server import HubConfig, HubServer
-from edgeship.hub.service import ModuleRefSpec
+from edgeship.hub.services import ModuleRefSpec
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,7 @@ class Fleet:
     logs: dict[str, Path] = field(default_factory=dict)
 
     def module(self, device_id: str) -> dict[str, Any] | None:
-        view = self.hub.service.get_device(device_id)
+        view = self.hub.services.fleet.get_device(device_id)
         state = view.reported.state if view.reported else {}
         entry = (state.get("modules") or {}).get("digits")
         return entry if isinstance(entry, dict) else None
@@ -68,7 +68,7 @@ class Fleet:
         return bool(module and module.get("version") == version and module.get("status") == "running")
 
     def has_nothing(self, device_id: str) -> bool:
-        view = self.hub.service.get_device(device_id)
+        view = self.hub.services.fleet.get_device(device_id)
         if view.reported is None or view.desired is None:
             return False
         state = view.reported.state
@@ -112,9 +112,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     ports = free_port_block(40 * len(TAGS))
     try:
         for version in releases:
-            hub.service.upload_from_workspace(release_side.workspace.root, "digits", version)
+            hub.services.catalog.upload_from_workspace(release_side.workspace.root, "digits", version)
         for index, (device_id, tags) in enumerate(TAGS.items()):
-            hub.service.create_device(device_id, tags)
+            hub.services.fleet.create_device(device_id, tags)
             folder = root / "agents" / device_id
             folder.mkdir(parents=True)
             config = folder / "agent.toml"
@@ -155,7 +155,8 @@ def _quiet() -> Any:
 
 
 def test_a_deployment_reaches_only_the_devices_its_condition_selects(fleet: Fleet) -> None:
-    fleet.hub.service.create_deployment("lab", "tags.site = 'lab'", [ModuleRefSpec("digits", 1)], priority=10)
+    fleet.hub.services.deployments.create_deployment("lab", "tags.site = 'lab'", [ModuleRefSpec("digits", 1)],
+                                                     priority=10)
     fleet.wait("dev-a and dev-b to serve digits:1", lambda: fleet.serving("dev-a", 1) and fleet.serving("dev-b", 1))
     fleet.wait("dev-c to apply its empty document", lambda: fleet.has_nothing("dev-c"))
     _, labels = sample_request()
@@ -163,14 +164,14 @@ def test_a_deployment_reaches_only_the_devices_its_condition_selects(fleet: Flee
         module = fleet.module(device_id)
         assert module is not None
         assert _score(module["port"]) == labels
-    status = fleet.hub.service.deployment_status("lab")
+    status = fleet.hub.services.deployments.deployment_status("lab")
     assert status.counts() == {"targeted": 2, "applied": 2, "reportingSuccess": 2, "reportingFailure": 0}
 
 
 def test_retagging_moves_a_device_into_and_out_of_the_deployment(fleet: Fleet) -> None:
     old_port = (fleet.module("dev-b") or {})["port"]
-    fleet.hub.service.update_tags("dev-c", {"site": "lab", "arch": "amd64"})
-    fleet.hub.service.update_tags("dev-b", {"site": "field", "arch": "arm64"})
+    fleet.hub.services.fleet.update_tags("dev-c", {"site": "lab", "arch": "amd64"})
+    fleet.hub.services.fleet.update_tags("dev-b", {"site": "field", "arch": "arm64"})
     fleet.wait("dev-c to gain digits:1", lambda: fleet.serving("dev-c", 1))
     fleet.wait("dev-b to lose digits", lambda: fleet.has_nothing("dev-b"))
     assert not _answers(old_port), "dev-b's module still answers after the device left the deployment"
@@ -180,11 +181,11 @@ def test_retagging_moves_a_device_into_and_out_of_the_deployment(fleet: Fleet) -
 
 def test_a_higher_priority_layer_wins_per_module_and_deleting_it_falls_back(fleet: Fleet) -> None:
     # dev-a (lab, amd64) and dev-c (lab, amd64) run v1; only amd64 lab devices get the v2 layer
-    fleet.hub.service.create_deployment(
+    fleet.hub.services.deployments.create_deployment(
         "amd64-canary", "tags.site = 'lab' AND tags.arch = 'amd64' AND deviceId = 'dev-a'",
         [ModuleRefSpec("digits", 2)], priority=20,
     )
     fleet.wait("dev-a to serve digits:2", lambda: fleet.serving("dev-a", 2))
     assert fleet.serving("dev-c", 1), "dev-c is not in the canary layer and must keep v1"
-    fleet.hub.service.delete_deployment("amd64-canary")
+    fleet.hub.services.deployments.delete_deployment("amd64-canary")
     fleet.wait("dev-a to fall back to digits:1", lambda: fleet.serving("dev-a", 1))

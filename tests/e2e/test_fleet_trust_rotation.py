@@ -59,7 +59,7 @@ def setup(tmp_path: Path, mosquitto: Any, monkeypatch: pytest.MonkeyPatch) -> It
 
 
 def _reported(hub: HubServer, device_id: str) -> dict[str, Any]:
-    view = hub.service.get_device(device_id)
+    view = hub.services.fleet.get_device(device_id)
     return dict(view.reported.state) if view.reported else {}
 
 
@@ -75,7 +75,7 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
         try:
             first = AgentProcess(world, "dev-1", mosquitto.url, tmp_path / "dev-1").start()
             agents.append(first)
-            hub.service.create_device("dev-1")
+            hub.services.fleet.create_device("dev-1")
             _wait("dev-1 applies document 1", lambda: _reported(hub, "dev-1").get("lastAppliedSequence") == 1, agents)
             assert _reported(hub, "dev-1")["trustRootVersion"] == 1
 
@@ -95,7 +95,7 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
             assert published.exit_code == 0, published.output
             assert "version 2" in published.output
             hub2 = Keyring(ws).signer("hub-2").keyid
-            assert [s.keyid for s in hub.service.signers] == [hub2]
+            assert [s.keyid for s in hub.services.trust.signers] == [hub2]
             _wait("dev-1 rotates and applies the re-signed document",
                   lambda: _reported(hub, "dev-1").get("trustRootVersion") == 2
                   and _reported(hub, "dev-1").get("lastAppliedSequence") == 2
@@ -104,7 +104,7 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
             # A device created after the rotation, still provisioned with version 1, gets the chain first.
             second = AgentProcess(world, "dev-2", mosquitto.url, tmp_path / "dev-2").start()
             agents.append(second)
-            hub.service.create_device("dev-2")
+            hub.services.fleet.create_device("dev-2")
             _wait("dev-2 rotates and applies its first document",
                   lambda: _reported(hub, "dev-2").get("trustRootVersion") == 2
                   and _reported(hub, "dev-2").get("lastAppliedSequence") == 1, agents)
@@ -118,9 +118,9 @@ def test_the_hub_rotates_its_hub_key_and_every_device_follows(
                 agent.cleanup()
     # A restarted hub loads version 2 and signs with hub-2, though --hub-key still says 'hub'.
     with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
-        assert hub.service.trust_root.version == 2
-        assert [s.keyid for s in hub.service.signers] == [hub2]
-        assert hub.service.trust_root_message() is not None
+        assert hub.services.trust.trust_root.version == 2
+        assert [s.keyid for s in hub.services.trust.signers] == [hub2]
+        assert hub.services.trust.trust_root_message() is not None
 
 
 def test_a_device_a_stolen_hub_key_locked_out_recovers_when_the_hub_key_is_rotated(
@@ -140,14 +140,14 @@ def test_a_device_a_stolen_hub_key_locked_out_recovers_when_the_hub_key_is_rotat
         token = create_token(hub.store, "tests")
         try:
             agents.append(AgentProcess(world, "dev-1", mosquitto.url, tmp_path / "dev-1").start())
-            hub.service.create_device("dev-1")
+            hub.services.fleet.create_device("dev-1")
             _wait("dev-1 applies document 1", lambda: _reported(hub, "dev-1").get("lastAppliedSequence") == 1, agents)
 
             high = 1 + MAX_SEQUENCE_JUMP
             observer.desired("dev-1", world.document("dev-1", high, []))  # signed with the stolen hub key
             _wait("dev-1 takes the stolen key's document", lambda: _reported(hub, "dev-1").get(
                 "lastAppliedSequence") == high, agents)
-            own = hub.service.get_device("dev-1").desired
+            own = hub.services.fleet.get_device("dev-1").desired
             assert own is not None
             observer.desired("dev-1", own.envelope.encode())
             _wait("dev-1 refuses the hub's own document as a replay",

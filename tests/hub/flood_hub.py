@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     hub = HubServer(HubConfig(workspace=Path(workspace), broker_url=broker, port=0, inbound=_limits(mode))).start()
     for device in devices:
-        hub.service.create_device(device)
+        hub.services.fleet.create_device(device)
     _say({"ready": True, "api": hub.api_url, "rssKiB": _status_kib("VmRSS")})
     for line in sys.stdin:
         command = line.strip()
@@ -57,9 +57,9 @@ def main(argv: list[str]) -> int:
             stats = hub.bridge.subscriber.stats()
             stored = {}
             for device in devices:
-                view = hub.service.get_device(device)
+                view = hub.services.fleet.get_device(device)
                 stored[device] = {"reported": view.reported is not None,
-                                  "telemetry": len(hub.service.recent_telemetry(device, 1000))}
+                                  "telemetry": len(hub.services.fleet.recent_telemetry(device, 1000))}
             _say({"handled": stats.handled, "dropped": stats.dropped, "queuedBytes": stats.queued_bytes,
                   "peakQueuedBytes": stats.peak_bytes, "byDevice": stats.by_device,
                   "byReason": {f"{c} {r}": n for (c, r), n in stats.by_reason.items()},

@@ -7,11 +7,17 @@ packager, wheelhouse or Docker), so a test says only what differs.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from edgeship.hub.service import HubService, Outgoing
+from memory_link import MemoryLink
+
+from edgeship.hub.services import REEVALUATE_BATCH, DeviceLink, HubServices, Outgoing
+from edgeship.hub.services.hub import utcnow
 from edgeship.hub.store import HubStore
+from edgeship.hub.trust import TrustRootFiles
 from edgeship.modules.manifest import (
     ENVELOPE_FILE,
     MANIFEST_FILE,
@@ -23,7 +29,7 @@ from edgeship.modules.manifest import (
     ModuleManifest,
 )
 from edgeship.registry.blobs import BlobStore
-from edgeship.signing import MODULE_PAYLOAD_TYPE, Signer, TrustRoot, sign_envelope
+from edgeship.signing import MODULE_PAYLOAD_TYPE, Signer, SignerLike, TrustRoot, sign_envelope
 
 __all__ = ["HubWorld"]
 
@@ -34,26 +40,49 @@ def _digest(data: bytes) -> str:
 
 @dataclass
 class HubWorld:
-    """Release, hub and root keys; a factory of signed modules; a service over a store URL."""
+    """Release, hub and root keys; a factory of signed modules; the hub's services over a store URL.
+
+    The services send to :attr:`link` (a :class:`MemoryLink`) unless a test passes its own.
+    """
 
     root: Path
     release: Signer = field(default_factory=lambda: Signer.generate(name="release"))
     hub_key: Signer = field(default_factory=lambda: Signer.generate(name="hub"))
     root_key: Signer = field(default_factory=lambda: Signer.generate(name="root"))
-    published: list[Outgoing] = field(default_factory=list)
+    link: MemoryLink = field(default_factory=MemoryLink)
+
+    @property
+    def published(self) -> list[Outgoing]:
+        """Every document the services built by :meth:`services` published (unless given another link)."""
+        return self.link.documents
 
     def trust_root(self) -> TrustRoot:
         return TrustRoot.build(
             root=[self.root_key.public_key], release=[self.release.public_key], hub=[self.hub_key.public_key]
         )
 
-    def service(self, url: str) -> HubService:
-        return HubService(
+    def services(
+        self,
+        url: str,
+        *,
+        link: DeviceLink | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        trust_root: TrustRoot | None = None,
+        trust_files: TrustRootFiles | None = None,
+        hub_keys: Callable[[], Sequence[SignerLike]] | None = None,
+        batch: int = REEVALUATE_BATCH,
+    ) -> HubServices:
+        """The hub's services over ``url``, wired as ``HubServer`` wires them, with this world's keys."""
+        return HubServices.build(
             HubStore(url),
             BlobStore(self.root / "blobs", self.root / "tmp"),
-            self.trust_root(),
+            trust_root or self.trust_root(),
             [self.hub_key],
-            publish=self.published.extend,
+            link if link is not None else self.link,
+            clock=clock,
+            trust_files=trust_files,
+            hub_keys=hub_keys,
+            batch=batch,
         )
 
     def module(self, name: str, version: int, *, image: bool = True, signer: Signer | None = None) -> Path:

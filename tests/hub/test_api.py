@@ -17,7 +17,7 @@ from parts import free_port
 
 from edgeship.agent.decide import accept_document
 from edgeship.hub.api import OperatorTokens, create_app, create_token
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 from edgeship.modules.manifest import MANIFEST_FILE, ModuleManifest
 from edgeship.modules.store import ModuleStore
 from edgeship.workspace import Workspace
@@ -29,13 +29,13 @@ def world(tmp_path: Path) -> HubWorld:
 
 
 @pytest.fixture
-def service(world: HubWorld) -> HubService:
+def service(world: HubWorld) -> HubServices:
     world.root.mkdir(parents=True)
-    return world.service(f"sqlite:///{world.root / 'hub.db'}")
+    return world.services(f"sqlite:///{world.root / 'hub.db'}")
 
 
 @pytest.fixture
-def base_url(service: HubService) -> Iterator[str]:
+def base_url(service: HubServices) -> Iterator[str]:
     port = free_port()
     config = uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")
@@ -52,7 +52,7 @@ def base_url(service: HubService) -> Iterator[str]:
 
 
 @pytest.fixture
-def client(base_url: str, service: HubService) -> Iterator[httpx.Client]:
+def client(base_url: str, service: HubServices) -> Iterator[httpx.Client]:
     token = create_token(service.store, "tests")
     with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         yield c
@@ -180,7 +180,7 @@ def test_blobs_resume_with_http_ranges(
     assert httpx.get(f"{base_url}/blobs/md5:abc").status_code == 400
 
 
-def test_telemetry_and_methods_routes_without_a_broker(client: httpx.Client, service: HubService) -> None:
+def test_telemetry_and_methods_routes_without_a_broker(client: httpx.Client, service: HubServices) -> None:
     assert client.post("/devices", json={"id": "dev-1"}).status_code == 201
     assert client.get("/devices/dev-1/telemetry").json() == []
     assert client.get("/devices/dev-1/telemetry?limit=0").status_code == 422

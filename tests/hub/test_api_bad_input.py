@@ -26,28 +26,27 @@ from edgeship.hub.api.app import MAX_REQUEST_BYTES
 from edgeship.hub.broker import open_ca
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.server import CA_DIR, TRUST_ROOT_FILE
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
 from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE
 from edgeship.workspace import Workspace
 
 
 @pytest.fixture
-def hub_service() -> list[HubService]:
-    """Where the ``hub`` fixture puts its service, for the tests that change the store underneath."""
+def hub_service() -> list[HubServices]:
+    """Where the ``hub`` fixture puts its services, for the tests that change the store underneath."""
     return []
 
 
 @pytest.fixture
-def hub(tmp_path: Path, hub_url: str, hub_service: list[HubService]) -> Iterator[tuple[httpx.Client, Workspace]]:
+def hub(tmp_path: Path, hub_url: str, hub_service: list[HubServices]) -> Iterator[tuple[httpx.Client, Workspace]]:
     """A hub over ``hub_url`` (both backends) holding ``digits:1``, ``dev-1`` and deployment ``lab``."""
     ws, world = make_hub_workspace(tmp_path / "ws", modules=1)
     world.root.mkdir(parents=True, exist_ok=True)
-    service: HubService = world.service(hub_url)
-    service.trust_files = TrustRootFiles(ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR)  # so PUT parses
+    service = world.services(hub_url, trust_files=TrustRootFiles(ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR))
     hub_service.append(service)
     ca = open_ca(ws.root / CA_DIR)  # device certificates, as 'hub serve' issues them
-    credentials = DeviceCredentials(service, ca=lambda: ca)
+    credentials = DeviceCredentials(service.fleet, ca=lambda: ca)
     app = create_app(service, OperatorTokens(service.store), credentials)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
                                            lifespan="off"))
@@ -207,7 +206,7 @@ def test_a_body_over_a_mib_is_413_before_the_token_is_read(hub: tuple[httpx.Clie
 
 
 def test_a_device_out_of_document_sequences_is_409_naming_the_fix(
-    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService]
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubServices]
 ) -> None:
     client, _ws = hub
     with hub_service[0].store.engine.begin() as conn:  # 68 years of documents at one a second, in one UPDATE
@@ -249,14 +248,14 @@ def test_a_trailing_newline_never_passes_an_id_rule(hub: tuple[httpx.Client, Wor
 
 
 def test_a_bug_answers_500_in_the_one_shape_without_its_internals(
-    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService], monkeypatch: pytest.MonkeyPatch
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubServices], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, _ws = hub
 
     def broken() -> list[object]:
         raise ZeroDivisionError("internal detail /srv/secret")
 
-    monkeypatch.setattr(hub_service[0], "list_devices", broken)  # a fault injected into the hub, not a mock
+    monkeypatch.setattr(hub_service[0].fleet, "list_devices", broken)  # a fault injected into the hub, not a mock
     body = _refused(client.get("/devices"), 500, "in its log")
     assert body["type"] == "InternalError" and "secret" not in str(body)
     with httpx.Client(base_url=client.base_url, headers=client.headers) as fresh:  # uvicorn closed that connection
@@ -264,7 +263,7 @@ def test_a_bug_answers_500_in_the_one_shape_without_its_internals(
 
 
 def test_a_failing_database_answers_503_without_its_sql(
-    hub: tuple[httpx.Client, Workspace], hub_service: list[HubService], caplog: pytest.LogCaptureFixture
+    hub: tuple[httpx.Client, Workspace], hub_service: list[HubServices], caplog: pytest.LogCaptureFixture
 ) -> None:
     client, _ws = hub
     with hub_service[0].store.engine.begin() as conn:  # the database breaks underneath the hub

@@ -21,19 +21,19 @@ from edgeship.hub.api import OperatorTokens, create_app, create_token
 from edgeship.hub.broker import verify_password
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.server import HubConfig, HubServer
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 from edgeship.mqtt import device_topic
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> HubService:
+def service(tmp_path: Path) -> HubServices:
     world = HubWorld(tmp_path / "hub")
     world.root.mkdir(parents=True)
-    return world.service(f"sqlite:///{world.root / 'hub.db'}")
+    return world.services(f"sqlite:///{world.root / 'hub.db'}")
 
 
 @pytest.fixture
-def client(service: HubService) -> Iterator[httpx.Client]:
+def client(service: HubServices) -> Iterator[httpx.Client]:
     port = free_port()
     config = uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1", port=port,
                             log_level="warning", lifespan="off")  # fmt: skip
@@ -52,7 +52,7 @@ def client(service: HubService) -> Iterator[httpx.Client]:
     thread.join(timeout=10)
 
 
-def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubService) -> None:
+def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubServices) -> None:
     created = client.post("/devices", json={"id": "dev-1", "tags": {"site": "lab"}})
     assert created.status_code == 201, created.text
     body = created.json()
@@ -65,7 +65,7 @@ def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubSe
     rotated = client.post("/devices/dev-1/credentials/rotate")
     assert rotated.status_code == 200, rotated.text
     second = rotated.json()["credentials"]["password"]
-    stored = DeviceCredentials(service).password_hashes()["dev-1"]
+    stored = DeviceCredentials(service.fleet).password_hashes()["dev-1"]
     assert verify_password(second, stored) and not verify_password(first, stored)
 
     assert client.delete("/devices/dev-1").json() == {"deleted": "dev-1", "broker": "unmanaged"}
@@ -75,7 +75,7 @@ def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubSe
 
 
 def test_a_certificate_without_a_hub_ca_and_an_unknown_kind_are_refused(client: httpx.Client,
-                                                                        service: HubService) -> None:
+                                                                        service: HubServices) -> None:
     no_ca = client.post("/devices", json={"id": "dev-c", "credentials": "certificate"})
     assert no_ca.status_code == 400 and "no CA" in no_ca.json()["detail"]
     assert client.post("/devices", json={"id": "dev-c", "credentials": "token"}).status_code == 422
@@ -84,16 +84,18 @@ def test_a_certificate_without_a_hub_ca_and_an_unknown_kind_are_refused(client: 
 
 def test_a_deleted_device_id_created_again_gets_its_new_first_document(tmp_path: Path, mosquitto: Any) -> None:
     ws, _world = make_hub_workspace(tmp_path / "hubws")
-    with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
+    shift = [timedelta(0)]  # an hour later, so the new first document differs from the deleted device's
+    config = HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0,
+                       clock=lambda: datetime.now(timezone.utc) + shift[0])
+    with HubServer(config) as hub:
         hub.credentials.create_device("dev-1")
         hub.credentials.delete_device("dev-1")
-        later = datetime.now(timezone.utc) + timedelta(hours=1)
-        hub.service.clock = lambda: later  # so the new first document differs from the deleted device's
+        shift[0] = timedelta(hours=1)
         hub.credentials.create_device("dev-1")  # sequences start at 1 again
         probe = Probe(mosquitto.url)
         try:
             probe.subscribe(device_topic("dev-1", "desired"))
-            desired = hub.service.get_device("dev-1").desired
+            desired = hub.services.fleet.get_device("dev-1").desired
             assert desired is not None and desired.sequence == 1
             assert probe.expect().payload == desired.envelope.encode()  # not the deleted device's retained one
         finally:

@@ -27,7 +27,7 @@ from hub_world import HubWorld
 from edgeship.errors import InputError
 from edgeship.hub.api import OperatorTokens, create_app
 from edgeship.hub.api.schemas import DEPLOYMENT_ID_RULE, DEVICE_ID_RULE, METHOD_RULE, MODULE_NAME_RULE
-from edgeship.hub.service import validate_deployment_id, validate_module_name
+from edgeship.hub.services import validate_deployment_id, validate_module_name
 from edgeship.mqtt.identity import validate_device_id
 
 # (method, path) -> the statuses the handler raises itself, beyond the generic rules.
@@ -93,7 +93,7 @@ def undeclared(spec: dict[str, Any]) -> list[str]:
 def spec(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     world = HubWorld(Path(tmp_path_factory.mktemp("openapi")) / "hub")
     world.root.mkdir(parents=True)
-    service = world.service(f"sqlite:///{world.root / 'hub.db'}")
+    service = world.services(f"sqlite:///{world.root / 'hub.db'}")
     try:
         return create_app(service, OperatorTokens(service.store)).openapi()
     finally:
@@ -163,11 +163,10 @@ def test_every_route_declares_a_success_with_a_schema(spec: dict[str, Any]) -> N
 
 
 def _method_rule(name: str) -> str:
-    """The service checks a method name inside ``invoke_method``; the same expression, used the same way."""
-    from edgeship.hub.service import _METHOD
+    """The check ``Fleet.invoke_method`` runs on a method name, with arguments and a wait it accepts."""
+    from edgeship.hub.services.rules import check_method_call
 
-    if not _METHOD.fullmatch(name):
-        raise InputError(name)
+    check_method_call(name, {}, 10.0)
     return name
 
 

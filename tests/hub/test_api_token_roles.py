@@ -19,7 +19,7 @@ from hub_world import HubWorld
 from parts import free_port
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 from edgeship.hub.store import TokenStore
 
 
@@ -37,14 +37,14 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> HubService:
+def service(tmp_path: Path) -> HubServices:
     world = HubWorld(tmp_path / "hub")
     world.root.mkdir(parents=True)
-    return world.service(f"sqlite:///{world.root / 'hub.db'}")
+    return world.services(f"sqlite:///{world.root / 'hub.db'}")
 
 
 @pytest.fixture
-def base_url(service: HubService, clock: Clock) -> Iterator[str]:
+def base_url(service: HubServices, clock: Clock) -> Iterator[str]:
     port = free_port()
     app = create_app(service, OperatorTokens(service.store, clock=clock))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
@@ -64,14 +64,14 @@ def _client(base_url: str, token: str) -> httpx.Client:
 
 
 @pytest.fixture
-def operator(base_url: str, service: HubService) -> Iterator[httpx.Client]:
+def operator(base_url: str, service: HubServices) -> Iterator[httpx.Client]:
     with _client(base_url, create_token(service.store, "ops")) as client:
         assert client.post("/devices", json={"id": "dev-1", "tags": {"site": "lab"}}).status_code == 201
         yield client
 
 
 @pytest.fixture
-def reader(base_url: str, service: HubService, operator: httpx.Client) -> Iterator[httpx.Client]:
+def reader(base_url: str, service: HubServices, operator: httpx.Client) -> Iterator[httpx.Client]:
     with _client(base_url, create_token(service.store, "dashboard", role="read-only")) as client:
         yield client
 
@@ -123,7 +123,7 @@ def test_an_operator_token_may_change_things(operator: httpx.Client) -> None:
     assert operator.delete("/devices/dev-1").status_code == 200
 
 
-def test_an_expired_token_is_refused_with_401_saying_so(base_url: str, service: HubService, clock: Clock) -> None:
+def test_an_expired_token_is_refused_with_401_saying_so(base_url: str, service: HubServices, clock: Clock) -> None:
     token = create_token(service.store, "ci", role="read-only", expires=clock.now + timedelta(hours=1))
     with _client(base_url, token) as client:
         assert client.get("/devices").status_code == 200
@@ -135,7 +135,7 @@ def test_an_expired_token_is_refused_with_401_saying_so(base_url: str, service: 
     assert "The operator token 'ci' expired at " in answer.json()["detail"]
 
 
-def test_a_revoked_token_is_refused_on_its_next_request(base_url: str, service: HubService, clock: Clock) -> None:
+def test_a_revoked_token_is_refused_on_its_next_request(base_url: str, service: HubServices, clock: Clock) -> None:
     token = create_token(service.store, "laptop")
     with _client(base_url, token) as client:
         assert client.post("/devices", json={"id": "dev-9", "tags": {}}).status_code == 201
@@ -156,7 +156,7 @@ def test_unknown_and_missing_tokens_are_refused_with_401(base_url: str) -> None:
     assert httpx.get(f"{base_url}/devices").status_code == 401
 
 
-def test_each_request_notes_when_the_token_was_last_used(reader: httpx.Client, service: HubService,
+def test_each_request_notes_when_the_token_was_last_used(reader: httpx.Client, service: HubServices,
                                                           clock: Clock) -> None:
     assert TokenStore(service.store).get("dashboard").last_used is None
     assert reader.get("/devices").status_code == 200

@@ -17,10 +17,8 @@ from edgeship.agent.decide import accept_document
 from edgeship.hub.bridge import MAX_MESSAGE_BYTES, MqttBridge
 from edgeship.hub.broker import EmbeddedBroker
 from edgeship.hub.errors import DeviceTimeoutError
-from edgeship.hub.service import HubService
-from edgeship.hub.store import HubStore
+from edgeship.hub.services import HubServices
 from edgeship.mqtt import device_topic, parse_broker_url, parse_device_topic, response_topic
-from edgeship.registry.blobs import BlobStore
 
 
 def _telemetry(device_id: str, seq: int = 1) -> dict[str, Any]:
@@ -49,17 +47,15 @@ def world(tmp_path: Path) -> HubWorld:
     return world
 
 
-def _start(world: HubWorld, url: str, protocol: str = "3.1.1") -> tuple[HubService, MqttBridge]:
+def _start(world: HubWorld, url: str, protocol: str = "3.1.1") -> tuple[HubServices, MqttBridge]:
     bridge = MqttBridge(parse_broker_url(url, protocol=protocol))
-    service = HubService(HubStore(f"sqlite:///{world.root / 'hub.db'}"),
-                         BlobStore(world.root / "blobs", world.root / "tmp"), world.trust_root(), [world.hub_key],
-                         publish=bridge.publish)
+    service = world.services(f"sqlite:///{world.root / 'hub.db'}", link=bridge)
     bridge.start(service)
     return service, bridge
 
 
 @pytest.fixture
-def hub(world: HubWorld, mosquitto: Any) -> Iterator[tuple[HubService, MqttBridge]]:
+def hub(world: HubWorld, mosquitto: Any) -> Iterator[tuple[HubServices, MqttBridge]]:
     service, bridge = _start(world, mosquitto.url)
     yield service, bridge
     bridge.stop()
@@ -73,10 +69,10 @@ def probe(mosquitto: Any) -> Iterator[Probe]:
 
 
 def test_a_new_document_arrives_retained_and_the_agent_accepts_it(
-    world: HubWorld, hub: tuple[HubService, MqttBridge], probe: Probe
+    world: HubWorld, hub: tuple[HubServices, MqttBridge], probe: Probe
 ) -> None:
     service, _bridge = hub
-    service.create_device("dev-1", {"site": "lab"})
+    service.fleet.create_device("dev-1", {"site": "lab"})
     probe.subscribe(device_topic("dev-1", "desired"))
     got = probe.expect(device_topic("dev-1", "desired"))
     assert got.retain and got.qos == 1
@@ -84,28 +80,28 @@ def test_a_new_document_arrives_retained_and_the_agent_accepts_it(
     assert accepted.document.sequence == 1 and accepted.document.device_id == "dev-1"
 
 
-def test_reported_telemetry_and_online_land_in_the_store(hub: tuple[HubService, MqttBridge], probe: Probe) -> None:
+def test_reported_telemetry_and_online_land_in_the_store(hub: tuple[HubServices, MqttBridge], probe: Probe) -> None:
     service, _bridge = hub
-    service.create_device("dev-1")
+    service.fleet.create_device("dev-1")
     report = {"schemaVersion": 1, "deviceId": "dev-1", "lastAppliedSequence": 1,
               "status": {"code": 200, "description": "ok", "message": None}, "modules": {}}
     probe.publish(device_topic("dev-1", "reported"), json.dumps(report), retain=True)
     probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1")))
     probe.publish(device_topic("dev-1", "online"), b"1", retain=True)
-    view = _eventually(lambda: (v := service.get_device("dev-1")).reported and v.presence and v)
+    view = _eventually(lambda: (v := service.fleet.get_device("dev-1")).reported and v.presence and v)
     assert view.reported.state["lastAppliedSequence"] == 1
     assert view.presence.online is True
-    batches = _eventually(lambda: service.recent_telemetry("dev-1"))
+    batches = _eventually(lambda: service.fleet.recent_telemetry("dev-1"))
     assert batches[0].batch["samples"][0]["seq"] == 1
     probe.publish(device_topic("dev-1", "online"), b"0", retain=True)  # what the device's last will says
-    _eventually(lambda: service.get_device("dev-1").presence.online is False)
+    _eventually(lambda: service.fleet.get_device("dev-1").presence.online is False)
 
 
 def test_malformed_messages_are_dropped_and_the_next_good_one_lands(
-    hub: tuple[HubService, MqttBridge], probe: Probe, caplog: pytest.LogCaptureFixture
+    hub: tuple[HubServices, MqttBridge], probe: Probe, caplog: pytest.LogCaptureFixture
 ) -> None:
     service, bridge = hub
-    service.create_device("dev-1")
+    service.fleet.create_device("dev-1")
     bad: list[tuple[str, bytes]] = [
         (device_topic("dev-1", "reported"), b"{not json"),
         (device_topic("dev-1", "reported"), b"[1, 2]"),
@@ -120,7 +116,7 @@ def test_malformed_messages_are_dropped_and_the_next_good_one_lands(
         for topic, payload in bad:
             probe.publish(topic, payload)
         probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1", seq=7)))
-        batches = _eventually(lambda: service.recent_telemetry("dev-1"))
+        batches = _eventually(lambda: service.fleet.recent_telemetry("dev-1"))
         assert bridge.subscriber is not None and bridge.subscriber.dropped == 7
         bridge.subscriber.log_summary(force=True)  # the worker writes it once per log_interval
     assert [b.batch["samples"][0]["seq"] for b in batches] == [7]
@@ -134,14 +130,14 @@ def test_malformed_messages_are_dropped_and_the_next_good_one_lands(
 
 
 def test_broker_restart_the_hub_reconnects_and_republishes_the_newest_documents(
-    world: HubWorld, hub: tuple[HubService, MqttBridge], mosquitto: Any
+    world: HubWorld, hub: tuple[HubServices, MqttBridge], mosquitto: Any
 ) -> None:
     service, bridge = hub
-    service.create_device("dev-1")
+    service.fleet.create_device("dev-1")
     mosquitto.stop()
     _eventually(lambda: not bridge.client.is_connected())
-    service.create_device("dev-2")  # issued while the broker is down: not lost
-    service.update_tags("dev-1", {"ring": "canary"})
+    service.fleet.create_device("dev-2")  # issued while the broker is down: not lost
+    service.fleet.update_tags("dev-1", {"ring": "canary"})
     mosquitto.start()
     _eventually(lambda: bridge.connections >= 2 and bridge.wait_republished(0.05), timeout=15)
     assert bridge.republished == 2
@@ -154,10 +150,10 @@ def test_broker_restart_the_hub_reconnects_and_republishes_the_newest_documents(
         probe.close()
 
 
-def test_direct_method_round_trip_and_timeout(hub: tuple[HubService, MqttBridge], probe: Probe) -> None:
+def test_direct_method_round_trip_and_timeout(hub: tuple[HubServices, MqttBridge], probe: Probe) -> None:
     service, _bridge = hub
-    service.create_device("dev-1")
-    service.create_device("dev-2")
+    service.fleet.create_device("dev-1")
+    service.fleet.create_device("dev-2")
 
     def fake_agent(client: Probe, message: Received) -> None:
         topic = parse_device_topic(message.topic)
@@ -172,12 +168,12 @@ def test_direct_method_round_trip_and_timeout(hub: tuple[HubService, MqttBridge]
 
     probe.handlers.append(fake_agent)
     probe.subscribe("edgeship/v1/devices/dev-1/commands/+/+")
-    answer = service.invoke_method("dev-1", "logs", {"module": "digits", "tail": 5}, 5)
+    answer = service.fleet.invoke_method("dev-1", "logs", {"module": "digits", "tail": 5}, 5)
     assert answer == {"status": 200, "result": {"logs": "last 5 lines of digits"}}
-    assert service.invoke_method("dev-1", "reboot", {}, 5)["status"] == 404
+    assert service.fleet.invoke_method("dev-1", "reboot", {}, 5)["status"] == 404
     started = time.monotonic()
     with pytest.raises(DeviceTimeoutError, match=r"'dev-2' did not answer 'restart' within 0\.3 s; is it online"):
-        service.invoke_method("dev-2", "restart", {"module": "digits"}, 0.3)
+        service.fleet.invoke_method("dev-2", "restart", {"module": "digits"}, 0.3)
     assert time.monotonic() - started < 2
 
 
@@ -185,12 +181,12 @@ def test_the_bridge_works_with_the_embedded_amqtt_broker(world: HubWorld) -> Non
     with EmbeddedBroker("127.0.0.1", 0) as broker:
         service, bridge = _start(world, broker.url)
         try:
-            service.create_device("dev-1")
+            service.fleet.create_device("dev-1")
             probe = Probe(broker.url).subscribe(device_topic("dev-1", "desired"))
             got = probe.expect()
             accept_document(got.payload, world.trust_root(), "dev-1", None, datetime.now(timezone.utc))
             probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1")))
-            _eventually(lambda: service.recent_telemetry("dev-1"))
+            _eventually(lambda: service.fleet.recent_telemetry("dev-1"))
             probe.close()
         finally:
             bridge.stop()
@@ -200,13 +196,13 @@ def test_mqtt5_replicas_share_the_device_messages(world: HubWorld, mosquitto: An
     first, first_bridge = _start(world, mosquitto.url, protocol="5")
     _second, second_bridge = _start(world, mosquitto.url, protocol="5")
     try:
-        first.create_device("dev-1")
+        first.fleet.create_device("dev-1")
         for seq in range(20):
             probe.publish(device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-1", seq)))
         subscribers = [b.subscriber for b in (first_bridge, second_bridge)]
         _eventually(lambda: sum(s.handled for s in subscribers if s is not None) == 20)
         assert all(s is not None and s.handled > 0 for s in subscribers), "one replica got everything"
-        assert len(first.recent_telemetry("dev-1", 100)) == 20  # each batch stored once
+        assert len(first.fleet.recent_telemetry("dev-1", 100)) == 20  # each batch stored once
     finally:
         first_bridge.stop()
         second_bridge.stop()
@@ -215,9 +211,9 @@ def test_mqtt5_replicas_share_the_device_messages(world: HubWorld, mosquitto: An
 def test_telemetry_is_bounded_per_device(hub_url: str, world: HubWorld) -> None:
     from edgeship.hub.store import TelemetryStore
 
-    service = world.service(hub_url)
-    service.create_device("dev-1")
-    service.create_device("dev-2")
+    service = world.services(hub_url)
+    service.fleet.create_device("dev-1")
+    service.fleet.create_device("dev-2")
     store = TelemetryStore(service.store, keep=3)
     for seq in range(5):
         store.add("dev-1", _telemetry("dev-1", seq), datetime.now(timezone.utc))

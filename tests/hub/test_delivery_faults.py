@@ -201,7 +201,7 @@ def world(tmp_path: Path, interval: float, protocol: str) -> Iterator[World]:
     hub_url = broker.url("hub").replace("hub:hub-secret@", "")
     with HubServer(HubConfig(workspace=ws.root, broker_url=hub_url, broker_username="hub",
                              broker_password=PASSWORDS["hub"], port=0)) as seed:  # fmt: skip
-        seed.service.create_device(DEVICE, {"site": "lab"})
+        seed.services.fleet.create_device(DEVICE, {"site": "lab"})
     hub = HubProcess(ws.root, hub_url, tmp_path / "hub.log", username="hub", password=PASSWORDS["hub"],
                      mqtt5=protocol == "5").start()  # fmt: skip
     agent = AgentRun(tmp_path / "agent", hub.url, ws.root / "trust-root.json", broker.port, interval,

@@ -22,8 +22,8 @@ def world(tmp_path: Path) -> HubWorld:
 
 
 def test_a_password_is_returned_once_and_stored_only_as_a_mosquitto_hash(world: HubWorld, hub_url: str) -> None:
-    service = world.service(hub_url)
-    creds = DeviceCredentials(service)
+    service = world.services(hub_url)
+    creds = DeviceCredentials(service.fleet)
     view, issued = creds.create_device("dev-1", {"site": "lab"})
     assert view.device.id == "dev-1" and view.desired is not None
     assert issued.kind == "password" and issued.password is not None and len(issued.password) >= 22  # >= 128 bits
@@ -39,8 +39,8 @@ def test_a_password_is_returned_once_and_stored_only_as_a_mosquitto_hash(world: 
 
 
 def test_rotation_revokes_the_old_secret_and_delete_revokes_all(world: HubWorld, hub_url: str) -> None:
-    service = world.service(hub_url)
-    creds = DeviceCredentials(service)
+    service = world.services(hub_url)
+    creds = DeviceCredentials(service.fleet)
     _view, first = creds.create_device("dev-1")
     second = creds.rotate_credentials("dev-1")
     assert first.password != second.password
@@ -50,7 +50,7 @@ def test_rotation_revokes_the_old_secret_and_delete_revokes_all(world: HubWorld,
     assert [r.revoked for r in creds.store.history("dev-1")] == [True, False]
     creds.delete_device("dev-1")
     with pytest.raises(HubNotFoundError):
-        service.get_device("dev-1")
+        service.fleet.get_device("dev-1")
     assert [r.revoked for r in creds.store.history("dev-1")] == [True, True]  # kept for audit
     assert creds.password_hashes() == {} and service.store.latest_desired() == {}
     with pytest.raises(HubNotFoundError):
@@ -62,12 +62,12 @@ def test_rotation_revokes_the_old_secret_and_delete_revokes_all(world: HubWorld,
 def test_a_certificate_device_gets_a_hub_ca_certificate_and_its_revoked_serial_lands_in_the_crl(
     world: HubWorld, tmp_path: Path
 ) -> None:
-    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = world.services(f"sqlite:///{tmp_path / 'hub.db'}")
     ca = CertificateAuthority.create()
     with pytest.raises(InputError, match="no CA"):
-        DeviceCredentials(service).create_device("dev-x", kind="certificate")
+        DeviceCredentials(service.fleet).create_device("dev-x", kind="certificate")
     assert service.store.list_devices() == []  # refused before the device was made
-    creds = DeviceCredentials(service, ca=lambda: ca)
+    creds = DeviceCredentials(service.fleet, ca=lambda: ca)
     _view, issued = creds.create_device("dev-c", kind="certificate")
     assert issued.cert_pem and issued.key_pem and issued.ca_pem == ca.cert_pem
     body = issued.to_json()
@@ -84,11 +84,11 @@ def test_a_managed_broker_folder_gets_the_stores_hashes_and_keeps_the_hub_line(
 ) -> None:
     folder = tmp_path / "broker"
     folder.mkdir()
-    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
+    service = world.services(f"sqlite:///{tmp_path / 'hub.db'}")
     with pytest.raises(Exception, match="no password line for the hub user"):
         ManagedBroker(folder)
     broker = ManagedBroker(folder, hub_password="hub-secret")
-    creds = DeviceCredentials(service, broker=broker)
+    creds = DeviceCredentials(service.fleet, broker=broker)
     _v, issued = creds.create_device("dev-1")
     assert issued.broker == "written"
     passwd = folder / "passwd"
@@ -96,11 +96,11 @@ def test_a_managed_broker_folder_gets_the_stores_hashes_and_keeps_the_hub_line(
     lines = parse_password_file(passwd.read_text())
     assert set(lines) == {"hub", "dev-1"} and verify_password(issued.password or "", lines["dev-1"])
     hub_line = lines["hub"]
-    again = DeviceCredentials(service, broker=ManagedBroker(folder))  # a restarted hub keeps the hub line
+    again = DeviceCredentials(service.fleet, broker=ManagedBroker(folder))  # a restarted hub keeps the hub line
     again.delete_device("dev-1")
     assert parse_password_file(passwd.read_text()) == {"hub": hub_line}
     assert "pattern read edgeship/v1/devices/%u/desired" in (folder / "acl").read_text()
-    failing = DeviceCredentials(service, broker=ManagedBroker(folder, pid_file=tmp_path / "none.pid"))
+    failing = DeviceCredentials(service.fleet, broker=ManagedBroker(folder, pid_file=tmp_path / "none.pid"))
     _v, issued = failing.create_device("dev-2")
     assert issued.broker.startswith("failed: Cannot read the broker's pid")
     assert "dev-2" in parse_password_file(passwd.read_text())  # written anyway; a later reload takes it
@@ -111,8 +111,8 @@ def test_concurrent_changes_leave_the_newest_state_in_the_managed_folder(world: 
 
     folder = tmp_path / "broker"
     folder.mkdir()
-    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
-    creds = DeviceCredentials(service, broker=ManagedBroker(folder, hub_password="hub-secret"))
+    service = world.services(f"sqlite:///{tmp_path / 'hub.db'}")
+    creds = DeviceCredentials(service.fleet, broker=ManagedBroker(folder, hub_password="hub-secret"))
     with ThreadPoolExecutor(8) as pool:
         issued = list(pool.map(lambda i: creds.create_device(f"dev-{i}")[1], range(24)))
     lines = parse_password_file((folder / "passwd").read_text())

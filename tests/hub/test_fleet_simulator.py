@@ -20,10 +20,8 @@ from hub_world import HubWorld
 
 from edgeship.deployment import build_document, sign_document
 from edgeship.hub.bridge import MqttBridge
-from edgeship.hub.service import HubService, ModuleRefSpec
-from edgeship.hub.store import HubStore
+from edgeship.hub.services import HubServices, ModuleRefSpec
 from edgeship.mqtt import device_topic, parse_broker_url
-from edgeship.registry.blobs import BlobStore
 from edgeship.signing import Signer
 
 SIMULATOR = Path(__file__).resolve().parents[2] / "benchmarks" / "fleet" / "simulator.py"
@@ -40,13 +38,11 @@ def _load_simulator() -> ModuleType:
 
 
 @pytest.fixture
-def hub(tmp_path: Path, mosquitto: Any) -> Iterator[tuple[HubWorld, HubService]]:
+def hub(tmp_path: Path, mosquitto: Any) -> Iterator[tuple[HubWorld, HubServices]]:
     world = HubWorld(tmp_path / "hub")
     world.root.mkdir(parents=True)
     bridge = MqttBridge(parse_broker_url(mosquitto.url))
-    service = HubService(HubStore(f"sqlite:///{world.root / 'hub.db'}"),
-                         BlobStore(world.root / "blobs", world.root / "tmp"), world.trust_root(), [world.hub_key],
-                         publish=bridge.publish)
+    service = world.services(f"sqlite:///{world.root / 'hub.db'}", link=bridge)
     bridge.start(service)
     yield world, service
     bridge.stop()
@@ -60,13 +56,13 @@ def _eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 
 def test_simulated_devices_apply_a_deployment_and_refuse_a_document_from_an_unknown_key(
-    hub: tuple[HubWorld, HubService], mosquitto: Any
+    hub: tuple[HubWorld, HubServices], mosquitto: Any
 ) -> None:
     world, service = hub
     simulator = _load_simulator()
     ids = simulator.device_ids("sim-", 0, DEVICES)
-    service.upload_module(world.module("digits", 1))
-    service.create_devices([(device_id, {"fleet": "sim"}) for device_id in ids])
+    service.catalog.upload_module(world.module("digits", 1))
+    service.fleet.create_devices([(device_id, {"fleet": "sim"}) for device_id in ids])
     fleet = simulator.Fleet(mosquitto.url, ids, world.trust_root())
     fleet.connect(timeout=20)
     assert fleet.run_until(lambda: fleet.counts["applied"] == DEVICES, 10)  # each device's first document
@@ -74,23 +70,25 @@ def test_simulated_devices_apply_a_deployment_and_refuse_a_document_from_an_unkn
     loop = threading.Thread(target=lambda: fleet.run_until(stop.is_set, 60))
     loop.start()
     try:
-        service.create_deployment("sim", "tags.fleet = 'sim'", [ModuleRefSpec("digits", 1, {"port": 5001})])
-        assert _eventually(lambda: service.deployment_status("sim").reporting_success == DEVICES)
-        reported = service.get_device(ids[0]).reported
+        service.deployments.create_deployment("sim", "tags.fleet = 'sim'", [ModuleRefSpec("digits", 1, {"port": 5001})])
+        assert _eventually(lambda: service.deployments.deployment_status("sim").reporting_success == DEVICES)
+        reported = service.fleet.get_device(ids[0]).reported
         assert reported is not None and reported.state["modules"]["digits"]["port"] == 5001
 
         # Signed by a key the trust root does not name: refused (401), the last applied sequence kept.
         victim = ids[7]
-        desired = service.get_device(victim).desired
+        desired = service.fleet.get_device(victim).desired
         assert desired is not None
         forged = build_document(device_id=victim, sequence=desired.sequence + 1, modules={},
                                 issued_at=service.clock())
         envelope = sign_document(forged, [Signer.generate(name="stranger")]).to_json().encode()
         _publish(mosquitto.url, device_topic(victim, "desired"), envelope)
-        state = _eventually(lambda: _reported_code(service, victim) == 401 and service.get_device(victim).reported)
+        state = _eventually(
+            lambda: _reported_code(service, victim) == 401 and service.fleet.get_device(victim).reported
+        )
         assert state, "the forged document was not refused"
         assert state.state["lastAppliedSequence"] == desired.sequence
-        assert service.deployment_status("sim").reporting_failure == 1  # the hub shows the device's refusal
+        assert service.deployments.deployment_status("sim").reporting_failure == 1  # the hub shows the device's refusal
     finally:
         stop.set()
         loop.join(10)
@@ -101,8 +99,8 @@ def test_simulated_devices_apply_a_deployment_and_refuse_a_document_from_an_unkn
     fleet.close()
 
 
-def _reported_code(service: HubService, device_id: str) -> int | None:
-    reported = service.get_device(device_id).reported
+def _reported_code(service: HubServices, device_id: str) -> int | None:
+    reported = service.fleet.get_device(device_id).reported
     return reported.state["status"]["code"] if reported is not None else None
 
 

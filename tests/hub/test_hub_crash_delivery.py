@@ -40,8 +40,8 @@ def hub_setup(tmp_path: Path, mosquitto: Any) -> Iterator[tuple[Path, str]]:
     """A workspace whose hub has module digits:1 and DEVICES devices tagged site=lab; and an operator token."""
     ws, _world = make_hub_workspace(tmp_path / "ws")
     with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
-        hub.service.upload_from_workspace(ws.root, "digits", 1)
-        hub.service.create_devices((f"dev-{i:03}", {"site": "lab"}) for i in range(DEVICES))
+        hub.services.catalog.upload_from_workspace(ws.root, "digits", 1)
+        hub.services.fleet.create_devices((f"dev-{i:03}", {"site": "lab"}) for i in range(DEVICES))
         token = create_token(hub.store, "tests")
     yield ws.root, token
 

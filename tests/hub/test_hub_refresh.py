@@ -17,14 +17,14 @@ def test_documents_are_reissued_before_their_expiry_without_any_change(tmp_path:
     config = HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0,
                        document_ttl=timedelta(seconds=4), refresh_interval=0.2)
     with HubServer(config) as hub:
-        hub.service.create_device("dev-1", {"site": "lab"})
-        first = hub.service.get_device("dev-1").desired
+        hub.services.fleet.create_device("dev-1", {"site": "lab"})
+        first = hub.services.fleet.get_device("dev-1").desired
         assert first is not None
         deadline = time.monotonic() + 20
         renewed = first
         while renewed.sequence == first.sequence and time.monotonic() < deadline:
             time.sleep(0.1)
-            renewed = hub.service.get_device("dev-1").desired
+            renewed = hub.services.fleet.get_device("dev-1").desired
             assert renewed is not None
         assert renewed.sequence > first.sequence, "no document was re-issued within 20 s"
         assert renewed.expires > first.expires
@@ -33,5 +33,5 @@ def test_documents_are_reissued_before_their_expiry_without_any_change(tmp_path:
 def test_refresh_sends_nothing_while_documents_are_young(tmp_path: Path, mosquitto: Any) -> None:
     ws, _world = make_hub_workspace(tmp_path / "hubws", modules=0)
     with HubServer(HubConfig(workspace=ws.root, broker_url=mosquitto.url, port=0)) as hub:
-        hub.service.create_device("dev-1", {"site": "lab"})
-        assert hub.service.refresh() == 0
+        hub.services.fleet.create_device("dev-1", {"site": "lab"})
+        assert hub.services.issuing.refresh() == 0

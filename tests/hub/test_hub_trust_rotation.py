@@ -12,27 +12,15 @@ from typing import Any
 
 import pytest
 from hub_world import HubWorld
+from memory_link import MemoryLink, SlowLink
 
 from edgeship.agent.decide import accept_document
 from edgeship.agent.trust import apply_chain
 from edgeship.errors import InputError, SignatureError, TrustRootError
-from edgeship.hub.service import HubService, Outgoing
+from edgeship.hub.services import DeviceLink, HubServices
 from edgeship.hub.trust import TrustRootFiles
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, Signer, TrustRoot, sign_envelope
 from edgeship.signing.trust import sign_trust_root
-
-
-class Recorder:
-    """Publish callbacks that remember what went out, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, bytes]] = []
-
-    def documents(self, batch: list[Outgoing]) -> None:
-        self.events += [("desired", o.device_id, o.envelope) for o in batch]
-
-    def trust_root(self, message: bytes, device_ids: list[str]) -> None:
-        self.events += [("trust-root", d, message) for d in device_ids]
 
 
 @pytest.fixture
@@ -41,8 +29,9 @@ def world(tmp_path: Path) -> HubWorld:
 
 
 @pytest.fixture
-def recorder() -> Recorder:
-    return Recorder()
+def recorder() -> MemoryLink:
+    """What the services sent towards devices, in order."""
+    return MemoryLink()
 
 
 @pytest.fixture
@@ -51,15 +40,18 @@ def hub2() -> Signer:
 
 
 @pytest.fixture
-def hub(world: HubWorld, tmp_path: Path, recorder: Recorder, hub2: Signer) -> HubService:
-    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
-    service.publish = recorder.documents  # type: ignore[assignment]
-    service.publish_trust_root = recorder.trust_root  # type: ignore[assignment]
+def hub(world: HubWorld, tmp_path: Path, recorder: MemoryLink, hub2: Signer) -> HubServices:
+    return _hub(world, tmp_path, recorder, hub2)
+
+
+def _hub(world: HubWorld, tmp_path: Path, link: DeviceLink, hub2: Signer) -> HubServices:
+    """A hub that keeps trust-root files and holds both hub keys, with devices dev-1 and dev-2."""
     (tmp_path / "trust-root.json").write_text(sign_trust_root(world.trust_root(), [world.root_key]).to_json())
-    service.trust_files = TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots")
-    service.hub_keys = lambda: [world.hub_key, hub2]
+    service = world.services(f"sqlite:///{tmp_path / 'hub.db'}", link=link,
+                             trust_files=TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots"),
+                             hub_keys=lambda: [world.hub_key, hub2])
     for device_id in ("dev-1", "dev-2"):
-        service.create_device(device_id)
+        service.fleet.create_device(device_id)
     return service
 
 
@@ -73,12 +65,12 @@ def _envelope(root: TrustRoot, signers: list[Signer]) -> bytes:
 
 
 def test_a_rotation_to_a_new_hub_key_publishes_the_chain_first_then_re_signs_every_document(
-    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer, tmp_path: Path
+    world: HubWorld, hub: HubServices, recorder: MemoryLink, hub2: Signer, tmp_path: Path
 ) -> None:
     recorder.events.clear()
-    v1 = hub.trust_root
-    new = hub.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
-    assert new.version == 2 and [s.keyid for s in hub.signers] == [hub2.keyid]
+    v1 = hub.trust.trust_root
+    new = hub.trust.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+    assert new.version == 2 and [s.keyid for s in hub.trust.signers] == [hub2.keyid]
     kinds = [kind for kind, _device, _payload in recorder.events]
     assert kinds == ["trust-root", "trust-root", "desired", "desired"]
     message = recorder.events[0][2]
@@ -88,30 +80,30 @@ def test_a_rotation_to_a_new_hub_key_publishes_the_chain_first_then_re_signs_eve
         accepted = accept_document(envelope, rotated.root, device_id, 1, datetime.now(timezone.utc))
         assert accepted.sequence == 2
     assert (tmp_path / "trust-roots" / "v2.json").is_file()
-    assert hub.trust_root_message() == message
+    assert hub.trust.trust_root_message() == message
 
 
 def test_a_release_key_rotation_keeps_the_hub_key_and_re_signs_nothing(
-    world: HubWorld, hub: HubService, recorder: Recorder
+    world: HubWorld, hub: HubServices, recorder: MemoryLink
 ) -> None:
     recorder.events.clear()
-    hub.rotate_trust_root(_envelope(_root(world, 2, world.hub_key), [world.root_key]))
+    hub.trust.rotate_trust_root(_envelope(_root(world, 2, world.hub_key), [world.root_key]))
     assert [kind for kind, _d, _p in recorder.events] == ["trust-root", "trust-root"]
-    assert [s.keyid for s in hub.signers] == [world.hub_key.keyid]
+    assert [s.keyid for s in hub.trust.signers] == [world.hub_key.keyid]
 
 
 def test_a_new_device_gets_the_chain_before_its_first_document(
-    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer
+    world: HubWorld, hub: HubServices, recorder: MemoryLink, hub2: Signer
 ) -> None:
-    hub.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+    hub.trust.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
     recorder.events.clear()
-    hub.create_device("dev-3")
+    hub.fleet.create_device("dev-3")
     assert [(kind, device) for kind, device, _p in recorder.events] == [("trust-root", "dev-3"), ("desired", "dev-3")]
 
 
 @pytest.mark.parametrize("case", ["stranger", "jump", "same-version", "unheld-hub-key", "not-a-root"])
 def test_a_rotation_devices_would_refuse_is_refused_before_anything_is_written(
-    world: HubWorld, hub: HubService, recorder: Recorder, hub2: Signer, tmp_path: Path, case: str
+    world: HubWorld, hub: HubServices, recorder: MemoryLink, hub2: Signer, tmp_path: Path, case: str
 ) -> None:
     stranger = Signer.generate(name="stranger")
     envelope = {
@@ -124,18 +116,17 @@ def test_a_rotation_devices_would_refuse_is_refused_before_anything_is_written(
     recorder.events.clear()
     before = (tmp_path / "trust-root.json").read_bytes()
     with pytest.raises(SignatureError) as refused:
-        hub.rotate_trust_root(envelope)
+        hub.trust.rotate_trust_root(envelope)
     assert isinstance(refused.value, (TrustRootError, SignatureError)) and str(refused.value).endswith(".")
-    assert hub.trust_root.version == 1 and [s.keyid for s in hub.signers] == [world.hub_key.keyid]
+    assert hub.trust.trust_root.version == 1 and [s.keyid for s in hub.trust.signers] == [world.hub_key.keyid]
     assert recorder.events == [] and (tmp_path / "trust-root.json").read_bytes() == before
     assert not (tmp_path / "trust-roots").exists()
 
 
 def test_a_hub_without_trust_files_cannot_rotate(world: HubWorld, tmp_path: Path, hub2: Signer) -> None:
-    service = world.service(f"sqlite:///{tmp_path / 'bare.db'}")
+    service = world.services(f"sqlite:///{tmp_path / 'bare.db'}")
     with pytest.raises(InputError, match="cannot rotate"):
-        service.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
-
+        service.trust.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
 
 
 @pytest.mark.mosquitto
@@ -145,23 +136,20 @@ def test_the_bridge_sends_the_chain_before_the_documents_and_again_on_connect(
     from mqtt_probe import Probe
 
     from edgeship.hub.bridge import MqttBridge
-    from edgeship.hub.store import HubStore
     from edgeship.mqtt import device_topic, parse_broker_url
-    from edgeship.registry.blobs import BlobStore
 
+    url = f"sqlite:///{tmp_path / 'bridge.db'}"
+    files = TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots")
     first = MqttBridge(parse_broker_url(mosquitto.url))
-    service = HubService(HubStore(f"sqlite:///{tmp_path / 'bridge.db'}"), BlobStore(tmp_path / "b", tmp_path / "t"),
-                         world.trust_root(), [world.hub_key], publish=first.publish)
+    service = world.services(url, link=first, trust_files=files, hub_keys=lambda: [hub2])
     (tmp_path / "trust-root.json").write_text(sign_trust_root(world.trust_root(), [world.root_key]).to_json())
-    service.trust_files = TrustRootFiles(tmp_path / "trust-root.json", tmp_path / "trust-roots")
-    service.hub_keys = lambda: [hub2]
     first.start(service)
     probe = Probe(mosquitto.url)
     try:
-        service.create_device("dev-1")
+        service.fleet.create_device("dev-1")
         probe.subscribe("edgeship/v1/devices/dev-1/#")
         probe.expect(device_topic("dev-1", "desired"))
-        service.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
+        service.trust.rotate_trust_root(_envelope(_root(world, 2, hub2), [world.root_key]))
         received = probe.expect()
         assert received.topic == device_topic("dev-1", "trust-root")
         assert probe.expect().topic == device_topic("dev-1", "desired")  # after the chain
@@ -171,9 +159,10 @@ def test_the_bridge_sends_the_chain_before_the_documents_and_again_on_connect(
             probe.publish(device_topic("dev-1", channel), b"", retain=True)
         probe.close()
 
-        second = MqttBridge(parse_broker_url(mosquitto.url))
-        service.publish = second.publish
-        second.start(service)  # returns once it re-published on connect
+        second = MqttBridge(parse_broker_url(mosquitto.url))  # the hub restarted, with the root it rotated to
+        restarted = world.services(url, link=second, trust_root=service.trust.trust_root, trust_files=files,
+                                   hub_keys=lambda: [hub2])
+        second.start(restarted)  # returns once it re-published on connect
         try:
             probe = Probe(mosquitto.url)
             probe.subscribe(device_topic("dev-1", "trust-root"))
@@ -186,14 +175,6 @@ def test_the_bridge_sends_the_chain_before_the_documents_and_again_on_connect(
             second.stop()
     finally:
         probe.close()
-
-
-class _SlowRecorder(Recorder):
-    """Publishes slowly, so a rotation is still running when a second one (or a re-evaluation) starts."""
-
-    def trust_root(self, message: bytes, device_ids: list[str]) -> None:
-        time.sleep(0.2)
-        super().trust_root(message, device_ids)
 
 
 def _race(*calls: Callable[[], Any]) -> list[Any]:
@@ -218,13 +199,13 @@ def _race(*calls: Callable[[], Any]) -> list[Any]:
 
 @pytest.mark.parametrize("second_hub_key", ["same-envelope", "another-v2"])
 def test_two_concurrent_rotations_one_wins_and_the_files_and_chain_agree(
-    world: HubWorld, hub: HubService, hub2: Signer, tmp_path: Path, second_hub_key: str
+    world: HubWorld, hub2: Signer, tmp_path: Path, second_hub_key: str
 ) -> None:
-    slow = _SlowRecorder()
-    hub.publish, hub.publish_trust_root = slow.documents, slow.trust_root  # type: ignore[assignment]
+    slow = SlowLink()  # sends the chain slowly, so the first rotation still runs when the second starts
+    hub = _hub(world, tmp_path, slow, hub2)
     first = _envelope(_root(world, 2, hub2), [world.root_key])
     second = first if second_hub_key == "same-envelope" else _envelope(_root(world, 2, world.hub_key), [world.root_key])
-    results = _race(partial(hub.rotate_trust_root, first), partial(hub.rotate_trust_root, second))
+    results = _race(partial(hub.trust.rotate_trust_root, first), partial(hub.trust.rotate_trust_root, second))
     won = [r for r in results if isinstance(r, TrustRoot)]
     refused = [r for r in results if isinstance(r, Exception)]
     assert len(won) == 1 and len(refused) == 1, results
@@ -233,23 +214,23 @@ def test_two_concurrent_rotations_one_wins_and_the_files_and_chain_agree(
     assert (tmp_path / "trust-root.json").read_bytes() == winner
     assert sorted(p.name for p in (tmp_path / "trust-roots").iterdir()) == ["v2.json"]
     assert (tmp_path / "trust-roots" / "v2.json").read_bytes() == winner
-    assert hub.trust_root.version == 2 and hub.trust_root_message() is not None
+    assert hub.trust.trust_root.version == 2 and hub.trust.trust_root_message() is not None
     published = [payload for kind, _d, payload in slow.events if kind == "trust-root"]
-    assert len(published) == 2 and set(published) == {hub.trust_root_message()}  # once per device, one chain
+    assert len(published) == 2 and set(published) == {hub.trust.trust_root_message()}  # once per device, one chain
     expected = hub2 if winner == first else world.hub_key
-    assert [s.keyid for s in hub.signers] == [expected.keyid]
+    assert [s.keyid for s in hub.trust.signers] == [expected.keyid]
 
 
 def test_a_re_evaluation_racing_a_rotation_signs_with_the_key_devices_will_hold(
-    world: HubWorld, hub: HubService, hub2: Signer
+    world: HubWorld, hub2: Signer, tmp_path: Path
 ) -> None:
-    slow = _SlowRecorder()
-    hub.publish, hub.publish_trust_root = slow.documents, slow.trust_root  # type: ignore[assignment]
+    slow = SlowLink()  # sends the chain slowly, so the re-evaluation starts while the rotation runs
+    hub = _hub(world, tmp_path, slow, hub2)
     envelope = _envelope(_root(world, 2, hub2), [world.root_key])
-    results = _race(partial(hub.rotate_trust_root, envelope),
-                    lambda: (time.sleep(0.05), hub.update_tags("dev-1", {"site": "lab"}))[1])
+    results = _race(partial(hub.trust.rotate_trust_root, envelope),
+                    lambda: (time.sleep(0.05), hub.fleet.update_tags("dev-1", {"site": "lab"}))[1])
     assert not any(isinstance(r, Exception) for r in results), results
-    rotated = apply_chain(world.trust_root(), hub.trust_root_message() or b"", datetime.now(timezone.utc)).root
+    rotated = apply_chain(world.trust_root(), hub.trust.trust_root_message() or b"", datetime.now(timezone.utc)).root
     for device_id in ("dev-1", "dev-2"):
         newest = hub.store.latest_desired([device_id])[device_id]
         accepted = accept_document(newest.envelope.encode(), rotated, device_id, 1, datetime.now(timezone.utc))

@@ -24,7 +24,7 @@ from parts import free_port
 from edgeship.agent.decide import accept_document
 from edgeship.errors import InputError
 from edgeship.hub.api import OperatorTokens, create_app, create_token
-from edgeship.hub.service import HubService, ModuleRefSpec
+from edgeship.hub.services import HubServices, ModuleRefSpec
 from edgeship.hub.store import DeploymentRecord, ModuleRefRecord
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
@@ -36,11 +36,10 @@ def world(tmp_path: Path) -> HubWorld:
 
 
 @pytest.fixture
-def hub(world: HubWorld, tmp_path: Path) -> HubService:
-    service = world.service(f"sqlite:///{tmp_path / 'hub.db'}")
-    service.clock = lambda: T0
-    service.upload_module(world.module("digits", 1, image=False))
-    service.create_device("dev-1", {"site": "lab"})
+def hub(world: HubWorld, tmp_path: Path) -> HubServices:
+    service = world.services(f"sqlite:///{tmp_path / 'hub.db'}", clock=lambda: T0)
+    service.catalog.upload_module(world.module("digits", 1, image=False))
+    service.fleet.create_device("dev-1", {"site": "lab"})
     return service
 
 
@@ -59,18 +58,19 @@ def hub(world: HubWorld, tmp_path: Path) -> HubService:
     ],
 )
 def test_a_deployment_that_would_decide_code_is_refused_and_nothing_is_stored(
-    world: HubWorld, hub: HubService, settings: dict[str, object], named: str
+    world: HubWorld, hub: HubServices, settings: dict[str, object], named: str
 ) -> None:
-    before = hub.get_device("dev-1").desired
+    before = hub.fleet.get_device("dev-1").desired
     with pytest.raises(InputError, match=named):
-        hub.create_deployment("evil", "*", [ModuleRefSpec("digits", 1, settings)])
-    assert hub.list_deployments() == []
-    assert hub.get_device("dev-1").desired == before
+        hub.deployments.create_deployment("evil", "*", [ModuleRefSpec("digits", 1, settings)])
+    assert hub.deployments.list_deployments() == []
+    assert hub.fleet.get_device("dev-1").desired == before
 
 
-def test_inert_settings_reach_the_device(world: HubWorld, hub: HubService) -> None:
-    hub.create_deployment("lab", "*", [ModuleRefSpec("digits", 1, {"port": 5002, "restartPolicy": "always"})])
-    desired = hub.get_device("dev-1").desired
+def test_inert_settings_reach_the_device(world: HubWorld, hub: HubServices) -> None:
+    hub.deployments.create_deployment("lab", "*",
+                                      [ModuleRefSpec("digits", 1, {"port": 5002, "restartPolicy": "always"})])
+    desired = hub.fleet.get_device("dev-1").desired
     assert desired is not None
     accepted = accept_document(desired.envelope.encode(), world.trust_root(), "dev-1", None, T0)
     settings = accepted.document.modules["digits"].settings
@@ -78,13 +78,13 @@ def test_inert_settings_reach_the_device(world: HubWorld, hub: HubService) -> No
 
 
 def test_a_deployment_an_older_hub_stored_with_env_is_issued_without_it(
-    world: HubWorld, hub: HubService, caplog: pytest.LogCaptureFixture
+    world: HubWorld, hub: HubServices, caplog: pytest.LogCaptureFixture
 ) -> None:
     record = DeploymentRecord("legacy", "*", 0, T0, (ModuleRefRecord("digits", 1, {"env": {"MODE": "x"}}),))
     hub.store.add_deployment(record)  # as the previous release stored it, before the trust split
     with caplog.at_level(logging.WARNING, logger="edgeship.hub"):
-        hub.create_device("dev-2")
-    desired = hub.get_device("dev-2").desired
+        hub.fleet.create_device("dev-2")
+    desired = hub.fleet.get_device("dev-2").desired
     assert desired is not None
     accepted = accept_document(desired.envelope.encode(), world.trust_root(), "dev-2", None, T0)
     assert accepted.document.modules["digits"].settings.env == {}
@@ -92,7 +92,7 @@ def test_a_deployment_an_older_hub_stored_with_env_is_issued_without_it(
 
 
 @pytest.fixture
-def api(hub: HubService) -> Iterator[httpx.Client]:
+def api(hub: HubServices) -> Iterator[httpx.Client]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(hub, OperatorTokens(hub.store)), host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
@@ -110,7 +110,7 @@ def api(hub: HubService) -> Iterator[httpx.Client]:
     thread.join(timeout=10)
 
 
-def test_an_operator_token_cannot_set_environment_variables_over_http(api: httpx.Client, hub: HubService) -> None:
+def test_an_operator_token_cannot_set_environment_variables_over_http(api: httpx.Client, hub: HubServices) -> None:
     body = {"name": "evil", "targetCondition": "*",
             "modules": [{"name": "digits", "version": 1, "settings": {"env": {"LD_PRELOAD": "/tmp/evil.so"}}}]}
     response = api.post("/deployments", json=body)

@@ -14,7 +14,7 @@ import pytest
 from hub_world import HubWorld
 
 from edgeship.hub.errors import AlreadyExistsError
-from edgeship.hub.service import HubService, ModuleRefSpec
+from edgeship.hub.services import HubServices, ModuleRefSpec
 from edgeship.hub.store import DeploymentRecord, IntentRecord, ModuleRefRecord
 from edgeship.hub.store.outbox import merge
 
@@ -27,14 +27,14 @@ def world(tmp_path: Path) -> HubWorld:
     return HubWorld(tmp_path)
 
 
-def _hub(world: HubWorld, url: str, devices: int = 5) -> HubService:
-    hub = world.service(url)
-    hub.upload_module(world.module("digits", 1))
-    hub.create_devices((f"dev-{i}", {"site": "lab"}) for i in range(devices))
+def _hub(world: HubWorld, url: str, devices: int = 5) -> HubServices:
+    hub = world.services(url)
+    hub.catalog.upload_module(world.module("digits", 1))
+    hub.fleet.create_devices((f"dev-{i}", {"site": "lab"}) for i in range(devices))
     return hub
 
 
-def _with_digits(hub: HubService) -> set[str]:
+def _with_digits(hub: HubServices) -> set[str]:
     return {d.device_id for d in hub.store.latest_desired().values() if "lab" in d.deployments}
 
 
@@ -42,11 +42,11 @@ def test_every_change_that_can_alter_a_document_leaves_no_intent_once_it_returns
     world: HubWorld, hub_url: str
 ) -> None:
     hub = _hub(world, hub_url)
-    hub.create_device("dev-x", {"site": "home"})
-    hub.update_tags("dev-x", {"site": "lab"})
-    hub.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
-    hub.delete_deployment("lab")
-    assert hub.outbox.pending() == []
+    hub.fleet.create_device("dev-x", {"site": "home"})
+    hub.fleet.update_tags("dev-x", {"site": "lab"})
+    hub.deployments.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
+    hub.deployments.delete_deployment("lab")
+    assert hub.issuing.outbox.pending() == []
 
 
 def test_a_deployment_committed_without_its_documents_is_delivered_by_the_next_drain(
@@ -56,27 +56,27 @@ def test_a_deployment_committed_without_its_documents_is_delivered_by_the_next_d
     world.published.clear()
     # What a hub killed right after the commit leaves: the deployment and its intent, no document.
     hub.store.add_deployment(DeploymentRecord("lab", LAB, 0, NOW, (ModuleRefRecord("digits", 1, {}),)))
-    [intent] = hub.outbox.pending()
+    [intent] = hub.issuing.outbox.pending()
     assert intent.device_ids is None and _with_digits(hub) == set()
 
-    restarted = world.service(hub_url)  # a new process over the same database
-    assert restarted.drain_pending() == 5
+    restarted = world.services(hub_url)  # a new process over the same database
+    assert restarted.issuing.drain_pending() == 5
     assert _with_digits(restarted) == {f"dev-{i}" for i in range(5)}
     assert sorted(o.device_id for o in world.published) == [f"dev-{i}" for i in range(5)]
-    assert restarted.outbox.pending() == []
+    assert restarted.issuing.outbox.pending() == []
     with pytest.raises(AlreadyExistsError):  # a retried create still answers 409: the deployment exists
-        restarted.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
+        restarted.deployments.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
 
 
 def test_draining_the_same_intent_twice_issues_no_document_twice(world: HubWorld, hub_url: str) -> None:
     hub = _hub(world, hub_url)
     hub.store.add_deployment(DeploymentRecord("lab", LAB, 0, NOW, (ModuleRefRecord("digits", 1, {}),)))
-    first, second = world.service(hub_url), world.service(hub_url)
-    pending = first.outbox.pending()
-    assert first.drain_pending() == 5
+    first, second = world.services(hub_url), world.services(hub_url)
+    pending = first.issuing.outbox.pending()
+    assert first.issuing.drain_pending() == 5
     # A second hub that read the intent before the first finished it re-evaluates and finds nothing to issue.
-    hub.outbox.add(pending[0].reason, None)
-    assert second.drain_pending() == 0
+    hub.issuing.outbox.add(pending[0].reason, None)
+    assert second.issuing.drain_pending() == 0
     sequences = {d.device_id: d.sequence for d in hub.store.latest_desired().values()}
     assert sequences == {f"dev-{i}": 2 for i in range(5)}  # one document at creation, one for 'lab'
 
@@ -85,12 +85,12 @@ def test_a_re_tag_committed_without_its_document_is_delivered_by_the_next_drain(
     world: HubWorld, hub_url: str
 ) -> None:
     hub = _hub(world, hub_url)
-    hub.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
+    hub.deployments.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
     hub.store.set_tags("dev-0", {"site": "home"})
-    [intent] = hub.outbox.pending()
+    [intent] = hub.issuing.outbox.pending()
     assert intent.device_ids == ("dev-0",)
     assert "dev-0" in _with_digits(hub)
-    assert hub.drain_pending() == 1
+    assert hub.issuing.drain_pending() == 1
     assert "dev-0" not in _with_digits(hub)
 
 
@@ -100,33 +100,30 @@ def test_devices_created_without_their_first_document_get_it_from_the_next_drain
     hub = _hub(world, hub_url, devices=0)
     hub.store.add_devices([("dev-a", {}), ("dev-b", {})], NOW)
     assert hub.store.latest_desired() == {}
-    assert hub.drain_pending() == 2
+    assert hub.issuing.drain_pending() == 2
     assert set(hub.store.latest_desired()) == {"dev-a", "dev-b"}
 
 
 def test_an_intent_committed_while_a_drain_runs_is_not_finished_by_it(world: HubWorld, hub_url: str) -> None:
     hub = _hub(world, hub_url)
     hub.store.set_tags("dev-0", {"site": "home"})
-    work = merge(hub.outbox.pending())
+    work = merge(hub.issuing.outbox.pending())
     assert work is not None
     hub.store.set_tags("dev-1", {"site": "home"})  # committed after the drain read its intents
-    assert hub.outbox.finish(work.intent_ids) == 1
-    assert [i.device_ids for i in hub.outbox.pending()] == [("dev-1",)]
+    assert hub.issuing.outbox.finish(work.intent_ids) == 1
+    assert [i.device_ids for i in hub.issuing.outbox.pending()] == [("dev-1",)]
 
 
 def test_a_failed_re_evaluation_keeps_its_intent_for_the_next_drain(world: HubWorld, hub_url: str) -> None:
     hub = _hub(world, hub_url)
 
-    def broken(_batch: object) -> None:
-        raise RuntimeError("publisher failed")
-
-    hub.publish = broken
+    world.link.failure = RuntimeError("publisher failed")
     with pytest.raises(RuntimeError):
-        hub.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
-    assert len(hub.outbox.pending()) == 1
-    hub.publish = world.published.extend
-    hub.drain_pending()
-    assert hub.outbox.pending() == []
+        hub.deployments.create_deployment("lab", LAB, [ModuleRefSpec("digits", 1)])
+    assert len(hub.issuing.outbox.pending()) == 1
+    world.link.failure = None
+    hub.issuing.drain_pending()
+    assert hub.issuing.outbox.pending() == []
     assert _with_digits(hub) == {f"dev-{i}" for i in range(5)}
 
 
@@ -146,8 +143,9 @@ def test_a_forced_intent_left_by_a_rotation_re_signs_every_device_at_the_next_dr
 ) -> None:
     hub = _hub(world, hub_url)
     before = {d.device_id: d.sequence for d in hub.store.latest_desired().values()}
-    hub.outbox.add("trust root v2 re-sign", None, force=True)  # what a rotation killed before its re-sign leaves
-    assert world.service(hub_url).drain_pending() == 5
+    # What a rotation killed before its re-sign leaves:
+    hub.issuing.outbox.add("trust root v2 re-sign", None, force=True)
+    assert world.services(hub_url).issuing.drain_pending() == 5
     after = {d.device_id: d.sequence for d in hub.store.latest_desired().values()}
     assert after == {device: sequence + 1 for device, sequence in before.items()}
-    assert hub.outbox.pending() == []
+    assert hub.issuing.outbox.pending() == []

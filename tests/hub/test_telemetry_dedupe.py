@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hub_world import HubWorld
 
-from edgeship.hub.service import HubService
+from edgeship.hub.services import HubServices
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -24,15 +24,15 @@ def _batch(*samples: tuple[int, datetime]) -> dict[str, Any]:
     return {"schemaVersion": 1, "deviceId": "dev-1", "dropped": 0, "samples": [_sample(q, t) for q, t in samples]}
 
 
-def _stored(hub: HubService) -> list[int]:
+def _stored(hub: HubServices) -> list[int]:
     """Every stored sample's seq, oldest batch first."""
-    return [s["seq"] for r in reversed(hub.recent_telemetry("dev-1", 1000)) for s in r.batch["samples"]]
+    return [s["seq"] for r in reversed(hub.fleet.recent_telemetry("dev-1", 1000)) for s in r.batch["samples"]]
 
 
 @pytest.fixture
-def hub(hub_url: str, world: HubWorld) -> HubService:
-    service = world.service(hub_url)
-    service.create_device("dev-1")
+def hub(hub_url: str, world: HubWorld) -> HubServices:
+    service = world.services(hub_url)
+    service.fleet.create_device("dev-1")
     return service
 
 
@@ -41,42 +41,43 @@ def world(tmp_path: Path) -> HubWorld:
     return HubWorld(tmp_path)
 
 
-def test_a_batch_re_sent_after_a_lost_puback_is_acknowledged_and_not_stored_again(hub: HubService) -> None:
+def test_a_batch_re_sent_after_a_lost_puback_is_acknowledged_and_not_stored_again(hub: HubServices) -> None:
     batch = _batch((1, T0), (2, T0 + timedelta(seconds=10)))
-    assert hub.record_telemetry("dev-1", batch) is not None
-    assert hub.record_telemetry("dev-1", batch) is None
+    assert hub.fleet.record_telemetry("dev-1", batch) is not None
+    assert hub.fleet.record_telemetry("dev-1", batch) is None
     assert _stored(hub) == [1, 2]
 
 
-def test_a_batch_overlapping_what_is_stored_keeps_only_its_new_samples(hub: HubService) -> None:
-    hub.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
-    record = hub.record_telemetry("dev-1", _batch((2, T0 + timedelta(seconds=10)), (3, T0 + timedelta(seconds=20))))
+def test_a_batch_overlapping_what_is_stored_keeps_only_its_new_samples(hub: HubServices) -> None:
+    hub.fleet.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
+    record = hub.fleet.record_telemetry("dev-1",
+                                        _batch((2, T0 + timedelta(seconds=10)), (3, T0 + timedelta(seconds=20))))
     assert record is not None and [s["seq"] for s in record.batch["samples"]] == [3]
     assert _stored(hub) == [1, 2, 3]
 
 
-def test_the_same_time_written_differently_is_still_a_duplicate(hub: HubService) -> None:
-    hub.record_telemetry("dev-1", _batch((1, T0)))
+def test_the_same_time_written_differently_is_still_a_duplicate(hub: HubServices) -> None:
+    hub.fleet.record_telemetry("dev-1", _batch((1, T0)))
     again = _batch((1, T0))
     again["samples"][0]["time"] = "2026-01-01T01:00:00+01:00"  # the same instant
-    assert hub.record_telemetry("dev-1", again) is None
+    assert hub.fleet.record_telemetry("dev-1", again) is None
 
 
-def test_an_agent_whose_data_dir_was_wiped_restarts_seq_at_1_and_is_stored(hub: HubService) -> None:
-    hub.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
+def test_an_agent_whose_data_dir_was_wiped_restarts_seq_at_1_and_is_stored(hub: HubServices) -> None:
+    hub.fleet.record_telemetry("dev-1", _batch((1, T0), (2, T0 + timedelta(seconds=10))))
     later = T0 + timedelta(hours=1)
-    assert hub.record_telemetry("dev-1", _batch((1, later), (2, later + timedelta(seconds=10)))) is not None
+    assert hub.fleet.record_telemetry("dev-1", _batch((1, later), (2, later + timedelta(seconds=10)))) is not None
     assert _stored(hub) == [1, 2, 1, 2]
-    assert hub.record_telemetry("dev-1", _batch((1, later))) is None  # its own re-send is still caught
+    assert hub.fleet.record_telemetry("dev-1", _batch((1, later))) is None  # its own re-send is still caught
 
 
-def test_batches_stored_out_of_order_by_two_replicas_are_both_kept(hub: HubService) -> None:
-    hub.record_telemetry("dev-1", _batch((3, T0 + timedelta(seconds=30))))
-    assert hub.record_telemetry("dev-1", _batch((2, T0 + timedelta(seconds=20)))) is not None
+def test_batches_stored_out_of_order_by_two_replicas_are_both_kept(hub: HubServices) -> None:
+    hub.fleet.record_telemetry("dev-1", _batch((3, T0 + timedelta(seconds=30))))
+    assert hub.fleet.record_telemetry("dev-1", _batch((2, T0 + timedelta(seconds=20)))) is not None
     assert sorted(_stored(hub)) == [2, 3]
 
 
-def test_a_re_send_stored_by_two_threads_at_once_is_stored_once(hub: HubService) -> None:
+def test_a_re_send_stored_by_two_threads_at_once_is_stored_once(hub: HubServices) -> None:
     batch = _batch(*[(q, T0 + timedelta(seconds=q)) for q in range(1, 51)])
     barrier = threading.Barrier(4)
     errors: list[BaseException] = []
@@ -84,7 +85,7 @@ def test_a_re_send_stored_by_two_threads_at_once_is_stored_once(hub: HubService)
     def send() -> None:
         try:
             barrier.wait()
-            hub.record_telemetry("dev-1", batch)
+            hub.fleet.record_telemetry("dev-1", batch)
         except BaseException as exc:
             errors.append(exc)
 

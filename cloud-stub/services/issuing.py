@@ -1,0 +1,214 @@
+"""``Issuing``: from deployments and tags to one signed document per device, and out through the link.
+
+Every change that can alter what a device must run (a device created or re-tagged, a
+deployment created or deleted, a rotation to another hub key) commits a re-evaluation
+intent with the change (``edgeship.hub.store.outbox``, ADR 0019). :meth:`Issuing.drain_pending`
+serves them: it re-evaluates the devices they name, signs a new document for each device
+whose module set changed (layering: ``edgeship.hub.targeting``), stores it and hands it to
+the :class:`~edgeship.hub.services.link.DeviceLink`, then deletes exactly the intents it
+read. Devices join and leave deployments in the time one request takes, and a hub killed
+in between finishes the work at its next start (``HubServer`` drains before the API opens).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
+from edgeship.hub.issuer import DocumentGroup
+from edgeship.hub.services.keys import SigningKeys
+from edgeship.hub.services.link import DeviceLink, Outgoing
+from edgeship.hub.services.rules import parsed_condition
+from edgeship.hub.store import HubStore, IssueRequest, ModuleRecord, Outbox
+from edgeship.hub.store.outbox import merge
+from edgeship.hub.targeting import Deployment, DeviceFacts, select_modules
+
+__all__ = ["REEVALUATE_BATCH", "Issuing"]
+
+log = logging.getLogger("edgeship.hub")
+
+REEVALUATE_BATCH = 1000  # devices per issuing transaction; each batch is published before the next is signed
+
+Layered = list[Deployment[tuple[dict[str, Any], ModuleEntry]]]
+
+
+class Issuing:
+    """Re-evaluation, signing and delivery of deployment documents; the outbox's one consumer."""
+
+    def __init__(
+        self,
+        store: HubStore,
+        keys: SigningKeys,
+        link: DeviceLink,
+        *,
+        clock: Callable[[], datetime],
+        ttl: timedelta = DEFAULT_TTL,
+        batch: int = REEVALUATE_BATCH,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.link = link
+        self.clock = clock
+        self.ttl = ttl
+        self.batch = batch
+        self.outbox = Outbox(store)
+
+    def reevaluate(self, device_ids: Iterable[str] | None = None) -> list[Outgoing]:
+        """Sign and store a new document for each device (of ``device_ids``, or all) whose module set changed.
+
+        Also re-issues a document that is older than half its time to live, so a
+        device is never frozen by expiry while the hub runs. Returns the documents
+        to publish; the caller publishes them (nothing goes to the link here).
+        """
+        return [o for batch in self.batches(device_ids) for o in batch]
+
+    def drain_pending(self) -> int:
+        """Serve every pending re-evaluation intent: re-evaluate, sign, store, publish, then delete the intents.
+
+        Called right after every change (in the request that made it) and at hub start,
+        so a change whose delivery a crash interrupted is finished without waiting for
+        the refresh timer. Idempotent: a device whose module set did not change gets no
+        new document, so draining twice (or two hubs at once) issues nothing twice. An
+        error leaves the intents for the next drain. Returns the documents that went out.
+        """
+        work = merge(self.outbox.pending())
+        if work is None:
+            return 0
+        sent = self.deliver_batches(work.device_ids, force=work.force)
+        self.outbox.finish(work.intent_ids)
+        return sent
+
+    def refresh(self) -> int:
+        """Re-issue and publish every document past half its time to live (and any whose modules changed).
+
+        ``HubServer`` calls this on a timer, so a device that hears nothing new still
+        gets a fresh document long before its current one expires (410, freeze).
+        Pending intents are served first. Returns how many documents went out.
+        """
+        return self.drain_pending() + self.deliver_batches(None)
+
+    def deliver_batches(self, device_ids: Iterable[str] | None, *, force: bool = False) -> int:
+        """Re-evaluate and hand each batch to the link as soon as it is stored, while later ones are signed."""
+        sent = 0
+        for batch in self.batches(device_ids, force=force):
+            if batch:
+                self.link.publish(batch)
+            sent += len(batch)
+        return sent
+
+    def current_documents(self) -> list[Outgoing]:
+        """The newest signed document of every device: what a link re-publishes on (re)connect."""
+        return [
+            Outgoing(r.device_id, r.sequence, r.envelope.encode("utf-8")) for r in self.store.latest_desired().values()
+        ]
+
+    def batches(self, device_ids: Iterable[str] | None, *, force: bool = False) -> Iterator[list[Outgoing]]:
+        """:meth:`reevaluate` in batches of ``batch`` devices, one store transaction each.
+
+        Two reads for all devices (devices, newest documents), then per device only
+        the layering rule; devices with the same winning modules share one
+        :class:`DocumentGroup` (fingerprint, module entries, document template), so
+        the per-device cost is the signature and the insert. ``force`` re-signs every
+        device's document (a new hub key after a trust-root rotation).
+
+        Each batch is signed and stored under the keys' lock with the signers current at
+        that moment, so a rotation never waits for a whole fleet's re-evaluation, and a
+        re-evaluation that began before a rotation signs its later batches with the new
+        key. Batches are published outside the lock.
+        """
+        ids = None if device_ids is None else list(device_ids)
+        signers = self.keys.signers
+        layered = self.layered()
+        now = self.clock()
+        reissue_before = now if force else now - self.ttl / 2
+        latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
+        groups: dict[tuple[tuple[str, str], ...], DocumentGroup] = {}
+        pending: list[IssueRequest] = []
+        for device in self.store.list_devices(ids):
+            selection = select_modules(DeviceFacts(device.id, device.tags), layered)
+            key = tuple((name, chosen.deployment_id) for name, chosen in selection.items())
+            group = groups.get(key)
+            if group is None:
+                contributing = sorted({chosen.deployment_id for chosen in selection.values()})
+                fingerprint = json.dumps(
+                    {
+                        "modules": {name: chosen.module[0] for name, chosen in selection.items()},
+                        "deployments": contributing,
+                    },
+                    sort_keys=True,
+                    separators=(",", ":"),
+                )
+                entries = {name: chosen.module[1] for name, chosen in selection.items()}
+                group = groups[key] = DocumentGroup(
+                    entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
+                )
+            prior = latest.get(device.id)
+            if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
+                continue  # HubStore.issue_many re-checks under the device lock; this only skips the common case
+            pending.append(IssueRequest(
+                device.id, group.fingerprint, group.deployments,
+                partial(group.sign, device.id),
+            ))
+            if len(pending) >= self.batch:
+                yield self._issue(pending, reissue_before, groups.values())
+                pending = []
+        if pending:
+            yield self._issue(pending, reissue_before, groups.values())
+
+    def _issue(
+        self, requests: list[IssueRequest], reissue_before: datetime, groups: Iterable[DocumentGroup]
+    ) -> list[Outgoing]:
+        with self.keys.lock:
+            signers = self.keys.signers
+            for group in groups:
+                group.signers = signers
+            issued = self.store.issue_many(requests, reissue_before=reissue_before)
+        return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
+
+    def layered(self) -> Layered:
+        """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry)."""
+        modules: dict[tuple[str, int], ModuleRecord] = {}
+        result: Layered = []
+        for record in self.store.list_deployments():
+            chosen: dict[str, tuple[dict[str, Any], ModuleEntry]] = {}
+            for ref in record.modules:
+                key = (ref.name, ref.version)
+                if key not in modules:
+                    modules[key] = self.store.get_module(ref.name, ref.version)
+                module = modules[key]
+                entry = ModuleEntry(
+                    module=module.envelope,
+                    blobs=ModuleBlobs(
+                        bundle=f"/blobs/{module.bundle_digest}",
+                        image=f"/blobs/{module.image_digest}" if module.image_digest else None,
+                    ),
+                    settings=_stored_settings(record.id, ref.name, ref.settings),
+                )
+                part = {"ref": module.ref, "manifest": module.manifest_digest, "settings": entry.settings.model_dump(
+                    by_alias=True, exclude_none=True)}
+                chosen[ref.name] = (part, entry)
+            condition = parsed_condition(record.target_condition)
+            result.append(Deployment(record.id, record.priority, record.created, condition, chosen))
+        return result
+
+
+def _stored_settings(deployment_id: str, module: str, stored: dict[str, Any]) -> ModuleSettings:
+    """A stored module's settings; ``env`` that a hub before the trust split accepted is dropped.
+
+    Such a deployment was created when the hub still passed environment variables to
+    devices; signing them now would make every agent refuse the document (400), so the
+    hub leaves them out and says so. The module's own release decides its environment.
+    """
+    if stored.get("env"):
+        log.warning(
+            "deployment %s, module %s: settings.env (%s) is no longer sent to devices: only a release-signed "
+            "module may set environment variables (docs/security.md); delete and re-create the deployment "
+            "without it", deployment_id, module, ", ".join(sorted(stored["env"])),
+        )
+        stored = {k: v for k, v in stored.items() if k != "env"}
+    return ModuleSettings.model_validate(stored, strict=False)
