@@ -158,7 +158,10 @@ def test_one_device_flooding_telemetry_leaves_the_hubs_memory_bounded_and_others
     admitted = FLOOD_BATCHES - stats["byDevice"]["flood"]
     assert admitted <= limits.telemetry.burst + limits.telemetry.rate * (elapsed + 1)
     assert admitted * len(template) <= limits.telemetry.byte_burst + limits.telemetry.byte_rate * (elapsed + 1)
-    assert stats["byReason"].get("telemetry rate", 0) > 0 and stats["handled"] == admitted + 2
+    # Large batches run out of the byte bucket long before the message burst (1,200, sized for a hub's
+    # post-outage backlog of small batches): the cut is counted as a rate drop of either kind.
+    rate_drops = stats["byReason"].get("telemetry rate", 0) + stats["byReason"].get("telemetry byte-rate", 0)
+    assert rate_drops > 0 and stats["handled"] == admitted + 2
     # One device never held more than its share of the queue; the hub's memory stayed bounded.
     assert stats["peakQueuedBytes"] <= limits.device_queue_bytes + 2 * (256 * 1024 + limits.message_overhead)
     assert growth <= RSS_GROWTH_BOUND, f"peak RSS grew by {growth / 2**20:.0f} MiB"
