@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from hub_world import HubWorld
-from parts import free_port
+from rest_server import serving
 
 from edgeship.agent.decide import accept_document
 from edgeship.hub.api import OperatorTokens, create_app, create_token
@@ -36,19 +33,8 @@ def service(world: HubWorld) -> HubServices:
 
 @pytest.fixture
 def base_url(service: HubServices) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(service, OperatorTokens(service.store))) as url:
+        yield url
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ ones it found, so they keep failing loudly if the fix is undone, whatever the se
 from __future__ import annotations
 
 import base64
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy
-import uvicorn
 from hub_workspace import make_hub_workspace
-from parts import free_port
+from rest_server import serving
 
 from edgeship.deployment import MAX_SEQUENCE
 from edgeship.hub.api import OperatorTokens, create_app, create_token
@@ -48,18 +45,9 @@ def hub(tmp_path: Path, hub_url: str, hub_service: list[HubServices]) -> Iterato
     ca = open_ca(ws.root / CA_DIR)  # device certificates, as 'hub serve' issues them
     credentials = DeviceCredentials(service.fleet, ca=lambda: ca)
     app = create_app(service, OperatorTokens(service.store), credentials)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.config.port}"
     headers = {"Authorization": f"Bearer {create_token(service.store, 'tests')}"}
     try:
-        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        with serving(app) as url, httpx.Client(base_url=url, headers=headers, timeout=30) as client:
             assert client.post("/modules", json={"workspace": str(ws.root), "name": "digits"}).status_code == 201
             assert client.post("/devices", json={"id": "dev-1", "tags": {"site": "lab"}}).status_code == 201
             created = client.post("/deployments", json={"name": "lab", "targetCondition": "tags.site = 'lab'",
@@ -67,8 +55,6 @@ def hub(tmp_path: Path, hub_url: str, hub_service: list[HubServices]) -> Iterato
             assert created.status_code == 201, created.text
             yield client, ws
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         service.store.close()
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from hub_workspace import make_hub_workspace
 from hub_world import HubWorld
 from mqtt_probe import Probe
-from parts import free_port
+from rest_server import serving
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token
 from edgeship.hub.broker import verify_password
@@ -34,22 +31,10 @@ def service(tmp_path: Path) -> HubServices:
 
 @pytest.fixture
 def client(service: HubServices) -> Iterator[httpx.Client]:
-    port = free_port()
-    config = uvicorn.Config(create_app(service, OperatorTokens(service.store)), host="127.0.0.1", port=port,
-                            log_level="warning", lifespan="off")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     token = create_token(service.store, "tests")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                      timeout=10) as c:  # fmt: skip
+    with serving(create_app(service, OperatorTokens(service.store))) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
         yield c
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_create_rotate_and_delete_over_rest(client: httpx.Client, service: HubServices) -> None:

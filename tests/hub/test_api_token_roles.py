@@ -6,17 +6,14 @@ not by waiting.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from hub_world import HubWorld
-from parts import free_port
+from rest_server import serving
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token
 from edgeship.hub.services import HubServices
@@ -45,18 +42,8 @@ def service(tmp_path: Path) -> HubServices:
 
 @pytest.fixture
 def base_url(service: HubServices, clock: Clock) -> Iterator[str]:
-    port = free_port()
-    app = create_app(service, OperatorTokens(service.store, clock=clock))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(service, OperatorTokens(service.store, clock=clock))) as url:
+        yield url
 
 
 def _client(base_url: str, token: str) -> httpx.Client:

@@ -9,17 +9,14 @@ deployment an older hub stored with ``settings.env`` is issued without it.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from hub_world import HubWorld
-from parts import free_port
+from rest_server import serving
 
 from edgeship.agent.decide import accept_document
 from edgeship.errors import InputError
@@ -93,21 +90,10 @@ def test_a_deployment_an_older_hub_stored_with_env_is_issued_without_it(
 
 @pytest.fixture
 def api(hub: HubServices) -> Iterator[httpx.Client]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(hub, OperatorTokens(hub.store)), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     token = create_token(hub.store, "operator")
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
-                      timeout=10) as client:
+    with serving(create_app(hub, OperatorTokens(hub.store))) as url, \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10) as client:
         yield client
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def test_an_operator_token_cannot_set_environment_variables_over_http(api: httpx.Client, hub: HubServices) -> None:
