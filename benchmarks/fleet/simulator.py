@@ -14,6 +14,15 @@ A command ``edgeship/v1/devices/{id}/commands/ping/{rid}`` is answered on
 ``responses/{rid}`` with no other work: the bare round trip the benchmark
 compares against.
 
+Optionally (``--bad-release MODULE:VERSION``, :class:`BadRelease`; used by
+``benchmarks/rollout``) a deterministic share of the devices cannot run one
+release: a document naming it is answered with 500 (accepted, the module's
+``init()`` failed, the previous version keeps running: ``lastAppliedSequence``
+moves on) or with 400 (refused: the sequence does not move, as an agent's
+refusal). Every device then also notes when a document naming the release first
+reached it, when it reported on it, and when a later document without it
+arrived (the ``release`` command returns that log).
+
 Why not a thread per client: paho's ``loop_start()`` starts a thread and a
 ``select()`` per client and dies past about 340 clients per process
 (``../shared/DESIGN.md``). Here paho's ``on_socket_*`` callbacks register each
@@ -35,6 +44,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import select
@@ -43,6 +53,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
@@ -57,7 +68,7 @@ from edgeship.mqtt import device_topic, parse_broker_url, parse_device_topic
 from edgeship.mqtt.client import make_client
 from edgeship.signing import TrustRoot
 
-__all__ = ["SOURCES", "Fleet", "SimDevice", "device_ids"]
+__all__ = ["SOURCES", "BadRelease", "Fleet", "SimDevice", "device_ids"]
 
 SOURCES = tuple(f"127.0.0.{i}" for i in range(1, 9))  # source addresses: about 28k ports each toward one broker
 CONNECT_WINDOW = 250  # sessions between connect and SUBACK at once (the broker's listen backlog)
@@ -75,11 +86,46 @@ def device_ids(prefix: str, first: int, count: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(first, first + count)]
 
 
+@dataclass(frozen=True)
+class BadRelease:
+    """One module version that ``percent`` % of the devices cannot run; ``refuse_percent`` % of all refuse it.
+
+    A device's lot is ``sha256(device id)`` (independent of any rollout order):
+    below ``refuse_percent`` it refuses (400), below ``percent`` it fails (500).
+    """
+
+    module: str
+    version: int
+    percent: float = 0.0
+    refuse_percent: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, percent: float, refuse_percent: float) -> BadRelease:
+        module, _, version = text.partition(":")
+        return cls(module, int(version), percent, refuse_percent)
+
+    def code_for(self, device_id: str) -> int:
+        """200, 400 or 500: what this device answers to a document naming the release."""
+        lot = int.from_bytes(hashlib.sha256(device_id.encode()).digest()[:8], "big") % 10_000 / 100
+        if lot < self.refuse_percent:
+            return 400
+        return 500 if lot < self.percent else 200
+
+    def named_in(self, envelope: bytes) -> tuple[int, bool]:
+        """The document's sequence, and whether it names this release (read without verifying)."""
+        document = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+        entry = (document.get("modules") or {}).get(self.module)
+        if entry is None:
+            return int(document["sequence"]), False
+        manifest = json.loads(base64.b64decode(entry["module"]["payload"]))
+        return int(document["sequence"]), manifest.get("version") == self.version
+
+
 class SimDevice:
     """One simulated agent: its session and what it last accepted."""
 
-    __slots__ = ("accepted_raw", "client", "desired", "device_id", "last_applied", "last_code", "ready", "reported",
-                 "restarted")
+    __slots__ = ("accepted_raw", "client", "desired", "device_id", "last_applied", "last_code", "ready", "release",
+                 "reported", "restarted", "services")
 
     def __init__(self, device_id: str, client: paho.Client) -> None:
         self.device_id = device_id
@@ -91,6 +137,8 @@ class SimDevice:
         self.ready = False  # CONNACK and SUBACK seen
         self.accepted_raw: bytes | None = None  # the retained copy of this arrives on every reconnect
         self.restarted = False  # an agent that restarted re-verifies its document once (agent.reconcile)
+        self.services: tuple[dict[str, RunningService], dict[str, str]] = ({}, {})  # what runs (after an apply)
+        self.release: dict[str, Any] | None = None  # with a BadRelease: when the release reached it, and left
 
 
 class Fleet:
@@ -105,7 +153,9 @@ class Fleet:
         sources: Sequence[str] = SOURCES,
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         verify: bool = True,
+        bad_release: BadRelease | None = None,
     ) -> None:
+        self.bad_release = bad_release  # None: every document applies (the fleet benchmark)
         self.verify = verify  # False only for the benchmark's diagnostic "hub and broker alone" runs
         self.settings = parse_broker_url(broker_url)
         self.trust_root = trust_root
@@ -282,6 +332,8 @@ class Fleet:
     def _on_message(self, client: paho.Client, device: SimDevice, message: paho.MQTTMessage) -> None:
         if message.topic == device.desired:
             self.counts["desired_in"] += 1
+            if message.payload and self.bad_release is not None:
+                self._note_release(device, bytes(message.payload))
             if message.payload:
                 self._apply(client, device, bytes(message.payload))
             return
@@ -290,6 +342,20 @@ class Fleet:
             client.publish(f"{device_topic(device.device_id, 'responses')}/{topic.rest[1]}", b'{"status":200}',
                            qos=1)
             self.counts["pings"] += 1
+
+    def _note_release(self, device: SimDevice, envelope: bytes) -> None:
+        """Device-side exposure log: the first document naming the bad release, and the first later one without."""
+        assert self.bad_release is not None
+        sequence, named = self.bad_release.named_in(envelope)
+        log = device.release
+        if named and log is None:
+            device.release = {"sequence": sequence, "in": time.time()}
+        elif log is not None and not named and sequence > log["sequence"] and "cleared_in" not in log:
+            log["cleared_in"], log["cleared_sequence"] = time.time(), sequence
+
+    def release_log(self) -> dict[str, dict[str, Any]]:
+        """Every device a document naming the bad release reached: times (``time.time()``) and sequences."""
+        return {d.device_id: d.release for d in self.devices if d.release is not None}
 
     def _apply(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
         """What an agent does with a retained document, minus running the modules."""
@@ -315,6 +381,13 @@ class Fleet:
             report = build_report(device_id=device.device_id, last_applied_sequence=device.last_applied,
                                   status=code, current=CurrentState(now=now), message=str(exc), now=now)
         else:
+            code = 200
+            if self.bad_release is not None and self.bad_release.named_in(envelope)[1]:
+                code = self.bad_release.code_for(device.device_id)
+            if code != 200:
+                self._fail(client, device, envelope, accepted.sequence, code, now)
+                self.verify_seconds += time.perf_counter() - started
+                return
             services: dict[str, RunningService] = {}
             active: dict[str, str] = {}
             for name, manifest in accepted.manifests.items():
@@ -328,12 +401,33 @@ class Fleet:
             device.last_applied = accepted.sequence
             device.accepted_raw = envelope
             device.last_code = 200
+            device.services = (services, active)
             self.counts["applied"] += 1
             report = build_report(device_id=device.device_id, last_applied_sequence=accepted.sequence, status=200,
                                   current=CurrentState(now=now, services=services, active=active), now=now)
         client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
         self.verify_seconds += time.perf_counter() - started
 
+
+    def _fail(self, client: paho.Client, device: SimDevice, envelope: bytes, sequence: int, code: int,
+              now: datetime) -> None:
+        """The bad release on a device that cannot run it: 400 refuses the document, 500 accepts it, fails to start
+        it and keeps the previous version running, as an agent reports either."""
+        if code == 500:
+            device.last_applied = sequence
+            device.accepted_raw = envelope
+            message = "init() failed: simulated (benchmarks/rollout)"
+        else:
+            message = "refused: simulated (benchmarks/rollout)"
+        device.last_code = code
+        self.counts[f"bad_release:{code}"] += 1
+        services, active = device.services
+        report = build_report(device_id=device.device_id, last_applied_sequence=device.last_applied, status=code,
+                              current=CurrentState(now=now, services=services, active=active), message=message,
+                              now=now)
+        client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
+        if device.release is not None and "reported" not in device.release:
+            device.release["reported"], device.release["code"] = time.time(), code
 
     def _ack_unverified(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
         """Diagnostic only: read the sequence without checking anything and report it applied."""
@@ -348,7 +442,7 @@ class Fleet:
 
 # The JSON-lines control protocol of the subprocess ----------------------------------------------
 def _serve(fleet: Fleet) -> None:
-    """Commands on stdin (``connect``, ``reconnect``, ``stats``, ``stop``); one JSON answer line each."""
+    """Commands on stdin (``connect``, ``reconnect``, ``stats``, ``release``, ``stop``); one JSON answer line each."""
     stdin = sys.stdin.fileno()
     os.set_blocking(stdin, False)
     commands: list[str] = []
@@ -384,8 +478,9 @@ def _serve(fleet: Fleet) -> None:
                 fleet.disconnect()
                 answer(event="stopped")
                 return
+            extra = {"release": fleet.release_log()} if command == "release" else {}
             answer(event=command, seconds=round(time.monotonic() - started, 4), counts=dict(fleet.counts),
-                   verify_seconds=round(fleet.verify_seconds, 4), cpu=round(time.process_time(), 4))
+                   verify_seconds=round(fleet.verify_seconds, 4), cpu=round(time.process_time(), 4), **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -397,11 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--no-verify", action="store_true",
                         help="diagnostic: acknowledge documents without verifying them (not an agent's behaviour)")
+    parser.add_argument("--bad-release", metavar="MODULE:VERSION",
+                        help="a release some devices cannot run (benchmarks/rollout); the 'release' command logs it")
+    parser.add_argument("--bad-percent", type=float, default=20.0, help="devices answering it 400 or 500")
+    parser.add_argument("--refuse-percent", type=float, default=10.0, help="of those, devices answering 400")
     args = parser.parse_args(argv)
     with open(args.trust_root, "rb") as handle:
         trust_root = TrustRoot.from_json(handle.read())
+    bad = BadRelease.parse(args.bad_release, args.bad_percent, args.refuse_percent) if args.bad_release else None
     fleet = Fleet(args.broker, device_ids(args.prefix, args.first, args.count), trust_root,
-                  verify=not args.no_verify)
+                  verify=not args.no_verify, bad_release=bad)
     try:
         _serve(fleet)
     finally:
