@@ -15,11 +15,12 @@ import httpx
 
 from edgeship.errors import EdgeshipError, InputError, TransportError
 
-__all__ = ["DEFAULT_HUB_URL", "ENV_HUB_TOKEN", "ENV_HUB_URL", "HubClient", "HubRequestError"]
+__all__ = ["DEFAULT_HUB_URL", "ENV_HUB_TOKEN", "ENV_HUB_URL", "ROLLOUT_ACTIONS", "HubClient", "HubRequestError"]
 
 DEFAULT_HUB_URL = "http://127.0.0.1:8800"
 ENV_HUB_URL = "EDGESHIP_HUB_URL"
 ENV_HUB_TOKEN = "EDGESHIP_HUB_TOKEN"  # noqa: S105 - the name of an environment variable
+ROLLOUT_ACTIONS = ("pause", "resume", "approve", "abort")
 
 
 class HubRequestError(EdgeshipError):
@@ -124,8 +125,12 @@ class HubClient:
 
     # deployments -------------------------------------------------------------
     def create_deployment(self, name: str, target_condition: str, modules: list[dict[str, Any]],
-                          priority: int = 0) -> dict[str, Any]:
-        body = {"name": name, "targetCondition": target_condition, "priority": priority, "modules": modules}
+                          priority: int = 0, rollout: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``rollout``: a policy with the camelCase keys of ``RolloutPolicy.to_dict`` (docs/rollouts.md)."""
+        body: dict[str, Any] = {"name": name, "targetCondition": target_condition, "priority": priority,
+                                "modules": modules}
+        if rollout is not None:
+            body["rollout"] = dict(rollout)
         return self.request("POST", "/deployments", json=body)
 
     def list_deployments(self) -> list[dict[str, Any]]:
@@ -136,6 +141,22 @@ class HubClient:
 
     def delete_deployment(self, name: str) -> None:
         self.request("DELETE", f"/deployments/{_seg(name)}")
+
+    # rollouts ----------------------------------------------------------------
+    def rollout(self, name: str) -> dict[str, Any]:
+        """The deployment's rollout (``RolloutView.to_dict()``); a 404 HubRequestError when it has none."""
+        return self.request("GET", f"/deployments/{_seg(name)}/rollout")
+
+    def rollout_action(self, name: str, action: str, reason: str | None = None) -> dict[str, Any]:
+        """``pause``, ``resume``, ``approve`` or ``abort`` the rollout; the answer is the rollout after it."""
+        if action not in ROLLOUT_ACTIONS:
+            raise InputError(f"Rollout action {action!r} is not one of {', '.join(ROLLOUT_ACTIONS)}.")
+        body = {"reason": reason} if reason is not None else None
+        return self.request("POST", f"/deployments/{_seg(name)}/rollout/{action}", json=body)
+
+    def rollout_events(self, name: str) -> list[dict[str, Any]]:
+        """Every state change of the rollout, oldest first (``RolloutEvent.to_dict()``)."""
+        return self.request("GET", f"/deployments/{_seg(name)}/events")
 
 
 def _seg(value: str) -> str:

@@ -8,8 +8,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from edgeship.hub.api.auth import AuthenticationError, TokenCheck, TokenGrant, authorize
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.services import Catalog, Deployments, Fleet, HubServices, TrustRotation
+from edgeship.hub.services.rollouts import Rollouts
 
-__all__ = ["get_catalog", "get_credentials", "get_deployments", "get_fleet", "get_trust", "require_operator"]
+__all__ = [
+    "get_catalog", "get_credentials", "get_deployments", "get_fleet", "get_rollouts", "get_trust", "require_operator",
+]
 
 _bearer = HTTPBearer(
     auto_error=False, description="An operator token ('edgeship hub token create NAME [--role read-only]')."
@@ -31,6 +34,10 @@ def get_catalog(request: Request) -> Catalog:
 
 def get_deployments(request: Request) -> Deployments:
     return _services(request).deployments
+
+
+def get_rollouts(request: Request) -> Rollouts:
+    return _services(request).rollouts
 
 
 def get_trust(request: Request) -> TrustRotation:

@@ -17,11 +17,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from edgeship.errors import InputError
+from edgeship.hub.api.auth import TokenGrant
 from edgeship.hub.api.deps import (
     get_catalog,
     get_credentials,
     get_deployments,
     get_fleet,
+    get_rollouts,
     get_trust,
     require_operator,
 )
@@ -43,10 +45,12 @@ from edgeship.hub.api.schemas import (
     MethodAnswerOut,
     ModuleIn,
     ModuleOut,
+    RolloutOut,
     TagsIn,
     TelemetryOut,
     TrustRootOut,
     TrustRootRotatedOut,
+    parse_rollout,
 )
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.errors import HubNotFoundError
@@ -59,6 +63,7 @@ from edgeship.hub.services import (
     ModuleRefSpec,
     TrustRotation,
 )
+from edgeship.hub.services.rollouts import Rollouts
 
 __all__ = ["deployments", "devices", "modules", "trust"]
 
@@ -181,16 +186,37 @@ def list_deployments(service: Deployments = Depends(get_deployments)) -> list[De
 
 @deployments.post("", response_model=DeploymentOut, status_code=201,
                   responses=errors(400, 404, 409, 413, 422))
-def create_deployment(body: DeploymentIn, service: Deployments = Depends(get_deployments)) -> DeploymentOut:
+def create_deployment(
+    body: DeploymentIn,
+    grant: TokenGrant = Depends(require_operator),
+    service: Deployments = Depends(get_deployments),
+    rollouts: Rollouts = Depends(get_rollouts),
+) -> DeploymentOut:
+    """Create a deployment; with a ``rollout`` policy in waves it starts with its first wave (the token's name is
+    the actor of its events), else every targeted device gets it before this returns."""
     specs = [ModuleRefSpec(m.name, m.version, m.settings) for m in body.modules]
-    record = service.create_deployment(body.name, body.target_condition, specs, body.priority)
-    return DeploymentOut.of(record, service.deployment_status(record.id))
+    policy = parse_rollout(body.rollout)
+    record = service.create_deployment(body.name, body.target_condition, specs, body.priority,
+                                       rollout=policy, actor=grant.name)
+    return DeploymentOut.of(record, service.deployment_status(record.id), _rollout(rollouts, record.id))
 
 
 @deployments.get("/{deployment_id}", response_model=DeploymentOut, responses=errors(400, 404, 422))
-def show_deployment(deployment_id: DeploymentId, service: Deployments = Depends(get_deployments)) -> DeploymentOut:
-    """The deployment with per-device status and IoT Edge's counts."""
-    return DeploymentOut.of(service.get_deployment(deployment_id), service.deployment_status(deployment_id))
+def show_deployment(
+    deployment_id: DeploymentId,
+    service: Deployments = Depends(get_deployments),
+    rollouts: Rollouts = Depends(get_rollouts),
+) -> DeploymentOut:
+    """The deployment with per-device status and IoT Edge's counts, and its rollout when it goes out in waves."""
+    record = service.get_deployment(deployment_id)
+    return DeploymentOut.of(record, service.deployment_status(deployment_id), _rollout(rollouts, record.id))
+
+
+def _rollout(rollouts: Rollouts, deployment_id: str) -> RolloutOut | None:
+    try:
+        return RolloutOut.model_validate(rollouts.show(deployment_id).to_dict())
+    except HubNotFoundError:  # a deployment without a rollout went to every targeted device at once
+        return None
 
 
 @deployments.delete("/{deployment_id}", status_code=204, response_class=Response,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import JsonDict
 
+from edgeship.errors import InputError
+from edgeship.hub.rollouts import RolloutPolicy
 from edgeship.hub.services import DeviceView
 from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
@@ -16,6 +20,7 @@ __all__ = [
     "DEPLOYMENT_ID_RULE",
     "DEVICE_ID_RULE",
     "MAX_INT",
+    "MAX_REASON",
     "METHOD_RULE",
     "MODULE_NAME_RULE",
     "CredentialsOut",
@@ -31,10 +36,14 @@ __all__ = [
     "ModuleIn",
     "ModuleOut",
     "ModuleRefIn",
+    "RolloutActionIn",
+    "RolloutEventOut",
+    "RolloutOut",
     "TagsIn",
     "TelemetryOut",
     "TrustRootOut",
     "TrustRootRotatedOut",
+    "parse_rollout",
 ]
 
 MAX_INT = 2**31 - 1
@@ -47,6 +56,7 @@ DEVICE_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", "
 DEPLOYMENT_ID_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
 MODULE_NAME_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "maxLength": 128}
 METHOD_RULE: JsonDict = {"pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "maxLength": 64}
+MAX_REASON = 1024  # characters of an operator's reason for a rollout action, stored with its event
 
 
 class _Body(BaseModel):
@@ -175,6 +185,35 @@ class DeploymentIn(_Body):
     target_condition: str = Field(alias="targetCondition", examples=["tags.site = 'lab' AND tags.arch IN ('amd64')"])
     priority: int = Field(default=0, ge=-MAX_INT, le=MAX_INT, description="The highest wins a module name.")
     modules: list[ModuleRefIn]
+    rollout: dict[str, Any] | None = Field(
+        default=None,
+        description="A rollout policy (docs/rollouts.md), the options of 'edgeship deployment create' as camelCase "
+                    "keys: waves, exponential, spreadBy, soak, advancePercent, approveEachWave, waveTimeout, "
+                    "abortPercent, abortMin, abortOn. Omitted, or without waves or exponential: every targeted "
+                    "device at once. 400 names the key a bad policy gets wrong.",
+        examples=[{"waves": "1,10%,100%", "soak": "5m", "advancePercent": 95}],
+    )
+
+
+def parse_rollout(data: Mapping[str, Any] | None) -> RolloutPolicy | None:
+    """A deployment's ``rollout`` mapping as a policy (the rules are ``RolloutPolicy.from_dict``'s); each
+    :class:`InputError` names the key it is about, ``rollout.KEY``, when one key alone is wrong."""
+    if data is None:
+        return None
+    for key, value in data.items():  # JSON reads Infinity, NaN and 1e400 as floats no duration or share can be
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise InputError(f"rollout.{key} must be a finite number, not {value!r}.")
+    try:
+        return RolloutPolicy.from_dict(data)
+    except (InputError, OverflowError) as exc:
+        for key in data:
+            try:
+                RolloutPolicy.from_dict({key: data[key]})
+            except (InputError, OverflowError) as alone:
+                raise InputError(f"rollout.{key}: {alone}") from exc
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"The rollout policy is not valid ({exc}).") from exc
 
 
 class DeploymentStatusOut(_Body):
@@ -199,6 +238,66 @@ class DeploymentStatusOut(_Body):
         )
 
 
+class RolloutActionIn(_Body):
+    """The optional body of ``POST /deployments/{id}/rollout/{action}``: why, stored with the event."""
+
+    reason: str | None = Field(default=None, max_length=MAX_REASON, examples=["wave 1 looks healthy"])
+
+    @field_validator("reason")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:  # PostgreSQL text cannot hold it
+            raise ValueError("must not contain a NUL character")
+        return value
+
+
+class WaveOut(BaseModel):
+    """One wave's devices by outcome (``RolloutView.to_dict()['waves']``)."""
+
+    wave: int = Field(description="1-based.")
+    status: Literal["done", "current", "next"]
+    targeted: int
+    applied: int = Field(description="Running the release: soaking + succeeded.")
+    pending: int
+    soaking: int
+    succeeded: int
+    failed: int
+    refused: int
+    timed_out: int = Field(alias="timedOut")
+
+
+class RolledBackOut(BaseModel):
+    device: str
+    modules: list[str] = Field(description="'module:version' re-issued as the device's last known-good module.")
+
+
+class RolloutOut(BaseModel):
+    """A rollout as ``deployment show`` renders it: ``RolloutView.to_dict()`` as the service builds it."""
+
+    deployment: str
+    state: Literal["rolling-out", "paused", "waiting-approval", "completed", "aborted"]
+    wave: int = Field(description="The newest wave out, 1-based.")
+    waves: list[WaveOut]
+    waiting_for: str = Field(alias="waitingFor", description="What the rollout waits for now; '' when it is over.")
+    reason: str = Field(description="Why it is in its state: the abort reason, the timeout that stopped it, ...")
+    tripped: list[str] = Field(description="The devices that made it abort.")
+    rolled_back: list[RolledBackOut] = Field(alias="rolledBack")
+    policy: dict[str, Any] = Field(description="The policy as stored, with every default filled in.")
+    started: str = Field(description="ISO 8601 time.")
+    updated: str = Field(description="ISO 8601 time.")
+
+
+class RolloutEventOut(BaseModel):
+    """One stored state change of a rollout."""
+
+    at: str = Field(description="ISO 8601 time.")
+    actor: str = Field(description="The operator token's name, or 'hub' for the engine.")
+    action: str = Field(examples=["started", "wave-started", "paused", "resumed", "approved", "aborted"])
+    state: Literal["rolling-out", "paused", "waiting-approval", "completed", "aborted"]
+    reason: str
+    detail: dict[str, Any]
+
+
 class DeploymentOut(_Body):
     name: str
     target_condition: str = Field(alias="targetCondition")
@@ -206,9 +305,11 @@ class DeploymentOut(_Body):
     created: datetime
     modules: list[ModuleRefIn]
     status: DeploymentStatusOut | None = None
+    rollout: RolloutOut | None = Field(default=None, description="Its rollout, when it goes out in waves.")
 
     @classmethod
-    def of(cls, record: DeploymentRecord, status: DeploymentStatus | None = None) -> DeploymentOut:
+    def of(cls, record: DeploymentRecord, status: DeploymentStatus | None = None,
+           rollout: RolloutOut | None = None) -> DeploymentOut:
         return cls(
             name=record.id,
             targetCondition=record.target_condition,
@@ -216,6 +317,7 @@ class DeploymentOut(_Body):
             created=record.created,
             modules=[ModuleRefIn(name=m.name, version=m.version, settings=m.settings) for m in record.modules],
             status=DeploymentStatusOut.of(status) if status is not None else None,
+            rollout=rollout,
         )
 
 

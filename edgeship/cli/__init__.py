@@ -24,6 +24,7 @@ from edgeship.cli import model as _model
 from edgeship.cli import module as _module
 from edgeship.cli import package as _package
 from edgeship.cli import provision as _provision
+from edgeship.cli import rollout as _rollout  # noqa: F401 - adds its commands to 'deployment'
 from edgeship.cli import serve as _serve
 from edgeship.cli import workspace as _workspace
 from edgeship.cli._common import err_console

@@ -18,11 +18,25 @@ from rich.table import Table
 
 from edgeship.cli._common import console, err_console, parse_pairs, print_json
 from edgeship.cli.hub import HubTokenOpt, HubUrlOpt, hub_client, parse_module_ref
+from edgeship.cli.rollout_policy import (
+    AbortMinOpt,
+    AbortOnOpt,
+    AbortPercentOpt,
+    AdvancePercentOpt,
+    ApproveEachWaveOpt,
+    ExponentialOpt,
+    RolloutFileOpt,
+    RolloutOptions,
+    SoakOpt,
+    SpreadByOpt,
+    WavesOpt,
+    WaveTimeoutOpt,
+)
 from edgeship.errors import EdgeshipError, InputError
 from edgeship.fsutil import atomic_write_text
 from edgeship.mqtt.identity import validate_new_device_id
 
-__all__ = ["deployment_app", "device_app", "parse_tags", "register"]
+__all__ = ["JsonOpt", "deployment_app", "device_app", "parse_tags", "register"]
 
 device_app = typer.Typer(help="Devices on the hub: create, tag, inspect, call direct methods.", no_args_is_help=True)
 deployment_app = typer.Typer(help="Deployments on the hub: modules targeted at devices by tags.",
@@ -303,18 +317,27 @@ def deployment_create(
     target_condition: Annotated[str, typer.Option("--target-condition", "-c",
                                                   help="e.g. \"tags.site = 'lab'\" or '*'.")],
     priority: Annotated[int, typer.Option("--priority", "-p", help="Highest wins per module name.")] = 0,
+    waves: WavesOpt = None, exponential: ExponentialOpt = None, spread_by: SpreadByOpt = None, soak: SoakOpt = None,
+    advance_percent: AdvancePercentOpt = None, approve_each_wave: ApproveEachWaveOpt = None,
+    wave_timeout: WaveTimeoutOpt = None, abort_percent: AbortPercentOpt = None, abort_min: AbortMinOpt = None,
+    abort_on: AbortOnOpt = None, rollout_file: RolloutFileOpt = None,
     hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Create a deployment; every targeted device gets a new signed document before this returns."""
+    """Create a deployment. Without rollout options every targeted device gets a new signed document before this
+    returns; with --waves or --exponential it goes out wave by wave ('deployment show NAME --watch')."""
     refs = [parse_module_ref(m, need_version=True) for m in module]
     modules = [{"name": n, "version": v} for n, v in refs]
+    rollout = RolloutOptions(rollout_file, waves, exponential, spread_by, soak, advance_percent, approve_each_wave,
+                             wave_timeout, abort_percent, abort_min, abort_on).policy()
     with hub_client(hub, token) as client:
-        created = client.create_deployment(name, target_condition, modules, priority)
+        created = client.create_deployment(name, target_condition, modules, priority, rollout)
     if as_json:
         print_json(created)
         return
     counts = (created.get("status") or {}).get("counts") or {}
-    console.print(f"Created deployment {created['name']}: {counts.get('targeted', 0)} device(s) targeted",
+    staged = created.get("rollout")
+    console.print(f"Created deployment {created['name']}: {counts.get('targeted', 0)} device(s) targeted"
+                  + (f"; rollout {staged['state']}, wave {staged['wave']} of {len(staged['waves'])}" if staged else ""),
                   highlight=False)
 
 
@@ -333,35 +356,6 @@ def deployment_list(hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: J
     console.print(table)
     if not deployments:
         console.print("No deployments yet; create one with 'edgeship deployment create'.")
-
-
-@deployment_app.command("show")
-def deployment_show(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
-) -> None:
-    """IoT Edge's counts (Targeted, Applied, Reporting Success, Reporting Failure) and each device's state."""
-    with hub_client(hub, token) as client:
-        shown = client.get_deployment(name)
-    if as_json:
-        print_json(shown)
-        return
-    status = shown.get("status") or {}
-    counts = status.get("counts") or {}
-    console.print(f"[bold]{shown['name']}[/] priority {shown['priority']}  {shown['targetCondition']}",
-                  highlight=False)
-    console.print("  modules: " + ", ".join(f"{m['name']}:{m['version']}" for m in shown["modules"]),
-                  highlight=False)
-    console.print(
-        f"  Targeted {counts.get('targeted', 0)}  Applied {counts.get('applied', 0)}  "
-        f"Reporting Success {counts.get('reportingSuccess', 0)}  Reporting Failure {counts.get('reportingFailure', 0)}",
-        highlight=False,
-    )
-    table = Table("device", "state", "desired seq", "reported seq", "code", "reason")
-    for d in status.get("devices") or []:
-        table.add_row(d["deviceId"], d["state"], str(d.get("desiredSequence") or "-"),
-                      str(d.get("reportedSequence") or "-"), str(d.get("code") or "-"), str(d.get("reason") or ""))
-    console.print(table)
 
 
 @deployment_app.command("delete")
