@@ -10,6 +10,7 @@ is, so the table and the JSON never disagree. ``show --watch`` redraws with
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import typer
@@ -78,7 +79,7 @@ def deployment_events(name: NameArg, hub: HubUrlOpt = None, token: HubTokenOpt =
         return
     table = Table("time", "actor", "action", "state", "reason")
     for e in events:
-        table.add_row(e["at"], e["actor"], e["action"], e["state"], e.get("reason") or "")
+        table.add_row(_time(e["at"]), e["actor"], e["action"], e["state"], e.get("reason") or "")
     console.print(table)
 
 
@@ -125,6 +126,15 @@ def deployment_abort(name: NameArg, reason: ReasonOpt = None, hub: HubUrlOpt = N
 
 
 # rendering ---------------------------------------------------------------------------------------
+def _time(iso: str) -> str:
+    """``2026-12-05 10:22:59 UTC`` from the hub's ISO 8601 time (the JSON keeps it whole)."""
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        return iso
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if at.tzinfo else iso
+
+
 def _position(rollout: dict[str, Any]) -> str:
     return f"{rollout['state']}, wave {rollout['wave']} of {len(rollout['waves'])}"
 
@@ -151,7 +161,8 @@ def render_deployment(shown: dict[str, Any], *, devices: bool) -> RenderableType
 
 
 def _render_rollout(rollout: dict[str, Any]) -> list[RenderableType]:
-    parts: list[RenderableType] = [Text(f"  rollout: {_position(rollout)}  (updated {rollout['updated']})")]
+    parts: list[RenderableType] = [Text(f"  rollout: {_position(rollout)}  (started {_time(rollout['started'])}, "
+                                        f"updated {_time(rollout['updated'])})")]
     if rollout.get("waitingFor"):
         parts.append(Text(f"  waiting for: {rollout['waitingFor']}"))
     if rollout.get("reason"):
