@@ -12,6 +12,7 @@ from pydantic.json_schema import JsonDict
 
 from edgeship.errors import InputError
 from edgeship.hub.rollouts import RolloutPolicy
+from edgeship.hub.rollouts.report import RolloutState
 from edgeship.hub.services import DeviceView
 from edgeship.hub.status import DeploymentStatus
 from edgeship.hub.store import DeploymentRecord, ModuleRecord
@@ -275,7 +276,7 @@ class RolloutOut(BaseModel):
     """A rollout as ``deployment show`` renders it: ``RolloutView.to_dict()`` as the service builds it."""
 
     deployment: str
-    state: Literal["rolling-out", "paused", "waiting-approval", "completed", "aborted"]
+    state: RolloutState
     wave: int = Field(description="The newest wave out, 1-based.")
     waves: list[WaveOut]
     waiting_for: str = Field(alias="waitingFor", description="What the rollout waits for now; '' when it is over.")
@@ -293,7 +294,7 @@ class RolloutEventOut(BaseModel):
     at: str = Field(description="ISO 8601 time.")
     actor: str = Field(description="The operator token's name, or 'hub' for the engine.")
     action: str = Field(examples=["started", "wave-started", "paused", "resumed", "approved", "aborted"])
-    state: Literal["rolling-out", "paused", "waiting-approval", "completed", "aborted"]
+    state: RolloutState
     reason: str
     detail: dict[str, Any]
 
