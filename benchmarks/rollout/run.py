@@ -58,7 +58,6 @@ import argparse
 import base64
 import bisect
 import collections
-import contextlib
 import cProfile
 import datetime as dt
 import importlib.util
@@ -113,7 +112,10 @@ GOOD, BAD = 1, 2
 WAVES = "1%,10%,100%"
 DEPLOYMENT = "release"
 WAIT = 120.0  # seconds before a phase is declared stuck
-ENGINE_METHODS = ("tick", "on_reports", "on_reported", "advance", "evaluate", "_tick")  # probed when present
+DEFAULT_ABORT_MIN = 20
+FINAL = ("aborted", "completed", "waiting-approval")
+# the engine's methods timed when present: its pass, one rollout's step, and the step's parts
+ENGINE_METHODS = ("tick", "_step", "_progress", "_abort", "_advance", "_pins", "_expected")
 
 
 # Probes ---------------------------------------------------------------------------------------
@@ -177,15 +179,26 @@ class EngineMeter:
         self.lock = threading.Lock()
         self.profiler = cProfile.Profile() if profile else None
         self.wrapped: list[str] = []
+        self.settled = threading.Event()  # the rollout left rolling-out (aborted, completed, waiting-approval)
         for name in ENGINE_METHODS:
             method = getattr(engine, name, None)
             if callable(method):
                 setattr(engine, name, self._wrap(name, method))
                 self.wrapped.append(name)
+        table = getattr(engine, "table", None)
+        change = getattr(table, "change", None)
+        if callable(change):
+            def watched_change(*args: Any, **kwargs: Any) -> Any:
+                result = change(*args, **kwargs)
+                if kwargs.get("state") in FINAL:
+                    self.settled.set()
+                return result
+
+            table.change = watched_change
 
     def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start, cpu = time.perf_counter(), time.thread_time()
+            began, start, cpu = time.time(), time.perf_counter(), time.thread_time()
             profiled = self.profiler is not None and self.lock.acquire(blocking=False)
             if profiled:
                 assert self.profiler is not None
@@ -197,7 +210,7 @@ class EngineMeter:
                     assert self.profiler is not None
                     self.profiler.disable()
                     self.lock.release()
-                self.calls[name].append((time.time(), time.perf_counter() - start, time.thread_time() - cpu))
+                self.calls[name].append((began, time.perf_counter() - start, time.thread_time() - cpu))
 
         return timed
 
@@ -211,6 +224,12 @@ class EngineMeter:
             out[name] = {"calls": len(recent), "wall_total": sum(walls), "wall_median": statistics.median(walls),
                          "wall_max": max(walls), "cpu_total": sum(c[2] for c in recent)}
         return out
+
+    def timeline(self, since: float, names: Sequence[str] = ("tick", "_step", "_progress", "_abort")) -> list[
+            tuple[str, float, float, float]]:
+        """(method, start, wall, thread CPU) of each call since ``since``, start relative to it."""
+        rows = [(name, c[0] - since, c[1], c[2]) for name in names for c in self.calls.get(name, []) if c[0] >= since]
+        return sorted(((n, round(a, 4), round(w, 4), round(c, 4)) for n, a, w, c in rows), key=lambda r: r[1])
 
     def profile_text(self, top: int = 30) -> str:
         if self.profiler is None:
@@ -248,23 +267,34 @@ def start_hub(work: Path, broker: str, world: HubWorld, tracker: Any, args: argp
 
 
 def start_timer(services: HubServices, interval: float) -> Callable[[], None]:
-    """What ``HubServer`` does with ``HubConfig.rollout_interval``: tick the engine on a timer."""
+    """What the hub does with ``HubConfig.rollout_interval``: tick the engine every ``interval`` seconds, and at
+    once when the fleet service stored reports (``HubServices.wakeup``)."""
     engine = getattr(services, "rollouts", None)
-    tick = getattr(engine, "tick", None)
-    if tick is None or interval <= 0:
+    wakeup = getattr(services, "wakeup", None)
+    if getattr(engine, "tick", None) is None or interval <= 0:
         return lambda: None
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(interval):
-            with contextlib.suppress(Exception):
+        while not stop.is_set():
+            if wakeup is not None:
+                wakeup.wait(interval)
+            else:
+                stop.wait(interval)
+            if stop.is_set():
+                return
+            try:
                 engine.tick()  # looked up per call, so the EngineMeter's wrapper sees timer ticks too
+            except Exception as exc:  # the hub's loop logs and goes on; so does this one
+                print(f"rollout tick failed: {exc!r}", file=sys.stderr)
 
     thread = threading.Thread(target=loop, name="rollout-timer", daemon=True)
     thread.start()
 
     def halt() -> None:
         stop.set()
+        if wakeup is not None:
+            wakeup.set()
         thread.join(5)
 
     return halt
@@ -293,12 +323,13 @@ def release_logs(sims: Sequence[Any]) -> dict[str, dict[str, Any]]:
 
 # The abort rule, replayed ------------------------------------------------------------------------
 def find_trip(probe: Probe, members: Mapping[str, int], bad_sequence: Mapping[str, int], abort_percent: float,
-              abort_min: int) -> dict[str, Any] | None:
+              abort_min: int, *, count_refused: bool = True) -> dict[str, Any] | None:
     """The report, in the hub's order of receipt, after which the abort rule first holds.
 
     A member's first report after its release document was handed out counts once:
     code 200 with ``lastAppliedSequence`` at least that document's: succeeded; 500
     (same condition): failed; 4xx: refused (a refusal does not move the sequence).
+    ``count_refused`` False: refusals stay pending, as the engine's ``classify`` sees them today.
     """
     executed: dict[str, str] = {}
     bad = 0
@@ -309,6 +340,8 @@ def find_trip(probe: Probe, members: Mapping[str, int], bad_sequence: Mapping[st
         code = (state.get("status") or {}).get("code")
         applied = state.get("lastAppliedSequence") or 0
         if isinstance(code, int) and 400 <= code < 500:
+            if not count_refused:
+                continue
             outcome = "refused"
         elif applied >= bad_sequence[device_id] and code == 500:
             outcome = "failed"
@@ -369,14 +402,21 @@ class ManualAbort:
         return [argparse.Namespace(at=at, action="aborted", state="aborted", reason=self.reason)]
 
 
+def rollout_policy(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Waves 1%,10%,100% with abortPercent/abortMin; or, when wave 1 is too small for ``abortMin`` executed
+    devices (1,000 devices: 10), the careful default (abort on the first failed or refused device)."""
+    wave1 = math.ceil(n / 100)
+    if args.abort_min is None and wave1 < 5 * DEFAULT_ABORT_MIN:
+        return {"waves": WAVES}
+    return {"waves": WAVES, "abortPercent": args.abort_percent, "abortMin": args.abort_min or DEFAULT_ABORT_MIN}
+
+
 # One repetition -------------------------------------------------------------------------------
 def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"edgeship-rollout-{n}-"))
     result: dict[str, Any] = {"devices": n}
     sims: list[Any] = []
-    wave1_size = math.ceil(n / 100)
-    abort_min = args.abort_min if args.abort_min is not None else min(20, max(1, wave1_size // 5))
-    policy_dict = {"waves": WAVES, "abortPercent": args.abort_percent, "abortMin": abort_min}
+    policy_dict = rollout_policy(n, args)
     result["policy"] = policy_dict
     try:
         with fleet.mosquitto(work) as (broker, broker_pid):
@@ -419,6 +459,18 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 if meter is not None:
                     result["rollout"]["engine_calls"] = meter.summary(result["rollout"]["t0"])
                     result["rollout"]["engine_wrapped"] = meter.wrapped
+                    timeline = meter.timeline(result["rollout"]["t0"])
+                    result["rollout"]["engine_timeline"] = timeline
+                    aborts = [row for row in timeline if row[0] == "_abort"]
+                    if aborts:  # the tick that aborted: when it started, and its parts
+                        ticks = [row for row in timeline if row[0] == "tick" and row[1] <= aborts[0][1]]
+                        steps = [row for row in timeline if row[0] == "_progress" and row[1] <= aborts[0][1]]
+                        result["rollout"]["abort_tick"] = {
+                            "started": ticks[-1][1] if ticks else None, "wall": ticks[-1][2] if ticks else None,
+                            "progress_wall": steps[-1][2] if steps else None,
+                            "progress_cpu": steps[-1][3] if steps else None,
+                            "abort_started": aborts[0][1], "abort_wall": aborts[0][2],
+                        }
                     if args.profile:
                         result["profile"] = meter.profile_text()
                 stats = fleet.all_do(sims, "stats")
@@ -455,11 +507,14 @@ def rollout(n: int, services: HubServices, sims: Sequence[Any], probe: Probe, me
                                                rollout=policy, actor="bench")
         rollouts = services.rollouts  # type: ignore[attr-defined]
     out["create_returned"] = time.time() - t0
-    deadline = time.monotonic() + WAIT
+    # wait on the engine's own state change (or, slowly, poll its events), not on show(): show() classifies every
+    # device, which would load the hub being measured
+    deadline = time.monotonic() + args.wait
+    settled = meter.settled if meter is not None else threading.Event()
+    while not settled.wait(0.25) and time.monotonic() < deadline:
+        if any(e.action in FINAL for e in rollouts.events(DEPLOYMENT)):
+            break
     view = rollouts.show(DEPLOYMENT)
-    while view.state not in ("aborted", "completed", "waiting-approval") and time.monotonic() < deadline:
-        time.sleep(0.01)
-        view = rollouts.show(DEPLOYMENT)
     out["state"], out["reason"], out["wave"] = view.state, view.reason, view.wave
     out["tripped"] = list(view.tripped)
     out["state_seen"] = time.time() - t0
@@ -511,6 +566,9 @@ def rollout(n: int, services: HubServices, sims: Sequence[Any], probe: Probe, me
     trip = find_trip(probe, members, {d: s for d, (_h, s, _m) in bad_docs.items()}, policy.abort_percent,
                      policy.abort_min)
     out["trip"] = None if trip is None else {**trip, "at": trip["at"] - t0}
+    engine_rule = find_trip(probe, members, {d: s for d, (_h, s, _m) in bad_docs.items()}, policy.abort_percent,
+                            policy.abort_min, count_refused=False)
+    out["trip_refusals_pending"] = None if engine_rule is None else {**engine_rule, "at": engine_rule["at"] - t0}
     if trip is not None:
         sent = logs.get(trip["device"], {}).get("reported")
         out["trip"]["device_sent"] = None if sent is None else sent - t0
@@ -599,7 +657,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--refuse-percent", type=float, default=10.0, help="of all devices, those answering 400")
     parser.add_argument("--abort-percent", type=float, default=10.0)
     parser.add_argument("--abort-min", type=int,
-                        help="default: 20, or a fifth of the first wave when that is smaller (2 at 1,000 devices)")
+                        help=f"default: {DEFAULT_ABORT_MIN}; when wave 1 has fewer than {5 * DEFAULT_ABORT_MIN} "
+                        "devices and this is not given, the careful default policy (abort on the first failed or "
+                        "refused device)")
+    parser.add_argument("--wait", type=float, default=30.0,
+                        help="seconds to wait for the rollout to abort, complete or wait for approval")
     parser.add_argument("--rollout-interval", type=float, default=1.0,
                         help="seconds between the engine's timer ticks (HubConfig.rollout_interval)")
     parser.add_argument("--profile", action="store_true", help="cProfile the engine's tick calls")
