@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from edgeship.errors import EdgeshipError, InputError, TransportError
 
-__all__ = ["AlreadyExistsError", "DeviceTimeoutError", "HubNotFoundError", "SequenceExhaustedError"]
+__all__ = [
+    "AlreadyExistsError", "DeviceTimeoutError", "HubNotFoundError", "RolloutStateError", "SequenceExhaustedError",
+]
 
 
 class HubNotFoundError(InputError):
@@ -17,6 +19,10 @@ class HubNotFoundError(InputError):
 
 class AlreadyExistsError(InputError):
     """Something with that id exists already and differs from what was asked for."""
+
+
+class RolloutStateError(InputError):
+    """A rollout action its state does not allow (approve a rollout that waits for nothing, resume one not paused)."""
 
 
 class DeviceTimeoutError(TransportError):

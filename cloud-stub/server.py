@@ -75,6 +75,7 @@ class HubConfig:
     broker_pid_file: Path | None = None
     document_ttl: timedelta = DEFAULT_TTL  # how long a signed document is valid; re-issued after half of it
     refresh_interval: float = 600.0  # seconds between checks for documents due for re-issue
+    rollout_interval: float = 1.0  # seconds between rollout engine passes (it also runs as soon as reports arrive)
     # What devices may send the hub: payload bytes per channel, messages per second per device, the inbound
     # queue's byte budget (default 64 MiB) and the drop-summary interval; None: InboundLimits() (ADR 0016).
     inbound: InboundLimits | None = None
@@ -142,6 +143,7 @@ class HubServer:
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
         self._refresher: threading.Thread | None = None
+        self._engine: threading.Thread | None = None
         self._stopping = threading.Event()
         self.port = config.port or _free_port(config.host)
         self.settings: BrokerSettings | None = None
@@ -194,6 +196,7 @@ class HubServer:
             self._drain_pending()
             self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials))
             self._start_refresher()
+            self._start_rollout_engine()
         except BaseException:
             self.stop()
             raise
@@ -255,6 +258,25 @@ class HubServer:
         self._refresher = threading.Thread(target=loop, name="edgeship-hub-refresh", daemon=True)
         self._refresher.start()
 
+    def _start_rollout_engine(self) -> None:
+        """Run the rollout engine's pass every ``rollout_interval`` seconds, and as soon as reports arrive.
+
+        It starts with a pass, so a hub restarted in the middle of a rollout resumes it at once
+        (the state is in the database, ``docs/rollouts.md``).
+        """
+        services = self.services
+
+        def loop() -> None:
+            while not self._stopping.is_set():
+                try:
+                    services.rollouts.tick()
+                except Exception:  # a database hiccup must not end the rollouts for good
+                    log.exception("the rollout engine's pass failed; trying again")
+                services.wakeup.wait(self.config.rollout_interval)
+
+        self._engine = threading.Thread(target=loop, name="edgeship-hub-rollouts", daemon=True)
+        self._engine.start()
+
     def _start_api(self, app: Any) -> None:
         import uvicorn
 
@@ -278,6 +300,11 @@ class HubServer:
         if self._refresher is not None:
             self._refresher.join(10)
             self._refresher = None
+        if self._engine is not None:
+            assert self.services is not None
+            self.services.wakeup.set()
+            self._engine.join(10)
+            self._engine = None
         if self._uvicorn is not None and self._thread is not None:
             self._uvicorn.should_exit = True
             self._thread.join(10)

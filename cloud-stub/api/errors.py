@@ -21,7 +21,13 @@ from starlette.exceptions import HTTPException
 
 from edgeship.errors import EdgeshipError, InputError, ManifestError, RegistryError, SignatureError, TransportError
 from edgeship.hub.api.auth import AuthenticationError, PermissionDeniedError
-from edgeship.hub.errors import AlreadyExistsError, DeviceTimeoutError, HubNotFoundError, SequenceExhaustedError
+from edgeship.hub.errors import (
+    AlreadyExistsError,
+    DeviceTimeoutError,
+    HubNotFoundError,
+    RolloutStateError,
+    SequenceExhaustedError,
+)
 from edgeship.hub.store import HubStoreError
 from edgeship.modules.store import UnknownModuleError
 from edgeship.registry.blobs import BlobCorruptedError
@@ -40,6 +46,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
     (HubNotFoundError, 404),
     (UnknownModuleError, 404),  # a module missing from the workspace an upload names
     (AlreadyExistsError, 409),
+    (RolloutStateError, 409),  # an action the rollout's state does not allow (docs/rollouts.md)
     (SequenceExhaustedError, 409),  # a device used every document sequence: re-create it (a guard; 68 years at 1/s)
     (SignatureError, 422),  # an uploaded module is not signed by the hub's release keys
     (ManifestError, 422),  # ... or its manifest or artifacts do not match

@@ -71,9 +71,16 @@ class WavePlan:
         known = self.wave_of(device_id)
         if known is not None:
             return known
-        planned = sorted((_rank(deployment, d), i) for d, i in self._index.items())
+        planned = self._ranked(deployment)
         at = bisect.bisect_left(planned, (_rank(deployment, device_id), -1))
         return planned[at][1] if at < len(planned) else max(len(self.waves) - 1, 0)
+
+    def _ranked(self, deployment: str) -> list[tuple[bytes, int]]:
+        """The planned devices' ranks in order, with their waves (sorted once per plan and deployment)."""
+        cache: dict[str, list[tuple[bytes, int]]] = self.__dict__.setdefault("_ranked_cache", {})
+        if deployment not in cache:
+            cache[deployment] = sorted((_rank(deployment, d), i) for d, i in self._index.items())
+        return cache[deployment]
 
     def reached(self, wave: int) -> tuple[str, ...]:
         """Every device in waves ``0..wave``."""

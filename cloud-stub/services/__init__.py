@@ -7,6 +7,7 @@ delegate here; nothing in this package knows about HTTP or MQTT. Errors are
 - ``fleet.py`` — devices, tags, reported state, presence, telemetry, direct methods;
 - ``catalog.py`` — verified modules and the blobs devices download;
 - ``deployments.py`` — deployments and their status;
+- ``rollouts.py`` — staged rollouts: the engine's step, pause/resume/approve/abort, what ``show`` says;
 - ``issuing.py`` — re-evaluation, layering, signing, the outbox drain and refresh;
 - ``trust.py`` — trust-root rotation and the chain devices get;
 - ``keys.py`` — the current trust root and hub signers, shared under one lock;
@@ -24,6 +25,7 @@ from edgeship.hub.services.hub import HubServices
 from edgeship.hub.services.issuing import REEVALUATE_BATCH, Issuing
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink, OfflineLink, Outgoing
+from edgeship.hub.services.rollouts import Rollouts, Wakeup
 from edgeship.hub.services.rules import (
     MAX_METHOD_TIMEOUT,
     MIN_METHOD_TIMEOUT,
@@ -47,8 +49,10 @@ __all__ = [
     "ModuleRefSpec",
     "OfflineLink",
     "Outgoing",
+    "Rollouts",
     "SigningKeys",
     "TrustRotation",
+    "Wakeup",
     "validate_deployment_id",
     "validate_device_id",
     "validate_module_name",

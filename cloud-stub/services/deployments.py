@@ -18,7 +18,9 @@ from pydantic import ValidationError
 from edgeship.deployment import ModuleSettings
 from edgeship.errors import InputError
 from edgeship.hub.faults import AFTER_CHANGE_COMMIT, fault_point
+from edgeship.hub.rollouts import RolloutPolicy
 from edgeship.hub.services.issuing import Issuing
+from edgeship.hub.services.rollouts import Rollouts
 from edgeship.hub.services.rules import parsed_condition, validate_deployment_id, validate_module_name
 from edgeship.hub.status import DeploymentStatus, deployment_status
 from edgeship.hub.store import DeploymentRecord, HubStore, ModuleRefRecord
@@ -38,14 +40,22 @@ class ModuleRefSpec:
 class Deployments:
     """Deployments by name; every change is delivered (documents signed and published) before it returns."""
 
-    def __init__(self, store: HubStore, issuing: Issuing, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, store: HubStore, issuing: Issuing, rollouts: Rollouts, *, clock: Callable[[], datetime]
+    ) -> None:
         self.store = store
         self.issuing = issuing
+        self.rollouts = rollouts
         self.clock = clock
 
     def create_deployment(
-        self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefSpec], priority: int = 0
+        self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefSpec], priority: int = 0, *,
+        rollout: RolloutPolicy | None = None, actor: str = "hub",
     ) -> DeploymentRecord:
+        """Create a deployment and deliver it; with a staged ``rollout`` (waves), only its first wave is issued.
+
+        ``actor`` (the operator token's name) is recorded in the rollout's first event.
+        """
         validate_deployment_id(deployment_id)
         if "\x00" in target_condition:  # the parser takes any character in a quoted value; a database may not
             raise InputError("The target condition holds a NUL character; remove it.")
@@ -64,8 +74,10 @@ class Deployments:
             refs.append(ModuleRefRecord(spec.name, spec.version, settings.model_dump(by_alias=True, exclude_none=True)))
         if not refs:
             raise InputError(f"Deployment {deployment_id!r} has no modules; add at least one (NAME:VERSION).")
-        record = self.store.add_deployment(  # with its re-evaluation intent, in one transaction
-            DeploymentRecord(deployment_id, target_condition, int(priority), self.clock(), tuple(refs))
+        start = (self.rollouts.plan_start(deployment_id, target_condition, refs, rollout, actor)
+                 if rollout is not None and rollout.staged else None)
+        record = self.store.add_deployment(  # with its re-evaluation intent and rollout, in one transaction
+            DeploymentRecord(deployment_id, target_condition, int(priority), self.clock(), tuple(refs)), start
         )
         fault_point(AFTER_CHANGE_COMMIT)
         self.issuing.drain_pending()

@@ -19,6 +19,7 @@ from edgeship.errors import InputError
 from edgeship.hub.faults import AFTER_CHANGE_COMMIT, BEFORE_TELEMETRY_STORE, fault_point
 from edgeship.hub.services.issuing import Issuing
 from edgeship.hub.services.link import DeviceLink
+from edgeship.hub.services.rollouts import Wakeup
 from edgeship.hub.services.rules import check_method_call, check_tags, validate_device_id, validate_new_device_id
 from edgeship.hub.services.trust import TrustRotation
 from edgeship.hub.store import (
@@ -55,9 +56,12 @@ class Fleet:
         link: DeviceLink,
         *,
         clock: Callable[[], datetime],
+        wakeup: Wakeup | None = None,
     ) -> None:
+        """``wakeup`` is set after reports are stored, so the rollout engine looks at them at once."""
         self.store = store
         self.issuing = issuing
+        self.wakeup = wakeup
         self.trust = trust
         self.link = link
         self.clock = clock
@@ -130,7 +134,10 @@ class Fleet:
         (operators see it, the deployment status reads it); it is stored as received.
         """
         _check_report(device_id, state)
-        return self.store.put_reported(validate_device_id(device_id), dict(state), self.clock())
+        record = self.store.put_reported(validate_device_id(device_id), dict(state), self.clock())
+        if self.wakeup is not None:
+            self.wakeup.set()
+        return record
 
     def record_reported_many(
         self, items: Iterable[tuple[str, Mapping[str, Any]]]
@@ -152,6 +159,8 @@ class Fleet:
             except InputError as exc:
                 refused.append((device_id, str(exc)))
         stored, unknown = self.store.put_reported_many(accepted)
+        if stored and self.wakeup is not None:
+            self.wakeup.set()
         refused.extend((device_id, f"No device {device_id!r} on the hub.") for device_id in unknown)
         return stored, refused
 

@@ -7,11 +7,12 @@ only when it starts serving (``MqttBridge.start(services)``), as a server gets i
 application. Each line names only what is built above it, so there is no cycle::
 
     SigningKeys(trust_root, signers)                the current root and hub keys, one lock
-    Issuing(store, keys, link)                      re-evaluation, signing, outbox drain, refresh
+    Issuing(store, keys, link, admission)           re-evaluation, signing, outbox drain, refresh
     TrustRotation(store, keys, issuing, link, ...)  rotation; the chain for new devices
-    Fleet(store, issuing, trust, link)              devices and what they send; direct methods
+    Fleet(store, issuing, trust, link, wakeup)      devices and what they send; direct methods
     Catalog(store, blobs, keys)                     verified modules and their blobs
-    Deployments(store, issuing)                     deployments and their status
+    Rollouts(store, issuing)                        staged rollouts: the engine's step, operator actions
+    Deployments(store, issuing, rollouts)           deployments and their status
 
 REST routers and the bridge each call one of these services per request or message.
 """
@@ -29,8 +30,9 @@ from edgeship.hub.services.fleet import Fleet
 from edgeship.hub.services.issuing import REEVALUATE_BATCH, Issuing
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink
+from edgeship.hub.services.rollouts import Rollouts, Wakeup
 from edgeship.hub.services.trust import TrustRotation
-from edgeship.hub.store import HubStore
+from edgeship.hub.store import HubStore, RolloutStore
 from edgeship.hub.trust import TrustRootFiles
 from edgeship.registry.blobs import BlobStore
 from edgeship.signing import SignerLike, TrustRoot
@@ -54,6 +56,8 @@ class HubServices:
     fleet: Fleet
     catalog: Catalog
     deployments: Deployments
+    rollouts: Rollouts
+    wakeup: Wakeup  # set when reports arrive, so the rollout engine looks at once
 
     @classmethod
     def build(
@@ -73,15 +77,20 @@ class HubServices:
         """Wire the graph. ``trust_files`` None: the hub cannot rotate its trust root (an in-memory hub);
         ``hub_keys``: every hub key it holds, read at each rotation; ``batch``: devices per issuing transaction."""
         keys = SigningKeys(trust_root, signers)
-        issuing = Issuing(store, keys, link, clock=clock, ttl=ttl, batch=batch)
+        issuing = Issuing(store, keys, link, clock=clock, ttl=ttl, batch=batch,
+                          admission=RolloutStore(store).admission)
         trust = TrustRotation(store, keys, issuing, link, clock=clock, files=trust_files, hub_keys=hub_keys)
+        rollouts = Rollouts(store, issuing, clock=clock)
+        wakeup = Wakeup()
         return cls(
             store=store,
             clock=clock,
             keys=keys,
             issuing=issuing,
             trust=trust,
-            fleet=Fleet(store, issuing, trust, link, clock=clock),
+            fleet=Fleet(store, issuing, trust, link, clock=clock, wakeup=wakeup),
             catalog=Catalog(store, blobs, keys, clock=clock),
-            deployments=Deployments(store, issuing, clock=clock),
+            deployments=Deployments(store, issuing, rollouts, clock=clock),
+            rollouts=rollouts,
+            wakeup=wakeup,
         )

@@ -21,6 +21,7 @@ from typing import Any
 
 from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
 from edgeship.hub.issuer import DocumentGroup
+from edgeship.hub.rollouts.admission import Admission
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink, Outgoing
 from edgeship.hub.services.rules import parsed_condition
@@ -49,8 +50,11 @@ class Issuing:
         clock: Callable[[], datetime],
         ttl: timedelta = DEFAULT_TTL,
         batch: int = REEVALUATE_BATCH,
+        admission: Callable[[], Admission] = Admission,
     ) -> None:
+        """``admission`` reads which devices each staged deployment counts for now (``docs/rollouts.md``)."""
         self.store = store
+        self.admission = admission
         self.keys = keys
         self.link = link
         self.clock = clock
@@ -123,27 +127,39 @@ class Issuing:
         """
         ids = None if device_ids is None else list(device_ids)
         signers = self.keys.signers
-        layered = self.layered()
+        modules: dict[tuple[str, int], ModuleRecord] = {}
+        layered = self.layered(modules)
+        admission = self.admission()
+        everyone = admission.everyone
         now = self.clock()
         reissue_before = now if force else now - self.ttl / 2
         latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
-        groups: dict[tuple[tuple[str, str], ...], DocumentGroup] = {}
+        groups: dict[tuple[tuple[tuple[str, str], ...], ...], DocumentGroup] = {}
         pending: list[IssueRequest] = []
         for device in self.store.list_devices(ids):
-            selection = select_modules(DeviceFacts(device.id, device.tags), layered)
-            key = tuple((name, chosen.deployment_id) for name, chosen in selection.items())
+            active = layered if everyone else [d for d in layered if admission.admits(d.id, device.id)]
+            selection = select_modules(DeviceFacts(device.id, device.tags), active)
+            pins = {} if everyone else {n: p for n, p in admission.pins(device.id).items() if n not in selection}
+            key = (
+                tuple((name, chosen.deployment_id) for name, chosen in selection.items()),
+                tuple(sorted((name, json.dumps(pin, sort_keys=True)) for name, pin in pins.items())),
+            )
             group = groups.get(key)
             if group is None:
                 contributing = sorted({chosen.deployment_id for chosen in selection.values()})
+                chosen_modules = {name: chosen.module for name, chosen in selection.items()}
+                for name, pin in pins.items():  # last known-good modules an abort re-issued (rollouts)
+                    part, entry = self._entry(modules, name, int(pin["version"]), "pinned", pin.get("settings") or {})
+                    chosen_modules[name] = ({**part, "pinned": True}, entry)
                 fingerprint = json.dumps(
                     {
-                        "modules": {name: chosen.module[0] for name, chosen in selection.items()},
+                        "modules": {name: chosen[0] for name, chosen in chosen_modules.items()},
                         "deployments": contributing,
                     },
                     sort_keys=True,
                     separators=(",", ":"),
                 )
-                entries = {name: chosen.module[1] for name, chosen in selection.items()}
+                entries = {name: chosen[1] for name, chosen in sorted(chosen_modules.items())}
                 group = groups[key] = DocumentGroup(
                     entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
                 )
@@ -170,31 +186,40 @@ class Issuing:
             issued = self.store.issue_many(requests, reissue_before=reissue_before)
         return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
 
-    def layered(self) -> Layered:
-        """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry)."""
-        modules: dict[tuple[str, int], ModuleRecord] = {}
+    def layered(self, modules: dict[tuple[str, int], ModuleRecord] | None = None) -> Layered:
+        """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry).
+
+        ``modules`` caches module records by (name, version) across calls of one pass.
+        """
+        cache = {} if modules is None else modules
         result: Layered = []
         for record in self.store.list_deployments():
-            chosen: dict[str, tuple[dict[str, Any], ModuleEntry]] = {}
-            for ref in record.modules:
-                key = (ref.name, ref.version)
-                if key not in modules:
-                    modules[key] = self.store.get_module(ref.name, ref.version)
-                module = modules[key]
-                entry = ModuleEntry(
-                    module=module.envelope,
-                    blobs=ModuleBlobs(
-                        bundle=f"/blobs/{module.bundle_digest}",
-                        image=f"/blobs/{module.image_digest}" if module.image_digest else None,
-                    ),
-                    settings=_stored_settings(record.id, ref.name, ref.settings),
-                )
-                part = {"ref": module.ref, "manifest": module.manifest_digest, "settings": entry.settings.model_dump(
-                    by_alias=True, exclude_none=True)}
-                chosen[ref.name] = (part, entry)
+            chosen = {ref.name: self._entry(cache, ref.name, ref.version, record.id, ref.settings)
+                      for ref in record.modules}
             condition = parsed_condition(record.target_condition)
             result.append(Deployment(record.id, record.priority, record.created, condition, chosen))
         return result
+
+    def _entry(
+        self, modules: dict[tuple[str, int], ModuleRecord], name: str, version: int, deployment_id: str,
+        settings: dict[str, Any],
+    ) -> tuple[dict[str, Any], ModuleEntry]:
+        """One module as a document carries it, and its part of the fingerprint."""
+        key = (name, version)
+        if key not in modules:
+            modules[key] = self.store.get_module(name, version)
+        module = modules[key]
+        entry = ModuleEntry(
+            module=module.envelope,
+            blobs=ModuleBlobs(
+                bundle=f"/blobs/{module.bundle_digest}",
+                image=f"/blobs/{module.image_digest}" if module.image_digest else None,
+            ),
+            settings=_stored_settings(deployment_id, name, settings),
+        )
+        part = {"ref": module.ref, "manifest": module.manifest_digest,
+                "settings": entry.settings.model_dump(by_alias=True, exclude_none=True)}
+        return part, entry
 
 
 def _stored_settings(deployment_id: str, module: str, stored: dict[str, Any]) -> ModuleSettings:

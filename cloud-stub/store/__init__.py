@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from edgeship.hub.store.credentials import CredentialRecord, CredentialStore  # registers its table
 from edgeship.hub.store.outbox import IntentRecord, Outbox, PendingWork
+from edgeship.hub.store.rollouts import (
+    RolloutDeviceRecord,
+    RolloutEventRecord,
+    RolloutRecord,
+    RolloutStart,
+    RolloutStore,
+)
 from edgeship.hub.store.store import (
     DeploymentRecord,
     DesiredRecord,
@@ -42,6 +49,11 @@ __all__ = [
     "PendingWork",
     "PresenceRecord",
     "ReportedRecord",
+    "RolloutDeviceRecord",
+    "RolloutEventRecord",
+    "RolloutRecord",
+    "RolloutStart",
+    "RolloutStore",
     "TelemetryRecord",
     "TelemetryStore",
     "TokenRecord",

@@ -17,6 +17,7 @@ from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import DeploymentModuleRow, DeploymentRow, ModuleRow
 from edgeship.hub.store.outbox import record_intent
 from edgeship.hub.store.records import DeploymentRecord, ModuleRecord, ModuleRefRecord, module_record
+from edgeship.hub.store.rollouts import RolloutStart, insert_rollout
 
 __all__ = ["CatalogTables"]
 
@@ -58,7 +59,8 @@ class CatalogTables(StoreBase):
             return bool(s.scalar(query))
 
     # deployments -------------------------------------------------------------
-    def add_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+    def add_deployment(self, record: DeploymentRecord, rollout: RolloutStart | None = None) -> DeploymentRecord:
+        """Add a deployment with its re-evaluation intent, and its rollout when staged, in one transaction."""
         with self._tx() as s:
             if s.get(DeploymentRow, record.id) is not None:
                 raise AlreadyExistsError(f"Deployment {record.id!r} exists already; delete it or pick another name.")
@@ -73,6 +75,8 @@ class CatalogTables(StoreBase):
                 s.add(DeploymentModuleRow(
                     deployment_id=record.id, module_name=ref.name, module_version=ref.version, settings=ref.settings,
                 ))
+            if rollout is not None:
+                insert_rollout(s, record.id, rollout, when=record.created)
             record_intent(s, f"deployment {record.id} created", None, when=record.created)
             return record
 

@@ -28,6 +28,9 @@ __all__ = [
     "ModuleRow",
     "PendingReevaluationRow",
     "ReportedRow",
+    "RolloutDeviceRow",
+    "RolloutEventRow",
+    "RolloutRow",
     "TokenRow",
     "UTCDateTime",
 ]
@@ -170,3 +173,64 @@ class PendingReevaluationRow(Base):
     device_ids: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     force: Mapped[bool] = mapped_column(Boolean, default=False)
     created: Mapped[datetime]
+
+
+class RolloutRow(Base):
+    """A deployment's staged rollout: its policy and where it stands (``docs/rollouts.md``).
+
+    Written in the same transaction as its deployment, so no device ever sees a staged
+    deployment without its rollout; deleted with it. ``wave`` is the newest wave out
+    (0-based); ``wave_started`` when it went out (or was resumed), which the wave
+    timeout counts from.
+    """
+
+    __tablename__ = "rollouts"
+    deployment_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(32))
+    wave: Mapped[int] = mapped_column(Integer, default=0)
+    wave_count: Mapped[int] = mapped_column(Integer, default=1)
+    wave_started: Mapped[datetime]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    tripped: Mapped[list[str]] = mapped_column(JSON, default=list)
+    started: Mapped[datetime]
+    updated: Mapped[datetime]
+
+
+class RolloutDeviceRow(Base):
+    """One device of a rollout: its wave, when the release reached it, and what to fall back to.
+
+    ``fallback`` is the module (name -> version and settings) the device ran healthily
+    before the release, captured when its wave went out; ``pinned`` is what it was
+    re-issued as last known-good after an abort (kept while the aborted deployment exists).
+    """
+
+    __tablename__ = "rollout_devices"
+    deployment_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("rollouts.deployment_id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+    issued_sequence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    issued_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    applied_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    fallback: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    pinned: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class RolloutEventRow(Base):
+    """A rollout's state change: when, who (a token's name, or ``hub``), what, why."""
+
+    __tablename__ = "rollout_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("deployments.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
