@@ -42,11 +42,16 @@ class DeviceProgress:
     code: int | None = None  # that report's status code
     running_release: bool = False  # its report shows every module of the release running
     applied_at: float | None = None  # when it first reported the release running
+    reported_at: float | None = None  # when the hub received that report
 
 
 def classify(progress: DeviceProgress, policy: RolloutPolicy, now: float) -> Outcome:
     """One device's outcome for the release (see the module docstring)."""
     answered = progress.reported_sequence is not None and progress.reported_sequence >= progress.issued_sequence
+    if not answered and progress.code is not None and 400 <= progress.code < 500:
+        # an agent that refuses a document keeps its lastAppliedSequence (docs/mqtt.md): a 4xx report
+        # received after the release was issued is the answer to it
+        answered = progress.reported_at is not None and progress.reported_at >= progress.issued_at
     if answered and progress.code is not None:
         if 400 <= progress.code < 500:
             return "refused"

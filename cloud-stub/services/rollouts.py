@@ -221,7 +221,8 @@ class Rollouts:
                 issued.get(device, (None, None))
             if sequence is None or issued_at is None or not expected.get(device):
                 continue  # not issued the release yet (or it wins no module here): pending
-            state = reports[device].state if device in reports else {}
+            report = reports.get(device)
+            state = report.state if report is not None else {}
             is_running = _runs(state, expected[device])
             applied_at = row.applied_at if row else None
             if is_running:
@@ -234,6 +235,7 @@ class Rollouts:
                 issued_sequence=sequence, issued_at=issued_at.timestamp(),
                 reported_sequence=state.get("lastAppliedSequence"), code=status.get("code"),
                 running_release=is_running, applied_at=applied_at.timestamp() if applied_at else None,
+                reported_at=report.received.timestamp() if report is not None else None,
             ), policy, now.timestamp())
         if write:
             self.table.set_issued(deployment_id, {d: v for d, v in issued.items() if d in waves})

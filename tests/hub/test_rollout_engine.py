@@ -252,3 +252,19 @@ def test_errors_name_what_is_wrong(hub: HubServices) -> None:
         hub.rollouts.pause("v2", actor="op", reason="x" * 2000)
     with pytest.raises(RolloutStateError, match="cannot be resumed"):
         hub.rollouts.resume("v2", actor="op")
+
+
+def test_a_refusal_aborts_though_the_agent_keeps_its_older_sequence(hub: HubServices, clock: Clock) -> None:
+    hub.deployments.create_deployment("v1", "*", [ModuleRefSpec("digits", 1)])
+    apply_all(hub)
+    before = {d: hub.fleet.get_device(d).desired.sequence for d in DEVICES}  # type: ignore[union-attr]
+    hub.deployments.create_deployment("v2", "*", [ModuleRefSpec("digits", 2)], priority=10, rollout=staged())
+    first = next(d for d, w in hub.rollouts.members("v2").items() if w == 1)
+    clock.advance(1)
+    hub.fleet.record_reported(first, {
+        "schemaVersion": 1, "deviceId": first, "lastAppliedSequence": before[first], "status": {"code": 401},
+        "modules": {"digits": {"version": 1, "status": "running"}},
+    })
+    hub.rollouts.tick()
+    view = hub.rollouts.show("v2")
+    assert (view.state, view.tripped, view.waves[0].refused) == ("aborted", (first,), 1)

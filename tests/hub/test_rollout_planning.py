@@ -153,6 +153,10 @@ SOAK = RolloutPolicy(waves=parse_waves("1,100%"), soak=60, wave_timeout=300)
         (DeviceProgress(5, issued_at=0, reported_sequence=6, code=200, running_release=False), 20, "failed"),
         (DeviceProgress(5, issued_at=0, reported_sequence=5, code=401), 20, "refused"),
         (DeviceProgress(5, issued_at=0, reported_sequence=5, code=409), 20, "refused"),
+        # an agent that refuses a document keeps its older lastAppliedSequence: the time tells
+        (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=12), 20, "refused"),
+        (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=8), 20, "pending"),
+        (DeviceProgress(5, issued_at=10, reported_sequence=4, code=500, reported_at=12), 20, "pending"),
     ],
 )
 def test_each_report_is_one_outcome(progress: DeviceProgress, now: float, outcome: str) -> None:
