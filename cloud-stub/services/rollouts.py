@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -241,7 +242,10 @@ class Rollouts:
             self.table.set_issued(deployment_id, {d: v for d, v in issued.items() if d in waves})
             self.table.set_fields(deployment_id, "applied_at", applied)
         current = [[d for d in targeted if waves[d] == i] for i in range(len(plan.waves))]
-        rows = self.table.devices(deployment_id) if write else rows
+        rows = dict(rows) | {d: RolloutDeviceRecord(d, w, None, None, None, None, None) for d, w in newcomers.items()}
+        for device, (sequence, at) in issued.items():
+            if device in rows:
+                rows[device] = replace(rows[device], issued_sequence=sequence, issued_at=at)
         return _Progress(record, policy, WavePlan(tuple(tuple(w) for w in current)), outcomes, running, rows)
 
     def _layered(self, exclude: str | None = None) -> list[Deployment[ModuleRefRecord]]:
