@@ -644,6 +644,16 @@ def _median(values: Sequence[float | None]) -> str:
     return f"{statistics.median(known):.3f}" if known else "n/a"
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the product files that differed from it (a shared checkout moves on)."""
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "subject": git("log", "-1", "--format=%s")[:200],
+            "uncommitted": git("status", "--short", "--", "cloud-stub", "edgeship", "agent").splitlines()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, nargs="+", default=[1000, 10000])
@@ -681,7 +691,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data: dict[str, Any] = {"command": " ".join(["benchmarks/rollout/run.py", *sys.argv[1:]]),
                             "machine": fleet.machine(),
                             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            "options": {k: str(v) for k, v in vars(args).items()}, "runs": []}
+                            "options": {k: str(v) for k, v in vars(args).items()}, "code": code_version(),
+                            "load_start": os.getloadavg(), "runs": []}
     first = True
     for n in args.devices:
         for rep in range(args.repeat):
