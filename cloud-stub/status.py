@@ -13,12 +13,14 @@ deployment metrics:
   document (400/401/409/410/412) after it was issued.
 
 Per device the state is ``pending``, ``applied``, ``failed`` or ``overridden``,
-with the device's own reason for a failure.
+with the device's own reason for a failure, or ``held`` when a staged rollout has not
+let the deployment count for it (its wave is not out, or the rollout aborted), with
+the rollout's reason (``docs/rollouts.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +29,7 @@ from edgeship.hub.targeting import Condition, DeviceFacts, evaluate
 
 __all__ = ["DeploymentStatus", "DeviceDeploymentState", "DeviceStatus", "deployment_status"]
 
-DeviceDeploymentState = Literal["pending", "applied", "failed", "overridden"]
+DeviceDeploymentState = Literal["pending", "applied", "failed", "overridden", "held"]
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,23 @@ def deployment_status(
     devices: Iterable[DeviceRecord],
     desired: Mapping[str, DesiredRecord],
     reported: Mapping[str, ReportedRecord],
+    held: Callable[[str], str | None] = lambda _device: None,
 ) -> DeploymentStatus:
-    """The status of one deployment over ``devices`` (those it does not target are left out)."""
-    rows = [
-        _device_status(deployment_id, d.id, desired.get(d.id), reported.get(d.id))
-        for d in devices
-        if evaluate(condition, DeviceFacts(d.id, d.tags))
-    ]
+    """The status of one deployment over ``devices`` (those it does not target are left out).
+
+    ``held(device)`` is the reason a staged rollout does not let the deployment count for
+    the device yet (None: it counts).
+    """
+    rows = []
+    for d in devices:
+        if not evaluate(condition, DeviceFacts(d.id, d.tags)):
+            continue
+        why = held(d.id)
+        if why is None:
+            rows.append(_device_status(deployment_id, d.id, desired.get(d.id), reported.get(d.id)))
+        else:
+            seq = desired[d.id].sequence if d.id in desired else None
+            rows.append(DeviceStatus(d.id, "held", seq, None, None, why))
     return DeploymentStatus(
         deployment_id=deployment_id,
         targeted=len(rows),

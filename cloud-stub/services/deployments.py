@@ -102,4 +102,5 @@ class Deployments:
             self.store.list_devices(),
             self.store.latest_desired(),
             self.store.reported(),
+            held=self.rollouts.held(record.id),
         )

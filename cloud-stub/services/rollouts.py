@@ -394,6 +394,22 @@ class Rollouts:
     def admission(self) -> Admission:
         return self.table.admission()
 
+    def held(self, deployment_id: str) -> Callable[[str], str | None]:
+        """For the deployment's status: why its rollout does not let it count for a device (None: it counts)."""
+        admission = self.table.admission()
+        staged = admission.staged.get(deployment_id)
+        if staged is None or staged.state == "completed":
+            return lambda _device: None
+        if staged.state == "aborted":
+            return lambda _device: "the rollout aborted"
+
+        def why(device: str) -> str | None:
+            if admission.admits(deployment_id, device):
+                return None
+            return f"waiting for wave {staged.plan.wave_for_newcomer(deployment_id, device) + 1}"
+
+        return why
+
 
 def _runs(state: Mapping[str, Any], expected: Mapping[str, int]) -> bool:
     """True when the report shows every expected module at its version and running."""

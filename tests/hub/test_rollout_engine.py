@@ -101,6 +101,9 @@ def test_waves_go_out_one_after_another_and_complete(hub: HubServices, clock: Cl
     view = hub.rollouts.show("v2")
     assert (view.state, view.wave, [w.targeted for w in view.waves]) == ("rolling-out", 1, [1, 2, 3])
     assert {d: running(hub, d)["digits"] for d in DEVICES} == {d: 2 if members[d] == 1 else 1 for d in DEVICES}
+    status = {s.device_id: (s.state, s.reason) for s in hub.deployments.deployment_status("v2").devices}
+    assert {d: s for d, (s, _r) in status.items()} == {d: "pending" if members[d] == 1 else "held" for d in DEVICES}
+    assert {r for d, (_s, r) in status.items() if members[d] == 3} == {"waiting for wave 3"}
     for wave in (1, 2, 3):
         apply_all(hub)
         clock.advance(1)
