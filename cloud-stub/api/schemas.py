@@ -265,6 +265,8 @@ class WaveOut(BaseModel):
     failed: int
     refused: int
     timed_out: int = Field(alias="timedOut")
+    unhealthy: int = Field(0, description="A health gate breached (docs/rollouts.md).")
+    no_data: int = Field(0, alias="noData", description="Soaked, but a gate had too little data: never healthy.")
 
 
 class RolledBackOut(BaseModel):

@@ -22,13 +22,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from edgeship.hub.rollouts.gates import Verdict
 from edgeship.hub.rollouts.policy import RolloutPolicy
 from edgeship.hub.rollouts.waves import WavePlan
 
-__all__ = ["Decision", "DeviceProgress", "Outcome", "classify", "decide"]
+__all__ = ["OUTCOMES", "Decision", "DeviceProgress", "Outcome", "classify", "decide"]
 
-Outcome = Literal["pending", "soaking", "succeeded", "failed", "refused", "timed-out"]
-EXECUTED: frozenset[str] = frozenset({"succeeded", "failed", "refused", "timed-out"})
+Outcome = Literal["pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data",
+)
+EXECUTED: frozenset[str] = frozenset({"succeeded", "failed", "refused", "timed-out", "unhealthy"})
 Action = Literal["wait", "advance", "complete", "waiting-approval", "abort"]
 
 
@@ -43,6 +47,7 @@ class DeviceProgress:
     running_release: bool = False  # its report shows every module of the release running
     applied_at: float | None = None  # when it first reported the release running
     reported_at: float | None = None  # when the hub received that report
+    health: Verdict | None = None  # the health gates' verdict while it runs the release (None: no gates)
 
 
 def classify(progress: DeviceProgress, policy: RolloutPolicy, now: float) -> Outcome:
@@ -59,8 +64,10 @@ def classify(progress: DeviceProgress, policy: RolloutPolicy, now: float) -> Out
             return "failed"
         if not progress.running_release:
             return "failed"  # applied a later document, but the release is not what runs: rolled back
+        if progress.health == "breach":
+            return "unhealthy"  # as soon as a gate can judge, even mid-soak
         if progress.applied_at is not None and now - progress.applied_at >= policy.soak:
-            return "succeeded"
+            return "no-data" if progress.health == "no-data" else "succeeded"
         return "soaking"
     if now - progress.issued_at > policy.wave_timeout:
         return "timed-out"
@@ -110,7 +117,7 @@ def decide(
         return Decision("advance", f"{label}: {succeeded} of {len(members)} succeeded")
     if now - wave_started > policy.wave_timeout:
         counts = {kind: sum(1 for d in members if outcomes.get(d, "pending") == kind) for kind in
-                  ("succeeded", "soaking", "pending", "timed-out", "failed", "refused")}
+                  ("succeeded", "soaking", "no-data", "pending", "timed-out", "failed", "refused", "unhealthy")}
         detail = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         return Decision("waiting-approval", f"{label} did not reach {policy.advance_percent:g}% within "
                                             f"{policy.wave_timeout:g} s ({detail}); approve to go on or abort")

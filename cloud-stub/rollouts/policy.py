@@ -7,10 +7,11 @@ The option names are the ones users and scripts type (issue 14):
 policy comes from REST or a file as a mapping with the camelCase keys of
 :meth:`RolloutPolicy.to_dict` (``waves``, ``exponential``, ``spreadBy``, ``soak``,
 ``advancePercent``, ``approveEachWave``, ``waveTimeout``, ``abortPercent``,
-``abortMin``, ``abortOn``).
+``abortMin``, ``abortOn``, ``gates``).
 
 Without abort options a rollout uses a careful default, as the issue asks: abort on
-the first *failed* or *refused* device (``abortPercent`` 0, ``abortMin`` 1);
+the first *failed*, *refused* or *unhealthy* (a health gate breached) device
+(``abortPercent`` 0, ``abortMin`` 1);
 *timed-out* devices (offline ones) are reported but do not abort unless listed.
 
 Plain data and parsing only: no clock, no database (``docs/rollouts.md``).
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgeship.errors import InputError
+from edgeship.hub.rollouts.gates import Gate, parse_gates
 
 __all__ = [
     "DEFAULT_ABORT_ON",
@@ -36,9 +38,9 @@ __all__ = [
     "parse_waves",
 ]
 
-FailureKind = Literal["failed", "refused", "timed-out"]
-FAILURE_KINDS: tuple[FailureKind, ...] = ("failed", "refused", "timed-out")
-DEFAULT_ABORT_ON: tuple[FailureKind, ...] = ("failed", "refused")
+FailureKind = Literal["failed", "refused", "timed-out", "unhealthy"]
+FAILURE_KINDS: tuple[FailureKind, ...] = ("failed", "refused", "timed-out", "unhealthy")
+DEFAULT_ABORT_ON: tuple[FailureKind, ...] = ("failed", "refused", "unhealthy")
 MAX_WAVES = 100  # waves in one policy; an exponential policy stops growing at the fleet's size
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -108,6 +110,7 @@ class RolloutPolicy:
     abort_percent: float = 0.0  # abort when more than this share of executed devices failed ...
     abort_min: int = 1  # ... once at least this many devices have executed
     abort_on: tuple[FailureKind, ...] = field(default=DEFAULT_ABORT_ON)
+    gates: tuple[Gate, ...] = ()  # health gates over the soak (gates.py); a breach makes a device unhealthy
 
     def __post_init__(self) -> None:
         if self.waves and self.exponential:
@@ -169,6 +172,8 @@ class RolloutPolicy:
             data["exponential"] = [self.exponential[0], self.exponential[1]]
         if self.spread_by:
             data["spreadBy"] = self.spread_by
+        if self.gates:
+            data["gates"] = [g.text for g in self.gates]
         return data
 
     @classmethod
@@ -177,7 +182,7 @@ class RolloutPolicy:
         if not isinstance(data, Mapping):
             raise InputError("A rollout policy must be a mapping of options (waves, soak, abortPercent, ...).")
         known = {"waves", "exponential", "spreadBy", "soak", "advancePercent", "approveEachWave", "waveTimeout",
-                 "abortPercent", "abortMin", "abortOn"}
+                 "abortPercent", "abortMin", "abortOn", "gates"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(f"Rollout policy has unknown keys {unknown}; use {sorted(known)}.")
@@ -194,6 +199,7 @@ class RolloutPolicy:
                 abort_percent=float(data.get("abortPercent", 0.0)),
                 abort_min=int(data.get("abortMin", 1)),
                 abort_on=tuple(data.get("abortOn", DEFAULT_ABORT_ON)),
+                gates=parse_gates(_texts(data.get("gates", []), "gates")),
             )
         except (TypeError, ValueError, IndexError, KeyError) as exc:
             raise InputError(f"Rollout policy is not valid ({exc}); see 'edgeship deployment create --help'.") from exc
@@ -203,6 +209,14 @@ def _seconds(value: Any, key: str) -> float:
     if isinstance(value, bool):
         raise InputError(f"Rollout policy {key} must be seconds or a duration such as 5m.")
     return float(value) if isinstance(value, (int, float)) else parse_duration(str(value), key)
+
+
+def _texts(value: Any, key: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"Rollout policy {key} must be a list of gates such as [\"error_rate <= 1%\"].")
+    return value
 
 
 def _flag(value: Any, key: str) -> bool:

@@ -34,6 +34,8 @@ class WaveView:
     refused: int = 0
     timed_out: int = 0
     status: Literal["done", "current", "next"] = "next"
+    unhealthy: int = 0  # a health gate breached (issue 15)
+    no_data: int = 0  # soaked, but a gate had too little data to judge: never counted healthy
 
     @property
     def applied(self) -> int:
@@ -44,7 +46,7 @@ class WaveView:
         return {
             "wave": self.wave, "status": self.status, "targeted": self.targeted, "applied": self.applied,
             "pending": self.pending, "soaking": self.soaking, "succeeded": self.succeeded, "failed": self.failed,
-            "refused": self.refused, "timedOut": self.timed_out,
+            "refused": self.refused, "timedOut": self.timed_out, "unhealthy": self.unhealthy, "noData": self.no_data,
         }
 
 

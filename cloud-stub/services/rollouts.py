@@ -32,10 +32,11 @@ from typing import Any, Literal, cast
 from edgeship.errors import InputError
 from edgeship.hub.errors import HubNotFoundError, RolloutStateError
 from edgeship.hub.rollouts.admission import Admission, plan_from_members
-from edgeship.hub.rollouts.decide import Decision, DeviceProgress, Outcome, classify, decide
+from edgeship.hub.rollouts.decide import OUTCOMES, Decision, DeviceProgress, Outcome, classify, decide
 from edgeship.hub.rollouts.policy import RolloutPolicy
 from edgeship.hub.rollouts.report import ACTIVE_STATES, RolloutEvent, RolloutState, RolloutView, WaveView
 from edgeship.hub.rollouts.waves import WavePlan, plan_waves
+from edgeship.hub.services.health import HealthReader
 from edgeship.hub.services.issuing import Issuing
 from edgeship.hub.services.rules import parsed_condition, validate_deployment_id
 from edgeship.hub.store import (
@@ -78,30 +79,36 @@ class _Progress:
     """One rollout's devices as the engine sees them at one moment (read-only)."""
 
     def __init__(self, record: RolloutRecord, policy: RolloutPolicy, plan: WavePlan,
-                 outcomes: dict[str, Outcome], running: set[str], rows: Mapping[str, RolloutDeviceRecord]) -> None:
+                 outcomes: dict[str, Outcome], running: set[str], rows: Mapping[str, RolloutDeviceRecord],
+                 unhealthy: Mapping[str, str]) -> None:
         self.record, self.policy, self.plan, self.outcomes, self.running, self.rows = (
             record, policy, plan, outcomes, running, rows)
+        self.unhealthy = unhealthy  # device -> the gate it breached, and by how much
 
     def waves(self) -> tuple[WaveView, ...]:
         views = []
         for index, members in enumerate(self.plan.waves):
-            counts = {k: 0 for k in ("pending", "soaking", "succeeded", "failed", "refused", "timed-out")}
+            counts = dict.fromkeys(OUTCOMES, 0)
             for device in members:
                 counts[self.outcomes.get(device, "pending")] += 1
             status: Literal["done", "current", "next"] = (
                 "done" if index < self.record.wave else "current" if index == self.record.wave else "next")
             views.append(WaveView(index + 1, len(members), counts["pending"], counts["soaking"], counts["succeeded"],
-                                  counts["failed"], counts["refused"], counts["timed-out"], status))
+                                  counts["failed"], counts["refused"], counts["timed-out"], status,
+                                  counts["unhealthy"], counts["no-data"]))
         return tuple(views)
 
 
 class Rollouts:
     """Staged rollouts over the store; ``issuing`` delivers what each transition changes."""
 
-    def __init__(self, store: HubStore, issuing: Issuing, *, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: HubStore, issuing: Issuing, *, clock: Callable[[], datetime],
+                 health: HealthReader | None = None) -> None:
+        """``health`` reads the telemetry the health gates judge (None: gates have no data)."""
         self.store = store
         self.issuing = issuing
         self.clock = clock
+        self.health = health
         self.table = RolloutStore(store)
         self._lock = threading.RLock()
 
@@ -188,6 +195,7 @@ class Rollouts:
             record.deployment_id, (*LIVE, "completed"), state="aborted", when=self.clock(), actor=actor,
             action="aborted", reason=decision.reason, tripped=decision.tripped, pins=pins, reevaluate=exposed,
             detail={"waves": [w.to_dict() for w in progress.waves()], "tripped": list(decision.tripped),
+                    "unhealthy": {d: why for d, why in progress.unhealthy.items() if d in decision.tripped},
                     "rolledBack": {d: sorted(f"{m}:{p['version']}" for m, p in mods.items())
                                    for d, mods in pins.items()}},
         )
@@ -213,9 +221,9 @@ class Rollouts:
         issued = {d: (doc.sequence, doc.issued) for d, doc in latest.items() if deployment_id in doc.deployments}
         reports = self.store.reported(reached)
         now = self.clock()
-        applied: dict[str, datetime] = {}
-        outcomes: dict[str, Outcome] = {}
-        running: set[str] = set()
+        health_reasons: dict[str, str] = {}
+        applied: dict[str, datetime] = {}  # first seen running now
+        answered: dict[str, tuple[int, datetime, datetime | None, bool]] = {}
         for device in reached:
             row = rows.get(device)
             sequence, issued_at = (row.issued_sequence, row.issued_at) if row and row.issued_sequence else \
@@ -223,21 +231,32 @@ class Rollouts:
             if sequence is None or issued_at is None or not expected.get(device):
                 continue  # not issued the release yet (or it wins no module here): pending
             report = reports.get(device)
-            state = report.state if report is not None else {}
-            is_running = _runs(state, expected[device])
+            is_running = _runs(report.state if report is not None else {}, expected[device])
             applied_at = row.applied_at if row else None
-            if is_running:
-                running.add(device)
-                if applied_at is None:
-                    applied_at = applied[device] = now
+            if is_running and applied_at is None:
+                applied_at = applied[device] = now
+            answered[device] = (sequence, issued_at, applied_at, is_running)
+        verdicts = self.health.verdicts(
+            policy.gates, expected, {d: a[2] for d, a in answered.items() if a[3] and a[2] is not None},
+            {d: r.state for d, r in reports.items()}, now,
+        ) if self.health is not None and policy.gates else {}
+        outcomes: dict[str, Outcome] = {}
+        running = {d for d, a in answered.items() if a[3]}
+        for device, (sequence, issued_at, applied_at, is_running) in answered.items():
+            report = reports.get(device)
+            state = report.state if report is not None else {}
             status = state.get("status")
             status = status if isinstance(status, dict) else {}
+            verdict = verdicts.get(device)
             outcomes[device] = classify(DeviceProgress(
                 issued_sequence=sequence, issued_at=issued_at.timestamp(),
                 reported_sequence=state.get("lastAppliedSequence"), code=status.get("code"),
                 running_release=is_running, applied_at=applied_at.timestamp() if applied_at else None,
                 reported_at=report.received.timestamp() if report is not None else None,
+                health=verdict[0] if verdict else ("no-data" if policy.gates else None),
             ), policy, now.timestamp())
+            if verdict and verdict[0] == "breach":
+                health_reasons[device] = verdict[1]
         if write:
             self.table.set_issued(deployment_id, {d: v for d, v in issued.items() if d in waves})
             self.table.set_fields(deployment_id, "applied_at", applied)
@@ -246,7 +265,8 @@ class Rollouts:
         for device, (sequence, at) in issued.items():
             if device in rows:
                 rows[device] = replace(rows[device], issued_sequence=sequence, issued_at=at)
-        return _Progress(record, policy, WavePlan(tuple(tuple(w) for w in current)), outcomes, running, rows)
+        return _Progress(record, policy, WavePlan(tuple(tuple(w) for w in current)), outcomes, running, rows,
+                         health_reasons)
 
     def _layered(self, exclude: str | None = None) -> list[Deployment[ModuleRefRecord]]:
         out: list[Deployment[ModuleRefRecord]] = []
@@ -370,7 +390,7 @@ class Rollouts:
         else:
             final = next((e for e in reversed(events) if e.action in ("completed", "aborted")), None)
             waves = tuple(WaveView(w["wave"], w["targeted"], w["pending"], w["soaking"], w["succeeded"], w["failed"],
-                                   w["refused"], w["timedOut"], w["status"])
+                                   w["refused"], w["timedOut"], w["status"], w.get("unhealthy", 0), w.get("noData", 0))
                           for w in (final.detail.get("waves", []) if final else []))
             waiting = ""
         rows = self.table.devices(deployment_id)

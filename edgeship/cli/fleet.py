@@ -25,6 +25,7 @@ from edgeship.cli.rollout_policy import (
     AdvancePercentOpt,
     ApproveEachWaveOpt,
     ExponentialOpt,
+    GateOpt,
     RolloutFileOpt,
     RolloutOptions,
     SoakOpt,
@@ -320,7 +321,7 @@ def deployment_create(
     waves: WavesOpt = None, exponential: ExponentialOpt = None, spread_by: SpreadByOpt = None, soak: SoakOpt = None,
     advance_percent: AdvancePercentOpt = None, approve_each_wave: ApproveEachWaveOpt = None,
     wave_timeout: WaveTimeoutOpt = None, abort_percent: AbortPercentOpt = None, abort_min: AbortMinOpt = None,
-    abort_on: AbortOnOpt = None, rollout_file: RolloutFileOpt = None,
+    abort_on: AbortOnOpt = None, gate: GateOpt = None, rollout_file: RolloutFileOpt = None,
     hub: HubUrlOpt = None, token: HubTokenOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create a deployment. Without rollout options every targeted device gets a new signed document before this
@@ -328,7 +329,7 @@ def deployment_create(
     refs = [parse_module_ref(m, need_version=True) for m in module]
     modules = [{"name": n, "version": v} for n, v in refs]
     rollout = RolloutOptions(rollout_file, waves, exponential, spread_by, soak, advance_percent, approve_each_wave,
-                             wave_timeout, abort_percent, abort_min, abort_on).policy()
+                             wave_timeout, abort_percent, abort_min, abort_on, gate).policy()
     with hub_client(hub, token) as client:
         created = client.create_deployment(name, target_condition, modules, priority, rollout)
     if as_json:

@@ -168,10 +168,11 @@ def _render_rollout(rollout: dict[str, Any]) -> list[RenderableType]:
     if rollout.get("reason"):
         parts.append(Text(f"  reason: {rollout['reason']}"))
     waves = Table("wave", "status", "targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused",
-                  "timed-out")
+                  "timed-out", "unhealthy", "no data")
     for w in rollout["waves"]:
-        waves.add_row(str(w["wave"]), w["status"], *(str(w[k]) for k in (
-            "targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused", "timedOut")))
+        waves.add_row(str(w["wave"]), w["status"], *(str(w.get(k, 0)) for k in (
+            "targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused", "timedOut", "unhealthy",
+            "noData")))
     parts.append(waves)
     if rollout.get("tripped"):
         parts.append(Text("  tripped by: " + ", ".join(rollout["tripped"])))

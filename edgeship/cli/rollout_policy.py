@@ -29,6 +29,7 @@ __all__ = [
     "AdvancePercentOpt",
     "ApproveEachWaveOpt",
     "ExponentialOpt",
+    "GateOpt",
     "RolloutFileOpt",
     "RolloutOptions",
     "SoakOpt",
@@ -42,7 +43,7 @@ PANEL = "Rollout in waves (default: every targeted device at once)"
 OPTION_FOR_KEY = {
     "waves": "--waves", "exponential": "--exponential", "spreadBy": "--spread-by", "soak": "--soak",
     "advancePercent": "--advance-percent", "approveEachWave": "--approve-each-wave", "waveTimeout": "--wave-timeout",
-    "abortPercent": "--abort-percent", "abortMin": "--abort-min", "abortOn": "--abort-on",
+    "abortPercent": "--abort-percent", "abortMin": "--abort-min", "abortOn": "--abort-on", "gates": "--gate",
 }
 
 WavesOpt = Annotated[str | None, typer.Option(
@@ -71,18 +72,24 @@ WaveTimeoutOpt = Annotated[str | None, typer.Option(
 AbortPercentOpt = Annotated[float | None, typer.Option(
     "--abort-percent", metavar="P", rich_help_panel=PANEL, show_default=False,
     help="Abort (and roll every reached device back) when more than P % of the devices that executed failed in "
-         "an --abort-on way. Default: abort on the first failed or refused device (P 0, --abort-min 1).")]
+         "an --abort-on way. Default: abort on the first failed, refused or unhealthy device (P 0, --abort-min 1).")]
 AbortMinOpt = Annotated[int | None, typer.Option(
     "--abort-min", metavar="N", rich_help_panel=PANEL, show_default=False,
     help="... once at least N devices have executed. Default 1.")]
 AbortOnOpt = Annotated[str | None, typer.Option(
     "--abort-on", metavar="KINDS", rich_help_panel=PANEL, show_default=False,
-    help="Outcomes that count towards the abort: failed,refused,timed-out. Default failed,refused: timed-out "
-         "(offline) devices are reported but do not abort.")]
+    help="Outcomes that count towards the abort: failed,refused,timed-out,unhealthy. Default "
+         "failed,refused,unhealthy: timed-out (offline) devices are reported but do not abort.")]
+GateOpt = Annotated[list[str] | None, typer.Option(
+    "--gate", metavar="GATE", rich_help_panel=PANEL, show_default=False,
+    help="A health gate judged per device from the model's own telemetry, repeatable: \"error_rate <= 1%\" (5xx "
+         "share), \"p99_ratio <= 1.5\" (p99 latency against the previous version on the same device), "
+         "\"restarts <= 2\"; optional 'over 5m' (window, default since the device applied) and 'min 20' (requests "
+         "needed, default 20). A breach makes the device unhealthy; too little data is 'no data', never healthy.")]
 RolloutFileOpt = Annotated[Path | None, typer.Option(
     "--rollout-file", metavar="FILE", rich_help_panel=PANEL, show_default=False,
     help="A policy file, YAML or JSON: a mapping with the keys waves, exponential, spreadBy, soak, advancePercent, "
-         "approveEachWave, waveTimeout, abortPercent, abortMin, abortOn. Options override its keys.")]
+         "approveEachWave, waveTimeout, abortPercent, abortMin, abortOn, gates. Options override its keys.")]
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class RolloutOptions:
     abort_percent: float | None = None
     abort_min: int | None = None
     abort_on: str | None = None
+    gates: list[str] | None = None
 
     def given(self) -> dict[str, Any]:
         """The options given on the command line, as policy keys; durations and lists parsed, naming the option."""
@@ -115,6 +123,8 @@ class RolloutOptions:
             given["waveTimeout"] = parse_duration(self.wave_timeout, "--wave-timeout")
         if self.abort_on is not None:
             given["abortOn"] = [kind.strip() for kind in self.abort_on.split(",") if kind.strip()]
+        if self.gates:
+            given["gates"] = list(self.gates)
         return {key: value for key, value in given.items() if value is not None}
 
     def policy(self) -> dict[str, Any] | None:

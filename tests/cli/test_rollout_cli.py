@@ -31,7 +31,7 @@ from edgeship.errors import EdgeshipError
 
 CREATE = ("deployment", "create", "lab", "-m", "digits:1", "-c", "tags.site = 'lab'")
 DEFAULTS = {"soak": 0.0, "advancePercent": 100.0, "approveEachWave": False, "waveTimeout": 1800.0,
-            "abortPercent": 0.0, "abortMin": 1, "abortOn": ["failed", "refused"]}
+            "abortPercent": 0.0, "abortMin": 1, "abortOn": ["failed", "refused", "unhealthy"]}
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_help_states_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
                    "--wave-timeout", "--abort-percent", "--abort-min", "--abort-on", "--rollout-file"):
         assert option in text, option
     for default in ("Default: no waves, every targeted device at once", "Default 0.", "Default 100.",
-                    "Default 30m.", "Default: abort on the first failed or refused device",
+                    "Default 30m.", "Default: abort on the first failed, refused or unhealthy device",
                     "timed-out (offline) devices are reported but do not abort", "Options override its keys"):
         assert default in text, default
 
@@ -112,6 +112,11 @@ def test_the_rollout_file_is_read_and_options_override_its_keys(hub: RolloutHub,
     assert policy_of(hub) == {**DEFAULTS, "exponential": [1, 2.0], "soak": 120.0, "abortOn": ["failed"]}
 
 
+def test_gates_are_repeatable_options(hub: RolloutHub) -> None:
+    run(*CREATE, "--waves", "1,100%", "--gate", "error_rate <= 1%", "--gate", "p99_ratio <= 1.5 over 5m")
+    assert policy_of(hub)["gates"] == ["error_rate <= 1%", "p99_ratio <= 1.5 over 5m"]
+
+
 def test_the_file_alone_is_a_policy(hub: RolloutHub, tmp_path: Path) -> None:
     path = tmp_path / "policy.yml"
     path.write_text("waves: 1,3,6\nadvancePercent: 90\n")
@@ -123,6 +128,7 @@ def test_the_file_alone_is_a_policy(hub: RolloutHub, tmp_path: Path) -> None:
     (["--waves", "1,x"], "--waves item 'x' is neither a device count"),
     (["--waves", "1,10%", "--advance-percent", "150"], "--advance-percent 150 must be between 0 and 100"),
     (["--waves", "1,10%", "--soak", "5x"], "--soak '5x' is not a duration"),
+    (["--waves", "1,10%", "--gate", "error_rate <= 1"], "write error_rate as a percentage"),
     (["--waves", "1,10%", "--wave-timeout", "soon"], "--wave-timeout 'soon' is not a duration"),
     (["--exponential", "2"], "--exponential '2' must be BASE,FACTOR"),
     (["--exponential", "1,0.5"], "--exponential BASE,FACTOR needs BASE >= 1 device and FACTOR > 1"),
