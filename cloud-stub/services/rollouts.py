@@ -85,14 +85,15 @@ class _Progress:
             record, policy, plan, outcomes, running, rows)
         self.unhealthy = unhealthy  # device -> the gate it breached, and by how much
 
-    def waves(self) -> tuple[WaveView, ...]:
+    def waves(self, *, completed: bool = False) -> tuple[WaveView, ...]:
+        """Each wave by outcome; ``completed`` marks every wave done (the snapshot of a completed rollout)."""
         views = []
         for index, members in enumerate(self.plan.waves):
             counts = dict.fromkeys(OUTCOMES, 0)
             for device in members:
                 counts[self.outcomes.get(device, "pending")] += 1
             status: Literal["done", "current", "next"] = (
-                "done" if index < self.record.wave else "current" if index == self.record.wave else "next")
+                "done" if completed or index < self.record.wave else "current" if index == self.record.wave else "next")
             views.append(WaveView(index + 1, len(members), counts["pending"], counts["soaking"], counts["succeeded"],
                                   counts["failed"], counts["refused"], counts["timed-out"], status,
                                   counts["unhealthy"], counts["no-data"]))
@@ -185,7 +186,8 @@ class Rollouts:
     def _finish(self, record: RolloutRecord, progress: _Progress, state: RolloutState, action: str, reason: str,
                 actor: str) -> None:
         self.table.change(record.deployment_id, LIVE, state=state, when=self.clock(), actor=actor, action=action,
-                          reason=reason, detail={"waves": [w.to_dict() for w in progress.waves()]})
+                          reason=reason,
+                          detail={"waves": [w.to_dict() for w in progress.waves(completed=state == "completed")]})
 
     def _abort(self, record: RolloutRecord, progress: _Progress, decision: Decision, actor: str) -> None:
         """Stop counting the deployment for anyone; pin last known-good modules layering would not give back."""

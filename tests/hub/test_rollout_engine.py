@@ -116,6 +116,7 @@ def test_waves_go_out_one_after_another_and_complete(hub: HubServices, clock: Cl
         }
     assert view.state == "completed"
     assert [w.succeeded for w in view.waves] == [1, 2, 3]
+    assert [w.status for w in view.waves] == ["done", "done", "done"]
     actions = [(e.actor, e.action) for e in hub.rollouts.events("v2")]
     assert actions == [("ci", "started"), ("hub", "wave-started"), ("hub", "wave-started"), ("hub", "completed")]
 
