@@ -27,6 +27,7 @@ __all__ = [
     "ProvisioningError",
     "QuantizationError",
     "RegistryError",
+    "ReleaseError",
     "RuntimeFailure",
     "ScoringError",
     "SignatureError",
@@ -110,6 +111,10 @@ class SigningKeyError(SignatureError):
 
 class PackagingError(EdgeshipError):
     """A bundle, wheelhouse or container image could not be built (pip, Docker, inputs)."""
+
+
+class ReleaseError(EdgeshipError):
+    """A release (package, upload, deploy of a model version) cannot go on: its state file, lock or hub disagree."""
 
 
 class RuntimeFailure(EdgeshipError):

@@ -24,6 +24,7 @@ from edgeship.cli import model as _model
 from edgeship.cli import module as _module
 from edgeship.cli import package as _package
 from edgeship.cli import provision as _provision
+from edgeship.cli import release as _release
 from edgeship.cli import rollout as _rollout  # noqa: F401 - adds its commands to 'deployment'
 from edgeship.cli import serve as _serve
 from edgeship.cli import workspace as _workspace
@@ -65,6 +66,7 @@ _package.register(app)
 _serve.register(app)
 _keys.register(app)
 _deploy.register(app)
+_release.register(app)
 _hub.register(app)
 _fleet.register(app)
 _demo.register(app)
