@@ -4,6 +4,12 @@ Sampling and sending are separate: samples go to the on-disk queue whatever the
 connection; :class:`TelemetrySender` publishes the oldest batch and removes it only
 once the broker acknowledged it (QoS 1 PUBACK), one batch in flight at a time, so
 batches arrive in order.
+
+Each module's entry names the module ``version`` of the active service it scraped
+(from the agent state, as the reported state does), so the hub can compare a release
+with the version it replaced. Batches are ``schemaVersion`` 2; a sender built with
+``schema_version=1`` strips the keys version 1 does not know, for a hub older than
+version 2 (ADR 0024).
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ from edgeship.agent.telemetry.queue import Batch, TelemetryQueue
 from edgeship.agent.telemetry.scrape import MetricsDelta, ModuleMetrics, parse_metrics
 from edgeship.deployment import format_time
 
-__all__ = ["TELEMETRY_SCHEMA_VERSION", "TelemetrySampler", "TelemetrySender"]
+__all__ = ["SCHEMA_VERSIONS", "TELEMETRY_SCHEMA_VERSION", "TelemetrySampler", "TelemetrySender"]
 
-TELEMETRY_SCHEMA_VERSION = 1
+TELEMETRY_SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
+_V2_MODULE_KEYS = ("version", "serverErrors", "clientErrors")  # what a version 1 batch must not carry
 BATCH_SIZE = 100  # samples per published batch
 log = logging.getLogger("edgeship.agent")
 
@@ -55,7 +63,8 @@ class TelemetrySampler:
     def sample(self) -> dict[str, Any]:
         modules: dict[str, Any] = {}
         pids: list[int] = []
-        for module, service in sorted(self.state.state.active.items()):
+        state = self.state.state
+        for module, service in sorted(state.active.items()):
             try:
                 status = self.runtime.status(service)
             except Exception as exc:  # a vanished service is missing from this sample, not an error
@@ -73,7 +82,8 @@ class TelemetrySampler:
             before = self._previous.get(module)
             delta = MetricsDelta.between(before[1] if before and before[0] == service else None, metrics)
             self._previous[module] = (service, metrics)
-            modules[module] = delta.to_dict()
+            record = state.services.get(service)
+            modules[module] = {**({"version": record.version} if record else {}), **delta.to_dict()}
         ticks = sum(cpu_ticks(pid) for pid in pids)
         moment = time.monotonic()
         cpu = 0.0
@@ -95,12 +105,20 @@ class Publisher(Protocol):
 
 
 class TelemetrySender:
-    """Publishes queued samples in order; call :meth:`pump` often (it never blocks)."""
+    """Publishes queued samples in order; call :meth:`pump` often (it never blocks).
 
-    def __init__(self, device_id: str, queue: TelemetryQueue, link: Publisher) -> None:
+    ``schema_version`` 1 sends what a hub older than telemetry version 2 accepts: the
+    same samples without ``version``, ``serverErrors`` and ``clientErrors``.
+    """
+
+    def __init__(self, device_id: str, queue: TelemetryQueue, link: Publisher,
+                 schema_version: int = TELEMETRY_SCHEMA_VERSION) -> None:
+        if schema_version not in SCHEMA_VERSIONS:
+            raise ValueError(f"telemetry schema version {schema_version} is not one of {SCHEMA_VERSIONS}")
         self.device_id = device_id
         self.queue = queue
         self.link = link
+        self.schema_version = schema_version
         self._inflight: tuple[Any, Batch] | None = None
 
     def pump(self) -> int:
@@ -116,13 +134,24 @@ class TelemetrySender:
         pending = self.queue.peek(BATCH_SIZE)
         if pending is None:
             return acked
+        samples = pending.samples if self.schema_version >= 2 else [_as_v1(s) for s in pending.samples]
         message = {
-            "schemaVersion": TELEMETRY_SCHEMA_VERSION,
+            "schemaVersion": self.schema_version,
             "deviceId": self.device_id,
-            "samples": pending.samples,
+            "samples": samples,
             "dropped": pending.dropped,
         }
         info = self.link.publish_telemetry(message)
         if info is not None:
             self._inflight = (info, pending)
         return acked
+
+
+def _as_v1(sample: dict[str, Any]) -> dict[str, Any]:
+    modules = sample.get("modules")
+    if not isinstance(modules, dict):
+        return sample
+    return {**sample, "modules": {
+        name: {k: v for k, v in entry.items() if k not in _V2_MODULE_KEYS} if isinstance(entry, dict) else entry
+        for name, entry in modules.items()
+    }}

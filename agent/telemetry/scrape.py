@@ -1,8 +1,11 @@
 """Turn a scoring server's Prometheus text into per-interval numbers. Pure (the HTTP GET is the caller's).
 
 The server (``edgeship.scoring.metrics``) exports ``edgeship_scoring_requests_total``,
-``edgeship_scoring_errors_total`` and the histogram
-``edgeship_scoring_request_duration_seconds`` (per endpoint). Only the scoring
+``edgeship_scoring_errors_total`` (per endpoint and status) and the histogram
+``edgeship_scoring_request_duration_seconds`` (per endpoint). Errors are split by their
+``status`` label: 500 and above are the server's own failures (``serverErrors``, what a
+release is judged by), 400-499 the callers' bad input (``clientErrors``); an error
+without a readable status counts as a server error, the side a health gate should err on. Only the scoring
 endpoints count (``/score`` and ``/v2/models/{name}/infer``): liveness probes, the
 agent's own health checks and ``/metrics`` scrapes are not the module's work. A sample reports the
 requests and errors *since the previous sample* and latency percentiles over those
@@ -26,18 +29,26 @@ SCORING_ENDPOINTS = frozenset({"/score", "/v2/models/{name}/infer"})  # the serv
 
 @dataclass(frozen=True)
 class ModuleMetrics:
-    """Cumulative counters of one server: requests, errors, and latency buckets ``{le seconds: count}``."""
+    """Cumulative counters of one server: requests, errors, and latency buckets ``{le seconds: count}``.
+
+    ``errors`` is every status of 400 or more: ``server_errors + client_errors``.
+    """
 
     requests: float = 0.0
-    errors: float = 0.0
+    server_errors: float = 0.0  # status >= 500 (or unreadable)
+    client_errors: float = 0.0  # status 400-499
     buckets: dict[float, float] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> float:
+        return self.server_errors + self.client_errors
 
 
 def parse_metrics(text: str) -> ModuleMetrics:
-    """Sum the scoring metrics over the scoring endpoints and all statuses."""
+    """Sum the scoring metrics over the scoring endpoints; errors by status class."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    requests = errors = 0.0
+    requests = server_errors = client_errors = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -46,11 +57,21 @@ def parse_metrics(text: str) -> ModuleMetrics:
             if sample.name == f"{_REQUESTS}_total":
                 requests += sample.value
             elif sample.name == f"{_ERRORS}_total":
-                errors += sample.value
+                if _is_client_error(sample.labels.get("status")):
+                    client_errors += sample.value
+                else:
+                    server_errors += sample.value
             elif sample.name == f"{_LATENCY}_bucket":
                 le = float(sample.labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value
-    return ModuleMetrics(requests, errors, buckets)
+    return ModuleMetrics(requests, server_errors, client_errors, buckets)
+
+
+def _is_client_error(status: str | None) -> bool:
+    try:
+        return 400 <= int(status or "") < 500
+    except ValueError:
+        return False
 
 
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
@@ -77,10 +98,11 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 @dataclass(frozen=True)
 class MetricsDelta:
-    """What happened between two scrapes of one server."""
+    """What happened between two scrapes of one server; ``errors == server_errors + client_errors``."""
 
     requests: int
-    errors: int
+    server_errors: int
+    client_errors: int
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -97,15 +119,23 @@ class MetricsDelta:
 
         return cls(
             requests=int(after.requests - base.requests),
-            errors=int(max(after.errors - base.errors, 0)),
+            server_errors=int(max(after.server_errors - base.server_errors, 0)),
+            client_errors=int(max(after.client_errors - base.client_errors, 0)),
             p50_ms=ms(0.50),
             p95_ms=ms(0.95),
             p99_ms=ms(0.99),
         )
 
+    @property
+    def errors(self) -> int:
+        return self.server_errors + self.client_errors
+
     def to_dict(self) -> dict[str, object]:
+        """The module's entry in a telemetry sample (``docs/mqtt.md``), without the ``version`` the sampler adds."""
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "serverErrors": self.server_errors,
+            "clientErrors": self.client_errors,
             "latencyMs": {"p50": self.p50_ms, "p95": self.p95_ms, "p99": self.p99_ms},
         }

@@ -9,6 +9,7 @@ never ORM objects. Opening a store upgrades its database to the newest schema
 from __future__ import annotations
 
 from edgeship.hub.store.credentials import CredentialRecord, CredentialStore  # registers its table
+from edgeship.hub.store.history import Aggregate, TelemetryHistory  # registers its table
 from edgeship.hub.store.outbox import IntentRecord, Outbox, PendingWork
 from edgeship.hub.store.rollouts import (
     RolloutDeviceRecord,
@@ -34,6 +35,7 @@ from edgeship.hub.store.tokens import ROLES, TokenRecord, TokenStore
 
 __all__ = [
     "ROLES",
+    "Aggregate",
     "CredentialRecord",
     "CredentialStore",
     "DeploymentRecord",
@@ -54,6 +56,7 @@ __all__ = [
     "RolloutRecord",
     "RolloutStart",
     "RolloutStore",
+    "TelemetryHistory",
     "TelemetryRecord",
     "TelemetryStore",
     "TokenRecord",

@@ -10,6 +10,9 @@ Telemetry arrives at least once (the agent re-sends a batch whose PUBACK was los
 the device's kept batches already holds is dropped. Exact pairs, not "seq above the
 highest seen": MQTT 5 hub replicas may store a device's batches out of order, and an
 agent whose data directory was wiped restarts ``seq`` at 1 with new times.
+
+The samples it stores also go into the per-version history (``history.py``) in the
+same transaction, so the history counts what the telemetry table holds, once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
+from edgeship.hub.store import history
 from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import Base, DeviceRow
 
@@ -83,6 +87,8 @@ class TelemetryStore:
     def add(self, device_id: str, batch: dict[str, Any], received: datetime) -> TelemetryRecord | None:
         """Store a validated batch without the samples already stored, and touch the device's presence.
 
+        The stored samples are added to the device's telemetry history in the same transaction.
+
         Returns what was stored (the batch with only its new samples), or None when every
         sample was a duplicate: nothing is stored, and the sender is still acknowledged.
         Duplicates are looked for in the device's kept batches only (the newest ``keep``),
@@ -112,6 +118,7 @@ class TelemetryStore:
                 return None
             if len(fresh) < len(samples):
                 batch = {**batch, "samples": fresh}
+            history.record(s, device_id, fresh)
             s.add(TelemetryRow(device_id=device_id, received=received, batch=batch))
             s.flush()
             cutoff = s.scalars(

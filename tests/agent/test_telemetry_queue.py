@@ -93,3 +93,36 @@ def test_a_second_scrape_reports_only_what_happened_since() -> None:
 
 def test_no_requests_means_zero_latency() -> None:
     assert MetricsDelta.between(None, parse_metrics("")).to_dict()["latencyMs"] == {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+
+
+BY_STATUS = """
+# TYPE edgeship_scoring_errors counter
+edgeship_scoring_errors_total{endpoint="/score",status="404"} 3.0
+edgeship_scoring_errors_total{endpoint="/score",status="422"} 4.0
+edgeship_scoring_errors_total{endpoint="/score",status="500"} 2.0
+edgeship_scoring_errors_total{endpoint="/v2/models/{name}/infer",status="503"} 1.0
+edgeship_scoring_errors_total{endpoint="/",status="500"} 50.0
+# TYPE edgeship_scoring_requests counter
+edgeship_scoring_requests_total{endpoint="/score",status="200"} 90.0
+"""
+
+
+def test_a_404_is_a_client_error_and_a_500_a_server_error() -> None:
+    metrics = parse_metrics(BY_STATUS)  # the liveness probe's 500s on "/" are not the module's work
+    assert (metrics.server_errors, metrics.client_errors, metrics.errors) == (3.0, 7.0, 10.0)
+    delta = MetricsDelta.between(None, metrics).to_dict()
+    assert (delta["errors"], delta["serverErrors"], delta["clientErrors"]) == (10, 3, 7)
+
+
+def test_the_error_split_is_per_interval_too() -> None:
+    before = parse_metrics(BY_STATUS)
+    after = parse_metrics(BY_STATUS.replace('status="500"} 2.0', 'status="500"} 12.0')
+                          .replace('status="404"} 3.0', 'status="404"} 4.0').replace(" 90.0", " 190.0"))
+    delta = MetricsDelta.between(before, after)
+    assert (delta.requests, delta.errors, delta.server_errors, delta.client_errors) == (100, 11, 10, 1)
+
+
+def test_an_error_without_a_readable_status_counts_as_a_server_error() -> None:
+    metrics = parse_metrics('edgeship_scoring_errors_total{endpoint="/score",status="oops"} 2.0\n'
+                            'edgeship_scoring_errors_total{endpoint="/score"} 1.0\n')
+    assert (metrics.server_errors, metrics.client_errors) == (3.0, 0.0)
