@@ -262,7 +262,7 @@ def test_broker_outage_modules_keep_serving_and_telemetry_arrives_whole_and_in_o
             batch = json.loads(payload)
             parse_telemetry(batch)  # the hub's own schema accepts it
             assert set(batch) == {"schemaVersion", "deviceId", "samples", "dropped"}
-            assert batch["deviceId"] == dev and batch["schemaVersion"] == 1 and batch["dropped"] == 0
+            assert batch["deviceId"] == dev and batch["schemaVersion"] == 2 and batch["dropped"] == 0
             for sample in batch["samples"]:
                 assert set(sample) == {"time", "seq", "cpuPercent", "memoryBytes", "modules"}
                 found[sample["seq"]] = sample
@@ -282,6 +282,8 @@ def test_broker_outage_modules_keep_serving_and_telemetry_arrives_whole_and_in_o
     assert arrival == sorted(arrival) or len(set(arrival)) < len(arrival)  # in order (a re-sent batch may repeat)
     assert max(s["memoryBytes"] for s in found.values()) > 10 * 2**20
     busy = [s["modules"]["mnist"] for s in found.values() if s["modules"].get("mnist", {}).get("requests")]
+    assert {m["version"] for m in busy} == {1}  # the module version the sample measured
+    assert all(m["serverErrors"] == m["clientErrors"] == m["errors"] == 0 for m in busy)
     latency = busy[0]["latencyMs"]
     assert latency["p99"] >= latency["p50"] > 0
     assert "disconnected" in agent.log()
