@@ -105,7 +105,7 @@ def test_malformed_messages_are_dropped_and_the_next_good_one_lands(
     bad: list[tuple[str, bytes]] = [
         (device_topic("dev-1", "reported"), b"{not json"),
         (device_topic("dev-1", "reported"), b"[1, 2]"),
-        (device_topic("dev-1", "telemetry"), json.dumps({"schemaVersion": 2, "deviceId": "dev-1"}).encode()),
+        (device_topic("dev-1", "telemetry"), json.dumps({"schemaVersion": 3, "deviceId": "dev-1"}).encode()),
         (device_topic("dev-1", "telemetry"), json.dumps(_telemetry("dev-2")).encode()),
         (device_topic("dev-1", "telemetry"), b"x" * (MAX_MESSAGE_BYTES + 1)),
         (device_topic("dev-1", "online"), b"maybe"),
