@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -64,6 +65,7 @@ sys.path.insert(0, str(REPO / "tests" / "hub"))
 sys.path.insert(0, str(HERE))
 
 import paho.mqtt.client as paho  # noqa: E402
+from floor import next_documents, run_floor  # noqa: E402
 from hub_world import HubWorld  # noqa: E402  (signed modules from plain data, as the hub's tests make them)
 from parts import free_port  # noqa: E402
 from simulator import device_ids  # noqa: E402
@@ -99,6 +101,7 @@ def mosquitto(workdir: Path) -> Iterator[tuple[str, int]]:
         f"log_dest file {workdir / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",
+        *(["log_type all"] if os.environ.get("FLEET_BROKER_LOG") else []),
     ]) + "\n")
     process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -114,6 +117,10 @@ def mosquitto(workdir: Path) -> Iterator[tuple[str, int]]:
                     raise RuntimeError(f"mosquitto did not start: {(workdir / 'mosquitto.log').read_text()}") from None
                 time.sleep(0.05)
         yield f"mqtt://127.0.0.1:{port}", process.pid
+    except Exception:
+        log = workdir / "mosquitto.log"
+        print(f"mosquitto's log:\n{log.read_text()[-3000:] if log.exists() else '(none)'}", file=sys.stderr)
+        raise
     finally:
         process.terminate()
         try:
@@ -238,6 +245,63 @@ class PubackCounter:
     def _on_publish(self, *_args: Any) -> None:
         self.count += 1
         self.last = time.perf_counter()
+
+
+class HubCpu:
+    """CPU seconds of each of the hub's threads (and of the processes it started), so the issuing path
+    (issue, sign, store, publish) and the receiving path (reports in, recorded) are counted apart.
+
+    Roles: ``request`` is the thread that called ``create_deployment``; ``mqtt`` is paho's network
+    thread of the bridge (inbound messages, and the documents too while they share that connection);
+    ``inbound`` is the subscriber's worker (records reports); ``publisher`` any thread whose name
+    starts with ``edgeship-publish``; ``children`` the hub's child processes (signing workers).
+    """
+
+    def __init__(self, bridge: MqttBridge, subscriber: Subscriber, others: Sequence[int]) -> None:
+        self.bridge = bridge
+        self.subscriber = subscriber
+        self.others = set(others)  # child processes that are not the hub's (the broker, the simulators)
+
+    def role(self, thread: threading.Thread) -> str:
+        if thread is threading.main_thread():
+            return "request"
+        if thread is getattr(self.bridge.client, "_thread", None):
+            return "mqtt"
+        if thread is getattr(self.subscriber, "_thread", None):
+            return "inbound"
+        if thread.name.startswith("edgeship-publish"):
+            return "publisher"
+        return "other"
+
+    def snapshot(self) -> dict[str, float]:
+        out: dict[str, float] = collections.defaultdict(float)
+        for thread in threading.enumerate():
+            if thread.ident is None:
+                continue
+            try:
+                out[self.role(thread)] += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+            except (OSError, ProcessLookupError):
+                continue  # ended meanwhile
+        out["children"] = _children_cpu(self.others)
+        out["process"] = time.process_time()
+        return dict(out)
+
+    @staticmethod
+    def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+        return {k: round(after.get(k, 0.0) - before.get(k, 0.0), 3) for k in sorted(set(before) | set(after))}
+
+
+def _children_cpu(others: set[int]) -> float:
+    """CPU seconds of this process's live children but ``others`` (the hub's signing workers, if any)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    me = os.getpid()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me and int(stat.parent.name) not in others:
+                total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
 
 # Devices --------------------------------------------------------------------------------------
@@ -381,6 +445,7 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
             tracker = Tracker()
             services, bridge, subscriber, link = start_hub(work, broker, world, tracker, args)
             pubacks = PubackCounter(bridge.client)
+            stopped = False
             try:
                 services.catalog.upload_module(world.module("digits", 1))
                 ids = device_ids(PREFIX, 0, n)
@@ -409,7 +474,8 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(args.settle)
 
                 cpu.take()
-                result["fanout"] = fanout(n, services, link, tracker, pubacks)
+                hub_cpu = HubCpu(bridge, subscriber, [broker_pid, *(sim.process.pid for sim in sims)])
+                result["fanout"] = fanout(n, services, link, tracker, pubacks, hub_cpu)
                 result["fanout"]["cpu"] = cpu.take()
                 status_started = time.perf_counter()
                 status = services.deployments.deployment_status("fleet")
@@ -434,6 +500,10 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
                         "seconds": tracker.finished_at - started,
                         "sessions": max(a["seconds"] for a in answers),
                     }
+                if not args.no_floor:
+                    time.sleep(args.settle)
+                    result["floor"] = floor(n, services, bridge, world, broker, sims, broker_pid)
+                    stopped = True
                 stats = all_do(sims, "stats")
                 result["devices_side"] = {
                     "verify_seconds": sum(s["verify_seconds"] for s in stats),
@@ -449,15 +519,16 @@ def one_run(n: int, args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 for sim in sims:
                     sim.stop()
-                bridge.stop()
+                if not stopped:
+                    bridge.stop()
                 services.store.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return result
 
 
-def fanout(n: int, services: HubServices, link: TimedLink, tracker: Tracker, pubacks: PubackCounter) -> dict[
-        str, Any]:
+def fanout(n: int, services: HubServices, link: TimedLink, tracker: Tracker, pubacks: PubackCounter,
+           hub_cpu: HubCpu) -> dict[str, Any]:
     store = services.store
     issue_seconds = [0.0]
     original_issue = store.issue_many
@@ -474,18 +545,34 @@ def fanout(n: int, services: HubServices, link: TimedLink, tracker: Tracker, pub
     tracker.reset(n)
     acks_before = pubacks.count
     try:
+        cpu_before = hub_cpu.snapshot()
         started = time.perf_counter()
         services.deployments.create_deployment("fleet", "tags.fleet = 'bench'",
                                                [ModuleRefSpec("digits", 1, {"port": 5001})])
         created = time.perf_counter()
+        cpu_created = hub_cpu.snapshot()
         if not tracker.finished.wait(WAIT):
             raise RuntimeError(f"fan-out: {len(tracker.done)} of {n} applied in {WAIT:g} s")
+        cpu_done = hub_cpu.snapshot()
     finally:
         store.issue_many = original_issue
     deadline = time.monotonic() + 10
     while pubacks.count - acks_before < n and time.monotonic() < deadline:
         time.sleep(0.01)
+    during = hub_cpu.delta(cpu_before, cpu_done)
+    issuing = during.get("publisher", 0.0) + during.get("children", 0.0) + hub_cpu.delta(
+        cpu_before, cpu_created).get("request", 0.0)
     return {
+        "hub_cpu": {
+            "threads": during,  # per role over the whole fan-out
+            "request_in_create": hub_cpu.delta(cpu_before, cpu_created).get("request", 0.0),
+            # issue + sign + store (+ hand-off) on the request thread, the publisher thread(s), signing workers;
+            # while documents share paho's thread with inbound reports ("mqtt"), publishing is not in it
+            "issuing": round(issuing, 3),
+            "receiving": round(during.get("inbound", 0.0) + (during.get("mqtt", 0.0)
+                                                             if during.get("publisher") else 0.0), 3),
+            "mqtt_shared": not during.get("publisher"),
+        },
         "seconds": tracker.finished_at - started,
         "create_deployment_returned": created - started,
         "issue_sign_store": issue_seconds[0],
@@ -495,6 +582,25 @@ def fanout(n: int, services: HubServices, link: TimedLink, tracker: Tracker, pub
         "last_report_in": tracker.last_report_in - started,
         "recorded_after_last_in": tracker.finished_at - tracker.last_report_in,
     }
+
+
+def floor(n: int, services: HubServices, bridge: MqttBridge, world: HubWorld, broker: str,
+          sims: Sequence[SimProcess], broker_pid: int) -> dict[str, Any]:
+    """The socket-level floor (``floor.py``): the fan-out's documents, next sequence, from a raw socket.
+
+    The hub's bridge is stopped first, so the reports go to the floor's collector alone.
+    """
+    bridge.stop()
+    current = {d: r.envelope.encode() for d, r in services.store.latest_desired().items()}
+    documents = next_documents(current, [world.hub_key])
+    settings = parse_broker_url(broker)
+    cpu = CpuMeter(sims, broker_pid)
+    result = run_floor(settings.host, settings.port, documents, timeout=WAIT)
+    if len(documents) != n:
+        raise RuntimeError(f"floor: {len(documents)} documents for {n} devices")
+    out = dataclasses.asdict(result)
+    out["cpu_machine"] = cpu.take()
+    return out
 
 
 # Reporting ------------------------------------------------------------------------------------
@@ -548,7 +654,27 @@ def report(data: dict[str, Any]) -> str:
                 "first_report_in", "last_report_in", "recorded_after_last_in"]
         phases.append(f"| {n:,} | " + " | ".join(
             f"{statistics.median([r['fanout'][k] for r in runs]):.2f} s" for k in keys) + " |")
-    return "\n".join(lines) + "\n\nFan-out phases (medians, seconds from `create_deployment`):\n\n" + "\n".join(phases)
+    text = "\n".join(lines) + "\n\nFan-out phases (medians, seconds from `create_deployment`):\n\n" + "\n".join(phases)
+    floor_runs = [r for r in data["runs"] if "floor" in r]
+    if floor_runs:
+        text += "\n\nPer run: fan-out against the socket-level floor, and the hub's CPU:\n\n" + floor_table(floor_runs)
+    return text
+
+
+def floor_table(runs: Sequence[dict[str, Any]]) -> str:
+    rows = ["| devices | run | load start / end | floor | fan-out | ratio | create_deployment returned "
+            "| hub CPU issuing (sign, store, publish) | hub CPU receiving | hub CPU all | threads |",
+            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in runs:
+        fan, cpu = r["fanout"], r["fanout"].get("hub_cpu", {})
+        threads = ", ".join(f"{k} {v:.2f}" for k, v in cpu.get("threads", {}).items() if k != "process" and v)
+        issuing = f"{cpu.get('issuing', 0):.2f} s" + (" + shared mqtt" if cpu.get("mqtt_shared") else "")
+        rows.append(
+            f"| {r['devices']:,} | {r.get('repetition', '')} | {r['load_before'][0]:.2f} / {r['load_after'][0]:.2f} "
+            f"| {r['floor']['seconds']:.2f} s | {fan['seconds']:.2f} s | {fan['seconds'] / r['floor']['seconds']:.2f}x "
+            f"| {fan['create_deployment_returned']:.2f} s | {issuing} | {cpu.get('receiving', 0):.2f} s "
+            f"| {fan['cpu']['hub']:.2f} s | {threads} |")
+    return "\n".join(rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -560,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes (devices split evenly)")
     parser.add_argument("--postgres", help="a PostgreSQL URL (postgresql+psycopg://...) with an empty database")
     parser.add_argument("--storm", action="store_true", help="also time a reconnect storm")
+    parser.add_argument("--no-floor", action="store_true", help="skip the socket-level floor (floor.py)")
     parser.add_argument("--no-verify", action="store_true",
                         help="diagnostic: devices acknowledge without verifying (the hub and broker alone)")
     parser.add_argument("--max-load", type=float, default=1.5, help="start a run only below this 1-minute load")
@@ -594,8 +721,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run["repetition"] = rep + 1
             run["load_after"] = os.getloadavg()
             data["runs"].append(run)
-            print(json.dumps({k: run[k] for k in ("devices", "repetition", "bare", "fanout")}, default=str),
-                  flush=True)
+            print(json.dumps({k: run[k] for k in ("devices", "repetition", "bare", "fanout", "floor", "load_before",
+                                                  "load_after") if k in run}, default=str), flush=True)
     output = args.output or HERE / f"results-{dt.date.today().isoformat()}.json"
     output.write_text(json.dumps(data, indent=2, default=str) + "\n")
     print(report(data))
