@@ -5,6 +5,8 @@ signature check first: a module is verified against the trust root before any of
 it is unpacked or loaded, and any verification error refuses the deploy. Running
 is the job of :mod:`edgeship.agent.runtimes`; this module only picks a runtime,
 keeps one small record per service and prints what a user needs to call it.
+``--model NAME:VERSION`` (with ``--ic``/``--dc``, as ``az ml model deploy``) packages
+and signs first, through :func:`edgeship.release.package`, the step every release takes.
 
 On disk, in the workspace::
 
@@ -34,6 +36,7 @@ from edgeship.workspace import Workspace
 if TYPE_CHECKING:
     from edgeship.agent.runtimes import ModuleRuntime, RestartPolicy
     from edgeship.modules.manifest import ModuleManifest
+    from edgeship.modules.store import StoredModule
 
 __all__ = ["register", "service_app"]
 
@@ -120,7 +123,16 @@ def _uris(port: int, manifest: ModuleManifest) -> dict[str, str]:
 
 def deploy(
     name: Annotated[str, typer.Option("--name", "-n", help="Service name (lowercase letters, digits, - _ .).")],
-    module: Annotated[str, typer.Option("--module", help="Stored module NAME[:VERSION] (default: latest).")],
+    module: Annotated[str | None, typer.Option(
+        "--module", help="Stored module NAME[:VERSION] (default: latest).", show_default=False)] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Instead of --module: package registered model NAME:VERSION first (repeatable).",
+        show_default=False)] = None,
+    ic: Annotated[Path | None, typer.Option(
+        "--ic", help="With --model: Azure ML inferenceconfig.json/.yml (omit for no-code serving).",
+        show_default=False)] = None,
+    dc: Annotated[Path | None, typer.Option(
+        "--dc", help="With --model: Azure ML deploymentconfig.json/.yml.", show_default=False)] = None,
     runtime: Annotated[str, typer.Option("--runtime", help="docker, process or auto.")] = "auto",
     port: Annotated[int | None, typer.Option("--port", "-p", help="Host port (default: a free one).")] = None,
     trust_root: Annotated[
@@ -138,8 +150,17 @@ def deploy(
     from edgeship.registry import parse_model_ref
 
     ws = workspace_from(workspace)
-    ref = parse_model_ref(module)
-    stored = ModuleStore(ws).get(ref.name, ref.version)
+    if (module is None) == (not model):
+        raise InputError("Give --module NAME[:VERSION] to run a stored module, or --model NAME:VERSION to package "
+                         "one first (not both).")
+    if model:
+        stored = _package(ws, model, ic, dc)
+    else:
+        if ic is not None or dc is not None:
+            raise InputError("--ic and --dc go with --model; a stored --module is packaged already.")
+        assert module is not None
+        ref = parse_model_ref(module)
+        stored = ModuleStore(ws).get(ref.name, ref.version)
     try:
         trust = load_trust_root_file(trust_root) if trust_root else local_trust_root(ws)
         verified = verify_module_dir(stored.directory, trust)
@@ -190,6 +211,20 @@ def deploy(
         console.print(f"Primary key:   {spec.auth_keys[0]}", highlight=False)
         console.print(f"Secondary key: {spec.auth_keys[-1]}", highlight=False)
         console.print("Send 'Authorization: Bearer <key>' with each request.", highlight=False)
+
+
+def _package(ws: Workspace, models: list[str], ic: Path | None, dc: Path | None) -> StoredModule:
+    """Package and sign the models as a bundle module (no image: both local runtimes can run a bundle)."""
+    from edgeship.registry import parse_model_ref
+    from edgeship.release import PackageOptions, package
+
+    refs = [parse_model_ref(m, require_version=True) for m in models]
+    with err_console.status(f"Packaging {', '.join(str(r) for r in refs)}"):
+        stored, warnings = package(ws, refs, PackageOptions(inference_config=ic, deployment_config=dc, image=False))
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    err_console.print(f"Packaged and signed module {stored.ref}.", highlight=False)
+    return stored
 
 
 def _delete(ws: Workspace, name: str, record: dict[str, Any]) -> None:

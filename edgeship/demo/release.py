@@ -1,7 +1,9 @@
 """The demo's release side: a workspace with keys, a trust root, and signed modules of the digits model.
 
 Everything an operator would do with ``edgeship keys``, ``model register`` and
-``edgeship package``, done through the same functions those commands call.
+``edgeship release``, done through the same functions those commands call: a version
+is packaged and signed by :func:`edgeship.release.package`, the step ``release run``
+and ``release watch`` take too.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from rich.console import Console
 
 from edgeship.demo.model import TrainedModel, train_digits
 from edgeship.fsutil import atomic_write_text
+from edgeship.modules.store import StoredModule
 from edgeship.workspace import Workspace
 
 __all__ = ["APP_DIR", "Release", "ReleaseSide", "wheel_cache_dir"]
@@ -30,9 +33,13 @@ def wheel_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class Release:
-    version: int
+    version: int  # the model version, and the module's (a fresh workspace numbers both from 1)
     model: TrainedModel
-    module_dir: Path
+    module: StoredModule
+
+    @property
+    def module_dir(self) -> Path:
+        return self.module.directory
 
 
 class ReleaseSide:
@@ -63,9 +70,9 @@ class ReleaseSide:
 
     def release(self, version: int) -> Release:
         """Train model version ``version``, register it, and package it as a signed bundle module."""
-        from edgeship.packager.package import PackageRequest, package_module
         from edgeship.registry import Model
         from edgeship.registry.refs import ModelRef
+        from edgeship.release import PackageOptions, package
 
         model = train_digits(version, self.root / f"train-v{version}")
         registered = Model.register(
@@ -76,15 +83,10 @@ class ReleaseSide:
             properties={"accuracy": f"{model.accuracy:.4f}"},
             model_framework="onnx",
         )
-        result = package_module(
+        module, _warnings = package(
             self.workspace,
-            PackageRequest(
-                models=[ModelRef(MODEL_NAME, registered.version)],
-                output=self.root / f"module-v{registered.version}",
-                inference_config=APP_DIR / "inferenceconfig.json",
-                image=False,
-                name=MODEL_NAME,
-            ),
+            [ModelRef(MODEL_NAME, registered.version)],
+            PackageOptions(inference_config=APP_DIR / "inferenceconfig.json", image=False, module_name=MODEL_NAME),
             console=self.console,
         )
-        return Release(registered.version, model, result.output)
+        return Release(registered.version, model, module)

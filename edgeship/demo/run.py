@@ -38,6 +38,7 @@ from rich.table import Table
 from edgeship.demo.model import sample_request
 from edgeship.demo.release import ReleaseSide
 from edgeship.errors import EdgeshipError
+from edgeship.release import deploy, upload
 
 __all__ = ["DEVICES", "DemoError", "DemoOptions", "free_port_block", "run_demo"]
 
@@ -150,7 +151,7 @@ class Demo:
             self.start_hub()
         c.print(f"  hub API {self.hub.api_url}, broker {self.hub.broker_url}", highlight=False)
         with self.step("Module digits:1 uploaded to the hub (signature checked)"):
-            self.hub.services.catalog.upload_from_workspace(self.release_side.workspace.root, "digits", v1.version)
+            upload(self.release_hub, self.release_side.workspace, v1.module)
         with self.step(f"{len(DEVICES)} devices registered and their agents started"):
             for device_id, tags in DEVICES.items():
                 self.hub.services.fleet.create_device(device_id, tags)
@@ -158,24 +159,18 @@ class Demo:
             self.wait_for("every agent to come online", self.all_online)
         started = time.monotonic()
         with self.step(f"Deployment 'digits-lab' ({CONDITION}) applied on the 2 lab devices"):
-            from edgeship.hub.services import ModuleRefSpec
-
-            self.hub.services.deployments.create_deployment(
-                "digits-lab", CONDITION, [ModuleRefSpec("digits", v1.version)], 10
-            )
+            deploy(self.release_hub, "digits-lab", CONDITION, [(v1.module.name, v1.module.version)], 10, None)
             self.wait_for("both lab devices to report digits:1", lambda: self.applied("digits-lab", 1))
         self.summary.timings["deploy v1 (create -> both applied)"] = time.monotonic() - started
         with self.step("Scored a sample through each lab device's module"):
             self.score_all(expect_version=1)
         with self.step("Trained, registered, packaged and signed digits v2 (model-only change)"):
             v2 = self.release_side.release(2)
-            self.hub.services.catalog.upload_from_workspace(self.release_side.workspace.root, "digits", v2.version)
+            upload(self.release_hub, self.release_side.workspace, v2.module)
         c.print(f"  model accuracy {v2.model.accuracy:.3f}", highlight=False)
         started = time.monotonic()
         with self.step("Deployment 'digits-lab-v2' (priority 20) rolled over blue/green"):
-            self.hub.services.deployments.create_deployment(
-                "digits-lab-v2", CONDITION, [ModuleRefSpec("digits", v2.version)], 20
-            )
+            deploy(self.release_hub, "digits-lab-v2", CONDITION, [(v2.module.name, v2.module.version)], 20, None)
             self.wait_for("both lab devices to report digits:2", lambda: self.applied("digits-lab-v2", 2))
         self.summary.timings["update v2 (create -> both applied)"] = time.monotonic() - started
         with self.step("Scored again through the updated modules"):
@@ -195,6 +190,7 @@ class Demo:
     # --- hub -----------------------------------------------------------------------------------
     def start_hub(self) -> None:
         from edgeship.hub.server import HubConfig, HubServer
+        from edgeship.release import ServicesHub
 
         self.hub = HubServer(
             HubConfig(
@@ -205,6 +201,7 @@ class Demo:
                 port=0,
             )
         ).start()
+        self.release_hub = ServicesHub(self.hub.services, self.hub.api_url)  # the steps 'edgeship release' takes
 
     def all_online(self) -> bool | None:
         views = {v.device.id: v for v in self.hub.services.fleet.list_devices()}

@@ -122,3 +122,28 @@ def test_deploy_of_an_unknown_module_or_bad_runtime_is_one_clear_error(world: Wo
     assert missing.returncode == 1 and "No module nosuch:3" in missing.stderr
     bad = _cli(world.workspace, "deploy", "-n", "x", "--module", "mnist", "--runtime", "vm")
     assert bad.returncode == 1 and "--runtime 'vm' is unknown" in bad.stderr
+
+
+def test_deploy_a_registered_model_packages_and_signs_it_first(world: World) -> None:
+    """``--model NAME:VERSION``, as ``az ml model deploy -m``: the release's package step, then the same run."""
+    from edgeship.demo.release import wheel_cache_dir
+
+    wheels = world.workspace.cache_dir / "wheels"
+    if not wheels.exists():
+        wheels.parent.mkdir(parents=True, exist_ok=True)
+        wheels.symlink_to(wheel_cache_dir(), target_is_directory=True)  # warm, as the demo's
+    Model.register(world.workspace, MNIST, "mnist-b")  # its own module name: 'mnist' stays at version 1
+    port = free_port()
+    done = _cli(world.workspace, "deploy", "-n", "packaged", "--model", "mnist-b:1", "--runtime", "process",
+                "--port", str(port))
+    try:
+        assert done.returncode == 0, done.stderr
+        assert "Packaged and signed module mnist-b:1." in done.stderr
+        assert "runs mnist-b:1 (process runtime) and is healthy" in done.stdout
+        assert _infer(f"http://127.0.0.1:{port}/v2/models/mnist-b/infer", None) == 200
+    finally:
+        _cli(world.workspace, "service", "delete", "packaged")
+    both = _cli(world.workspace, "deploy", "-n", "x", "--module", "mnist", "--model", "mnist:1")
+    assert both.returncode == 1 and "Give --module NAME[:VERSION] to run a stored module, or --model" in both.stderr
+    stray = _cli(world.workspace, "deploy", "-n", "x", "--module", "mnist", "--ic", "inferenceconfig.json")
+    assert stray.returncode == 1 and "--ic and --dc go with --model" in stray.stderr
