@@ -100,7 +100,10 @@ class Reconciler:
         self.accepted_raw: bytes | None = None
         self.refusal: BaseException | None = None
         self.trust_error: str | None = None  # why the last trust-root message was refused (edgeship.agent.trust)
+        # When this agent saw each service stop; a service already down at its first look (after a reboot
+        # nothing runs) has no known exit, so it starts at once: the restart cool-off counts from exits seen here.
         self._exit_seen: dict[str, datetime] = {}
+        self._observed: set[str] = set()
         self._last_report: dict[str, Any] | None = None
         self._failed: dict[str, tuple[ModuleOutcome, float]] = {}  # module -> (last failure, held until)
         self._failed_sequence: int | None = None
@@ -169,6 +172,7 @@ class Reconciler:
                 # behind our back): forget it, so the planner installs the module again if desired.
                 self.executor.forget(name)
                 self._exit_seen.pop(name, None)
+                self._observed.discard(name)
                 continue
             services[name] = self._running(name, rec.module, rec.version, rec.module_digest, rec.lock_digest, status,
                                            now, installed=rec.built)
@@ -191,8 +195,9 @@ class Reconciler:
     ) -> RunningService:
         if status.state == "running":
             self._exit_seen.pop(name, None)
-        else:
+        elif name in self._observed:
             self._exit_seen.setdefault(name, now)
+        self._observed.add(name)
         return RunningService(
             service=name,
             module=module,

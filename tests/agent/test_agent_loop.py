@@ -10,7 +10,10 @@ install pays for it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -237,6 +240,34 @@ def test_a_killed_agent_comes_back_without_reinstalling_and_answers_direct_metho
     ]
     online = observer.payloads(f"{dev}/online")
     assert online[-1] == b"0"
+
+
+def test_after_a_reboot_the_cached_module_starts_at_once_without_a_restart_cool_off(
+    world: AgentWorld, v1: SignedModule, mosquitto: Any, observer: Observer, agents: Callable[..., AgentProcess]
+) -> None:
+    dev = "dev-reboot"
+    agent = agents(dev, mosquitto.url).start()
+    observer.desired(dev, world.document(dev, 1, [v1]))
+    port = observer.report(dev, _running(1, 1), timeout=240)["modules"]["mnist"]["port"]
+    run = json.loads((agent.data_dir / "runtime" / "run" / "mnist.a" / "run.json").read_text())
+    agent.kill()
+    for pid in (run["supervisorPid"], run["pid"]):  # a reboot: nothing survives but the disk
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+    assert _refuses_within(port, 10)
+    before = len(agent.log())
+    started = time.monotonic()
+    agent.start()
+    deadline = started + 8  # under the 10 s cool-off a crash would wait out
+    while "restart mnist.a took" not in agent.log()[before:] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = agent.log()[before:]
+    assert "restart mnist.a took" in log, log
+    assert "install" not in log
+    deadline = time.monotonic() + 60
+    while _refuses(port) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert infer(port) == 200
 
 
 def test_broker_outage_modules_keep_serving_and_telemetry_arrives_whole_and_in_order(
