@@ -169,7 +169,11 @@ def _group(samples: Sequence[dict[str, Any]]) -> dict[tuple[str, int, datetime],
             continue
         when = _TIME.validate_python(sample["time"])
         when = when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)  # the agent sends "Z"
-        start = bucket_of(when)
+        try:
+            when = when.astimezone(timezone.utc)
+            start = bucket_of(when)
+        except OverflowError:  # a time at the very edge of the calendar: stored as telemetry, not history
+            continue
         for name, entry in measured:
             b = buckets.setdefault((name, entry["version"], start), _Bucket(first=when, last=when))
             requests = int(entry["requests"])
@@ -264,7 +268,7 @@ class TelemetryHistory:
                 if not before:
                     continue
                 clauses = [
-                    and_(h.device_id == device, h.version == other, h.bucket >= newest + BUCKET - span,
+                    and_(h.device_id == device, h.version == other, h.bucket >= _span_start(newest, span),
                          *((h.first < started[device],) if device in started else ()))
                     for device, (newest, _, other) in before.items()
                 ]
@@ -302,6 +306,14 @@ def _chunks(device_ids: Iterable[str]) -> Iterator[list[str]]:
     ids = sorted(set(device_ids))
     for i in range(0, len(ids), _CHUNK):
         yield ids[i:i + _CHUNK]
+
+
+def _span_start(newest: datetime, span: timedelta) -> datetime:
+    """The first bucket of the ``span`` that ends with bucket ``newest`` (a device clock may sit at year 1 or 9999)."""
+    try:
+        return newest - (span - BUCKET)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=timezone.utc) if span > BUCKET else newest
 
 
 def _aware(*times: datetime | None) -> None:

@@ -265,3 +265,14 @@ def test_buckets_are_whole_minutes_of_the_samples_own_clock(hub: HubServices) ->
              {**dev.sample(T0, digits=_module(1)), "time": "2026-03-01T13:01:30+01:00"})  # 12:01:30 UTC
     assert [b for _, _, b in _rows(hub, "dev-1")] == [T0, T0 + MINUTE]
     assert BUCKET == MINUTE
+
+
+def test_a_device_clock_at_the_edges_of_the_calendar_breaks_nothing(
+        hub: HubServices, history: TelemetryHistory) -> None:
+    dev = Device(hub, "dev-1")
+    dev.send(dev.sample(datetime(1, 1, 1, tzinfo=timezone.utc), digits=_module(1)))
+    dev.send({**dev.sample(T0, digits=_module(2)), "time": "9999-12-31T23:59:59Z"})
+    dev.send({**dev.sample(T0, digits=_module(2)), "time": "9999-12-31T23:59:59-01:00"})  # past the last UTC day
+    assert history.baseline("digits", 2, ["dev-1"])["dev-1"].samples == 1
+    assert history.baseline("digits", 1, ["dev-1"], span=timedelta(days=1)) == {}
+    assert history.window("digits", 2, ["dev-1"], since=T0)["dev-1"].samples == 1
