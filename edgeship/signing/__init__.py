@@ -10,16 +10,19 @@ The public surface, in the order a document travels::
     payload = verify_envelope(path.read_bytes(), root, "release", MODULE_PAYLOAD_TYPE)
     root = rotate(root, new_root_envelope_bytes)                    # trust-root update
 
-``cryptography`` is imported by this package; the ``agent``, ``packager`` and
-``hub`` extras install it. See ``docs/signing.md`` for the formats and
+``cryptography`` is imported for signing and for the key store (``keys``, loaded on
+first use of its names); verification uses the libcrypto that ``ssl`` loaded when it
+can (``edgeship.signing.ossl``), so the agent process holds no ``cryptography``. The
+``agent``, ``packager`` and ``hub`` extras install it. See ``docs/signing.md`` for the formats and
 ``docs/adr/0003-signing-dsse-ed25519.md`` for the decisions.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from edgeship.signing.dsse import Envelope, Signature, SignerLike, countersign, pae, sign_envelope
 from edgeship.signing.ed25519 import PublicKey, Signer, keyid_of
-from edgeship.signing.keys import KeyInfo, Keyring, load_signer
 from edgeship.signing.trust import (
     ROLES,
     TRUST_ROOT_PAYLOAD_TYPE,
@@ -61,3 +64,16 @@ MODULE_PAYLOAD_TYPE = "application/vnd.edgeship.module+json"
 
 DEPLOYMENT_PAYLOAD_TYPE = "application/vnd.edgeship.deployment+json"
 """Per-device deployment documents, signed by ``hub`` keys."""
+
+_LAZY = {"KeyInfo", "Keyring", "load_signer"}  # the key store: files, cryptography's PEM loading
+
+if TYPE_CHECKING:
+    from edgeship.signing.keys import KeyInfo, Keyring, load_signer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from edgeship.signing import keys
+
+        return getattr(keys, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,17 +16,19 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass, field
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from edgeship.errors import SigningKeyError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = ["KEYTYPE", "PublicKey", "Signer", "keyid_of"]
 
 KEYTYPE = "ed25519"
 _RAW_PUBLIC_LEN = 32
+# SubjectPublicKeyInfo of an Ed25519 key (RFC 8410) is this DER prefix and the 32 raw bytes.
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
 
 
 def keyid_of(raw_public: bytes) -> str:
@@ -52,6 +54,12 @@ class PublicKey:
     @classmethod
     def from_pem(cls, pem: str | bytes) -> PublicKey:
         data = pem.encode("ascii") if isinstance(pem, str) else pem
+        raw = _ed25519_spki(data)
+        if raw is not None:  # the common case, read without cryptography (the agent does not load it)
+            return cls(raw)
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
         try:
             key = serialization.load_pem_public_key(data)
         except (ValueError, TypeError) as exc:
@@ -75,17 +83,48 @@ class PublicKey:
         return base64.b64encode(self.raw).decode("ascii")
 
     def to_pem(self) -> str:
-        key = Ed25519PublicKey.from_public_bytes(self.raw)
-        pem = key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        return pem.decode("ascii")
+        body = base64.encodebytes(_SPKI_PREFIX + self.raw).decode("ascii")
+        return f"-----BEGIN PUBLIC KEY-----\n{body}-----END PUBLIC KEY-----\n"
 
     def verify(self, signature: bytes, data: bytes) -> bool:
-        """True when ``signature`` is this key's Ed25519 signature of ``data``; never raises."""
-        try:
-            Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, data)
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        """True when ``signature`` is this key's Ed25519 signature of ``data``; never raises.
+
+        Through the libcrypto ``ssl`` already loaded when this Python exports it
+        (:mod:`edgeship.signing.ossl`), else through ``cryptography``: the same OpenSSL code.
+        """
+        from edgeship.signing.ossl import verifier
+
+        check = verifier()
+        if check is not None:
+            return check(self.raw, bytes(signature), bytes(data))
+        return _verify_with_cryptography(self.raw, signature, data)
+
+
+def _verify_with_cryptography(raw: bytes, signature: bytes, data: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(raw).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _ed25519_spki(pem: bytes) -> bytes | None:
+    """The raw key of a PEM ``PUBLIC KEY`` holding an Ed25519 SubjectPublicKeyInfo, else None."""
+    lines = pem.strip().splitlines()
+    if len(lines) < 3 or lines[0].strip() != b"-----BEGIN PUBLIC KEY-----" or (
+        lines[-1].strip() != b"-----END PUBLIC KEY-----"
+    ):
+        return None
+    try:
+        der = base64.b64decode(b"".join(line.strip() for line in lines[1:-1]), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(der) != len(_SPKI_PREFIX) + _RAW_PUBLIC_LEN or not der.startswith(_SPKI_PREFIX):
+        return None
+    return der[len(_SPKI_PREFIX) :]
 
 
 class Signer:
@@ -98,6 +137,8 @@ class Signer:
     __slots__ = ("_private", "name", "public_key", "role")
 
     def __init__(self, private_key: Ed25519PrivateKey, *, name: str = "ephemeral", role: str = "") -> None:
+        from cryptography.hazmat.primitives import serialization
+
         self._private = private_key
         self.name = name
         self.role = role
@@ -108,11 +149,15 @@ class Signer:
     @classmethod
     def generate(cls, *, name: str = "ephemeral", role: str = "") -> Signer:
         """A fresh key in memory only (tests, simulators); the key store persists keys."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.generate(), name=name, role=role)
 
     @classmethod
     def from_seed(cls, seed: bytes, *, name: str = "seeded", role: str = "") -> Signer:
         """A key from its 32-byte RFC 8032 seed: deterministic keys for test vectors."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
         return cls(Ed25519PrivateKey.from_private_bytes(seed), name=name, role=role)
 
     @property
@@ -124,6 +169,8 @@ class Signer:
 
     def private_pem(self) -> bytes:
         """PKCS#8 PEM, unencrypted: only for the key store to write a 0600 file."""
+        from cryptography.hazmat.primitives import serialization
+
         return self._private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -1,0 +1,100 @@
+"""Where the agent's memory goes: resident set growth per import step, and tracemalloc by package.
+
+Each step imports a group of modules into a fresh interpreter in the agent's order and
+reads VmRSS after it, so a row is what that group adds on top of the rows above it
+(shared dependencies count where they are first imported). ``--tracemalloc`` runs the
+same imports under tracemalloc and prints Python-heap bytes per top-level package
+(what the interpreter allocates for module objects, code and data; native libraries'
+own memory is only in the RSS rows).
+
+    python benchmarks/agent/footprint.py                 # the RSS table
+    python benchmarks/agent/footprint.py --tracemalloc   # plus the Python heap by package
+    python -X importtime -m edgeship.agent --help 2>&1 | sort -t'|' -k2 -n | tail -30   # import time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+STEPS: list[tuple[str, list[str]]] = [
+    ("interpreter + site (editable install finder)", []),
+    ("logging, argparse, threading, queue, json", ["logging", "argparse", "threading", "queue", "json"]),
+    ("ssl (TLS to the broker)", ["ssl"]),
+    ("paho-mqtt", ["paho.mqtt.client"]),
+    ("sqlite3 (telemetry queue)", ["sqlite3"]),
+    ("edgeship.agent.config", ["edgeship.agent.config"]),
+    ("edgeship.agent.link.mqtt", ["edgeship.agent.link.mqtt"]),
+    ("edgeship.agent.decide (plan, accept, report)", ["edgeship.agent.decide.accept", "edgeship.agent.decide.report"]),
+    ("edgeship.agent.execute + runtimes", ["edgeship.agent.execute", "edgeship.agent.runtimes.process"]),
+    ("edgeship.agent.fetch", ["edgeship.agent.fetch.download"]),
+    ("edgeship.agent.telemetry", ["edgeship.agent.telemetry.sampler"]),
+    ("edgeship.agent.daemon (the rest)", ["edgeship.agent.daemon", "edgeship.agent.trust"]),
+]
+
+_PROBE = r"""
+import json, sys
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+steps = json.loads(sys.argv[1])
+rows = []
+for label, modules in steps:
+    for name in modules:
+        __import__(name)
+    rows.append((label, rss()))
+heavy = sorted(m for m in ("pydantic", "pydantic_core", "cryptography", "sqlalchemy", "typer", "rich", "httpx",
+                           "requests", "prometheus_client", "psutil", "docker", "urllib.request", "http.client")
+               if m in sys.modules)
+print(json.dumps({"rows": rows, "heavy": heavy, "modules": len(sys.modules)}))
+"""
+
+_TRACE = r"""
+import json, sys, tracemalloc
+tracemalloc.start(1)
+for label, modules in json.loads(sys.argv[1]):
+    for name in modules:
+        __import__(name)
+by_package = {}
+for stat in tracemalloc.take_snapshot().statistics("filename"):
+    path = stat.traceback[0].filename
+    key = "<frozen/stdlib>"
+    for marker in ("site-packages/", "/work/main/", "/lib/python3"):
+        if marker in path:
+            rest = path.split(marker, 1)[1].split("/")
+            key = rest[0] if marker != "/lib/python3" else "stdlib:" + (rest[1] if len(rest) > 1 else "?")
+            if marker == "/work/main/":
+                key = "edgeship:" + "/".join(rest[:2])
+            break
+    by_package[key] = by_package.get(key, 0) + stat.size
+print(json.dumps(sorted(by_package.items(), key=lambda kv: -kv[1])[:25]))
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per package")
+    args = parser.parse_args()
+    steps = json.dumps(STEPS)
+    out = json.loads(subprocess.run([sys.executable, "-c", _PROBE, steps], capture_output=True, text=True,
+                                    check=True).stdout)  # fmt: skip
+    previous = 0
+    print(f"{'step':52s} {'RSS MiB':>8s} {'+MiB':>6s}")
+    for label, kib in out["rows"]:
+        print(f"{label:52s} {kib / 1024:8.1f} {(kib - previous) / 1024:+6.1f}")
+        previous = kib
+    print(f"modules loaded: {out['modules']}; heavy ones among them: {', '.join(out['heavy']) or 'none'}")
+    if args.tracemalloc:
+        heap = json.loads(subprocess.run([sys.executable, "-c", _TRACE, steps], capture_output=True, text=True,
+                                         check=True).stdout)  # fmt: skip
+        print(f"\n{'Python heap after the imports, by package':52s} {'KiB':>8s}")
+        for key, size in heap:
+            print(f"{key:52s} {size / 1024:8.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
