@@ -190,11 +190,13 @@ class Releaser:
         newest release are logged as they happen.
         """
         failed: dict[int, str] = {}
-        seen: dict[str, str | None] = {}
+        seen: dict[str, str] = {}
         waiting = ""
         while True:
             try:
                 outcome = self._watch_pass(failed)
+                if outcome.deployment is not None:  # its creation line said its state
+                    seen[outcome.deployment.name] = _progress(outcome.deployment)
                 if outcome.reason and outcome.reason != waiting:
                     self.log(f"waiting: {outcome.reason}")
                 waiting = outcome.reason
@@ -221,19 +223,22 @@ class Releaser:
             self.log(f"release of {self.spec.model}:{newest} failed: {exc}")
             return PassResult(None, reason=f"{self.spec.model}:{newest} failed; waiting for a newer version")
 
-    def _log_rollout(self, seen: dict[str, str | None]) -> None:
+    def _log_rollout(self, seen: dict[str, str]) -> None:
+        """One line when the newest release's rollout changes state or wave (and its state when first seen)."""
         releases = self.releases()
         if not releases:
             return
-        newest = releases[-1]
-        shown = self.hub.deployment(newest.name)
+        shown = self.hub.deployment(releases[-1].name)
         if shown is None or shown.rollout is None:
             return
-        state = f"{shown.rollout}/{shown.detail.get('wave')}"
-        if seen.get(newest.name) != state:
-            if newest.name in seen:
-                self.log(f"deployment {newest.name}: {describe(shown)}")
-            seen[newest.name] = state
+        progress = _progress(shown)
+        if seen.get(shown.name) != progress:
+            self.log(f"deployment {shown.name}: {describe(shown)}")
+            seen[shown.name] = progress
+
+
+def _progress(found: HubDeployment) -> str:
+    return f"{found.rollout}/{found.detail.get('wave')}"
 
 
 def _previous_condition(earlier: list[ReleaseInfo]) -> str | None:

@@ -198,12 +198,16 @@ def test_watch_releases_each_new_version_within_seconds(hub: RolloutHub, policy:
         assert v3.priority == 6 and v3.target_condition == CONDITION  # above v2, same devices
         assert rollout_state(hub, "mnist-lab-v3") == ("rolling-out", 1)
         assert "mnist-lab-v2" in releases(hub)  # what an abort of v3 falls back to
+        hub.services.rollouts.abort("mnist-lab-v3", actor="ops", reason="bad answers")
+        time.sleep(3)  # about ten passes: the watch logs the change once
     finally:
         out = stop(watch)
     assert watch.returncode == 0, out
     assert sorted(releases(hub)) == ["mnist-lab-v2", "mnist-lab-v3"] and modules(hub) == ["mnist:1", "mnist:2"]
     assert "watching model mnist with stage=prod every 0.3 s for deployment mnist-lab" in out
     assert out.count("packaged mnist:") == 2 and out.count("created deployment") == 2, out
+    assert out.count("deployment mnist-lab-v3: rollout aborted, wave 1 of 2 (") == 1, out
+    assert "waiting: mnist:3 is released already" in out, out
     assert out.rstrip().endswith("stopped"), out
 
 
