@@ -11,7 +11,7 @@ application. Each line names only what is built above it, so there is no cycle::
     TrustRotation(store, keys, issuing, link, ...)  rotation; the chain for new devices
     Fleet(store, issuing, trust, link, wakeup)      devices and what they send; direct methods
     Catalog(store, blobs, keys)                     verified modules and their blobs
-    Rollouts(store, issuing)                        staged rollouts: the engine's step, operator actions
+    Rollouts(store, issuing, health)                staged rollouts: the engine's step, gates, operator actions
     Deployments(store, issuing, rollouts)           deployments and their status
 
 REST routers and the bridge each call one of these services per request or message.
@@ -27,12 +27,13 @@ from edgeship.deployment import DEFAULT_TTL
 from edgeship.hub.services.catalog import Catalog
 from edgeship.hub.services.deployments import Deployments
 from edgeship.hub.services.fleet import Fleet
+from edgeship.hub.services.health import HealthReader
 from edgeship.hub.services.issuing import REEVALUATE_BATCH, Issuing
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink
 from edgeship.hub.services.rollouts import Rollouts, Wakeup
 from edgeship.hub.services.trust import TrustRotation
-from edgeship.hub.store import HubStore, RolloutStore
+from edgeship.hub.store import HubStore, RolloutStore, TelemetryHistory
 from edgeship.hub.trust import TrustRootFiles
 from edgeship.registry.blobs import BlobStore
 from edgeship.signing import SignerLike, TrustRoot
@@ -80,7 +81,7 @@ class HubServices:
         issuing = Issuing(store, keys, link, clock=clock, ttl=ttl, batch=batch,
                           admission=RolloutStore(store).admission)
         trust = TrustRotation(store, keys, issuing, link, clock=clock, files=trust_files, hub_keys=hub_keys)
-        rollouts = Rollouts(store, issuing, clock=clock)
+        rollouts = Rollouts(store, issuing, clock=clock, health=HealthReader(TelemetryHistory(store)))
         wakeup = Wakeup()
         return cls(
             store=store,

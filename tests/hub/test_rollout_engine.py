@@ -272,3 +272,76 @@ def test_a_refusal_aborts_though_the_agent_keeps_its_older_sequence(hub: HubServ
     hub.rollouts.tick()
     view = hub.rollouts.show("v2")
     assert (view.state, view.tripped, view.waves[0].refused) == ("aborted", (first,), 1)
+
+
+def telemetry(hub: HubServices, clock: Clock, device: str, version: int, *, requests: int = 100,
+              server_errors: int = 0, p99: float = 10.0, minutes: int = 1) -> None:
+    """``minutes`` one-minute samples from the device, ending now (the clock)."""
+    samples = []
+    for i in range(minutes):
+        when = clock.now - timedelta(minutes=minutes - 1 - i)
+        samples.append({
+            "time": when.isoformat().replace("+00:00", "Z"), "seq": int(when.timestamp()), "cpuPercent": 1.0,
+            "memoryBytes": 1, "modules": {"digits": {
+                "version": version, "requests": requests, "errors": server_errors, "serverErrors": server_errors,
+                "clientErrors": 0, "latencyMs": {"p50": p99 / 3, "p95": p99 / 2, "p99": p99}}},
+        })
+    hub.fleet.record_telemetry(device, {"schemaVersion": 2, "deviceId": device, "samples": samples})
+
+
+def gated(hub: HubServices, clock: Clock, *gates: str) -> str:
+    """v1 everywhere with 30 minutes of healthy traffic, then v2 staged behind ``gates``; the wave-1 device."""
+    hub.deployments.create_deployment("v1", "*", [ModuleRefSpec("digits", 1)])
+    apply_all(hub)
+    for device in DEVICES:
+        telemetry(hub, clock, device, 1, p99=10.0, minutes=30)
+    clock.advance(60)
+    hub.deployments.create_deployment("v2", "*", [ModuleRefSpec("digits", 2)], priority=10,
+                                      rollout=staged(soak="5m", gates=list(gates)))
+    first = next(d for d, w in hub.rollouts.members("v2").items() if w == 1)
+    report(hub, first)
+    hub.rollouts.tick()  # the engine sees it running: the soak starts
+    return first
+
+
+def test_the_error_rate_gate_aborts_a_release_that_answers_500_during_its_soak(
+    hub: HubServices, clock: Clock,
+) -> None:
+    first = gated(hub, clock, "error_rate <= 1%")
+    clock.advance(60)
+    telemetry(hub, clock, first, 2, requests=50, server_errors=50)
+    hub.rollouts.tick()
+    view = hub.rollouts.show("v2")
+    assert (view.state, view.tripped, view.waves[0].unhealthy) == ("aborted", (first,), 1)
+    assert running(hub, first) == {"digits": 1}
+    detail = hub.rollouts.events("v2")[-1].detail
+    assert detail["unhealthy"] == {first: "digits: error_rate 100% (50 of 50) breaches 'error_rate <= 1%'"}
+
+
+def test_the_p99_gate_stops_a_slow_release_and_passes_a_fast_one(hub: HubServices, clock: Clock) -> None:
+    first = gated(hub, clock, "p99_ratio <= 1.5")
+    clock.advance(120)
+    telemetry(hub, clock, first, 2, p99=12.0, minutes=2)
+    hub.rollouts.tick()
+    assert hub.rollouts.show("v2").waves[0].soaking == 1, "as fast as v1: keeps soaking"
+    clock.advance(240)
+    telemetry(hub, clock, first, 2, p99=11.0, minutes=4)
+    hub.rollouts.tick()
+    assert hub.rollouts.show("v2").wave == 2, "soaked and healthy: the next wave goes out"
+    second = [d for d, w in hub.rollouts.members("v2").items() if w == 2]
+    report(hub, second[0])
+    hub.rollouts.tick()
+    clock.advance(60)
+    telemetry(hub, clock, second[0], 2, p99=100.0)
+    hub.rollouts.tick()
+    view = hub.rollouts.show("v2")
+    assert view.state == "aborted" and view.tripped == (second[0],)
+    assert "p99_ratio" in hub.rollouts.events("v2")[-1].detail["unhealthy"][second[0]]
+
+
+def test_a_device_without_traffic_is_no_data_never_healthy(hub: HubServices, clock: Clock) -> None:
+    gated(hub, clock, "error_rate <= 1%")
+    clock.advance(360)
+    hub.rollouts.tick()
+    view = hub.rollouts.show("v2")
+    assert (view.state, view.wave, view.waves[0].no_data, view.waves[0].succeeded) == ("rolling-out", 1, 1, 0)
