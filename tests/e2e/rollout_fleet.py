@@ -1,4 +1,5 @@
-"""Six real agents on a real Mosquitto and a hub that can be stopped, run as a process, killed and restarted.
+"""Real agents (six by default) on a real Mosquitto and a hub that can be stopped, run as a process, killed and
+restarted.
 
 The fleet of ``tests/e2e/test_rollouts.py``: ``edgeship agent run`` processes with the
 process runtime, modules made by the demo's release side (``edgeship.demo.release``),
@@ -46,7 +47,7 @@ from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, MODULE_PAYLOAD_TYPE  # noq
 from edgeship.signing.dsse import Envelope  # noqa: E402
 from edgeship.signing.trust import TrustRoot, load_trust_root, verify_envelope  # noqa: E402
 
-__all__ = ["MODULE", "Delivered", "DocumentLog", "RolloutFleet", "build_fleet", "score"]
+__all__ = ["MODULE", "Delivered", "DocumentLog", "RolloutFleet", "build_fleet", "edited_release", "score"]
 
 MODULE = "digits"
 DEVICES = tuple(f"edge-{n}" for n in range(1, 7))
@@ -137,7 +138,7 @@ class RolloutFleet:
     root: Path
     broker: Mosquitto
     side: ReleaseSide
-    versions: dict[str, int]  # "v1", "v2": good releases; "bad": a release whose init() raises
+    versions: dict[str, int]  # "v1", "v2": good releases; "bad" (by default): a release whose init() raises
     hub: HubServer | None
     port: int  # the hub API's port, the same for every hub of the fleet (the agents' hub_url)
     token: str
@@ -146,6 +147,8 @@ class RolloutFleet:
     configs: dict[str, Path] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     hub_processes: list[HubProcess] = field(default_factory=list)
+    devices: tuple[str, ...] = DEVICES
+    telemetry_interval: float = 2.0  # seconds, each agent's
 
     # the hub ----------------------------------------------------------------
     @property
@@ -191,8 +194,8 @@ class RolloutFleet:
         module = self.module(device)
         return module.get("version") if module and module.get("status") == "running" else None
 
-    def versions_now(self, devices: Iterable[str] = DEVICES) -> dict[str, int | None]:
-        return {d: self.version(d) for d in devices}
+    def versions_now(self, devices: Iterable[str] | None = None) -> dict[str, int | None]:
+        return {d: self.version(d) for d in (self.devices if devices is None else devices)}
 
     def settled(self, device: str, version: int) -> bool:
         """``device`` applied its newest document (status 200) and runs ``version``."""
@@ -231,7 +234,8 @@ class RolloutFleet:
             f'device_id = "{device}"\nhub_url = "{self.api_url}"\n'
             f"trust_root = {json.dumps(str(self.side.trust_root_file))}\n"
             f"data_dir = {json.dumps(str(folder / 'data'))}\n"
-            f'runtime = "process"\nreconcile_interval = 1\ntelemetry_interval = 2\n'
+            f'runtime = "process"\nreconcile_interval = 1\n'
+            f"telemetry_interval = {self.telemetry_interval:g}\n"
             f"port_range = [{first}, {first + PORTS_PER_AGENT - 1}]\n"
             f'\n[broker]\nurl = "{self.broker.url}"\n'
         )
@@ -279,39 +283,47 @@ def _quiet() -> Any:
     return Console(quiet=True)
 
 
-def _init_fails(side: ReleaseSide, model_version: int) -> int:
-    """Package the demo's entry script with an ``init()`` that raises (as on hardware it does not support);
-    same environment, so devices reuse their venv and the failure is the health check's, fast."""
+def edited_release(side: ReleaseSide, model_version: int, label: str, edit: Callable[[str], str]) -> int:
+    """Package the demo's entry script as changed by ``edit`` (score.py's text -> new text) for ``model_version``;
+    same environment, so devices reuse their venv. Returns the new module version."""
     from edgeship.packager.package import PackageRequest, package_module
     from edgeship.registry.refs import ModelRef
 
-    app = side.root / "app-init-fails"
+    app = side.root / f"app-{label}"
     shutil.copytree(APP_DIR, app)
     script = app / "score.py"
-    text = script.read_text()
-    assert "def init():\n" in text, "the demo's score.py changed shape; update the failing release"
-    script.write_text(text.replace(
-        "def init():\n",
-        "def init():\n    raise RuntimeError('no accelerator found: this release cannot start here')\n", 1))
+    script.write_text(edit(script.read_text()))
     result = package_module(
         side.workspace,
-        PackageRequest(models=[ModelRef(MODULE, model_version)], output=side.root / "module-init-fails",
+        PackageRequest(models=[ModelRef(MODULE, model_version)], output=side.root / f"module-{label}",
                        inference_config=app / "inferenceconfig.json", image=False, name=MODULE),
         console=side.console,
     )  # fmt: skip
     return result.manifest.version
 
 
-def build_fleet(root: Path) -> RolloutFleet:
-    """Releases v1, v2 and a failing one; the hub; six devices running v1 through a base deployment."""
+def _raise_in_init(text: str) -> str:
+    """An ``init()`` that raises (as on hardware it does not support): the failure is the health check's, fast."""
+    assert "def init():\n" in text, "the demo's score.py changed shape; update the failing release"
+    return text.replace(
+        "def init():\n",
+        "def init():\n    raise RuntimeError('no accelerator found: this release cannot start here')\n", 1)
+
+
+def build_fleet(root: Path, *, devices: tuple[str, ...] = DEVICES, telemetry_interval: float = 2.0,
+                variants: Mapping[str, Callable[[str], str]] | None = None) -> RolloutFleet:
+    """Releases v1, v2 and ``variants`` (name -> an edit of score.py, packaged with v2's model; default: "bad",
+    whose init() raises); the hub; ``devices`` (default six) running v1 through a base deployment."""
     broker = Mosquitto(root / "mosquitto").start()
     side = ReleaseSide(root / "release", console=_quiet())
     (side.workspace.root / TRUST_ROOT_FILE).write_bytes(side.trust_root_file.read_bytes())  # for 'hub serve'
     versions = {"v1": side.release(1).version, "v2": side.release(2).version}
-    versions["bad"] = _init_fails(side, versions["v2"])
+    for label, edit in ({"bad": _raise_in_init} if variants is None else variants).items():
+        versions[label] = edited_release(side, versions["v2"], label, edit)
     docs = DocumentLog(broker.url, load_trust_root(side.trust_root_file.read_text()))
     (root / "venvs").mkdir()
-    fleet = RolloutFleet(root, broker, side, versions, None, free_port_block(1), "", docs)
+    fleet = RolloutFleet(root, broker, side, versions, None, free_port_block(1), "", docs, devices=devices,
+                         telemetry_interval=telemetry_interval)
     try:
         hub = fleet.start_hub()
         fleet.token = create_token(hub.store, "rollout-tests")
@@ -319,16 +331,16 @@ def build_fleet(root: Path) -> RolloutFleet:
             hub.services.catalog.upload_from_workspace(side.workspace.root, MODULE, version)
         hub.services.deployments.create_deployment("base", GROUP, [ModuleRefSpec(MODULE, versions["v1"])],
                                                    priority=1)  # fmt: skip
-        ports = free_port_block(PORTS_PER_AGENT * len(DEVICES))
-        for index, device in enumerate(DEVICES):
+        ports = free_port_block(PORTS_PER_AGENT * len(devices))
+        for index, device in enumerate(devices):
             hub.services.fleet.create_device(device, {"group": "rollouts"})
             fleet.add_agent(device, index, ports)
-        fleet.start_agent(DEVICES[0])  # builds the shared venv alone, then the others reuse it
-        fleet.wait(f"{DEVICES[0]} to serve v1", lambda: fleet.settled(DEVICES[0], versions["v1"]),
+        fleet.start_agent(devices[0])  # builds the shared venv alone, then the others reuse it
+        fleet.wait(f"{devices[0]} to serve v1", lambda: fleet.settled(devices[0], versions["v1"]),
                    timeout=FIRST_INSTALL)  # fmt: skip
-        for device in DEVICES[1:]:
+        for device in devices[1:]:
             fleet.start_agent(device)
-        fleet.wait("every device to serve v1", lambda: all(fleet.settled(d, versions["v1"]) for d in DEVICES),
+        fleet.wait("every device to serve v1", lambda: all(fleet.settled(d, versions["v1"]) for d in devices),
                    timeout=FIRST_INSTALL)  # fmt: skip
     except BaseException:
         fleet.close()

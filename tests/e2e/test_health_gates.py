@@ -1,0 +1,251 @@
+"""Health gates on real agents: the model's own telemetry stops a bad release, and silence is never health.
+
+One fleet for the module (``rollout_fleet.py``): three ``edgeship agent run`` processes
+with the process runtime on a real Mosquitto, a telemetry sample every second, the hub
+in this process. Besides v1 and v2 of the demo's digits model, three releases of v2's
+model with a changed entry script: one whose ``run()`` raises (the scoring server
+answers 500), one that sleeps in ``run()`` (far more than 10x v1's latency), and one as
+it is (a version no device ran before). :class:`Traffic` POSTs the demo's sample request
+to every device's scoring port at a steady rate, from before the first release, so each
+device has the version a release replaces measured in the history (the p99 gate's
+baseline). Each test rolls out at a higher priority than the ones before it; an aborted
+rollout gives the fleet back to what ran before it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime, timezone
+
+import pytest
+from rollout_fleet import GROUP, MODULE, WAIT, RolloutFleet, build_fleet, score
+
+from edgeship.demo.model import sample_request
+from edgeship.hub.rollouts import RolloutPolicy, plan_waves
+from edgeship.hub.rollouts.report import RolloutView
+from edgeship.hub.services import ModuleRefSpec
+from edgeship.hub.store import TelemetryHistory
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
+
+DEVICES = ("gate-1", "gate-2", "gate-3")
+RATE = 20.0  # requests per second to each device
+LONG_SOAK = "60s"  # longer than a gate needs to trip: an abort inside it happened during the soak
+SHORT_SOAK = "6s"  # a healthy wave: several telemetry samples (one a second) over the gate's minimum
+SLEEP = 0.05  # seconds the slow release sleeps in run(): v1 answers in a few milliseconds
+BASELINE = 100  # v1 requests each device has in the history before the first release
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ERROR_GATE = "error_rate <= 1% min 10"
+P99_GATE = "p99_ratio <= 1.5 min 10"
+
+
+def _answers_500(text: str) -> str:
+    assert "def run(data):\n" in text, "the demo's score.py changed shape; update the release that answers 500"
+    return text.replace("def run(data):\n", "def run(data):\n    raise RuntimeError('the model store is gone')\n", 1)
+
+
+def _sleeps(text: str) -> str:
+    assert "def run(data):\n" in text and "import os\n" in text, "the demo's score.py changed shape"
+    return text.replace("import os\n", "import os\nimport time\n", 1).replace(
+        "def run(data):\n", f"def run(data):\n    time.sleep({SLEEP})\n", 1)
+
+
+class Traffic:
+    """A thread per device POSTing the demo's sample request to its scoring port, ``rate`` times a second.
+
+    The port is read from the device's report, so traffic follows the module from one
+    version to the next; ``statuses[(device, version)]`` counts the answers (``0``: no
+    connection, as while a version is swapped). A device in ``quiet`` gets nothing.
+    """
+
+    def __init__(self, fleet: RolloutFleet, rate: float = RATE) -> None:
+        self.fleet, self.period = fleet, 1.0 / rate
+        self.body = json.dumps(sample_request()[0]).encode()
+        self.statuses: dict[tuple[str, int | None], Counter[int]] = {}
+        self.quiet: set[str] = set()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, args=(d,), name=f"traffic-{d}", daemon=True)
+                         for d in fleet.devices]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+
+    def _target(self, device: str) -> tuple[int, int | None] | None:
+        module = self.fleet.module(device)
+        if not module or module.get("status") != "running" or not module.get("port"):
+            return None
+        return int(module["port"]), module.get("version")
+
+    def _run(self, device: str) -> None:
+        target, looked = None, 0.0
+        upcoming = time.monotonic()
+        while not self._stop.is_set():
+            upcoming += self.period
+            now = time.monotonic()
+            if now - looked > 0.5:
+                target, looked = self._target(device), now
+            if target is not None and device not in self.quiet:
+                status = self._post(target[0])
+                with self._lock:
+                    self.statuses.setdefault((device, target[1]), Counter())[status] += 1
+            self._stop.wait(max(upcoming - time.monotonic(), 0.0))
+            upcoming = max(upcoming, time.monotonic() - 1.0)  # after a stall, do not burst to catch up
+
+    def _post(self, port: int) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/score", data=self.body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                reply.read()
+                return int(reply.status)
+        except urllib.error.HTTPError as exc:
+            exc.read()
+            return int(exc.code)
+        except OSError:
+            return 0
+
+    def answers(self, device: str, version: int) -> Counter[int]:
+        with self._lock:
+            return Counter(self.statuses.get((device, version), Counter()))
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RolloutFleet]:
+    made = build_fleet(tmp_path_factory.mktemp("gates"), devices=DEVICES, telemetry_interval=1.0,
+                       variants={"errors": _answers_500, "slow": _sleeps, "plain": lambda text: text})  # fmt: skip
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture(scope="module")
+def traffic(fleet: RolloutFleet) -> Iterator[Traffic]:
+    """Traffic to every device, once each has ``BASELINE`` v1 requests in the history."""
+    generated = Traffic(fleet)
+    try:
+        fleet.wait(f"{BASELINE} requests of v1 in every device's history",
+                   lambda: all(_requests(fleet, fleet.versions["v1"], d) >= BASELINE for d in DEVICES))  # fmt: skip
+        yield generated
+    finally:
+        generated.close()
+
+
+def _requests(fleet: RolloutFleet, version: int, device: str) -> int:
+    assert fleet.hub is not None
+    found = TelemetryHistory(fleet.hub.store).window(MODULE, version, [device], EPOCH)
+    return found[device].requests if device in found else 0
+
+
+def _policy(waves: str, soak: str, *gates: str) -> RolloutPolicy:
+    return RolloutPolicy.from_dict({"waves": waves, "soak": soak, "waveTimeout": "10m", "gates": list(gates)})
+
+
+def _start(fleet: RolloutFleet, name: str, version: int, priority: int, policy: RolloutPolicy) -> str:
+    """Create the staged deployment; its wave-1 device."""
+    fleet.services.deployments.create_deployment(name, GROUP, [ModuleRefSpec(MODULE, version)], priority,
+                                                 rollout=policy, actor="test")  # fmt: skip
+    (first,) = [d for d, w in fleet.services.rollouts.members(name).items() if w == 1]
+    return first
+
+
+def _show(fleet: RolloutFleet, name: str) -> RolloutView:
+    return fleet.services.rollouts.show(name)
+
+
+def _until(fleet: RolloutFleet, name: str, state: str, timeout: float = WAIT) -> RolloutView:
+    def reached() -> bool:
+        view = _show(fleet, name)
+        assert view.state in (state, "rolling-out"), f"{name} is {view.state}, not {state}: {view.reason}"
+        assert state == "completed" or view.wave == 1, f"{name} went on to wave {view.wave}: {view}"
+        return view.state == state
+
+    fleet.wait(f"{name} to be {state}", reached, timeout=timeout)
+    return _show(fleet, name)
+
+
+def _unhealthy(fleet: RolloutFleet, name: str) -> dict[str, str]:
+    """device -> the gate it breached, from the abort event."""
+    return dict(fleet.services.rollouts.events(name)[-1].detail.get("unhealthy") or {})
+
+
+def _back_on_v1(fleet: RolloutFleet, device: str, answers: list[int]) -> None:
+    v1 = fleet.versions["v1"]
+    fleet.wait(f"{device} to run v1 again", lambda: fleet.settled(device, v1))
+    assert score((fleet.module(device) or {})["port"]) == answers, f"{device} does not answer as v1 did"
+    assert all(fleet.settled(d, v1) for d in DEVICES), fleet.versions_now()
+
+
+def test_a_release_answering_500_is_aborted_by_the_error_rate_gate_during_the_soak_of_wave_1(
+    fleet: RolloutFleet, traffic: Traffic,
+) -> None:
+    bad, before = fleet.versions["errors"], {d: score((fleet.module(d) or {})["port"]) for d in DEVICES}
+    since, started = fleet.docs.mark(), time.monotonic()
+    first = _start(fleet, "answers-500", bad, 10, _policy("1,100%", LONG_SOAK, ERROR_GATE))
+    view = _until(fleet, "answers-500", "aborted")
+    took = time.monotonic() - started
+    assert took < 60, f"aborted {took:.0f} s after the start: not during wave 1's {LONG_SOAK} soak"
+    assert (view.wave, view.tripped, view.waves[0].unhealthy, view.waves[0].succeeded) == (1, (first,), 1, 0), view
+    assert _unhealthy(fleet, "answers-500")[first].startswith("digits: error_rate 100% ("), view
+    answered = traffic.answers(first, bad)
+    assert answered[500] >= 10 and not [s for s in answered if 400 <= s < 500 or s == 200], (
+        f"the release answered {dict(answered)}: every request it served should be a 500")
+    assert fleet.docs.offered(bad, since) == {first}, "the release reached devices outside wave 1"
+    _back_on_v1(fleet, first, before[first])
+
+
+def test_the_p99_gate_aborts_a_slow_release_and_passes_one_as_fast_as_v1(
+    fleet: RolloutFleet, traffic: Traffic,
+) -> None:
+    slow, v2 = fleet.versions["slow"], fleet.versions["v2"]
+    before = {d: score((fleet.module(d) or {})["port"]) for d in DEVICES}
+    since = fleet.docs.mark()
+    first = _start(fleet, "slow", slow, 20, _policy("1,100%", LONG_SOAK, P99_GATE))
+    view = _until(fleet, "slow", "aborted")
+    assert (view.tripped, view.waves[0].unhealthy) == ((first,), 1), view
+    reason = _unhealthy(fleet, "slow")[first]
+    assert reason.startswith("digits: p99_ratio ") and float(reason.split()[2]) >= 10, reason
+    assert traffic.answers(first, slow)[200] >= 10, traffic.answers(first, slow)
+    assert fleet.docs.offered(slow, since) == {first}
+    _back_on_v1(fleet, first, before[first])
+
+    _start(fleet, "as-fast", v2, 30, _policy("1,100%", SHORT_SOAK, P99_GATE))
+    view = _until(fleet, "as-fast", "completed", timeout=2 * WAIT)
+    assert [(w.succeeded, w.unhealthy, w.no_data) for w in view.waves] == [(1, 0, 0), (2, 0, 0)], view
+    fleet.wait("every device to run v2", lambda: all(fleet.settled(d, v2) for d in DEVICES))
+
+
+def test_a_device_without_traffic_is_no_data_and_never_counts_as_healthy(
+    fleet: RolloutFleet, traffic: Traffic,
+) -> None:
+    name, release = "silent", fleet.versions["plain"]
+    policy = _policy("1,100%", SHORT_SOAK, ERROR_GATE)
+    (first,) = plan_waves(policy, name, DEVICES).waves[0]
+    traffic.quiet.add(first)
+    try:
+        since = fleet.docs.mark()
+        assert _start(fleet, name, release, 40, policy) == first
+        fleet.wait(f"{first} to run the release", lambda: fleet.settled(first, release))
+        fleet.wait(f"{name}'s wave 1 to be no-data once soaked", lambda: _show(fleet, name).waves[0].no_data == 1)
+        time.sleep(3)  # engine passes go by with the soak long over: the wave must not advance
+        view = _show(fleet, name)
+        assert (view.state, view.wave) == ("rolling-out", 1), view
+        assert (view.waves[0].no_data, view.waves[0].succeeded, view.waves[0].soaking) == (1, 0, 0), view
+        assert fleet.docs.offered(release, since) == {first}, "wave 2 went out on a device without data"
+        assert not traffic.answers(first, release), "the quiet device was scored"
+    finally:
+        traffic.quiet.discard(first)
+    # the same device with traffic: healthy, and the rollout goes on
+    view = _until(fleet, name, "completed", timeout=2 * WAIT)
+    assert [(w.succeeded, w.no_data) for w in view.waves] == [(1, 0), (2, 0)], view
