@@ -184,14 +184,16 @@ class Releaser:
     def watch(self, interval: float, stop: threading.Event, *, once: bool = False) -> None:
         """A pass every ``interval`` seconds until ``stop`` is set; a failed pass is logged and retried.
 
-        A hub that cannot be reached is retried at the next pass; any other error of a
-        version is logged once and that version is not tried again by this watch
-        (a newer version, or a restart, tries again). Rollout state changes of the
+        A hub that cannot be reached or answers 5xx is retried at the next pass (logged
+        once until it answers again); a refused token (401, 403) ends the watch; any other
+        error of a version is logged once and that version is not tried again by this
+        watch (a newer version, or a restart, tries again). Rollout state changes of the
         newest release are logged as they happen.
         """
         failed: dict[int, str] = {}
         seen: dict[str, str] = {}
         waiting = ""
+        unreachable = ""
         while True:
             try:
                 outcome = self._watch_pass(failed)
@@ -201,27 +203,29 @@ class Releaser:
                     self.log(f"waiting: {outcome.reason}")
                 waiting = outcome.reason
                 self._log_rollout(seen)
-            except TransportError as exc:
-                self.log(f"hub not reachable, retrying in {interval:g} s: {exc}")
+                unreachable = ""
+            except EdgeshipError as exc:
+                if not _retryable(exc):
+                    raise
+                if str(exc) != unreachable:
+                    self.log(f"the hub did not answer, retrying every {interval:g} s: {exc}")
+                unreachable = str(exc)
             if once or stop.wait(interval):
                 return
 
     def _watch_pass(self, failed: dict[int, str]) -> PassResult:
-        candidates = self.candidates()
-        newest = max(candidates, default=None)
+        newest = max(self.candidates(), default=None)
+        gave_up = f"{self.spec.model}:{newest} failed; a newer version is released when it is registered"
         if newest is not None and newest in failed:
-            return PassResult(None, reason=f"{self.spec.model}:{newest} failed ({failed[newest]}); waiting for a "
-                                           "newer version")
+            return PassResult(None, reason=gave_up)
         try:
             return self.run_once()
-        except TransportError:
-            raise
         except EdgeshipError as exc:
-            if newest is None:
+            if newest is None or _retryable(exc) or _status(exc) in (401, 403):
                 raise
             failed[newest] = str(exc)
             self.log(f"release of {self.spec.model}:{newest} failed: {exc}")
-            return PassResult(None, reason=f"{self.spec.model}:{newest} failed; waiting for a newer version")
+            return PassResult(None, reason=gave_up)
 
     def _log_rollout(self, seen: dict[str, str]) -> None:
         """One line when the newest release's rollout changes state or wave (and its state when first seen)."""
@@ -239,6 +243,16 @@ class Releaser:
 
 def _progress(found: HubDeployment) -> str:
     return f"{found.rollout}/{found.detail.get('wave')}"
+
+
+def _status(exc: EdgeshipError) -> int:
+    """The HTTP status of a hub's refusal (``HubRequestError.status``), 0 for other errors."""
+    return int(getattr(exc, "status", 0) or 0)
+
+
+def _retryable(exc: EdgeshipError) -> bool:
+    """Worth another pass: the hub was not reached, or failed on its side (5xx)."""
+    return isinstance(exc, TransportError) or _status(exc) >= 500
 
 
 def _previous_condition(earlier: list[ReleaseInfo]) -> str | None:

@@ -27,6 +27,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
 
+from parts import free_port
 from rollout_hub import RolloutHub, rollout_hub
 from typer.testing import CliRunner, Result
 
@@ -161,9 +162,9 @@ def test_errors_are_one_sentence_and_come_before_any_packaging(hub: RolloutHub) 
     assert modules(hub) == [] and releases(hub) == {}
 
 
-def start_watch(hub: RolloutHub, *args: str, fault: str | None = None) -> subprocess.Popen[str]:
+def start_watch(hub: RolloutHub, *args: str, fault: str | None = None, **extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "EDGESHIP_HOME": str(hub.workspace.root), "EDGESHIP_HUB_URL": hub.url,
-           "EDGESHIP_HUB_TOKEN": hub.operator, "COLUMNS": "300"}
+           "EDGESHIP_HUB_TOKEN": hub.operator, "COLUMNS": "300", **extra}
     env.pop("EDGESHIP_FAULT", None)
     if fault:
         env["EDGESHIP_FAULT"] = fault
@@ -254,6 +255,29 @@ def test_a_watch_killed_at_any_step_releases_each_version_once(hub: RolloutHub, 
     assert sorted(releases(hub)) == ["mnist-lab-v1", "mnist-lab-v2", "mnist-lab-v3"]
     priorities = [releases(hub)[f"mnist-lab-v{n}"].priority for n in (1, 2, 3)]
     assert priorities == [0, 1, 2]
+
+
+def test_watch_retries_a_silent_hub_gives_up_a_failing_version_and_ends_on_a_refused_token(
+        hub: RolloutHub, tmp_path: Path) -> None:
+    register(hub)
+    silent = start_watch(hub, "-c", CONDITION, "--once", EDGESHIP_HUB_URL=f"http://127.0.0.1:{free_port()}")
+    out, _ = silent.communicate(timeout=60)
+    assert silent.returncode == 0 and out.count("the hub did not answer, retrying every 0.3 s: Cannot reach") == 1, out
+
+    bad = tmp_path / "inferenceconfig.json"
+    bad.write_text("{not json")
+    failing = start_watch(hub, "-c", CONDITION, "--ic", str(bad))
+    time.sleep(3)  # about ten passes
+    out = stop(failing)
+    assert failing.returncode == 0, out
+    assert out.count("release of mnist:1 failed: ") == 1 and "inferenceconfig.json" in out, out
+    assert out.count("waiting: mnist:1 failed; a newer version is released when it is registered") == 1, out
+    assert releases(hub) == {} and modules(hub) == []
+
+    refused = start_watch(hub, "-c", CONDITION, EDGESHIP_HUB_TOKEN="esh_not-a-token")
+    out, _ = refused.communicate(timeout=60)
+    assert refused.returncode == 1 and "Traceback" not in out, out
+    assert out.strip().splitlines()[-1].startswith("error: "), out
 
 
 def _step(hub: RolloutHub, version: str) -> str | None:
