@@ -18,12 +18,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from edgeship.deployment import SCHEMA_VERSION, ModuleEntry, build_document, format_time
-from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, SignerLike, sign_envelope
+from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, Envelope, Signature, SignerLike, pae
 
-__all__ = ["DocumentGroup"]
+__all__ = ["DocumentGroup", "signed_message"]
 
 
 _PAYLOAD_TYPE = json.dumps(DEPLOYMENT_PAYLOAD_TYPE)
+_PAE_HEAD = pae(DEPLOYMENT_PAYLOAD_TYPE, b"").rsplit(b" ", 2)[0]  # b"DSSEv1 <len> <type>"
+
+
+def signed_message(payload: bytes) -> bytes:
+    """``pae(DEPLOYMENT_PAYLOAD_TYPE, payload)``: what each signer signs."""
+    return b"%b %d %b" % (_PAE_HEAD, len(payload), payload)
+
+
+def _device_json(device_id: str) -> str:
+    """``device_id`` as a JSON string; ids are one topic segment of printable ASCII, most need no escaping."""
+    if device_id.isascii() and device_id.isprintable() and '"' not in device_id and "\\" not in device_id:
+        return f'"{device_id}"'
+    return _compact(device_id)
 
 
 def _compact(value: Any, *, sort_keys: bool = False) -> str:
@@ -54,6 +67,9 @@ class DocumentGroup:
         self._checked = False
         self._fast_envelope: bool | None = None  # None until the first envelope was compared
         self._times: tuple[datetime, datetime] | None = None
+        self._signers_seen: list[SignerLike] | None = None  # the list _unique was made from (set anew on rotation)
+        self._unique: list[SignerLike] = []
+        self._keyids: list[str] | None = None  # '{"keyid":...,"sig":"' per distinct signer
 
     def sign(self, device_id: str, sequence: int) -> tuple[str, datetime, datetime]:
         """``(envelope JSON, issued, expires)`` of ``device_id``'s document number ``sequence``.
@@ -62,30 +78,52 @@ class DocumentGroup:
         no escaping, so the text is joined directly (checked once per group against
         ``json.dumps``, which is used instead should they ever differ).
         """
-        payload = self._payload(device_id, sequence)
-        envelope = sign_envelope(payload, DEPLOYMENT_PAYLOAD_TYPE, self.signers)
-        assert self._times is not None  # set by _payload
-        if self._fast_envelope is False:
-            return _compact(envelope.to_dict(), sort_keys=True), *self._times
-        signatures = ",".join(
-            (f'{{"keyid":{_compact(sig.keyid)},' if sig.keyid is not None else "{")
-            + f'"sig":"{b64encode(sig.sig).decode("ascii")}"}}'
-            for sig in envelope.signatures
-        )
+        payload = self.payload(device_id, sequence)
+        return self.envelope(payload, self.signatures(signed_message(payload)))
+
+    def signatures(self, message: bytes) -> list[bytes]:
+        """One Ed25519 signature of the PAE ``message`` per distinct signer key (as ``countersign`` adds them)."""
+        return [signer.sign(message) for signer in self.distinct_signers()]
+
+    def envelope(self, payload: bytes, signatures: Sequence[bytes]) -> tuple[str, datetime, datetime]:
+        """The envelope text of ``payload`` with ``signatures`` (from :meth:`signatures`, in signer order)."""
+        assert self._times is not None  # set by payload()
+        signers = self.distinct_signers()
+        if self._fast_envelope is not True:
+            envelope = Envelope(DEPLOYMENT_PAYLOAD_TYPE, payload,
+                                tuple(Signature(sig, s.keyid) for s, sig in zip(signers, signatures, strict=True)))
+            reference = _compact(envelope.to_dict(), sort_keys=True)
+            if self._fast_envelope is False:
+                return reference, *self._times
+        parts = self._keyids or [f'{{"keyid":{_compact(s.keyid)},"sig":"' for s in signers]
+        self._keyids = parts
         text = (
-            f'{{"payload":"{b64encode(payload).decode("ascii")}","payloadType":{_PAYLOAD_TYPE},'
-            f'"signatures":[{signatures}]}}'
+            f'{{"payload":"{b64encode(payload).decode("ascii")}","payloadType":{_PAYLOAD_TYPE},"signatures":['
+            + ",".join(f'{part}{b64encode(sig).decode("ascii")}"}}'
+                       for part, sig in zip(parts, signatures, strict=True))
+            + "]}"
         )
         if self._fast_envelope is None:
-            reference = _compact(envelope.to_dict(), sort_keys=True)
             self._fast_envelope = text == reference
             text = reference
         return text, *self._times
 
-    def _payload(self, device_id: str, sequence: int) -> bytes:
+    def distinct_signers(self) -> list[SignerLike]:
+        """The signers, one per key id, in order (a key listed twice signs once)."""
+        if self._signers_seen is not self.signers:
+            unique: dict[str, SignerLike] = {}
+            for signer in self.signers:
+                unique.setdefault(signer.keyid, signer)
+            self._unique = list(unique.values())
+            self._signers_seen = self.signers
+            self._keyids = None
+        return self._unique
+
+    def payload(self, device_id: str, sequence: int) -> bytes:
+        """The document's canonical bytes (what is signed); the first of the group is built and validated."""
         if self._template is not None:
             head, tail = self._template
-            return f"{head}{_compact(device_id)}{tail}{sequence}}}".encode()
+            return f"{head}{_device_json(device_id)}{tail}{sequence}}}".encode()
         document = build_document(
             device_id=device_id, sequence=sequence, modules=self.entries, deployments=self.deployments,
             issued_at=self.issued_at, ttl=self.ttl,

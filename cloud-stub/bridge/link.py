@@ -46,7 +46,7 @@ from edgeship.mqtt.client import connect_properties, make_client, reason_text
 
 __all__ = ["CONNECT_TIMEOUT", "MAX_INFLIGHT", "MqttBridge"]
 
-MAX_INFLIGHT = 1000  # unacknowledged QoS 1 publishes at once (DESIGN.md: batch, never wait per message)
+MAX_INFLIGHT = 1000  # MQTT 5: unacknowledged QoS 1 publishes at once (DESIGN.md: batch, never wait per message)
 CONNECT_TIMEOUT = 10.0  # seconds start() waits for the first CONNACK
 
 log = logging.getLogger("edgeship.hub.bridge")
@@ -72,8 +72,10 @@ class MqttBridge:
         self.group = group
         self.client_id = client_id or settings.username or f"edgeship-hub-{secrets.token_hex(4)}"
         self._persistent = client_id is not None or settings.username is not None
+        # MQTT 3.1.1 has no receive maximum: no in-flight cap, so paho never rescans its outgoing messages on
+        # each PUBACK (with a cap it walks them from the oldest: ~1 s of CPU for 10,000 documents).
         self.client = make_client(settings, self.client_id, persistent=self._persistent,
-                                  max_inflight=MAX_INFLIGHT, max_queued=0)
+                                  max_inflight=MAX_INFLIGHT if settings.protocol == "5" else 0, max_queued=0)
         self.client.manual_ack_set(True)  # PUBACK once handled (_ack), so a killed hub gets the message again
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
@@ -133,6 +135,7 @@ class MqttBridge:
         return self._republished.wait(timeout)
 
     def stop(self) -> None:
+        self.publisher.close()  # what was handed over goes to paho before the disconnect
         self.client.disconnect()
         self.client.loop_stop()
         if self.subscriber is not None:

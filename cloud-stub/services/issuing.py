@@ -14,26 +14,28 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
-from edgeship.hub.issuer import DocumentGroup
+from edgeship.hub.issuer import DocumentGroup, signed_message
 from edgeship.hub.rollouts.admission import Admission
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink, Outgoing
 from edgeship.hub.services.rules import parsed_condition
+from edgeship.hub.signing_pool import SigningPool, shared_pool
 from edgeship.hub.store import HubStore, IssueRequest, ModuleRecord, Outbox
 from edgeship.hub.store.outbox import merge
 from edgeship.hub.targeting import Deployment, DeviceFacts, select_modules
 
-__all__ = ["REEVALUATE_BATCH", "Issuing"]
+__all__ = ["HANDOFF", "REEVALUATE_BATCH", "Issuing"]
 
 log = logging.getLogger("edgeship.hub")
 
-REEVALUATE_BATCH = 1000  # devices per issuing transaction; each batch is published before the next is signed
+REEVALUATE_BATCH = 1000  # devices per issuing transaction
+HANDOFF = 20_000  # stored documents held before they are handed to the link (about 4 KB each)
 
 Layered = list[Deployment[tuple[dict[str, Any], ModuleEntry]]]
 
@@ -51,8 +53,10 @@ class Issuing:
         ttl: timedelta = DEFAULT_TTL,
         batch: int = REEVALUATE_BATCH,
         admission: Callable[[], Admission] = Admission,
+        signing: SigningPool | None = None,
     ) -> None:
-        """``admission`` reads which devices each staged deployment counts for now (``docs/rollouts.md``)."""
+        """``admission`` reads which devices each staged deployment counts for now (``docs/rollouts.md``);
+        ``signing`` spreads a batch's signatures over processes (default: the process's shared pool)."""
         self.store = store
         self.admission = admission
         self.keys = keys
@@ -61,6 +65,7 @@ class Issuing:
         self.ttl = ttl
         self.batch = batch
         self.outbox = Outbox(store)
+        self.signing = signing if signing is not None else shared_pool()
 
     def reevaluate(self, device_ids: Iterable[str] | None = None) -> list[Outgoing]:
         """Sign and store a new document for each device (of ``device_ids``, or all) whose module set changed.
@@ -97,13 +102,28 @@ class Issuing:
         return self.drain_pending() + self.deliver_batches(None)
 
     def deliver_batches(self, device_ids: Iterable[str] | None, *, force: bool = False) -> int:
-        """Re-evaluate and hand each batch to the link as soon as it is stored, while later ones are signed."""
+        """Re-evaluate, then hand the stored documents to the link, :data:`HANDOFF` documents at a time at most.
+
+        The link's publish is a hand-off (the bridge sends from its own thread), and the
+        documents of a whole re-evaluation are handed over together once stored, so the
+        request that made the change returns without sharing its CPU with sending
+        (ADR 0026); the link still gets each store batch as one publish, in order.
+        """
         sent = 0
+        held: list[list[Outgoing]] = []
         for batch in self.batches(device_ids, force=force):
             if batch:
-                self.link.publish(batch)
+                held.append(batch)
             sent += len(batch)
+            if sum(map(len, held)) >= HANDOFF:
+                self._hand_off(held)
+                held = []
+        self._hand_off(held)
         return sent
+
+    def _hand_off(self, batches: list[list[Outgoing]]) -> None:
+        for batch in batches:
+            self.link.publish(batch)
 
     def current_documents(self) -> list[Outgoing]:
         """The newest signed document of every device: what a link re-publishes on (re)connect."""
@@ -135,11 +155,12 @@ class Issuing:
         reissue_before = now if force else now - self.ttl / 2
         latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
         groups: dict[tuple[tuple[tuple[str, str], ...], ...], DocumentGroup] = {}
+        owners: dict[str, DocumentGroup] = {}  # device id -> its group, for signing a batch at once
         pending: list[IssueRequest] = []
-        for device in self.store.list_devices(ids):
-            active = layered if everyone else [d for d in layered if admission.admits(d.id, device.id)]
-            selection = select_modules(DeviceFacts(device.id, device.tags), active)
-            pins = {} if everyone else {n: p for n, p in admission.pins(device.id).items() if n not in selection}
+        for device_id, tags in self.store.device_tags(ids):
+            active = layered if everyone else [d for d in layered if admission.admits(d.id, device_id)]
+            selection = select_modules(DeviceFacts(device_id, tags), active)
+            pins = {} if everyone else {n: p for n, p in admission.pins(device_id).items() if n not in selection}
             key = (
                 tuple((name, chosen.deployment_id) for name, chosen in selection.items()),
                 tuple(sorted((name, json.dumps(pin, sort_keys=True)) for name, pin in pins.items())),
@@ -163,28 +184,47 @@ class Issuing:
                 group = groups[key] = DocumentGroup(
                     entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
                 )
-            prior = latest.get(device.id)
+            prior = latest.get(device_id)
             if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
                 continue  # HubStore.issue_many re-checks under the device lock; this only skips the common case
+            owners[device_id] = group
             pending.append(IssueRequest(
-                device.id, group.fingerprint, group.deployments,
-                partial(group.sign, device.id),
+                device_id, group.fingerprint, group.deployments,
+                partial(group.sign, device_id),
             ))
             if len(pending) >= self.batch:
-                yield self._issue(pending, reissue_before, groups.values())
+                yield self._issue(pending, reissue_before, groups.values(), owners)
                 pending = []
         if pending:
-            yield self._issue(pending, reissue_before, groups.values())
+            yield self._issue(pending, reissue_before, groups.values(), owners)
 
     def _issue(
-        self, requests: list[IssueRequest], reissue_before: datetime, groups: Iterable[DocumentGroup]
+        self, requests: list[IssueRequest], reissue_before: datetime, groups: Iterable[DocumentGroup],
+        owners: Mapping[str, DocumentGroup],
     ) -> list[Outgoing]:
         with self.keys.lock:
             signers = self.keys.signers
             for group in groups:
                 group.signers = signers
-            issued = self.store.issue_many(requests, reissue_before=reissue_before)
+            issued = self.store.issue_many(requests, reissue_before=reissue_before,
+                                           sign_many=partial(self._sign_many, owners))
         return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
+
+    def _sign_many(
+        self, owners: Mapping[str, DocumentGroup], allocated: Sequence[tuple[IssueRequest, int]]
+    ) -> list[tuple[str, datetime, datetime]]:
+        """Sign a store batch at once: payloads here, signatures over this thread and the signing pool.
+
+        The same bytes as each request's ``sign`` would make (Ed25519 is deterministic; the
+        envelope text is the group's): only where the signatures are computed differs.
+        """
+        if not allocated:
+            return []
+        payloads = [owners[request.device_id].payload(request.device_id, sequence) for request, sequence in allocated]
+        signers = owners[allocated[0][0].device_id].distinct_signers()  # every group of the batch has the same
+        signatures = self.signing.sign(signers, [signed_message(p) for p in payloads])
+        return [owners[request.device_id].envelope(payload, sigs)
+                for (request, _sequence), payload, sigs in zip(allocated, payloads, signatures, strict=True)]
 
     def layered(self, modules: dict[tuple[str, int], ModuleRecord] | None = None) -> Layered:
         """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry).
