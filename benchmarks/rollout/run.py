@@ -127,9 +127,29 @@ class Probe:
         self.reports: list[tuple[float, str, bytes]] = []
         self.published: list[tuple[float, str, bytes, int]] = []
         self.acks: list[tuple[float, int]] = []
+        self.stored: list[tuple[float, frozenset[str]]] = []  # when the fleet service committed a report batch
+        self.decisions: list[tuple[float, str, str, dict[str, int]]] = []  # the engine's decide() calls
 
     def reset(self) -> None:
-        self.reports, self.published, self.acks = [], [], []
+        self.reports, self.published, self.acks, self.stored, self.decisions = [], [], [], [], []
+
+    def stored_at(self, device_id: str, after: float) -> float | None:
+        return next((t for t, ids in self.stored if t >= after and device_id in ids), None)
+
+    def watch_decisions(self) -> None:
+        """Note every ``decide`` the engine makes (its module's name for the pure function), with outcome counts."""
+        from edgeship.hub.services import rollouts as engine_module
+
+        decide = engine_module.decide
+
+        def noted(*args: Any, **kwargs: Any) -> Any:
+            decision = decide(*args, **kwargs)
+            outcomes = args[3] if len(args) > 3 else kwargs.get("outcomes", {})
+            self.decisions.append((time.time(), decision.action, decision.reason,
+                                   dict(collections.Counter(outcomes.values()))))
+            return decision
+
+        engine_module.decide = noted  # type: ignore[assignment]
 
     def attach(self, bridge: MqttBridge, subscriber: Subscriber) -> None:
         inbound = subscriber.on_message
@@ -154,7 +174,46 @@ class Probe:
             return info
 
         client.publish = publish_and_note  # type: ignore[method-assign]  # the publisher reads it per batch
-        client.on_publish = lambda _c, _u, mid, *_rest: self.acks.append((time.time(), mid))  # the bridge sets none
+        packets = getattr(bridge.publisher, "_packets", None)
+        if packets is not None:
+            self._note_packets(client, packets)
+        # every PUBACK, in paho's packet handler: paho's on_publish never sees those of the pre-encoded packets
+        handle = client._handle_pubackcomp
+
+        def noted(command: Any) -> Any:
+            packet = client._in_packet.get("packet") or b""
+            if command == "PUBACK" and len(packet) >= 2:
+                self.acks.append((time.time(), int.from_bytes(packet[:2], "big")))
+            return handle(command)
+
+        client._handle_pubackcomp = noted  # type: ignore[method-assign]
+
+    def _note_packets(self, client: paho.Client, packets: Any) -> None:
+        """The publisher's fast path (``bridge/packets.py``: documents as pre-encoded PUBLISH packets on paho's
+        queue): note each document with the packet id ``send`` drew for it, in order."""
+        send = packets.send
+
+        def send_and_note(documents: Any) -> None:
+            mids: list[int] = []
+            generate = client._mid_generate
+            me = threading.get_ident()
+
+            def drawn() -> int:
+                mid = generate()
+                if threading.get_ident() == me:
+                    mids.append(mid)
+                return mid
+
+            started = time.time()
+            client._mid_generate = drawn  # type: ignore[method-assign]
+            try:
+                send(documents)
+            finally:
+                del client._mid_generate  # the class's method again
+            for doc, mid in zip(documents, mids, strict=True):
+                self.published.append((started, doc.device_id, bytes(doc.envelope), mid))
+
+        packets.send = send_and_note
 
     def ack_time(self, mid: int, after: float) -> float | None:
         """The first PUBACK of ``mid`` at or after ``after`` (paho reuses mids past 65,535)."""
@@ -254,10 +313,12 @@ def start_hub(work: Path, broker: str, world: HubWorld, tracker: Any, args: argp
     assert subscriber is not None
     probe = Probe()
     probe.attach(bridge, subscriber)
+    probe.watch_decisions()
     store_many = services.fleet.record_reported_many
 
     def record_reported_many(items: Any) -> Any:
         stored, refused = store_many(items)
+        probe.stored.append((time.time(), frozenset(r.device_id for r in stored)))
         tracker.recorded(stored)
         return stored, refused
 
@@ -572,6 +633,10 @@ def rollout(n: int, services: HubServices, sims: Sequence[Any], probe: Probe, me
     if trip is not None:
         sent = logs.get(trip["device"], {}).get("reported")
         out["trip"]["device_sent"] = None if sent is None else sent - t0
+        stored = probe.stored_at(trip["device"], trip["at"])
+        out["trip"]["stored"] = None if stored is None else stored - t0
+    out["decisions"] = [(round(t - t0, 4), action, reason, counts) for t, action, reason, counts in probe.decisions
+                        if t >= t0]
     rollback_acks = {d: probe.ack_time(mid, handed) for d, (handed, _s, mid) in rollback_docs.items()}
     exposed_acks = [rollback_acks.get(d) for d in exposed]
     received = [log.get("cleared_in") for log in logs.values()]
