@@ -66,7 +66,7 @@ from edgeship.agent.runtimes.base import (
 from edgeship.agent.state.store import ServiceRecord, StateStore
 from edgeship.errors import ManifestError, RuntimeFailure
 from edgeship.fsutil import atomic_dir, sweep_scratch
-from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE
 from edgeship.signing import TrustRoot
 
 __all__ = ["RuntimeExecutor", "port_is_free"]

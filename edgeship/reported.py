@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from edgeship.errors import InputError
+from edgeship.reported_text import MAX_MESSAGE, MAX_MODULES, MAX_NAME, MAX_TEXT, clip
 
 __all__ = [
     "MAX_MESSAGE",
@@ -45,10 +46,6 @@ __all__ = [
     "parse_reported",
 ]
 
-MAX_MODULES = 64  # modules in one report (as telemetry's per-sample limit)
-MAX_TEXT = 1024  # characters of a module's or the trust root's lastError, and of status.description
-MAX_MESSAGE = 4096  # characters of status.message (the agent joins its modules' errors into it)
-MAX_NAME = 128  # characters of a module or service name
 
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=MAX_NAME)]
 """A module name as a report or telemetry batch names it: letters, digits, ``.``, ``_``, ``-``."""
@@ -109,11 +106,4 @@ def parse_reported(data: Any) -> ReportedState:
             f"Reported state field {where}: {first['msg']}; the hub keeps the device's previous report "
             "(the schema is in docs/mqtt.md)."
         ) from None
-
-
-def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    """``text`` cut to ``limit`` characters, ending in an ellipsis when cut (None stays None)."""
-    if text is None or len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…"
 

@@ -1,7 +1,9 @@
 """Where a device decides to trust a deployment document, and the status code of each refusal.
 
 Like python-tuf's ``trusted_metadata_set``: only rules, no I/O, and the clock is
-an argument. The MQTT link hands in the retained message's bytes; the reconcile
+an argument. Documents and manifests are read with the pydantic-free parsers that
+define them (``edgeship.deployment``, ``edgeship.modules.plain``). The MQTT link
+hands in the retained message's bytes; the reconcile
 loop acts on the :class:`AcceptedDocument` or reports the refusal with
 :func:`status_code_for`.
 
@@ -41,13 +43,14 @@ from types import MappingProxyType
 
 from edgeship.deployment import (
     MAX_DOCUMENT_BYTES,
-    DeploymentDocument,
+    Document,
     DocumentTooLargeError,
     SchemaVersionError,
     format_time,
+    parse_document,
 )
 from edgeship.errors import EdgeshipError, EnvelopeError, ManifestError, PayloadTypeError, SignatureError
-from edgeship.modules.manifest import ModuleManifest
+from edgeship.modules.plain import ModuleManifest, parse_manifest
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, MODULE_PAYLOAD_TYPE, Envelope, TrustRoot, verify_envelope
 
 __all__ = [
@@ -123,7 +126,7 @@ def status_code_for(error: BaseException | None) -> int:
 class AcceptedDocument:
     """A document that passed every check, with its modules' verified manifests by module name."""
 
-    document: DeploymentDocument
+    document: Document
     manifests: Mapping[str, ModuleManifest]
     manifest_bytes: Mapping[str, bytes]  # the signed payloads, byte for byte (module.json on disk)
 
@@ -150,7 +153,7 @@ def accept_document(
             "refusing to parse it."
         )
     payload = verify_envelope(envelope_bytes, trust_root, "hub", DEPLOYMENT_PAYLOAD_TYPE, now=now)
-    document = DeploymentDocument.from_bytes(payload)
+    document = parse_document(payload)
     if document.device_id != device_id:
         raise WrongDeviceError(
             f"Deployment document is for device {document.device_id!r}, not this device ({device_id!r}); "
@@ -203,7 +206,7 @@ def _verify_module(
 ) -> tuple[bytes, ModuleManifest]:
     try:
         payload = verify_envelope(Envelope.from_dict(envelope), trust_root, "release", MODULE_PAYLOAD_TYPE, now=now)
-        manifest = ModuleManifest.from_bytes(payload, source=f"module {name!r}")
+        manifest = parse_manifest(payload, source=f"module {name!r}")
     except EdgeshipError as exc:
         raise type(exc)(f"Module {name!r} of the deployment document: {exc}") from exc
     if manifest.name != name:

@@ -30,7 +30,7 @@ from edgeship.agent.decide.accept import STATUS_CODES, status_code_for
 from edgeship.agent.decide.plan import CurrentState, DesiredState
 from edgeship.agent.decide.runner import RunResult
 from edgeship.deployment import format_time
-from edgeship.reported import MAX_MESSAGE, clip
+from edgeship.reported_text import MAX_MESSAGE, clip
 
 __all__ = ["REPORT_SCHEMA_VERSION", "build_report", "overall_status"]
 

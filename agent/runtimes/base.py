@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from edgeship.errors import RuntimeFailure
-from edgeship.modules.manifest import MANIFEST_FILE, ModuleManifest
+from edgeship.modules.plain import MANIFEST_FILE, ModuleManifest
 
 __all__ = [
     "KEY_ENV_VARS",

@@ -35,7 +35,7 @@ from edgeship.workspace import Workspace
 
 if TYPE_CHECKING:
     from edgeship.agent.runtimes import ModuleRuntime, RestartPolicy
-    from edgeship.modules.manifest import ModuleManifest
+    from edgeship.modules.plain import ModuleManifest
     from edgeship.modules.store import StoredModule
 
 __all__ = ["register", "service_app"]

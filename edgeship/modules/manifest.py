@@ -6,7 +6,10 @@ artifact with its digest, so a signature over the manifest covers the whole
 directory. The manifest carries no timestamps and no secrets: the same inputs give
 the same manifest bytes.
 
-Schema version 1 fields are documented in ``docs/module-manifest.md``.
+Schema version 1 fields are documented in ``docs/module-manifest.md``. The rules of a
+valid ``module.json`` are stated once, without pydantic, in :mod:`edgeship.modules.plain`
+(what agents parse with); :meth:`ModuleManifest.from_bytes` runs them first, so nothing
+here accepts a manifest an agent refuses.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeship.errors import ManifestError
+from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, SCHEMA_VERSION, check_manifest
 
 __all__ = [
     "ENVELOPE_FILE",
@@ -31,9 +35,6 @@ __all__ = [
     "Resources",
 ]
 
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "module.json"
-ENVELOPE_FILE = "module.dsse.json"
 _DIGEST = r"^sha256:[0-9a-f]{64}$"
 
 
@@ -131,6 +132,7 @@ class ModuleManifest(_Strict):
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "module.json") -> ModuleManifest:
+        check_manifest(data, source)
         try:
             return cls.model_validate_json(data)
         except ValidationError as exc:

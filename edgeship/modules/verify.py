@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.errors import ManifestError, SignatureError
-from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest
-from edgeship.registry.blobs import CHUNK
-from edgeship.workspace import Workspace
+from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest, parse_manifest
 
 if TYPE_CHECKING:
     from edgeship.signing import TrustRoot
+    from edgeship.workspace import Workspace
 
 __all__ = [
     "ArtifactDigestError",
@@ -38,6 +37,7 @@ __all__ = [
 ]
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # bytes; a larger manifest or envelope is refused unread
+CHUNK = 1 << 20  # bytes read per step when hashing
 
 
 class ArtifactDigestError(ManifestError):
@@ -50,6 +50,8 @@ class UnlistedFileError(ManifestError):
 
 @dataclass(frozen=True)
 class VerifiedModule:
+    """A verified module directory; its manifest is the plain one (``edgeship.modules.plain``)."""
+
     directory: Path
     manifest: ModuleManifest
 
@@ -137,7 +139,7 @@ def verify_module_dir(
             f"{directory / MANIFEST_FILE} differs from the signed manifest in {ENVELOPE_FILE}; "
             "it was edited after signing (re-package the module)."
         )
-    manifest = ModuleManifest.from_bytes(payload, source=str(directory / MANIFEST_FILE))
+    manifest = parse_manifest(payload, source=str(directory / MANIFEST_FILE))
     listed = {ref.path: ref for ref in manifest.files}
     for ref in manifest.files:
         path = directory / ref.path

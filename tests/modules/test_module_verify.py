@@ -16,6 +16,7 @@ from edgeship.errors import (
     UnknownKeyError,
 )
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.plain import parse_manifest
 from edgeship.modules.verify import ArtifactDigestError, UnlistedFileError, verify_module_dir
 from edgeship.signing import Envelope, Signer, sign_envelope
 
@@ -34,7 +35,7 @@ def world() -> ModuleWorld:
 def test_untouched_module_verifies(world: ModuleWorld, tmp_path: Path) -> None:
     manifest = world.write_module(tmp_path / "m")
     verified = verify_module_dir(tmp_path / "m", world.trust_root())
-    assert verified.manifest == manifest
+    assert verified.manifest == parse_manifest(manifest.to_bytes())
     assert verified.artifact("bundle.tar").is_file()
 
 
