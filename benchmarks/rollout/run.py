@@ -296,6 +296,7 @@ class EngineMeter:
         buffer = io.StringIO()
         stats = pstats.Stats(self.profiler, stream=buffer)
         stats.sort_stats("cumulative").print_stats(top)
+        stats.sort_stats("tottime").print_stats(top)
         return buffer.getvalue()
 
 
