@@ -28,12 +28,12 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from edgeship.hub.signing_worker import SIGNATURE_BYTES, read_exact, write_frame
 from edgeship.signing import Signer, SignerLike
 
-__all__ = ["MIN_SHARED", "SigningPool", "default_workers", "shared_pool"]
+__all__ = ["MIN_SHARED", "Signing", "SigningPool", "SigningSession", "default_workers", "shared_pool"]
 
 log = logging.getLogger("edgeship.hub")
 
@@ -107,6 +107,24 @@ class SigningPool:
         finally:
             self._busy.release()
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[SigningSession]:
+        """Hold the workers for a sequence of :meth:`SigningSession.start` calls (a pipelined re-evaluation).
+
+        Another thread that signs meanwhile signs in its own thread. Results must be taken in start order.
+        """
+        held = self._busy.acquire(blocking=False)
+        session = SigningSession(self, held)
+        try:
+            yield session
+        finally:
+            try:
+                for signing in session.started:  # a worker's answers not taken would be read by the next batch
+                    signing.result()
+            finally:
+                if held:
+                    self._busy.release()
+
     def close(self) -> None:
         with self._busy:
             workers, self._running = self._running, []
@@ -149,6 +167,69 @@ class SigningPool:
             worker.process.kill()
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 worker.process.wait(5)
+
+
+class Signing:
+    """Signatures being made (:meth:`SigningSession.start`); :meth:`result` waits for them."""
+
+    def __init__(self, pool: SigningPool | None, signers: Sequence[SignerLike], messages: Sequence[bytes],
+                 sent: list[tuple[_Worker, int]], done: list[list[bytes]] | None,
+                 before: Signing | None = None) -> None:
+        self.pool = pool
+        self.before = before  # started earlier on the same workers: its answers come first
+        self.signers = signers
+        self.keyids = tuple(s.keyid for s in signers)
+        self.messages = messages
+        self._sent = sent
+        self._done = done
+
+    def result(self) -> list[list[bytes]]:
+        if self._done is None:
+            if self.before is not None:
+                self.before.result()  # the workers answer in the order they were asked
+                self.before = None
+            out: list[list[bytes]] = []
+            for worker, count in self._sent:
+                try:
+                    out += worker.receive(count, len(self.signers))
+                except (OSError, EOFError) as exc:
+                    assert self.pool is not None
+                    self.pool._fail(exc)
+                    out += _sign_here(self.signers, self.messages[len(out):])
+                    break
+            self._done = out
+        return self._done
+
+
+class SigningSession:
+    """Starts signing batches on the pool's workers without waiting (all of a batch goes to the workers)."""
+
+    def __init__(self, pool: SigningPool, held: bool) -> None:
+        self.pool = pool
+        self.held = held  # False: another thread has the workers; batches are signed here, at start
+        self.started: list[Signing] = []
+
+    def start(self, signers: Sequence[SignerLike], messages: Sequence[bytes]) -> Signing:
+        pool = self.pool
+        if (not self.held or not pool.workers or len(messages) < pool.min_shared
+                or not all(isinstance(s, Signer) for s in signers)):
+            return Signing(None, signers, messages, [], _sign_here(signers, messages))
+        pems = [pool._pem(s) for s in signers]  # type: ignore[arg-type]  # all Signer (checked above)
+        size = -(-len(messages) // pool.workers)
+        sent: list[tuple[_Worker, int]] = []
+        try:
+            while len(pool._running) < pool.workers:
+                pool._running.append(_Worker())
+            for worker, start in zip(pool._running, range(0, len(messages), size), strict=False):
+                chunk = messages[start:start + size]
+                worker.send(pems, chunk)
+                sent.append((worker, len(chunk)))
+        except OSError as exc:
+            pool._fail(exc)
+            return Signing(None, signers, messages, [], _sign_here(signers, messages))
+        signing = Signing(pool, signers, messages, sent, None, self.started[-1] if self.started else None)
+        self.started.append(signing)
+        return signing
 
 
 def _sign_here(signers: Sequence[SignerLike], messages: Sequence[bytes]) -> list[list[bytes]]:

@@ -12,6 +12,7 @@ in between finishes the work at its next start (``HubServer`` drains before the 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -25,10 +26,12 @@ from edgeship.hub.rollouts.admission import Admission
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.link import DeviceLink, Outgoing
 from edgeship.hub.services.rules import parsed_condition
-from edgeship.hub.signing_pool import SigningPool, shared_pool
+from edgeship.hub.signing_pool import Signing, SigningPool, SigningSession, shared_pool
 from edgeship.hub.store import HubStore, IssueRequest, ModuleRecord, Outbox
 from edgeship.hub.store.outbox import merge
 from edgeship.hub.targeting import Deployment, DeviceFacts, select_modules
+from edgeship.hub.targeting.expression import Field
+from edgeship.signing import SignerLike
 
 __all__ = ["HANDOFF", "REEVALUATE_BATCH", "Issuing"]
 
@@ -38,6 +41,16 @@ REEVALUATE_BATCH = 1000  # devices per issuing transaction
 HANDOFF = 20_000  # stored documents held before they are handed to the link (about 4 KB each)
 
 Layered = list[Deployment[tuple[dict[str, Any], ModuleEntry]]]
+GroupKey = tuple[tuple[tuple[str, str], ...], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Staged:
+    """A store batch and the signatures started for it: device id -> (predicted sequence, payload, signing,
+    index in the signing)."""
+
+    requests: list[IssueRequest]
+    guesses: dict[str, tuple[int, bytes, Signing, int]]
 
 
 class Issuing:
@@ -154,77 +167,133 @@ class Issuing:
         now = self.clock()
         reissue_before = now if force else now - self.ttl / 2
         latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
-        groups: dict[tuple[tuple[tuple[str, str], ...], ...], DocumentGroup] = {}
+        groups: dict[GroupKey, DocumentGroup] = {}
         owners: dict[str, DocumentGroup] = {}  # device id -> its group, for signing a batch at once
+        predicted: dict[str, int] = {}  # device id -> the sequence its counter predicts
         pending: list[IssueRequest] = []
-        for device_id, tags in self.store.device_tags(ids):
-            active = layered if everyone else [d for d in layered if admission.admits(d.id, device_id)]
-            selection = select_modules(DeviceFacts(device_id, tags), active)
-            pins = {} if everyone else {n: p for n, p in admission.pins(device_id).items() if n not in selection}
-            key = (
-                tuple((name, chosen.deployment_id) for name, chosen in selection.items()),
-                tuple(sorted((name, json.dumps(pin, sort_keys=True)) for name, pin in pins.items())),
+        # Devices with the same tags get the same modules when every deployment counts for everyone and no
+        # condition names deviceId: their group is found once per distinct tags (device_tags shares the dict).
+        by_tags: dict[int, DocumentGroup] | None = (
+            {} if everyone and not any(_names_device_id(d.condition) for d in layered) else None
+        )
+        with self.signing.session() as session:
+            staged: Staged | None = None  # the batch whose signatures the workers are making
+            for device_id, tags, counter in self.store.device_tags(ids):
+                group = by_tags.get(id(tags)) if by_tags is not None else None
+                if group is None:
+                    group = self._group(device_id, tags, layered, admission, modules, groups, now, signers)
+                    if by_tags is not None:
+                        by_tags[id(tags)] = group
+                prior = latest.get(device_id)
+                if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
+                    continue  # HubStore.issue_many re-checks under the device lock; this only skips the common case
+                owners[device_id] = group
+                predicted[device_id] = counter + 1
+                pending.append(IssueRequest(
+                    device_id, group.fingerprint, group.deployments,
+                    partial(group.sign, device_id),
+                ))
+                if len(pending) >= self.batch:
+                    # this batch is signed on the workers while the one before it is stored
+                    ready, staged = staged, self._stage(pending, owners, predicted, session)
+                    pending = []
+                    if ready is not None:
+                        yield self._issue(ready, reissue_before, groups.values(), owners)
+            last = self._stage(pending, owners, predicted, session) if pending else None
+            for ready in (staged, last):
+                if ready is not None:
+                    yield self._issue(ready, reissue_before, groups.values(), owners)
+
+    def _stage(
+        self, requests: list[IssueRequest], owners: Mapping[str, DocumentGroup], predicted: Mapping[str, int],
+        session: SigningSession,
+    ) -> Staged:
+        """Start signing ``requests``' documents with the sequences their devices' counters predict.
+
+        A guess only: :meth:`_sign_many` uses a signature when ``issue_many`` allocated the
+        predicted sequence under the device lock and the signers did not change meanwhile;
+        any other document is signed then.
+        """
+        payloads = [owners[r.device_id].payload(r.device_id, predicted[r.device_id]) for r in requests]
+        signers = owners[requests[0].device_id].distinct_signers()
+        signing = session.start(signers, [signed_message(p) for p in payloads])
+        return Staged(requests, {r.device_id: (predicted[r.device_id], payload, signing, index)
+                                 for index, (r, payload) in enumerate(zip(requests, payloads, strict=True))})
+
+    def _group(
+        self, device_id: str, tags: dict[str, Any], layered: Layered, admission: Admission,
+        modules: dict[tuple[str, int], ModuleRecord], groups: dict[GroupKey, DocumentGroup], now: datetime,
+        signers: Sequence[SignerLike],
+    ) -> DocumentGroup:
+        """The device's group: the layering rule over the deployments that count for it, and its pins."""
+        everyone = admission.everyone
+        active = layered if everyone else [d for d in layered if admission.admits(d.id, device_id)]
+        selection = select_modules(DeviceFacts(device_id, tags), active)
+        pins = {} if everyone else {n: p for n, p in admission.pins(device_id).items() if n not in selection}
+        key = (
+            tuple((name, chosen.deployment_id) for name, chosen in selection.items()),
+            tuple(sorted((name, json.dumps(pin, sort_keys=True)) for name, pin in pins.items())),
+        )
+        group = groups.get(key)
+        if group is None:
+            contributing = sorted({chosen.deployment_id for chosen in selection.values()})
+            chosen_modules = {name: chosen.module for name, chosen in selection.items()}
+            for name, pin in pins.items():  # last known-good modules an abort re-issued (rollouts)
+                part, entry = self._entry(modules, name, int(pin["version"]), "pinned", pin.get("settings") or {})
+                chosen_modules[name] = ({**part, "pinned": True}, entry)
+            fingerprint = json.dumps(
+                {
+                    "modules": {name: chosen[0] for name, chosen in chosen_modules.items()},
+                    "deployments": contributing,
+                },
+                sort_keys=True,
+                separators=(",", ":"),
             )
-            group = groups.get(key)
-            if group is None:
-                contributing = sorted({chosen.deployment_id for chosen in selection.values()})
-                chosen_modules = {name: chosen.module for name, chosen in selection.items()}
-                for name, pin in pins.items():  # last known-good modules an abort re-issued (rollouts)
-                    part, entry = self._entry(modules, name, int(pin["version"]), "pinned", pin.get("settings") or {})
-                    chosen_modules[name] = ({**part, "pinned": True}, entry)
-                fingerprint = json.dumps(
-                    {
-                        "modules": {name: chosen[0] for name, chosen in chosen_modules.items()},
-                        "deployments": contributing,
-                    },
-                    sort_keys=True,
-                    separators=(",", ":"),
-                )
-                entries = {name: chosen[1] for name, chosen in sorted(chosen_modules.items())}
-                group = groups[key] = DocumentGroup(
-                    entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
-                )
-            prior = latest.get(device_id)
-            if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
-                continue  # HubStore.issue_many re-checks under the device lock; this only skips the common case
-            owners[device_id] = group
-            pending.append(IssueRequest(
-                device_id, group.fingerprint, group.deployments,
-                partial(group.sign, device_id),
-            ))
-            if len(pending) >= self.batch:
-                yield self._issue(pending, reissue_before, groups.values(), owners)
-                pending = []
-        if pending:
-            yield self._issue(pending, reissue_before, groups.values(), owners)
+            entries = {name: chosen[1] for name, chosen in sorted(chosen_modules.items())}
+            group = groups[key] = DocumentGroup(
+                entries, contributing, fingerprint, issued_at=now, ttl=self.ttl, signers=signers
+            )
+        return group
 
     def _issue(
-        self, requests: list[IssueRequest], reissue_before: datetime, groups: Iterable[DocumentGroup],
+        self, staged: Staged, reissue_before: datetime, groups: Iterable[DocumentGroup],
         owners: Mapping[str, DocumentGroup],
     ) -> list[Outgoing]:
         with self.keys.lock:
             signers = self.keys.signers
             for group in groups:
                 group.signers = signers
-            issued = self.store.issue_many(requests, reissue_before=reissue_before,
-                                           sign_many=partial(self._sign_many, owners))
+            issued = self.store.issue_many(staged.requests, reissue_before=reissue_before,
+                                           sign_many=partial(self._sign_many, owners, staged))
         return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
 
     def _sign_many(
-        self, owners: Mapping[str, DocumentGroup], allocated: Sequence[tuple[IssueRequest, int]]
+        self, owners: Mapping[str, DocumentGroup], staged: Staged, allocated: Sequence[tuple[IssueRequest, int]]
     ) -> list[tuple[str, datetime, datetime]]:
-        """Sign a store batch at once: payloads here, signatures over this thread and the signing pool.
+        """The envelopes of a store batch: staged signatures where the sequence was predicted, the rest now.
 
         The same bytes as each request's ``sign`` would make (Ed25519 is deterministic; the
         envelope text is the group's): only where the signatures are computed differs.
         """
         if not allocated:
             return []
-        payloads = [owners[request.device_id].payload(request.device_id, sequence) for request, sequence in allocated]
         signers = owners[allocated[0][0].device_id].distinct_signers()  # every group of the batch has the same
-        signatures = self.signing.sign(signers, [signed_message(p) for p in payloads])
-        return [owners[request.device_id].envelope(payload, sigs)
-                for (request, _sequence), payload, sigs in zip(allocated, payloads, signatures, strict=True)]
+        keyids = tuple(s.keyid for s in signers)
+        out: list[tuple[str, datetime, datetime] | None] = []
+        late: list[tuple[int, DocumentGroup, bytes]] = []  # (position, group, payload) still to sign
+        for position, (request, sequence) in enumerate(allocated):
+            group = owners[request.device_id]
+            guess = staged.guesses.get(request.device_id)
+            if guess is not None and guess[0] == sequence and guess[2].keyids == keyids:
+                out.append(group.envelope(guess[1], guess[2].result()[guess[3]]))
+            else:
+                out.append(None)
+                late.append((position, group, group.payload(request.device_id, sequence)))
+        if late:
+            signatures = self.signing.sign(signers, [signed_message(payload) for _p, _g, payload in late])
+            for (position, group, payload), sigs in zip(late, signatures, strict=True):
+                out[position] = group.envelope(payload, sigs)
+        return [envelope for envelope in out if envelope is not None]
 
     def layered(self, modules: dict[tuple[str, int], ModuleRecord] | None = None) -> Layered:
         """Every deployment as the layering rule sees it; each module carries (fingerprint part, entry).
@@ -277,3 +346,14 @@ def _stored_settings(deployment_id: str, module: str, stored: dict[str, Any]) ->
         )
         stored = {k: v for k, v in stored.items() if k != "env"}
     return ModuleSettings.model_validate(stored, strict=False)
+
+
+def _names_device_id(node: object) -> bool:
+    """Whether a parsed target condition refers to ``deviceId`` anywhere (then tags alone do not decide)."""
+    if isinstance(node, Field):
+        return node.path == ("deviceId",)
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return any(_names_device_id(getattr(node, f.name)) for f in dataclasses.fields(node))
+    if isinstance(node, (tuple, list)):
+        return any(_names_device_id(item) for item in node)
+    return False

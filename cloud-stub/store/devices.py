@@ -60,26 +60,26 @@ class DeviceTables(StoreBase):
         with self._tx() as s:
             return device_record(need(s.get(DeviceRow, device_id), f"device {device_id!r}"))
 
-    def device_tags(self, ids: Iterable[str] | None = None) -> builtins.list[tuple[str, dict[str, Any]]]:
-        """``(id, tags)`` of each device (of ``ids``, or all), by id: what re-evaluation reads.
+    def device_tags(self, ids: Iterable[str] | None = None) -> builtins.list[tuple[str, dict[str, Any], int]]:
+        """``(id, tags, last sequence)`` of each device (of ``ids``, or all), by id: what re-evaluation reads.
 
         Devices that share their tags share one parsed dict (parsed once per distinct
         text), so callers must not change it.
         """
-        query = select(DeviceRow.id, type_coerce(DeviceRow.tags, Text)).order_by(DeviceRow.id)
+        query = select(DeviceRow.id, type_coerce(DeviceRow.tags, Text), DeviceRow.last_sequence).order_by(DeviceRow.id)
         if ids is not None:
             query = query.where(DeviceRow.id.in_(builtins.list(ids)))
         parsed: dict[str, dict[str, Any]] = {}
-        out: builtins.list[tuple[str, dict[str, Any]]] = []
+        out: builtins.list[tuple[str, dict[str, Any], int]] = []
         with self._tx() as s:
-            for device_id, raw in s.execute(query):
+            for device_id, raw, counter in s.execute(query):
                 if isinstance(raw, str):  # SQLite: the JSON text
                     tags = parsed.get(raw)
                     if tags is None:
                         tags = parsed[raw] = dict(json.loads(raw) or {})
                 else:  # PostgreSQL's driver parses json itself
                     tags = dict(raw or {})
-                out.append((device_id, tags))
+                out.append((device_id, tags, counter))
         return out
 
     def list_devices(self, ids: Iterable[str] | None = None) -> builtins.list[DeviceRecord]:

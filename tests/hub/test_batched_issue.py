@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hub_world import HubWorld
+from sqlalchemy import bindparam, text
 
 from edgeship.agent.decide import accept_document
 from edgeship.deployment import DeploymentDocument, build_document, sign_document
@@ -111,3 +113,39 @@ def test_a_document_group_signs_exactly_what_the_validated_path_signs(tmp_path: 
         expected = json.dumps(sign_document(document, [world.hub_key]).to_dict(), sort_keys=True,
                               separators=(",", ":"))
         assert (text, issued, expires) == (expected, document.issued_at, document.expires)
+
+
+def test_a_large_fleet_signed_partly_on_worker_processes_gets_the_validated_bytes(tmp_path: Path) -> None:
+    world = HubWorld(tmp_path)
+    hub = world.services(f"sqlite:///{tmp_path / 'hub.db'}", clock=lambda: T0, batch=300)
+    hub.catalog.upload_module(world.module("digits", 1))
+    hub.fleet.create_devices([(f"dev-{i:04d}", {"site": "lab"}) for i in range(700)])
+    world.link.clear()
+    moved = {"dev-0001", "dev-0450", "dev-0699"}  # another issuer moved their counters after the batch was staged
+    issue_many = hub.store.issue_many
+
+    def racing(requests: Any, **kwargs: Any) -> Any:
+        mine = [r.device_id for r in requests if r.device_id in moved]
+        if mine:
+            with hub.store.engine.begin() as conn:
+                conn.execute(text("UPDATE devices SET last_sequence = last_sequence + 5 WHERE id IN :ids")
+                             .bindparams(bindparam("ids", expanding=True)), {"ids": mine})
+        return issue_many(requests, **kwargs)
+
+    hub.store.issue_many = racing  # type: ignore[method-assign]
+    hub.deployments.create_deployment("all", "*", [ModuleRefSpec("digits", 1, {"port": 5001})])
+    docs = world.link.documents
+    assert sorted(d.device_id for d in docs) == [f"dev-{i:04d}" for i in range(700)]
+    for doc in docs:
+        assert doc.sequence == (7 if doc.device_id in moved else 2)
+        if doc.device_id not in moved and int(doc.device_id[4:]) % 20:
+            continue  # the bytes of every 20th device and of each moved one are checked in full
+        accepted = accept_document(doc.envelope, world.trust_root(), doc.device_id, 1, T0)
+        assert accepted.sequence == doc.sequence
+        payload = verify_envelope(doc.envelope, world.trust_root(), "hub", DEPLOYMENT_PAYLOAD_TYPE, now=T0)
+        parsed = DeploymentDocument.from_bytes(payload)
+        again = build_document(device_id=parsed.device_id, sequence=parsed.sequence, modules=parsed.modules,
+                               deployments=parsed.deployments, issued_at=parsed.issued_at,
+                               ttl=parsed.expires - parsed.issued_at)
+        assert again.to_bytes() == payload
+        assert json.loads(doc.envelope)["signatures"][0]["keyid"] == world.hub_key.keyid
