@@ -59,7 +59,7 @@ _HOMES = {
 def __getattr__(name: str) -> Any:
     """Names load on first use: ``python -m edgeship.agent.runtimes.supervisor`` (one process per
     service, started at every update) imports this package first and needs none of them, and
-    ``base`` pulls in pydantic and the manifest models (about 0.2 s of start-up)."""
+    ``base`` and the process runtime pull in tarfile, subprocess and the manifest parser."""
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,9 +3,8 @@
 Each step imports a group of modules into a fresh interpreter in the agent's order and
 reads VmRSS after it, so a row is what that group adds on top of the rows above it
 (shared dependencies count where they are first imported). ``--tracemalloc`` runs the
-same imports under tracemalloc and prints Python-heap bytes per top-level package
-(what the interpreter allocates for module objects, code and data; native libraries'
-own memory is only in the RSS rows).
+same imports under tracemalloc and prints the Python heap after each step (module
+objects, code and data; native libraries' own memory shows only in the RSS rows).
 
     python benchmarks/agent/footprint.py                 # the RSS table
     python benchmarks/agent/footprint.py --tracemalloc   # plus the Python heap by package
@@ -54,23 +53,13 @@ print(json.dumps({"rows": rows, "heavy": heavy, "modules": len(sys.modules)}))
 
 _TRACE = r"""
 import json, sys, tracemalloc
-tracemalloc.start(1)
+tracemalloc.start()
+rows = []
 for label, modules in json.loads(sys.argv[1]):
     for name in modules:
         __import__(name)
-by_package = {}
-for stat in tracemalloc.take_snapshot().statistics("filename"):
-    path = stat.traceback[0].filename
-    key = "<frozen/stdlib>"
-    for marker in ("site-packages/", "/work/main/", "/lib/python3"):
-        if marker in path:
-            rest = path.split(marker, 1)[1].split("/")
-            key = rest[0] if marker != "/lib/python3" else "stdlib:" + (rest[1] if len(rest) > 1 else "?")
-            if marker == "/work/main/":
-                key = "edgeship:" + "/".join(rest[:2])
-            break
-    by_package[key] = by_package.get(key, 0) + stat.size
-print(json.dumps(sorted(by_package.items(), key=lambda kv: -kv[1])[:25]))
+    rows.append((label, tracemalloc.get_traced_memory()[0]))
+print(json.dumps(rows))
 """
 
 
@@ -90,9 +79,11 @@ def main() -> int:
     if args.tracemalloc:
         heap = json.loads(subprocess.run([sys.executable, "-c", _TRACE, steps], capture_output=True, text=True,
                                          check=True).stdout)  # fmt: skip
-        print(f"\n{'Python heap after the imports, by package':52s} {'KiB':>8s}")
-        for key, size in heap:
-            print(f"{key:52s} {size / 1024:8.0f}")
+        previous = 0
+        print(f"\n{'Python heap (tracemalloc) after each step':52s} {'KiB':>8s} {'+KiB':>7s}")
+        for label, size in heap:
+            print(f"{label:52s} {size / 1024:8.0f} {(size - previous) / 1024:+7.0f}")
+            previous = size
     return 0
 
 
