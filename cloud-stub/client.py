@@ -7,8 +7,10 @@ a refused request a :class:`HubRequestError` carrying the HTTP status.
 
 from __future__ import annotations
 
+import json as json_module
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -50,7 +52,8 @@ class HubClient:
         self.close()
 
     def request(self, method: str, path: str, *, json: Any = None, params: Mapping[str, Any] | None = None,
-                timeout: float | None = None, content: bytes | None = None) -> Any:
+                timeout: float | None = None, content: bytes | Iterator[bytes] | None = None,
+                content_type: str = "application/json") -> Any:
         if not self.token:
             raise InputError(
                 f"No operator token for the hub at {self.url}: pass --token or set {ENV_HUB_TOKEN} "
@@ -58,7 +61,7 @@ class HubClient:
             )
         extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
         if content is not None:
-            extra.update(content=content, headers={"Content-Type": "application/json"})
+            extra.update(content=content, headers={"Content-Type": content_type})
         try:
             response = self._http.request(method, path, json=json, params=params, **extra)
         except httpx.ConnectError as exc:
@@ -120,6 +123,29 @@ class HubClient:
             "POST", "/modules", json={"workspace": workspace, "name": name, "version": version}
         )
 
+    def upload_module_dir(self, directory: Path) -> dict[str, Any]:
+        """Upload a signed module directory over HTTP: each artifact the hub lacks, then the envelope.
+
+        Works from any machine (no folder shared with the hub); an artifact the hub already
+        holds (another module's wheel or model) is not sent again.
+        """
+        from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest
+
+        directory = Path(directory)
+        manifest = ModuleManifest.from_bytes((directory / MANIFEST_FILE).read_bytes())
+        for ref in manifest.files:
+            try:
+                self.request("GET", f"/uploads/{ref.digest}")
+                continue  # the hub has it
+            except HubRequestError as exc:
+                if exc.status != 404:
+                    raise
+            size = (directory / ref.path).stat().st_size
+            self.request("PUT", f"/uploads/{ref.digest}", content=_chunks(directory / ref.path),
+                         content_type="application/octet-stream", timeout=max(60.0, size / 5e6))
+        envelope = json_module.loads((directory / ENVELOPE_FILE).read_text())
+        return self.request("POST", "/modules/signed", json={"envelope": envelope})
+
     def list_modules(self) -> list[dict[str, Any]]:
         return self.request("GET", "/modules")
 
@@ -157,6 +183,12 @@ class HubClient:
     def rollout_events(self, name: str) -> list[dict[str, Any]]:
         """Every state change of the rollout, oldest first (``RolloutEvent.to_dict()``)."""
         return self.request("GET", f"/deployments/{_seg(name)}/events")
+
+
+def _chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(size):
+            yield chunk
 
 
 def _seg(value: str) -> str:

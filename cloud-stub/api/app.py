@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from edgeship.hub.api import blobs, rollouts, routes
+from edgeship.hub.api import blobs, rollouts, routes, uploads
 from edgeship.hub.api.auth import TokenCheck
 from edgeship.hub.api.errors import install_error_handlers
 from edgeship.hub.credentials import DeviceCredentials
@@ -45,7 +45,8 @@ def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCre
     app.state.tokens = tokens
     app.state.credentials = credentials if credentials is not None else DeviceCredentials(services.fleet)
     install_error_handlers(app)
-    for router in (routes.devices, routes.modules, routes.deployments, rollouts.router, routes.trust, blobs.router):
+    for router in (routes.devices, routes.modules, routes.deployments, rollouts.router, routes.trust, blobs.router,
+                   uploads.router):
         app.include_router(router)
 
     @app.get("/healthz", tags=["health"])

@@ -28,6 +28,7 @@ from edgeship.hub.errors import (
     RolloutStateError,
     SequenceExhaustedError,
 )
+from edgeship.hub.services.catalog import UploadTooLargeError
 from edgeship.hub.store import HubStoreError
 from edgeship.modules.store import UnknownModuleError
 from edgeship.registry.blobs import BlobCorruptedError
@@ -47,6 +48,7 @@ STATUS_FOR: tuple[tuple[type[BaseException], int], ...] = (
     (UnknownModuleError, 404),  # a module missing from the workspace an upload names
     (AlreadyExistsError, 409),
     (RolloutStateError, 409),  # an action the rollout's state does not allow (docs/rollouts.md)
+    (UploadTooLargeError, 413),  # an uploaded module artifact over MAX_UPLOAD_BYTES
     (SequenceExhaustedError, 409),  # a device used every document sequence: re-create it (a guard; 68 years at 1/s)
     (SignatureError, 422),  # an uploaded module is not signed by the hub's release keys
     (ManifestError, 422),  # ... or its manifest or artifacts do not match

@@ -8,22 +8,40 @@ are immutable: the same pair with another manifest is a conflict (ADR 0009).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable
+import tempfile
+from collections.abc import AsyncIterable, Callable, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from edgeship.errors import InputError
 from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.rules import DIGEST, validate_module_name
 from edgeship.hub.store import HubStore, ModuleRecord
-from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest
 from edgeship.modules.verify import verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
 
-__all__ = ["Catalog"]
+__all__ = ["MAX_UPLOAD_BYTES", "Catalog", "UploadTooLargeError"]
+
+MAX_UPLOAD_BYTES = 8 * 1024**3  # one artifact; a bundle with its wheels is ~50-100 MB, an image archive ~0.5-2 GB
+
+
+class UploadTooLargeError(InputError):
+    """An uploaded artifact over :data:`MAX_UPLOAD_BYTES` (413)."""
+
+
+def _hex(digest: str) -> str:
+    if not DIGEST.fullmatch(digest):
+        raise InputError(f"Digest {digest!r} must be 'sha256:' and 64 lowercase hex digits.")
+    return digest.removeprefix("sha256:")
 
 
 class Catalog:
@@ -64,6 +82,86 @@ class Catalog:
         )
         stored, _new = self.store.add_module(record)
         return stored
+
+    # uploads over HTTP: the artifacts by digest first, then the signed envelope ----------------
+    def has_upload(self, digest: str) -> bool:
+        """True when the hub holds an artifact with this digest (an upload of it can be skipped)."""
+        return self.blobs.has(_hex(digest))
+
+    def upload_size(self, digest: str) -> int:
+        """The size of an artifact the hub holds; :class:`HubNotFoundError` when it holds none."""
+        path = self.blobs.path_of(_hex(digest))
+        if not path.is_file():
+            raise HubNotFoundError(f"The hub holds no artifact {digest}; upload it with PUT /uploads/{digest}.")
+        return path.stat().st_size
+
+    async def receive_upload(self, digest: str, chunks: AsyncIterable[bytes], *, declared: int | None) -> bool:
+        """Store an uploaded artifact if its bytes hash to ``digest``; False when the hub had it already.
+
+        Bounded by :data:`MAX_UPLOAD_BYTES`; nothing is stored unless every byte arrived and
+        hashed right. An artifact is served to devices only once a verified module names it
+        (:meth:`blob_file`), so an upload alone exposes nothing.
+        """
+        hexdigest = _hex(digest)
+        if declared is not None and declared > MAX_UPLOAD_BYTES:
+            raise UploadTooLargeError(
+                f"The upload of {digest} is {declared} bytes; the hub takes artifacts up to {MAX_UPLOAD_BYTES} bytes."
+            )
+        if self.blobs.has(hexdigest):
+            return False
+        writer = self.blobs.writer()
+        try:
+            async for chunk in chunks:
+                writer.write(chunk)
+                if writer.size > MAX_UPLOAD_BYTES:
+                    raise UploadTooLargeError(
+                        f"The upload of {digest} passed {MAX_UPLOAD_BYTES} bytes, the most the hub takes; "
+                        "nothing was stored."
+                    )
+            if writer.hexdigest != hexdigest:
+                raise InputError(
+                    f"The uploaded bytes hash to sha256:{writer.hexdigest}, not {digest}; nothing was stored. "
+                    "Upload the artifact the manifest names, unchanged."
+                )
+            writer.commit()
+            return True
+        finally:
+            writer.close()
+
+    def upload_signed(self, envelope: Mapping[str, Any]) -> ModuleRecord:
+        """Take a module from its release-signed envelope, once every artifact its manifest names was uploaded.
+
+        The hub lays the module out in a scratch folder (the manifest from the envelope's
+        payload, the artifacts linked from the blob store) and verifies it exactly as a
+        module from a workspace (:meth:`upload_module`).
+        """
+        try:
+            raw = json.dumps(dict(envelope)).encode()
+            payload = base64.b64decode(str(envelope.get("payload", "")), validate=True)
+            manifest = ModuleManifest.from_bytes(payload)
+        except (ValueError, TypeError, binascii.Error) as exc:
+            raise InputError(f"The module envelope's payload is not a module manifest ({exc}).") from exc
+        missing = [ref.digest for ref in manifest.files if not self.blobs.has(_hex(ref.digest))]
+        if missing:
+            raise InputError(
+                f"Module {manifest.name}:{manifest.version} names artifacts the hub does not hold: "
+                f"{', '.join(missing)}; upload each first (PUT /uploads/<digest>), then the envelope."
+            )
+        self.blobs.tmp_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.blobs.tmp_dir, prefix="module-") as scratch:
+            directory = Path(scratch)
+            (directory / MANIFEST_FILE).write_bytes(payload)
+            (directory / ENVELOPE_FILE).write_bytes(raw)
+            for ref in manifest.files:
+                target = directory / ref.path
+                if not target.resolve().is_relative_to(directory.resolve()):
+                    raise InputError(f"Module {manifest.name}:{manifest.version} names a file outside it: {ref.path}.")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(self.blobs.path_of(_hex(ref.digest)), target)
+                except OSError:
+                    shutil.copyfile(self.blobs.path_of(_hex(ref.digest)), target)
+            return self.upload_module(directory)
 
     def upload_from_workspace(self, workspace_root: Path, name: str, version: int | None = None) -> ModuleRecord:
         """Upload a module that ``edgeship package`` stored in a (packaging) workspace.

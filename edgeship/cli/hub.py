@@ -289,11 +289,15 @@ def module_upload(
     token: HubTokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload a module from a packaging workspace on the hub's machine; the hub verifies its signature."""
+    """Upload a module built with 'edgeship package' to the hub, over HTTP from any machine: the artifacts the hub
+    lacks, then the signed envelope; the hub verifies the signature and every artifact before taking it."""
+    from edgeship.modules.store import ModuleStore
+
     name, version = parse_module_ref(module, need_version=False)
     ws = workspace_from(workspace)
+    stored = ModuleStore(ws).get(name, version)
     with hub_client(hub, token) as client:
-        uploaded = client.upload_module(str(ws.root.resolve()), name, version)
+        uploaded = client.upload_module_dir(stored.directory)
     if as_json:
         print_json(uploaded)
         return

@@ -69,6 +69,10 @@ class BlobStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def writer(self) -> BlobWriter:
+        """A temporary file that hashes what is written to it; :meth:`BlobWriter.commit` stores it by its digest."""
+        return BlobWriter(self)
+
     def verify(self, hexdigest: str) -> Path:
         """Return the blob's path after checking its bytes still hash to its name."""
         path = self.path_of(hexdigest)
@@ -110,3 +114,45 @@ class BlobStore:
         if self.root.is_dir():
             yield from (p.name for p in self.root.iterdir() if p.is_file())
 
+
+class BlobWriter:
+    """Bytes arriving in pieces (an HTTP upload): hashed and counted as written, stored only by :meth:`commit`.
+
+    Nothing is visible under a digest until the whole content hashed to it; :meth:`close`
+    removes the temporary file of an upload that did not finish.
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        self.path = Path(name)
+        self._out = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._hash.update(chunk)
+        self._out.write(chunk)
+        self.size += len(chunk)
+
+    @property
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self) -> str:
+        """Store the bytes under their sha256 (once: an existing blob is kept); returns the hex digest."""
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+        hexdigest = self.hexdigest
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        if not self.store.has(hexdigest):
+            self.path.chmod(0o444)
+            os.replace(self.path, self.store.path_of(hexdigest))
+        return hexdigest
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.close()
+        self.path.unlink(missing_ok=True)

@@ -81,15 +81,17 @@ class ReleaseHub(Protocol):
 
 
 class RestHub:
-    """:class:`ReleaseHub` over the REST API. The module upload names the workspace path, which the hub reads on
-    its own machine (``POST /modules``): the release side and the hub share that folder."""
+    """:class:`ReleaseHub` over the REST API. The module travels over HTTP (``PUT /uploads/{digest}`` for each
+    artifact the hub lacks, then ``POST /modules/signed``), so the release side needs no folder shared with the hub."""
 
     def __init__(self, client: HubClient) -> None:
         self.client = client
         self.where = client.url
 
     def upload_module(self, workspace: Workspace, name: str, version: int) -> None:
-        self.client.upload_module(str(workspace.root.resolve()), name, version)
+        from edgeship.modules.store import ModuleStore
+
+        self.client.upload_module_dir(ModuleStore(workspace).get(name, version).directory)
 
     def deployments(self) -> list[HubDeployment]:
         return [HubDeployment.from_rest(d) for d in self.client.list_deployments()]

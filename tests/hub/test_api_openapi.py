@@ -54,6 +54,9 @@ ROUTE_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/trust-root"): {200},
     ("PUT", "/trust-root"): {200, 400, 409},
     ("GET", "/blobs/{digest}"): {200, 206, 400, 416},
+    ("GET", "/uploads/{digest}"): {200, 400},
+    ("PUT", "/uploads/{digest}"): {200, 201, 400, 413},
+    ("POST", "/modules/signed"): {201, 400, 409, 422},
     ("GET", "/healthz"): {200},
 }
 NO_STORE = {("GET", "/healthz")}  # routes that never touch the database
