@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from typing import BinaryIO
+from typing import IO
 
 __all__ = ["SIGNATURE_BYTES", "main", "read_exact", "read_frame", "write_frame"]
 
@@ -19,7 +19,7 @@ SIGNATURE_BYTES = 64  # every Ed25519 signature
 _U32 = struct.Struct(">I")
 
 
-def write_frame(out: BinaryIO, pems: list[bytes], messages: list[bytes]) -> None:
+def write_frame(out: IO[bytes], pems: list[bytes], messages: list[bytes]) -> None:
     parts = [_U32.pack(len(pems))]
     for item in pems:
         parts += [_U32.pack(len(item)), item]
@@ -29,14 +29,14 @@ def write_frame(out: BinaryIO, pems: list[bytes], messages: list[bytes]) -> None
     out.write(b"".join(parts))
 
 
-def read_exact(stream: BinaryIO, size: int) -> bytes:
+def read_exact(stream: IO[bytes], size: int) -> bytes:
     data = stream.read(size)
     if data is None or len(data) != size:
         raise EOFError(f"expected {size} bytes, the stream ended after {0 if data is None else len(data)}")
     return data
 
 
-def _items(stream: BinaryIO) -> list[bytes]:
+def _items(stream: IO[bytes]) -> list[bytes]:
     (count,) = _U32.unpack(read_exact(stream, 4))
     items = []
     for _ in range(count):
@@ -45,7 +45,7 @@ def _items(stream: BinaryIO) -> list[bytes]:
     return items
 
 
-def read_frame(stream: BinaryIO) -> tuple[list[bytes], list[bytes]] | None:
+def read_frame(stream: IO[bytes]) -> tuple[list[bytes], list[bytes]] | None:
     """``(pems, messages)``, or None at the end of the stream."""
     head = stream.read(4)
     if not head:
