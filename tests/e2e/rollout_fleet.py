@@ -206,6 +206,13 @@ class RolloutFleet:
         return (state.get("lastAppliedSequence") == view.desired.sequence
                 and (state.get("status") or {}).get("code") == 200 and self.version(device) == version)  # fmt: skip
 
+    def no_failure(self) -> None:
+        """Asserts that no running agent reports a failure (the base install, where nothing may fail)."""
+        for device in self.agents:
+            status = self.reported(device).get("status") or {}
+            if (status.get("code") or 200) >= 400:
+                raise AssertionError(f"{device} reports {status}: {self.logs[device].read_text()[-1500:]}")
+
     def wait(self, what: str, check: Callable[[], bool], timeout: float = WAIT,
              during: Callable[[], None] | None = None) -> None:  # fmt: skip
         """Poll ``check`` (and the invariant ``during``, which asserts) until it holds; agents must stay up."""
@@ -337,11 +344,11 @@ def build_fleet(root: Path, *, devices: tuple[str, ...] = DEVICES, telemetry_int
             fleet.add_agent(device, index, ports)
         fleet.start_agent(devices[0])  # builds the shared venv alone, then the others reuse it
         fleet.wait(f"{devices[0]} to serve v1", lambda: fleet.settled(devices[0], versions["v1"]),
-                   timeout=FIRST_INSTALL)  # fmt: skip
+                   timeout=FIRST_INSTALL, during=fleet.no_failure)  # fmt: skip
         for device in devices[1:]:
             fleet.start_agent(device)
         fleet.wait("every device to serve v1", lambda: all(fleet.settled(d, versions["v1"]) for d in devices),
-                   timeout=FIRST_INSTALL)  # fmt: skip
+                   timeout=FIRST_INSTALL, during=fleet.no_failure)  # fmt: skip
     except BaseException:
         fleet.close()
         raise
