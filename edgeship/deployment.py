@@ -148,7 +148,7 @@ class Document:
     issued_at: datetime
     expires: datetime
     modules: dict[str, Entry] = field(default_factory=dict)
-    deployments: tuple[str, ...] = ()
+    deployments: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
 
 
@@ -266,7 +266,7 @@ def _document(obj: dict[str, Any]) -> Document:
         issued_at=f.get("issued_at", _time),
         expires=f.get("expires", _time),
         modules=f.get("modules", _modules, {}),
-        deployments=f.get("deployments", listing(text), ()),
+        deployments=f.get("deployments", listing(text), []),
     )
     if document.expires <= document.issued_at:
         raise InvalidField("", "expires must be later than issuedAt")

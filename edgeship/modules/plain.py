@@ -72,7 +72,7 @@ class ModelPin:
 class EnvironmentRef:
     lock_digest: str
     python: str
-    requirements: tuple[str, ...] = ()
+    requirements: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,10 @@ class Resources:
 class ModuleManifest:
     name: str
     version: int
-    models: tuple[ModelPin, ...]
+    models: list[ModelPin]
     environment: EnvironmentRef
     bundle: BundleRef
-    files: tuple[ArtifactRef, ...]
+    files: list[ArtifactRef]
     schema_version: int = SCHEMA_VERSION
     variant: str = "fp32"
     target: str = "local"
@@ -114,10 +114,10 @@ class ModuleManifest:
     source_dir: str | None = None
     image: ImageRef | None = None
     resources: Resources = field(default_factory=Resources)
-    ports: tuple[int, ...] = (5001,)
+    ports: list[int] = field(default_factory=lambda: [5001])
     auth_enabled: bool = False
     openapi_digest: str | None = None
-    execution_providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    execution_providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
 
     @property
     def ref(self) -> str:
@@ -208,10 +208,10 @@ def digest(value: Any, where: str) -> str:
 
 
 def listing(check: Any) -> Any:
-    def each(value: Any, where: str) -> tuple[Any, ...]:
+    def each(value: Any, where: str) -> list[Any]:
         if not isinstance(value, list):
             raise InvalidField(where, "must be a list")
-        return tuple(check(item, f"{where}.{i}") for i, item in enumerate(value))
+        return [check(item, f"{where}.{i}") for i, item in enumerate(value)]
 
     return each
 
@@ -244,7 +244,7 @@ def _model(obj: Any, where: str) -> ModelPin:
 
 def _environment(obj: Any, where: str) -> EnvironmentRef:
     f = Fields(obj, where, {"lock_digest": "lockDigest", "python": "python", "requirements": "requirements"})
-    return EnvironmentRef(f.get("lock_digest", digest), f.get("python", text), f.get("requirements", listing(text), ()))
+    return EnvironmentRef(f.get("lock_digest", digest), f.get("python", text), f.get("requirements", listing(text), []))
 
 
 def _bundle(obj: Any, where: str) -> BundleRef:
@@ -298,10 +298,10 @@ def _manifest(obj: Any) -> ModuleManifest:
         bundle=f.get("bundle", _bundle),
         image=f.get("image", optional(_image), None),
         resources=f.get("resources", _resources, Resources()),
-        ports=f.get("ports", listing(integer()), (5001,)),
+        ports=f.get("ports", listing(integer()), [5001]),
         auth_enabled=f.get("auth_enabled", boolean, False),
         openapi_digest=f.get("openapi_digest", optional(digest), None),
-        execution_providers=f.get("execution_providers", listing(text), ("CPUExecutionProvider",)),
+        execution_providers=f.get("execution_providers", listing(text), ["CPUExecutionProvider"]),
         files=f.get("files", listing(_artifact)),
     )
 
