@@ -114,7 +114,10 @@ def _document_edits() -> Iterator[tuple[str, Edit]]:
         yield f"no {field} (defaulted)", _drop(field)
     for when in ("2026-01-01T00:00:00", "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00.5Z", "2026-01-01T00:00Z",
                  "2026-01-01T00:00:00+01:00", "2026-01-01", "2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z",
-                 "1767225600", "2026-01-01T00:00:00.123456Z", "2025-12-31T23:59:59Z", "2026-01-08T00:00:00Z"):
+                 "1767225600", "2026-01-01T00:00:00.123456Z", "2025-12-31T23:59:59Z", "2026-01-08T00:00:00Z",
+                 "2026-01-01 00:00:00Z", "2026-01-01T00:00:00z", "2026-01-01T00:00:00-00:00", "2026-01-01T00:00:60Z",
+                 "2026-1-1T00:00:00Z", "2026-01-01T00:00:00UTC", "2026-01-01t00:00:00Z",
+                 "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:00,5Z", "2026-01-01T00:00:00+0000"):
         yield f"issuedAt={when}", _set("issuedAt", when)
     yield "sequence at the top", _set("sequence", 2**31 - 1)
     yield "sequence past the top", _set("sequence", 2**31)
@@ -222,9 +225,14 @@ def _same_document(plain: Document, model: DeploymentDocument) -> bool:
 
 # Where the agent's rules are deliberately stricter than the model on its own; from_bytes runs them first,
 # so the hub refuses these too (checked below).
-# (pydantic alone also reads "HH:MM" without seconds and a string of digits as a Unix time).
-STRICTER = {"duplicate key", "NaN", "alias and name", "lone surrogate", "issuedAt=2026-01-01T00:00Z",
-            "issuedAt=1767225600"}
+# Pydantic alone also reads times as "HH:MM" without seconds, a string of digits as a Unix time, a lowercase
+# 't', more than 6 fraction digits, a decimal comma and "+0000"; the agent reads the hub's format (format_time)
+# with a fraction, a space, 'z' or a zero offset, and no more.
+STRICTER = {"duplicate key", "NaN", "alias and name", "lone surrogate"} | {
+    f"issuedAt={when}" for when in ("2026-01-01T00:00Z", "1767225600", "2026-01-01t00:00:00Z",
+                                    "2026-01-01T00:00:00.1234567Z", "2026-01-01T00:00:00,5Z",
+                                    "2026-01-01T00:00:00+0000")
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("name,data", _corpus(DOCUMENT, _document_edits()))
