@@ -345,3 +345,18 @@ def test_a_device_without_traffic_is_no_data_never_healthy(hub: HubServices, clo
     hub.rollouts.tick()
     view = hub.rollouts.show("v2")
     assert (view.state, view.wave, view.waves[0].no_data, view.waves[0].succeeded) == ("rolling-out", 1, 1, 0)
+
+
+def test_a_deployment_of_several_modules_rolls_them_out_together(
+    hub: HubServices, world: HubWorld, clock: Clock,
+) -> None:
+    hub.catalog.upload_module(world.module("metrics", 1, image=False))
+    hub.deployments.create_deployment("pair", "*", [ModuleRefSpec("digits", 2), ModuleRefSpec("metrics", 1)],
+                                      rollout=staged())
+    members = hub.rollouts.members("pair")
+    for device in DEVICES:
+        assert running(hub, device) == ({"digits": 2, "metrics": 1} if members[device] == 1 else {})
+    first = next(d for d, w in members.items() if w == 1)
+    report(hub, first, modules={"digits": 2})  # metrics not running: the release is not applied
+    hub.rollouts.tick()
+    assert hub.rollouts.show("pair").state == "aborted", "a device running half the release rolled back"
