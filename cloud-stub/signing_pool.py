@@ -5,7 +5,7 @@ of CPU each, and ``cryptography`` holds the GIL while it signs, so threads canno
 share the work. :meth:`SigningPool.sign` splits a batch of messages between the
 calling thread and ``workers`` helper processes, and returns exactly the signatures
 the hub's signers would make: Ed25519 is deterministic, so the bytes do not depend on
-where they were made (ADR 0026).
+where they were made (ADR 0027).
 
 A worker is ``python -m edgeship.hub.signing_worker``, started on the first large
 batch, fed over its stdin and answering on its stdout (a length-prefixed frame each

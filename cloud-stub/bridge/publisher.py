@@ -1,7 +1,8 @@
 """``DocumentPublisher``: signed documents out, retained, QoS 1, on ``edgeship/v1/devices/{id}/desired``.
 
 The hot path (:meth:`publish`) is a hand-off: the batch goes onto the publisher's own
-queue and the caller (a request that just stored the documents) returns at once. One
+queue and the caller (a request that just stored a fleet's documents) returns at once; a
+change to a few devices, a trust root and a forget wait until paho has them. One
 thread, ``edgeship-publisher``, takes the queue in order and hands the documents to
 paho without waiting for any acknowledgement (paho writes from its network thread):
 on MQTT 3.1.1 as pre-encoded PUBLISH packets on paho's own output queue
@@ -39,11 +40,14 @@ from edgeship.hub.bridge.packets import RetainedPackets
 from edgeship.hub.services import Outgoing
 from edgeship.mqtt import device_topic
 
-__all__ = ["DocumentPublisher"]
+__all__ = ["WAIT_BELOW", "DocumentPublisher"]
 
 log = logging.getLogger("edgeship.hub.bridge")
 
 Job = Callable[[], None]
+
+WAIT_BELOW = 256  # documents: a smaller batch's publish() returns once paho has it (a larger one at once)
+WAIT_SECONDS = 10.0  # at most, for a job a caller waits for (the thread never blocks on the network)
 
 
 class DocumentPublisher:
@@ -60,18 +64,22 @@ class DocumentPublisher:
 
     # DeviceLink's outbound half: each is a hand-off -----------------------------------------------
     def publish(self, batch: Sequence[Outgoing]) -> None:
-        """``DeviceLink.publish``: hand the batch to the publishing thread; wait for nothing."""
-        self._submit(partial(self._send_documents, list(batch)))
+        """``DeviceLink.publish``: hand the batch to the publishing thread.
+
+        A batch of fewer than :data:`WAIT_BELOW` documents (a change to a few devices) returns
+        once paho has it, as a direct call did; a larger one returns at once.
+        """
+        self._submit(partial(self._send_documents, list(batch)), wait=len(batch) < WAIT_BELOW)
 
     def publish_trust_root(self, message: bytes, device_ids: Sequence[str]) -> None:
         """The trust-root chain, retained on each device's ``trust-root`` topic; before any document handed over
         after it (same queue, same connection, so the broker keeps the order). Offline: sent again on reconnect."""
-        self._submit(partial(self._send_trust_root, message, list(device_ids)))
+        self._submit(partial(self._send_trust_root, message, list(device_ids)), wait=True)
 
     def forget(self, device_id: str) -> None:
         """A deleted device: clear its retained document and trust root, and forget its newest sequence, so a
         device created again under the id (sequences from 1) gets its documents."""
-        self._submit(partial(self._forget, device_id))
+        self._submit(partial(self._forget, device_id), wait=True)
 
     def republish(self, current: Callable[[], Sequence[Outgoing]], timeout: float = 60.0) -> int:
         """Send the newest document of every device again, after everything handed over before; returns how many.
@@ -79,17 +87,12 @@ class DocumentPublisher:
         ``current`` reads them when the job runs. Waits (at most ``timeout`` seconds) for the job: the bridge
         reports the republish done only once the documents are in paho's hands.
         """
-        done = threading.Event()
         count = [0]
 
         def job() -> None:
-            try:
-                count[0] = self._send_current(current)
-            finally:
-                done.set()
+            count[0] = self._send_current(current)
 
-        self._submit(job)
-        if not done.wait(timeout):
+        if not self._submit(job, wait=True, timeout=timeout):
             log.warning("the republish of every newest document did not finish within %g s", timeout)
         return count[0]
 
@@ -104,17 +107,27 @@ class DocumentPublisher:
         thread.join(timeout)
 
     # the thread -------------------------------------------------------------------------------------
-    def _submit(self, job: Job) -> None:
+    def _submit(self, job: Job, *, wait: bool = False, timeout: float = WAIT_SECONDS) -> bool:
+        """Queue ``job`` (after everything handed over before); with ``wait``, until it ran (False: timed out)."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                job()
+            finally:
+                done.set()
+
         with self._state:
             closed = self._closed
             if not closed and self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="edgeship-publisher", daemon=True)
                 self._thread.start()
             if not closed:
-                self._jobs.put(job)
-                return
-        with self._lock:
-            job()
+                self._jobs.put(run)
+        if closed:
+            with self._lock:
+                run()
+        return done.wait(timeout) if wait else True
 
     def _work(self) -> None:
         while True:

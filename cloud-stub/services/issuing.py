@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from edgeship.deployment import DEFAULT_TTL, ModuleBlobs, ModuleEntry, ModuleSettings
+from edgeship.deployment import DEFAULT_TTL, MAX_SEQUENCE, ModuleBlobs, ModuleEntry, ModuleSettings
 from edgeship.hub.issuer import DocumentGroup, signed_message
 from edgeship.hub.rollouts.admission import Admission
 from edgeship.hub.services.keys import SigningKeys
@@ -120,7 +120,7 @@ class Issuing:
         The link's publish is a hand-off (the bridge sends from its own thread), and the
         documents of a whole re-evaluation are handed over together once stored, so the
         request that made the change returns without sharing its CPU with sending
-        (ADR 0026); the link still gets each store batch as one publish, in order.
+        (ADR 0027); the link still gets each store batch as one publish, in order.
         """
         sent = 0
         held: list[list[Outgoing]] = []
@@ -214,11 +214,14 @@ class Issuing:
         predicted sequence under the device lock and the signers did not change meanwhile;
         any other document is signed then.
         """
-        payloads = [owners[r.device_id].payload(r.device_id, predicted[r.device_id]) for r in requests]
-        signers = owners[requests[0].device_id].distinct_signers()
+        guessed = [r for r in requests if predicted[r.device_id] <= MAX_SEQUENCE]  # else issue_many refuses it
+        if not guessed:
+            return Staged(requests, {})
+        payloads = [owners[r.device_id].payload(r.device_id, predicted[r.device_id]) for r in guessed]
+        signers = owners[guessed[0].device_id].distinct_signers()
         signing = session.start(signers, [signed_message(p) for p in payloads])
         return Staged(requests, {r.device_id: (predicted[r.device_id], payload, signing, index)
-                                 for index, (r, payload) in enumerate(zip(requests, payloads, strict=True))})
+                                 for index, (r, payload) in enumerate(zip(guessed, payloads, strict=True))})
 
     def _group(
         self, device_id: str, tags: dict[str, Any], layered: Layered, admission: Admission,
