@@ -118,6 +118,7 @@ class Confined:
             f"{self.name}: expected {state} at wave {wave} while wave {wave} soaks ({SOAK:g} s), got {view.state} at "
             f"wave {view.wave}: {view.reason}"
         )
+        assert view.waiting_for, f"'deployment show' does not say what {self.name} waits for: {view}"
         running = self.fleet.versions_now()
         assert {d for d, v in running.items() if v == self.new} == out, f"wave {wave} out, devices run {running}"
         for index, shown in enumerate(view.waves, start=1):
@@ -306,8 +307,8 @@ def test_a_hub_killed_mid_rollout_resumes_in_the_same_phase_and_completes(fleet:
         client.close()
         if hub.process is not None and hub.process.poll() is None:
             hub.stop()
+        fleet.start_hub()  # the same workspace, database and port (and the next tests' hub, whatever happened)
 
-    fleet.start_hub()  # the same workspace, database and port
     view = _show(fleet, name)
     assert view.wave == 2 and view.state in ("rolling-out", "waiting-approval"), view
     members = fleet.services.rollouts.members(name)
