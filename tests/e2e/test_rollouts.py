@@ -263,7 +263,8 @@ def test_a_paused_rollout_does_not_advance_and_resume_goes_on(fleet: RolloutFlee
         guard()
         assert guard.view is not None and (guard.view.state, guard.view.wave) == ("paused", 1), guard.view
         time.sleep(0.3)
-    assert guard.view.waves[0].succeeded == 1, guard.view
+    held = _show(fleet, name)
+    assert (held.state, held.waves[0].succeeded, held.waves[1].applied) == ("paused", 1, 0), held
     resumed = fleet.services.rollouts.resume(name, actor="test")
     assert resumed.state == "rolling-out", resumed
     _completed(fleet, guard)
