@@ -38,6 +38,7 @@ import paho.mqtt.client as paho
 from edgeship.errors import TransportError
 from edgeship.hub.bridge.limits import InboundLimits
 from edgeship.hub.bridge.methods import MethodInvoker
+from edgeship.hub.bridge.packets import read_in_bursts
 from edgeship.hub.bridge.publisher import DocumentPublisher
 from edgeship.hub.bridge.subscriber import Subscriber, subscriptions
 from edgeship.hub.services import HubServices, Outgoing
@@ -77,6 +78,7 @@ class MqttBridge:
         self.client = make_client(settings, self.client_id, persistent=self._persistent,
                                   max_inflight=MAX_INFLIGHT if settings.protocol == "5" else 0, max_queued=0)
         self.client.manual_ack_set(True)  # PUBACK once handled (_ack), so a killed hub gets the message again
+        read_in_bursts(self.client)  # many PUBACKs and reports per wake-up of paho's thread (packets.py)
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
         self.subscriber: Subscriber | None = None

@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 from edgeship.hub.services import Outgoing
 from edgeship.mqtt import TOPIC_ROOT
 
-__all__ = ["CHUNK_BYTES", "RetainedPackets", "publish_packet"]
+__all__ = ["CHUNK_BYTES", "READ_BURST", "RetainedPackets", "publish_packet", "read_in_bursts"]
 
 CHUNK_BYTES = 256 * 1024  # packets joined into one entry of paho's output queue
 _PUBLISH_QOS1_RETAIN = 0x33  # PUBLISH, QoS 1, retain, no DUP
@@ -78,3 +78,35 @@ class RetainedPackets:
                 parts, size = [], 0
         if parts:
             queue(_PUBLISH_QOS1_RETAIN, b"".join(parts), last, 1)
+
+
+READ_BURST = 1000  # packets paho's network thread reads per wake-up at most
+
+
+def read_in_bursts(client: paho.Client) -> bool:
+    """Make paho's network thread read up to :data:`READ_BURST` packets per wake-up instead of one.
+
+    paho's ``loop_read`` reads as many packets as it has messages booked in flight, at least
+    one; with the documents queued as packets (nothing booked) every PUBACK and every
+    device report cost a whole ``select()`` round of its loop. The same loop, with a larger
+    count: it still stops at the first read that would block. False (nothing changed)
+    when the client lacks the internals it relies on.
+    """
+    needed = ("_sock", "_packet_read", "_loop_rc_handle", "_out_messages", "_in_messages")
+    if not all(hasattr(client, name) for name in needed):
+        return False
+
+    def loop_read(max_packets: int = 1) -> paho.MQTTErrorCode:
+        count = max(READ_BURST, max_packets, len(client._out_messages) + len(client._in_messages))
+        for _ in range(count):
+            if client._sock is None:
+                return paho.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = client._packet_read()
+            if rc > 0:
+                return client._loop_rc_handle(rc)
+            if rc == paho.MQTTErrorCode.MQTT_ERR_AGAIN:
+                return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return paho.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    client.loop_read = loop_read  # type: ignore[method-assign]
+    return True

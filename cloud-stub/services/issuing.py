@@ -166,7 +166,7 @@ class Issuing:
         everyone = admission.everyone
         now = self.clock()
         reissue_before = now if force else now - self.ttl / 2
-        latest = self.store.latest_fingerprints(ids)  # one read, so unchanged devices cost no write transaction
+        newest = self.store.newest_issues(ids)  # one read, so unchanged devices cost no write transaction
         groups: dict[GroupKey, DocumentGroup] = {}
         owners: dict[str, DocumentGroup] = {}  # device id -> its group, for signing a batch at once
         predicted: dict[str, int] = {}  # device id -> the sequence its counter predicts
@@ -184,11 +184,11 @@ class Issuing:
                     group = self._group(device_id, tags, layered, admission, modules, groups, now, signers)
                     if by_tags is not None:
                         by_tags[id(tags)] = group
-                prior = latest.get(device_id)
-                if prior is not None and prior[0] == group.fingerprint and prior[1] > reissue_before:
+                prior = newest.get(device_id)
+                if prior is not None and prior[1] == group.fingerprint and prior[2] > reissue_before:
                     continue  # HubStore.issue_many re-checks under the device lock; this only skips the common case
                 owners[device_id] = group
-                predicted[device_id] = counter + 1
+                predicted[device_id] = (prior[0] if prior is not None else counter) + 1
                 pending.append(IssueRequest(
                     device_id, group.fingerprint, group.deployments,
                     partial(group.sign, device_id),
@@ -198,11 +198,11 @@ class Issuing:
                     ready, staged = staged, self._stage(pending, owners, predicted, session)
                     pending = []
                     if ready is not None:
-                        yield self._issue(ready, reissue_before, groups.values(), owners)
+                        yield self._issue(ready, reissue_before, groups.values(), owners, newest)
             last = self._stage(pending, owners, predicted, session) if pending else None
             for ready in (staged, last):
                 if ready is not None:
-                    yield self._issue(ready, reissue_before, groups.values(), owners)
+                    yield self._issue(ready, reissue_before, groups.values(), owners, newest)
 
     def _stage(
         self, requests: list[IssueRequest], owners: Mapping[str, DocumentGroup], predicted: Mapping[str, int],
@@ -260,14 +260,14 @@ class Issuing:
 
     def _issue(
         self, staged: Staged, reissue_before: datetime, groups: Iterable[DocumentGroup],
-        owners: Mapping[str, DocumentGroup],
+        owners: Mapping[str, DocumentGroup], newest: Mapping[str, tuple[int, str, datetime]],
     ) -> list[Outgoing]:
         with self.keys.lock:
             signers = self.keys.signers
             for group in groups:
                 group.signers = signers
             issued = self.store.issue_many(staged.requests, reissue_before=reissue_before,
-                                           sign_many=partial(self._sign_many, owners, staged))
+                                           sign_many=partial(self._sign_many, owners, staged), known=newest)
         return [Outgoing(d.device_id, d.sequence, d.envelope.encode("utf-8")) for d in issued]
 
     def _sign_many(

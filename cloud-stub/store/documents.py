@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ class DocumentTables(StoreBase):
 
     def issue_many(
         self, requests: Sequence[IssueRequest], *, reissue_before: datetime | None = None,
-        sign_many: SignMany | None = None,
+        sign_many: SignMany | None = None, known: Mapping[str, tuple[int, str, datetime]] | None = None,
     ) -> builtins.list[DesiredRecord]:
         """Issue documents for many devices in one transaction; returns those issued, in request order.
 
@@ -60,6 +60,10 @@ class DocumentTables(StoreBase):
         with another issue for the same device, so sequences are strictly increasing
         and never reused. A device whose newest document already has the request's
         fingerprint and was issued after ``reissue_before`` is skipped.
+
+        ``known``: :meth:`newest_issues` as read before (one query, so consistent per
+        device). A device whose counter is still the known document's sequence has had no
+        document since, so its fingerprint is not read again under the lock.
 
         ``sign_many`` signs every allocated ``(request, sequence)`` at once (the issuer
         spreads the signatures over processes); without it each request's ``sign`` is
@@ -79,7 +83,16 @@ class DocumentTables(StoreBase):
             for device_id in ids:
                 if device_id not in counters:
                     raise HubNotFoundError(f"No device {device_id!r} on the hub.")
-            latest = _latest_fingerprints(s, ids)
+            latest: dict[str, tuple[str, datetime]] = {}
+            unsure = []
+            for device_id in ids:
+                newest = known.get(device_id) if known is not None else None
+                if newest is not None and newest[0] == counters[device_id]:
+                    latest[device_id] = (newest[1], newest[2])
+                else:
+                    unsure.append(device_id)
+            if unsure:
+                latest.update(_latest_fingerprints(s, unsure))
             allocated: builtins.list[tuple[IssueRequest, int]] = []
             for request in requests:
                 prior = latest.get(request.device_id)
@@ -115,6 +128,12 @@ class DocumentTables(StoreBase):
                 for r in s.execute(query.join(*_newest(ids)))
             }
 
+    def newest_issues(self, device_ids: Iterable[str] | None = None) -> dict[str, tuple[int, str, datetime]]:
+        """``(sequence, fingerprint, issued)`` of each device's newest document, in one query (``known`` of
+        :meth:`issue_many`)."""
+        with self._tx() as s:
+            return _newest_issues(s, None if device_ids is None else builtins.list(device_ids))
+
     def latest_fingerprints(self, device_ids: Iterable[str] | None = None) -> dict[str, tuple[str, datetime]]:
         """``(fingerprint, issued)`` of each device's newest document: what re-evaluation compares, without
         reading the envelopes."""
@@ -132,7 +151,11 @@ def _newest(ids: Sequence[str] | None) -> tuple[Subquery, ColumnElement[bool]]:
 
 
 def _latest_fingerprints(s: Session, ids: Sequence[str] | None) -> dict[str, tuple[str, datetime]]:
-    """``(fingerprint, issued)`` of each device's newest document: the one whose sequence is the device's counter.
+    return {device: (fingerprint, issued) for device, (_seq, fingerprint, issued) in _newest_issues(s, ids).items()}
+
+
+def _newest_issues(s: Session, ids: Sequence[str] | None) -> dict[str, tuple[int, str, datetime]]:
+    """``(sequence, fingerprint, issued)`` of each device's newest document: the one whose sequence is its counter.
 
     A device's counter and its newest document are written in one transaction
     (:func:`_write`), so joining on the counter finds the newest document through the
@@ -141,14 +164,14 @@ def _latest_fingerprints(s: Session, ids: Sequence[str] | None) -> dict[str, tup
     d, dev = DesiredRow, DeviceRow
     # ``issued`` as the driver returns it, converted once per distinct value (a re-evaluation issues a whole
     # fleet's documents at one time)
-    query = select(d.device_id, d.fingerprint, type_coerce(d.issued, String())).join(
+    query = select(d.device_id, d.sequence, d.fingerprint, type_coerce(d.issued, String())).join(
         dev, (dev.id == d.device_id) & (dev.last_sequence == d.sequence)
     )
     if ids is not None:
         query = query.where(dev.id.in_(ids))
     dialect = s.get_bind().dialect
     issued = _Converted(d.__table__.c.issued.type.dialect_impl(dialect).result_processor(dialect, None))
-    return {device_id: (fingerprint, issued(raw)) for device_id, fingerprint, raw in s.execute(query)}
+    return {device: (sequence, fingerprint, issued(raw)) for device, sequence, fingerprint, raw in s.execute(query)}
 
 
 
