@@ -33,10 +33,10 @@ if str(TESTS / "hub") not in sys.path:
 from hub_process import HubProcess  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
 from mqtt_probe import Probe, Received  # noqa: E402
+from parts import port_block  # noqa: E402
 
 from edgeship.demo.model import sample_request  # noqa: E402
 from edgeship.demo.release import APP_DIR, ReleaseSide  # noqa: E402
-from edgeship.demo.run import free_port_block  # noqa: E402
 from edgeship.deployment import DeploymentDocument  # noqa: E402
 from edgeship.hub.api import create_token  # noqa: E402
 from edgeship.hub.server import TRUST_ROOT_FILE, HubConfig, HubServer  # noqa: E402
@@ -318,9 +318,10 @@ def _raise_in_init(text: str) -> str:
 
 
 def build_fleet(root: Path, *, devices: tuple[str, ...] = DEVICES, telemetry_interval: float = 2.0,
-                variants: Mapping[str, Callable[[str], str]] | None = None) -> RolloutFleet:
+                variants: Mapping[str, Callable[[str], str]] | None = None, base: str = "v1") -> RolloutFleet:
     """Releases v1, v2 and ``variants`` (name -> an edit of score.py, packaged with v2's model; default: "bad",
-    whose init() raises); the hub; ``devices`` (default six) running v1 through a base deployment."""
+    whose init() raises); the hub; ``devices`` (default six) running ``base`` (a name in ``versions``) through a
+    base deployment."""
     broker = Mosquitto(root / "mosquitto").start()
     side = ReleaseSide(root / "release", console=_quiet())
     (side.workspace.root / TRUST_ROOT_FILE).write_bytes(side.trust_root_file.read_bytes())  # for 'hub serve'
@@ -329,25 +330,25 @@ def build_fleet(root: Path, *, devices: tuple[str, ...] = DEVICES, telemetry_int
         versions[label] = edited_release(side, versions["v2"], label, edit)
     docs = DocumentLog(broker.url, load_trust_root(side.trust_root_file.read_text()))
     (root / "venvs").mkdir()
-    fleet = RolloutFleet(root, broker, side, versions, None, free_port_block(1), "", docs, devices=devices,
+    fleet = RolloutFleet(root, broker, side, versions, None, port_block(1), "", docs, devices=devices,
                          telemetry_interval=telemetry_interval)
     try:
         hub = fleet.start_hub()
         fleet.token = create_token(hub.store, "rollout-tests")
         for version in versions.values():
             hub.services.catalog.upload_from_workspace(side.workspace.root, MODULE, version)
-        hub.services.deployments.create_deployment("base", GROUP, [ModuleRefSpec(MODULE, versions["v1"])],
+        hub.services.deployments.create_deployment("base", GROUP, [ModuleRefSpec(MODULE, versions[base])],
                                                    priority=1)  # fmt: skip
-        ports = free_port_block(PORTS_PER_AGENT * len(devices))
+        ports = port_block(PORTS_PER_AGENT * len(devices))
         for index, device in enumerate(devices):
             hub.services.fleet.create_device(device, {"group": "rollouts"})
             fleet.add_agent(device, index, ports)
         fleet.start_agent(devices[0])  # builds the shared venv alone, then the others reuse it
-        fleet.wait(f"{devices[0]} to serve v1", lambda: fleet.settled(devices[0], versions["v1"]),
+        fleet.wait(f"{devices[0]} to serve {base}", lambda: fleet.settled(devices[0], versions[base]),
                    timeout=FIRST_INSTALL, during=fleet.no_failure)  # fmt: skip
         for device in devices[1:]:
             fleet.start_agent(device)
-        fleet.wait("every device to serve v1", lambda: all(fleet.settled(d, versions["v1"]) for d in devices),
+        fleet.wait(f"every device to serve {base}", lambda: all(fleet.settled(d, versions[base]) for d in devices),
                    timeout=FIRST_INSTALL, during=fleet.no_failure)  # fmt: skip
     except BaseException:
         fleet.close()
