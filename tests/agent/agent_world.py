@@ -28,6 +28,7 @@ import paho.mqtt.client as paho
 from blob_server import BlobServer
 from module_world import MNIST, V2_REQUEST
 from paho.mqtt.enums import CallbackAPIVersion
+from parts import port_block
 
 from edgeship.deployment import ModuleBlobs, ModuleEntry, ModuleSettings, build_document, sign_document
 from edgeship.modules.manifest import ArtifactRef, BundleRef, EnvironmentRef, ModelPin, ModuleManifest
@@ -40,6 +41,7 @@ from edgeship.workspace import Workspace
 __all__ = ["AgentProcess", "AgentWorld", "BlobServer", "Observer", "SignedModule", "infer"]
 
 ROOT = Path(__file__).resolve().parents[2]
+AGENT_PORTS = 20  # ports in an agent's port_range: blue/green needs two per module, kill tests leave some taken
 
 
 # --- modules and documents ---------------------------------------------------------------------
@@ -186,11 +188,12 @@ class AgentProcess:
         self.log_path = home / "agent.log"
         self.config = home / "agent.toml"
         home.mkdir(parents=True, exist_ok=True)
+        ports = port_block(AGENT_PORTS)  # this agent's own, so agents running at once never race for one
         values = {
             "telemetry_interval": 30,
             "reconcile_interval": 1,
             "health_timeout": 60,
-            "port_range": [20000 + (os.getpid() * 7 + len(device_id) * 131) % 20000, 45000],
+            "port_range": [ports, ports + AGENT_PORTS - 1],
             **settings,
         }
         lines = [

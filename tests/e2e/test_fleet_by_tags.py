@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 from mosquitto import Mosquitto
+from parts import port_block
 
 from edgeship.demo.model import sample_request
 from edgeship.demo.release import Release, ReleaseSide
-from edgeship.demo.run import free_port_block
 from edgeship.hub.server import HubConfig, HubServer
 from edgeship.hub.services import ModuleRefSpec
 
@@ -109,7 +109,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )
     ).start()
     fleet = Fleet(hub, releases)
-    ports = free_port_block(40 * len(TAGS))
+    ports = port_block(40 * len(TAGS))
     try:
         for version in releases:
             hub.services.catalog.upload_from_workspace(release_side.workspace.root, "digits", version)
