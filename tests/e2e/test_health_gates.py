@@ -272,6 +272,10 @@ def test_the_p99_gate_aborts_a_release_10x_slower_and_passes_one_as_fast(
         raise AssertionError(f"{exc}; {_unhealthy(fleet, 'as-fast')}; p99 per sample: {_p99s(fleet, again)}") from exc
     assert [(w.succeeded, w.unhealthy, w.no_data) for w in view.waves] == [(1, 0, 0), (2, 0, 0)], view
     fleet.wait("every device to run the release", lambda: all(fleet.settled(d, again) for d in DEVICES))
+    assert fleet.hub is not None
+    baseline, measured = TelemetryHistory(fleet.hub.store).baseline(MODULE, again, DEVICES), _history(fleet, again)
+    ratios = {d: (measured[d].p99_ms or 0) / (baseline[d].p99_ms or 1) for d in DEVICES}
+    assert all(0.67 <= r <= 1.5 for r in ratios.values()), f"the same code measured a p99 ratio of {ratios}"
 
 
 def test_a_device_without_traffic_is_no_data_and_never_counts_as_healthy(
