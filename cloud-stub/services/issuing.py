@@ -153,10 +153,12 @@ class Issuing:
         the per-device cost is the signature and the insert. ``force`` re-signs every
         device's document (a new hub key after a trust-root rotation).
 
-        Each batch is signed and stored under the keys' lock with the signers current at
-        that moment, so a rotation never waits for a whole fleet's re-evaluation, and a
-        re-evaluation that began before a rotation signs its later batches with the new
-        key. Batches are published outside the lock.
+        Pipelined (ADR 0027): a full batch's signatures are started on the signing
+        workers (:meth:`_stage`), then the batch before it is stored. Each batch is stored
+        under the keys' lock and keeps a staged signature only if it was made by the
+        signers current at that moment, so a rotation never waits for a whole fleet's
+        re-evaluation, and a re-evaluation that began before a rotation signs its later
+        batches with the new key. Batches are published outside the lock.
         """
         ids = None if device_ids is None else list(device_ids)
         signers = self.keys.signers
