@@ -4,11 +4,12 @@ One fleet for the module (``rollout_fleet.py``): three ``edgeship agent run`` pr
 with the process runtime on a real Mosquitto, a telemetry sample every second, the hub
 in this process. The releases are the demo's digits model with a changed entry script.
 The fleet runs ``base``, whose ``run()`` takes :data:`PACE` (a model that takes 120 ms):
-on a busy 2-core machine a few-millisecond model's p99 moves by 2-5x from one minute
-to the next, while 120 ms and its jitter stay inside one bucket of the scoring server's
-latency histogram, so "as fast" measures as fast. The others: ``errors`` (``run()``
-raises: the server answers 500), ``slow`` (10x ``PACE``), ``again`` (``base`` as it is,
-a version no device ran) and ``plain`` (the demo's script unchanged).
+on a busy 2-core machine a few-millisecond model's p99 moves 2x and more from one
+minute to the next (the demo's script, repackaged, measured 2.3x slower than the
+version it replaced), while 120 ms and its jitter stay inside one bucket of the scoring
+server's latency histogram, so "as fast" measures as fast. The others: ``errors``
+(``run()`` raises: the server answers 500), ``slow`` (10x ``PACE``), ``again`` (``base``
+as it is, a version no device ran) and ``plain`` (the demo's script unchanged).
 
 :class:`Traffic` POSTs the demo's sample request to every device's scoring port, from
 before the first release, so each device has the version a release replaces measured
@@ -86,7 +87,10 @@ class Traffic:
             thread.start()
 
     def _target(self, device: str) -> tuple[int, int | None] | None:
-        module = self.fleet.module(device)
+        try:
+            module = self.fleet.module(device)
+        except Exception:  # the hub between two reads (or stopped): no target until the next look
+            return None
         if not module or module.get("status") != "running" or not module.get("port"):
             return None
         return int(module["port"]), module.get("version")
