@@ -1,14 +1,15 @@
 """Fixtures shared by every test area (an initialised workspace, a Mosquitto), and how the suite runs in parallel.
 
 The suite runs on pytest-xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml's
-addopts; ``-n 0`` runs it in one process). :func:`pytest_collection_modifyitems` puts
-each test file in an xdist group of its own, so a file's module-scoped fixtures (a
-fleet of real agents) are built once, on one worker; every test that makes a Docker
-container goes into one group, :data:`DOCKER_GROUP`, because the agent's Docker runtime
-removes containers with its labels that it did not record (one agent per engine) and
-the workers share one engine. Groups start slowest first (:data:`SLOW_FIRST`), so the
-last ones to start are short and the workers finish close together. Ports a test
-chooses ahead of time come from the worker's own space (``parts.port_block``).
+addopts; ``-n 0`` runs it in one process). :func:`pytest_xdist_make_scheduler` hands
+out whole groups: a test file is a group of its own, so its module-scoped fixtures (a
+fleet of real agents) are built once and its tests run in order on one worker, and
+every file that makes Docker containers is in one group, :data:`DOCKER_GROUP`,
+because the agent's Docker runtime removes containers with its labels that it did not
+record (one agent per engine) and the workers share one engine. Groups start slowest
+first (:data:`SLOW_FIRST`), so the last ones to start are short and the workers finish
+close together. Ports a test chooses ahead of time come from the worker's own space
+(``parts.port_block``). docs/testing.md has the why and the times.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,37 +29,48 @@ TESTS = Path(__file__).parent
 DATA = TESTS / "data"
 
 DOCKER_GROUP = "docker"
-# Files whose tests start containers (the agent with runtime = "docker", DockerRuntime, image builds);
-# a test marked @pytest.mark.docker joins the group wherever it is.
-DOCKER_FILES = (
-    "agent/test_agent_docker.py",
-    "agent/test_agent_kill_points_docker.py",
-    "agent/test_runtime_contract.py",
-    "packager/test_digits_image_e2e.py",
-    "packager/test_image.py",
-)
-# Groups by what they took on 2 workers (seconds, docs/testing.md); the rest start after them in file order.
-SLOW_FIRST = (
-    "e2e/test_rollouts.py",
-    "e2e/test_health_gates.py",
-    DOCKER_GROUP,
-)
+# Files whose tests start containers (the agent with runtime = "docker", DockerRuntime, image builds).
+DOCKER_FILES = frozenset({
+    "tests/agent/test_agent_docker.py",
+    "tests/agent/test_agent_kill_points_docker.py",
+    "tests/agent/test_runtime_contract.py",
+    "tests/packager/test_digits_image_e2e.py",
+    "tests/packager/test_image.py",
+})
+# The longest groups (minutes on 2 busy workers, docs/testing.md), started first in this order; then file order.
+SLOW_FIRST = ("tests/e2e/test_rollouts.py", "tests/e2e/test_health_gates.py", DOCKER_GROUP)
 
 
-def _group(item: pytest.Item) -> str:
-    path = item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else str(item.path)
-    if path in DOCKER_FILES or item.get_closest_marker("docker") is not None:
-        return DOCKER_GROUP
-    return path
+def xdist_group_of(nodeid: str) -> str:
+    """The group a test runs in: its file, or :data:`DOCKER_GROUP`."""
+    path = nodeid.split("::", 1)[0]
+    return DOCKER_GROUP if path in DOCKER_FILES else path
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole groups to a worker, for ``--dist loadgroup`` or ``loadfile`` (other modes keep xdist's scheduler).
+
+    xdist's own loadgroup reads ``xdist_group`` marks by rewriting node ids, which pytest
+    9.2 no longer lets a plugin do: every test went to either worker, Docker tests too.
+    """
+    if config.getvalue("dist") not in ("loadgroup", "loadfile"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: index for index, name in enumerate(SLOW_FIRST)}
-    groups = {id(item): _group(item) for item in items}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(groups[id(item)]))
-    items.sort(key=lambda item: rank.get(groups[id(item)], len(rank)))  # stable: file order otherwise
+        if item.get_closest_marker("docker") and xdist_group_of(item.nodeid) != DOCKER_GROUP:
+            raise pytest.UsageError(f"{item.nodeid} needs Docker: add its file to DOCKER_FILES in tests/conftest.py")
+    # Stable: file order otherwise. xdist keeps this order with --no-loadscope-reorder (addopts).
+    items.sort(key=lambda item: rank.get(xdist_group_of(item.nodeid), len(rank)))
 
 
 @pytest.fixture
