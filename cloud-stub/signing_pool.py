@@ -125,9 +125,14 @@ class SigningPool:
                 if held:
                     self._busy.release()
 
-    def close(self) -> None:
-        with self._busy:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the workers (at exit too: a batch still signing gets ``timeout`` seconds, then its worker goes)."""
+        held = self._busy.acquire(timeout=timeout)
+        try:
             workers, self._running = self._running, []
+        finally:
+            if held:
+                self._busy.release()
         for worker in workers:
             worker.close()
 

@@ -60,24 +60,30 @@ class RetainedPackets:
             return None
         return cls(client)
 
-    def send(self, documents: Sequence[Outgoing]) -> None:
-        """Queue every document (the caller checked the connection and the newest sequences)."""
-        mid = self.client._mid_generate
-        queue = self.client._packet_queue
+    def send(self, documents: Sequence[Outgoing]) -> int:
+        """Queue the documents (the caller checked the newest sequences); how many were queued.
+
+        Stops when the connection is lost (each chunk checks it): paho clears its queue when
+        it reconnects, and the republish on connect sends every newest document anyway.
+        """
+        client = self.client
+        mid = client._mid_generate
         root = f"{TOPIC_ROOT}/".encode()
         parts: list[bytes] = []
-        size = 0
+        size = queued = 0
         last = 0
-        for doc in documents:
+        for index, doc in enumerate(documents):
             last = mid()
             packet = publish_packet(root + doc.device_id.encode() + b"/desired", doc.envelope, last)
             parts.append(packet)
             size += len(packet)
-            if size >= CHUNK_BYTES:
-                queue(_PUBLISH_QOS1_RETAIN, b"".join(parts), last, 1)
+            if size >= CHUNK_BYTES or index == len(documents) - 1:
+                if client._sock is None or not client.is_connected():
+                    break
+                client._packet_queue(_PUBLISH_QOS1_RETAIN, b"".join(parts), last, 1)
+                queued += len(parts)
                 parts, size = [], 0
-        if parts:
-            queue(_PUBLISH_QOS1_RETAIN, b"".join(parts), last, 1)
+        return queued
 
 
 READ_BURST = 1000  # packets paho's network thread reads per wake-up at most

@@ -154,7 +154,10 @@ class DocumentPublisher:
             newest[doc.device_id] = doc.sequence
             fresh.append(doc)
         if self._packets is not None:
-            self._packets.send(fresh)
+            sent = self._packets.send(fresh)
+            if sent < len(fresh):
+                self.skipped_offline += len(fresh) - sent
+                log.info("broker lost: %d document(s) will be sent on reconnect", len(fresh) - sent)
             return
         publish = self.client.publish
         for doc in fresh:
