@@ -267,12 +267,18 @@ class HubServer:
         services = self.services
 
         def loop() -> None:
+            interval = self.config.rollout_interval
+            last_full = 0.0
+            woken = False
             while not self._stopping.is_set():
+                full = not woken or time.monotonic() - last_full >= interval
                 try:
-                    services.rollouts.tick()
+                    services.rollouts.tick(full=full)
                 except Exception:  # a database hiccup must not end the rollouts for good
                     log.exception("the rollout engine's pass failed; trying again")
-                services.wakeup.wait(self.config.rollout_interval)
+                if full:
+                    last_full = time.monotonic()
+                woken = services.wakeup.wait(interval)
 
         self._engine = threading.Thread(target=loop, name="edgeship-hub-rollouts", daemon=True)
         self._engine.start()

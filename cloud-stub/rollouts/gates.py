@@ -99,14 +99,21 @@ class Health:
 Verdict = Literal["pass", "breach", "no-data"]
 
 
-def judge(gates: Iterable[Gate], modules: Mapping[str, Mapping[float | None, Health]]) -> tuple[Verdict, str]:
+def judge(
+    gates: Iterable[Gate], modules: Mapping[str, Mapping[float | None, Health]], *, soaked: bool = True,
+) -> tuple[Verdict, str]:
     """Every gate over every module: ``breach`` if any breaches, else ``no-data`` if any cannot judge, else ``pass``.
 
     ``modules[name][window]`` is the module's health over a gate's window (None: since it applied).
+    ``p99_ratio`` judges only once the device ``soaked``: a new version's first busy seconds
+    (a cold cache, a loaded machine) make a p99 that says little, while a 5xx or a restart
+    is a fact at once.
     """
     missing: list[str] = []
     for name, windows in sorted(modules.items()):
         for gate in gates:
+            if gate.metric == "p99_ratio" and not soaked:
+                continue
             health = windows.get(gate.window) or windows.get(None) or Health()
             value: float | None
             if gate.metric == "restarts":

@@ -53,6 +53,7 @@ class HealthReader:
         applied: Mapping[str, datetime],  # device -> when it first reported the release running
         reports: Mapping[str, Mapping[str, Any]],  # device -> its reported state
         now: datetime,
+        soak: float = 0.0,  # seconds: p99_ratio judges a device only once it ran the release this long
     ) -> dict[str, tuple[Verdict, str]]:
         """device -> (verdict, reason) for every device in ``applied``."""
         if not gates or not applied:
@@ -84,7 +85,10 @@ class HealthReader:
                 } or {None: Health(restarts=restarts)}
                 if None not in health[device][name]:
                     health[device][name][None] = Health(restarts=restarts)
-        return {device: judge(gates, modules) for device, modules in health.items()}
+        return {
+            device: judge(gates, modules, soaked=(now - applied[device]).total_seconds() >= soak)
+            for device, modules in health.items()
+        }
 
 
 def _health(now: AggregateLike | None, base: AggregateLike | None, restarts: int | None) -> Health:

@@ -77,7 +77,8 @@ class CatalogTables(StoreBase):
                 ))
             if rollout is not None:
                 insert_rollout(s, record.id, rollout, when=record.created)
-            record_intent(s, f"deployment {record.id} created", None, when=record.created)
+            first_wave = None if rollout is None else [d for d, wave in rollout.members.items() if wave == 0]
+            record_intent(s, f"deployment {record.id} created", first_wave, when=record.created)  # staged: wave 1
             return record
 
     def get_deployment(self, deployment_id: str) -> DeploymentRecord:

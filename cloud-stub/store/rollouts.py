@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgeship.hub.errors import HubNotFoundError, RolloutStateError
@@ -114,15 +114,26 @@ class RolloutStore:
         with self.store._tx() as s:
             return [_record(r) for r in s.scalars(select(RolloutRow).order_by(RolloutRow.deployment_id))]
 
-    def devices(self, deployment_id: str) -> dict[str, RolloutDeviceRecord]:
+    def devices(self, deployment_id: str, max_wave: int | None = None) -> dict[str, RolloutDeviceRecord]:
+        """The rollout's devices (those of waves ``0..max_wave`` only, when given)."""
         d = RolloutDeviceRow
         query = select(d.device_id, d.wave, d.issued_sequence, d.issued_at, d.applied_at, d.fallback, d.pinned)
+        query = query.where(d.deployment_id == deployment_id)
+        if max_wave is not None:
+            query = query.where(d.wave <= max_wave)
         with self.store._tx() as s:
             return {
                 r.device_id: RolloutDeviceRecord(r.device_id, r.wave, r.issued_sequence, r.issued_at, r.applied_at,
                                                  r.fallback, r.pinned)
-                for r in s.execute(query.where(d.deployment_id == deployment_id))
+                for r in s.execute(query)
             }
+
+    def wave_sizes(self, deployment_id: str) -> dict[int, int]:
+        """wave (0-based) -> devices planned or joined in it."""
+        d = RolloutDeviceRow
+        query = select(d.wave, func.count()).where(d.deployment_id == deployment_id).group_by(d.wave)
+        with self.store._tx() as s:
+            return {int(wave): int(count) for wave, count in s.execute(query)}
 
     def waves(self, deployment_ids: Iterable[str]) -> dict[str, dict[str, int]]:
         """Each rollout's planned devices and their waves: what admission reads for every issuing pass."""

@@ -167,12 +167,16 @@ def _render_rollout(rollout: dict[str, Any]) -> list[RenderableType]:
         parts.append(Text(f"  waiting for: {rollout['waitingFor']}"))
     if rollout.get("reason"):
         parts.append(Text(f"  reason: {rollout['reason']}"))
-    waves = Table("wave", "status", "targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused",
-                  "timed-out", "unhealthy", "no data")
+    gated = bool((rollout.get("policy") or {}).get("gates")) or any(
+        w.get("unhealthy") or w.get("noData") for w in rollout["waves"])
+    keys = ["targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused", "timedOut"]
+    headers = ["targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused", "timed-out"]
+    if gated:  # the health gates' outcomes, only where a policy has gates (keeps the table narrow otherwise)
+        keys += ["unhealthy", "noData"]
+        headers += ["unhealthy", "no data"]
+    waves = Table("wave", "status", *headers)
     for w in rollout["waves"]:
-        waves.add_row(str(w["wave"]), w["status"], *(str(w.get(k, 0)) for k in (
-            "targeted", "applied", "succeeded", "soaking", "pending", "failed", "refused", "timedOut", "unhealthy",
-            "noData")))
+        waves.add_row(str(w["wave"]), w["status"], *(str(w.get(k, 0)) for k in keys))
     parts.append(waves)
     if rollout.get("tripped"):
         parts.append(Text("  tripped by: " + ", ".join(rollout["tripped"])))

@@ -27,6 +27,7 @@ from rollout_hub import RolloutHub, rollout_hub
 from typer.testing import CliRunner, Result
 
 from edgeship.cli import app
+from edgeship.cli._common import console as cli_console
 from edgeship.errors import EdgeshipError
 
 CREATE = ("deployment", "create", "lab", "-m", "digits:1", "-c", "tags.site = 'lab'")
@@ -40,6 +41,8 @@ def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RolloutHub]
         monkeypatch.setenv("EDGESHIP_HUB_URL", served.url)
         monkeypatch.setenv("EDGESHIP_HUB_TOKEN", served.operator)
         monkeypatch.setenv("COLUMNS", "200")
+        # the CLI's console reads COLUMNS when it is made, at import (a pytest-xdist worker sets 80 by then)
+        monkeypatch.setattr(cli_console, "width", 200)
         yield served
 
 

@@ -211,6 +211,22 @@ def test_a_restarted_hub_resumes_in_the_same_phase(
     assert again.rollouts.show("v2").wave == 3
 
 
+def test_a_pass_woken_by_reports_reads_the_waves_out_and_still_aborts(hub: HubServices, clock: Clock) -> None:
+    hub.deployments.create_deployment("v1", "*", [ModuleRefSpec("digits", 1)])
+    apply_all(hub)
+    hub.deployments.create_deployment("v2", "*", [ModuleRefSpec("digits", 2)], priority=10, rollout=staged())
+    first = next(d for d, w in hub.rollouts.members("v2").items() if w == 1)
+    report(hub, first)
+    assert hub.rollouts.tick(full=False) == 1, "wave 1 succeeded: the partial pass reads everything, then advances"
+    assert hub.rollouts.show("v2").wave == 2
+    second = [d for d, w in hub.rollouts.members("v2").items() if w == 2]
+    report(hub, second[0], code=500, modules={"digits": 1})
+    assert hub.rollouts.tick(full=False) == 1
+    view = hub.rollouts.show("v2")
+    assert view.state == "aborted" and [w.targeted for w in view.waves] == [1, 2, 3]
+    assert hub.rollouts.tick(full=False) == 0, "no active rollout: nothing to read"
+
+
 def test_a_device_that_joins_mid_rollout_gets_what_its_wave_gets(hub: HubServices, clock: Clock) -> None:
     hub.deployments.create_deployment("v2", "tags.site = 'lab'", [ModuleRefSpec("digits", 2)],
                                       rollout=RolloutPolicy.from_dict({"waves": "1,100%"}))
@@ -332,6 +348,10 @@ def test_the_p99_gate_stops_a_slow_release_and_passes_a_fast_one(hub: HubService
     report(hub, second[0])
     hub.rollouts.tick()
     clock.advance(60)
+    telemetry(hub, clock, second[0], 2, p99=100.0)
+    hub.rollouts.tick()
+    assert hub.rollouts.show("v2").state == "rolling-out", "p99 judges once the device soaked, not on a busy start"
+    clock.advance(300)
     telemetry(hub, clock, second[0], 2, p99=100.0)
     hub.rollouts.tick()
     view = hub.rollouts.show("v2")

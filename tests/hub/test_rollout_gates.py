@@ -79,6 +79,13 @@ def test_judging_a_device(gates: tuple[Gate, ...], health: Health, verdict: str)
     assert judge(gates, one(health))[0] == verdict
 
 
+def test_p99_judges_only_once_the_device_soaked() -> None:
+    slow = one(Health(requests=50, p99_ms=100, baseline_requests=50, baseline_p99_ms=9))
+    assert judge((P99,), slow, soaked=False) == ("pass", "")
+    assert judge((P99,), slow, soaked=True)[0] == "breach"
+    assert judge((ERRORS,), one(Health(requests=50, server_errors=50)), soaked=False)[0] == "breach"
+
+
 def test_a_breach_names_the_gate_and_the_numbers() -> None:
     verdict, reason = judge((ERRORS,), one(Health(requests=200, server_errors=200)))
     assert verdict == "breach" and reason == "digits: error_rate 100% (200 of 200) breaches 'error_rate <= 1%'"
