@@ -30,8 +30,10 @@ __all__ = ["ENGINE_METHODS", "FINAL", "MODULE", "EngineMeter", "Probe", "documen
 
 MODULE = "digits"  # the module whose release is watched
 FINAL = ("aborted", "completed", "waiting-approval")  # rollout states that end the wait for a decision
-# the engine's methods timed when present: its pass, one rollout's step, and the step's parts
+# the engine's methods timed when present: its pass, one rollout's step, and the step's parts; the reading of
+# progress is on the engine itself (before 3d3fbf7) or on its ProgressReader (``engine.progress``), labelled alike
 ENGINE_METHODS = ("tick", "_step", "_progress", "_abort", "_advance", "_pins", "_expected")
+READER_METHODS = {"read": "_progress", "expected": "_expected", "pins": "_pins", "fallbacks": "_fallbacks"}
 
 
 class Probe:
@@ -159,6 +161,12 @@ class EngineMeter:
             if callable(method):
                 setattr(engine, name, self._wrap(name, method))
                 self.wrapped.append(name)
+        reader = getattr(engine, "progress", None)
+        for name, label in READER_METHODS.items():
+            method = getattr(reader, name, None)
+            if callable(method):
+                setattr(reader, name, self._wrap(label, method))
+                self.wrapped.append(f"progress.{name}")
         table = getattr(engine, "table", None)
         change = getattr(table, "change", None)
         if callable(change):

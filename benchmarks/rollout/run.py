@@ -58,6 +58,7 @@ import argparse
 import collections
 import datetime as dt
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -140,26 +141,33 @@ def start_hub(work: Path, broker: str, world: HubWorld, tracker: Any, args: argp
 
 
 def start_timer(services: HubServices, interval: float) -> Callable[[], None]:
-    """What the hub does with ``HubConfig.rollout_interval``: tick the engine every ``interval`` seconds, and at
-    once when the fleet service stored reports (``HubServices.wakeup``)."""
+    """The hub's rollout loop (``HubServer._start_rollout_engine``): a pass, then wait ``interval`` seconds or
+    until the fleet service stored reports (``HubServices.wakeup``); a pass woken by reports is a light one
+    (``tick(full=False)``, when the engine has it) unless ``interval`` has passed since the last full pass."""
     engine = getattr(services, "rollouts", None)
     wakeup = getattr(services, "wakeup", None)
     if getattr(engine, "tick", None) is None or interval <= 0:
         return lambda: None
+    light = "full" in inspect.signature(engine.tick).parameters
     stop = threading.Event()
 
     def loop() -> None:
+        last_full, woken = 0.0, False
         while not stop.is_set():
-            if wakeup is not None:
-                wakeup.wait(interval)
-            else:
-                stop.wait(interval)
-            if stop.is_set():
-                return
-            try:
-                engine.tick()  # looked up per call, so the EngineMeter's wrapper sees timer ticks too
+            full = not woken or time.monotonic() - last_full >= interval
+            try:  # looked up per call, so the EngineMeter's wrapper sees every pass
+                if light:
+                    engine.tick(full=full)
+                else:
+                    engine.tick()
             except Exception as exc:  # the hub's loop logs and goes on; so does this one
                 print(f"rollout tick failed: {exc!r}", file=sys.stderr)
+            if full:
+                last_full = time.monotonic()
+            if wakeup is not None:
+                woken = wakeup.wait(interval)
+            else:
+                stop.wait(interval)
 
     thread = threading.Thread(target=loop, name="rollout-timer", daemon=True)
     thread.start()
