@@ -4,11 +4,12 @@ Locally a missing part skips its tests with the reason. In CI (``CI=true``) or w
 ``EDGESHIP_REQUIRE_PARTS=1`` a missing part fails them instead, so a broken CI
 machine cannot turn into a green run that tested nothing.
 
-Ports: :func:`free_port` is one the kernel picks (its ephemeral range, 32768-60999 on
-Linux), for servers a test starts at once. :func:`port_block` hands out ports that
-nothing binds until later (agents' ``port_range``, a hub's port kept across restarts)
-from a space of their own below the ephemeral range, split between pytest-xdist
-workers, so two workers never hold the same block and no ephemeral port lands in one.
+Ports: :func:`free_port` and :func:`port_block` hand out ports from a space below the
+kernel's ephemeral range (32768-60999 on Linux), split between pytest-xdist workers:
+two workers never pick the same port before either binds it, a port picked ahead of
+binding (an agent's ``port_range``, a hub or broker restarted on the same port) cannot
+be taken meanwhile as the local end of some outgoing connection, and successive picks
+move round the space, so a port is not handed out again soon after a test released it.
 20000-20999 is left to ``edgeship demo``, which takes its first free block from 20000.
 """
 
@@ -47,9 +48,8 @@ def need_binary(name: str) -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, from this worker's space (:func:`port_block`)."""
+    return port_block(1, host)
 
 
 def worker_port_space() -> tuple[int, int]:
@@ -67,16 +67,16 @@ def worker_port_space() -> tuple[int, int]:
 _cursor = [os.getpid() * 613]  # reduced modulo the space on use
 
 
-def _bindable(port: int) -> bool:
+def _bindable(port: int, host: str) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
         return True
 
 
-def port_block(count: int) -> int:
+def port_block(count: int, host: str = "127.0.0.1") -> int:
     """The first of ``count`` consecutive ports in this worker's space that nothing listens on now.
 
     Blocks are handed out in turn round the space, so blocks taken one after another (the
@@ -92,6 +92,6 @@ def port_block(count: int) -> int:
             _cursor[0] = 0
         start = first + _cursor[0]
         _cursor[0] += count
-        if all(_bindable(port) for port in range(start, start + count)):
+        if all(_bindable(port, host) for port in range(start, start + count)):
             return start
     raise RuntimeError(f"no {count} consecutive free ports between {first} and {end - 1}")
