@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from edgeship.hub.api.deps import get_catalog, require_operator
@@ -57,13 +57,14 @@ def has_upload(digest: Digest, catalog: Catalog = Depends(get_catalog)) -> Uploa
             openapi_extra=_BINARY_BODY, responses={200: {"description": "The hub had it already.", "model": UploadOut},
                                                    **errors(400, 404, 413, 422)})
 async def put_upload(
-    digest: Digest, request: Request, response: Response,
-    content_length: int | None = Header(default=None, alias="content-length"),
-    catalog: Catalog = Depends(get_catalog),
+    digest: Digest, request: Request, response: Response, catalog: Catalog = Depends(get_catalog),
 ) -> UploadOut:
     """Store one artifact (the raw bytes as the body): 201 stored, 200 the hub had it already; 400 when the bytes
     do not hash to the digest (nothing is stored)."""
-    if not await catalog.receive_upload(digest, request.stream(), declared=content_length):
+    # Content-Length is read here, not declared as a parameter: the server framing owns it
+    length = request.headers.get("content-length", "")
+    declared = int(length) if length.isdigit() else None
+    if not await catalog.receive_upload(digest, request.stream(), declared=declared):
         response.status_code = 200
     return UploadOut(digest=digest, size=catalog.upload_size(digest))
 
