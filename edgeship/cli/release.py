@@ -24,6 +24,7 @@ from edgeship.cli.rollout_policy import (
     AdvancePercentOpt,
     ApproveEachWaveOpt,
     ExponentialOpt,
+    GateOpt,
     RolloutFileOpt,
     RolloutOptions,
     SoakOpt,
@@ -113,7 +114,7 @@ def run(
     waves: WavesOpt = None, exponential: ExponentialOpt = None, spread_by: SpreadByOpt = None, soak: SoakOpt = None,
     advance_percent: AdvancePercentOpt = None, approve_each_wave: ApproveEachWaveOpt = None,
     wave_timeout: WaveTimeoutOpt = None, abort_percent: AbortPercentOpt = None, abort_min: AbortMinOpt = None,
-    abort_on: AbortOnOpt = None, rollout_file: RolloutFileOpt = None,
+    abort_on: AbortOnOpt = None, gate: GateOpt = None, rollout_file: RolloutFileOpt = None,
     hub: HubUrlOpt = None, token: HubTokenOpt = None, workspace: WorkspaceOpt = None,
 ) -> None:
     """Release one version once (for CI): package and sign it, upload it, create deployment NAME-vN.
@@ -124,7 +125,7 @@ def run(
 
     wanted = _version(version)
     rollout = RolloutOptions(rollout_file, waves, exponential, spread_by, soak, advance_percent, approve_each_wave,
-                             wave_timeout, abort_percent, abort_min, abort_on)
+                             wave_timeout, abort_percent, abort_min, abort_on, gate)
     spec = _spec(model, deployment, tag, ic, dc, target_condition, priority, rollout, keep, name, image, key)
     ws = workspace_from(workspace)
     with hub_client(hub, token) as client, release_lock(ws, deployment):
@@ -147,7 +148,7 @@ def watch(
     waves: WavesOpt = None, exponential: ExponentialOpt = None, spread_by: SpreadByOpt = None, soak: SoakOpt = None,
     advance_percent: AdvancePercentOpt = None, approve_each_wave: ApproveEachWaveOpt = None,
     wave_timeout: WaveTimeoutOpt = None, abort_percent: AbortPercentOpt = None, abort_min: AbortMinOpt = None,
-    abort_on: AbortOnOpt = None, rollout_file: RolloutFileOpt = None,
+    abort_on: AbortOnOpt = None, gate: GateOpt = None, rollout_file: RolloutFileOpt = None,
     hub: HubUrlOpt = None, token: HubTokenOpt = None, workspace: WorkspaceOpt = None,
 ) -> None:
     """Release each new version of the model as it is registered, until Ctrl-C or SIGTERM.
@@ -157,7 +158,7 @@ def watch(
     from edgeship.release import Releaser, RestHub, release_lock
 
     rollout = RolloutOptions(rollout_file, waves, exponential, spread_by, soak, advance_percent, approve_each_wave,
-                             wave_timeout, abort_percent, abort_min, abort_on)
+                             wave_timeout, abort_percent, abort_min, abort_on, gate)
     spec = _spec(model, deployment, tag, ic, dc, target_condition, priority, rollout, keep, name, image, key)
     ws = workspace_from(workspace)
     stop = threading.Event()
