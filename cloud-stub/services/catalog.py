@@ -26,7 +26,7 @@ from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.rules import DIGEST, validate_module_name
 from edgeship.hub.store import HubStore, ModuleRecord
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest
-from edgeship.modules.verify import verify_module_dir
+from edgeship.modules.verify import file_digest, verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
 
 __all__ = ["MAX_UPLOAD_BYTES", "Catalog", "UploadTooLargeError"]
@@ -54,14 +54,17 @@ class Catalog:
         self.keys = keys
         self.clock = clock
 
-    def upload_module(self, directory: Path) -> ModuleRecord:
+    def upload_module(
+        self, directory: Path, *, digest_of: Callable[[Path], tuple[str, int]] = file_digest,
+    ) -> ModuleRecord:
         """Verify a module directory against the hub's release keys, then store its blobs and envelope.
 
         Blobs go in first (content-addressed, idempotent), so a module row never
-        names a blob the hub cannot serve.
+        names a blob the hub cannot serve. ``digest_of`` is ``verify_module_dir``'s: how a
+        file's digest and size are known (by default, by reading it).
         """
         directory = Path(directory)
-        verified = verify_module_dir(directory, self.keys.trust_root)
+        verified = verify_module_dir(directory, self.keys.trust_root, digest_of=digest_of)
         manifest = verified.manifest
         validate_module_name(manifest.name)
         for rel, digest in ((manifest.bundle.path, manifest.bundle.digest),) + (
@@ -152,16 +155,21 @@ class Catalog:
             directory = Path(scratch)
             (directory / MANIFEST_FILE).write_bytes(payload)
             (directory / ENVELOPE_FILE).write_bytes(raw)
+            # artifacts linked from the blob store were hashed to their names when they were written
+            # (receive_upload): verification takes that, so a multi-GB image archive is not hashed twice
+            linked: dict[Path, tuple[str, int]] = {}
             for ref in manifest.files:
                 target = directory / ref.path
                 if not target.resolve().is_relative_to(directory.resolve()):
                     raise InputError(f"Module {manifest.name}:{manifest.version} names a file outside it: {ref.path}.")
                 target.parent.mkdir(parents=True, exist_ok=True)
+                blob = self.blobs.path_of(_hex(ref.digest))
                 try:
-                    os.link(self.blobs.path_of(_hex(ref.digest)), target)
+                    os.link(blob, target)
+                    linked[target] = (ref.digest, target.stat().st_size)
                 except OSError:
-                    shutil.copyfile(self.blobs.path_of(_hex(ref.digest)), target)
-            return self.upload_module(directory)
+                    shutil.copyfile(blob, target)  # a copy is read (and hashed) by the verification
+            return self.upload_module(directory, digest_of=lambda path: linked.get(path) or file_digest(path))
 
     def upload_from_workspace(self, workspace_root: Path, name: str, version: int | None = None) -> ModuleRecord:
         """Upload a module that ``edgeship package`` stored in a (packaging) workspace.
