@@ -1,0 +1,1 @@
+"""Batch scoring with Azure ML ParallelRunStep's entry-script contract, resumable after a kill."""

@@ -1,0 +1,1 @@
+"""Model profiling: latency, throughput and peak resources under load, and a sizing recommendation."""
