@@ -1,0 +1,1 @@
+"""The fleet dashboard served by the hub at ``/ui/`` (ADR 0031, ``docs/dashboard.md``)."""
