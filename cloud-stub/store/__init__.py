@@ -11,6 +11,7 @@ from __future__ import annotations
 from edgeship.hub.store.credentials import CredentialRecord, CredentialStore  # registers its table
 from edgeship.hub.store.history import Aggregate, TelemetryHistory  # registers its table
 from edgeship.hub.store.outbox import IntentRecord, Outbox, PendingWork
+from edgeship.hub.store.replicas import ReplicaTable  # registers its table
 from edgeship.hub.store.rollouts import (
     RolloutDeviceRecord,
     RolloutEventRecord,
@@ -50,6 +51,7 @@ __all__ = [
     "Outbox",
     "PendingWork",
     "PresenceRecord",
+    "ReplicaTable",
     "ReportedRecord",
     "RolloutDeviceRecord",
     "RolloutEventRecord",
