@@ -8,6 +8,7 @@ stored modules by foreign key, so a module cannot be removed while a deployment 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterable
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -16,6 +17,7 @@ from edgeship.hub.errors import AlreadyExistsError
 from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import DeploymentModuleRow, DeploymentRow, ModuleRow
 from edgeship.hub.store.outbox import record_intent
+from edgeship.hub.store.parts import ModulePartRow
 from edgeship.hub.store.records import DeploymentRecord, ModuleRecord, ModuleRefRecord, module_record
 from edgeship.hub.store.rollouts import RolloutStart, insert_rollout
 
@@ -25,8 +27,8 @@ __all__ = ["CatalogTables"]
 class CatalogTables(StoreBase):
     """``modules``, ``deployments`` and ``deployment_modules``."""
 
-    def add_module(self, record: ModuleRecord) -> tuple[ModuleRecord, bool]:
-        """Store a module; ``(existing, False)`` when the identical module is already there."""
+    def add_module(self, record: ModuleRecord, parts: Iterable[str] = ()) -> tuple[ModuleRecord, bool]:
+        """Store a module and the digests of its parts; ``(existing, False)`` when the identical module is there."""
         with self._tx() as s:
             row = s.get(ModuleRow, (record.name, record.version))
             if row is not None:
@@ -37,6 +39,8 @@ class CatalogTables(StoreBase):
                     )
                 return module_record(row), False
             s.add(ModuleRow(**record.__dict__))
+            s.flush()  # the parts' foreign key needs the module row first
+            s.add_all(ModulePartRow(name=record.name, version=record.version, digest=d) for d in sorted(set(parts)))
             return record, True
 
     def get_module(self, name: str, version: int) -> ModuleRecord:
@@ -51,12 +55,13 @@ class CatalogTables(StoreBase):
             return [module_record(row) for row in s.scalars(query)]
 
     def has_blob(self, digest: str) -> bool:
-        """True when a stored module names ``digest`` (``sha256:<hex>``) as its bundle or image."""
+        """True when a stored module names ``digest`` (``sha256:<hex>``) as its bundle, image or a part."""
         query = select(func.count()).select_from(ModuleRow).where(
             (ModuleRow.bundle_digest == digest) | (ModuleRow.image_digest == digest)
         )
+        part = select(ModulePartRow.digest).where(ModulePartRow.digest == digest).limit(1)
         with self._tx() as s:
-            return bool(s.scalar(query))
+            return bool(s.scalar(query)) or s.scalar(part) is not None
 
     # deployments -------------------------------------------------------------
     def add_deployment(self, record: DeploymentRecord, rollout: RolloutStart | None = None) -> DeploymentRecord:
