@@ -33,14 +33,18 @@ from edgeship.modules.manifest import (
     ImageRef,
     ModelPin,
     ModuleManifest,
+    Parts,
     Resources,
 )
+from edgeship.modules.plain import SCHEMA_VERSION, SCHEMA_VERSIONS
 from edgeship.modules.store import ModuleStore, StoredModule
 from edgeship.modules.verify import file_digest
 from edgeship.packager.bundle import BundleInfo, build_bundle
 from edgeship.packager.config import (
     DeploymentConfig,
     InferenceConfig,
+    check_module_name,
+    derive_module_name,
     load_deployment_config,
     load_inference_config,
 )
@@ -53,6 +57,7 @@ from edgeship.workspace import Workspace
 __all__ = ["KEYS_FILE", "PackageRequest", "PackageResult", "package_module"]
 
 KEYS_FILE = "service-keys.json"
+PARTS_PREFIX = "parts/"  # packager/parts.py's PARTS_DIR
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 _TARGETS = ("local", "iotedge", "aci", "aks", "fpga")
 FPGA_VARIANT_TAG = "fpga-int8"  # the tag edgeship.fpga.variant gives int8 variants (ADR 0008)
@@ -77,6 +82,7 @@ class PackageRequest:
     accelerator: str = "none"
     execution_providers: Sequence[str] = ("CPUExecutionProvider",)
     force: bool = False  # replace an existing folder that is not a module directory
+    schema_version: int = SCHEMA_VERSION  # 2: artifacts also as content-addressed parts (ADR 0028); 1: bundle only
 
 
 @dataclass(frozen=True)
@@ -202,6 +208,8 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     workspace.require()
     output = _checked_output(request.output, request.force)
     request = replace(request, output=output)
+    if request.schema_version not in SCHEMA_VERSIONS:
+        raise InputError(f"--schema-version {request.schema_version} is unknown; use 1 or 2.")
     if request.target is not None and request.target not in _TARGETS:
         raise InputError(f"Unknown --target {request.target!r}; use one of: {', '.join(_TARGETS)}.")
     models = _resolve_models(workspace, request.models)
@@ -220,7 +228,8 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
     requirements = list(inference.requirements) if inference else []
     if inference is None and models[0].model_framework == "tflite":
         requirements.append("ai-edge-litert")
-    name = request.name or models[0].name
+    name = check_module_name(request.name or derive_module_name(models[0].name, target), target,
+                             given=request.name is not None)  # before any work: the wheelhouse takes a while
     with_image = _docker_wanted(request, warnings)
 
     store = ModuleStore(workspace)
@@ -275,6 +284,9 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
                     spec = _with_keys(spec, keys)
                 if target in ("aci", "aks", "iotedge"):
                     write_target(target, spec, build / "targets")
+                    if image_ref is None:
+                        _mark_unbuilt_image(build / "targets", tag, warnings)
+            parts = _parts(build, bundle, image_ref) if request.schema_version >= 2 else None
             openapi = None
             if inference is not None:
                 source = inference.source_directory or inference.entry_script.parent
@@ -282,6 +294,9 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
             manifest = _manifest(
                 request, name, version, target, models, inference, deployment, bundle, image_ref, openapi, build
             )
+            if parts is not None:
+                manifest = manifest.model_copy(update={"schema_version": 2, "parts": parts})
+                manifest = ModuleManifest.from_bytes(manifest.to_bytes())  # the agent's rules, before signing
             manifest_bytes = manifest.to_bytes()
             envelope = sign_envelope(manifest_bytes, MODULE_PAYLOAD_TYPE, signers)
             atomic_write_bytes(build / MANIFEST_FILE, manifest_bytes)
@@ -291,6 +306,26 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
         store.release(name, version)
         raise
     return PackageResult(manifest=manifest, output=output, stored=stored, warnings=tuple(warnings))
+
+
+def _mark_unbuilt_image(folder: Path, tag: str, warnings: list[str]) -> None:
+    """Say in each YAML target file, and on the console, that its image tag was never built (no image)."""
+    why = (f"the image {tag} was not built (packaged without an image): build it from bundle.tar "
+           "('edgeship package --image --push REGISTRY') or replace the image reference before deploying")
+    for path in sorted(folder.glob("*.yaml")):
+        path.write_text(f"# NOTE: {why}\n" + path.read_text())
+    warnings.append(f"{why} ({', '.join(p.name for p in sorted(folder.iterdir()))}).")
+
+
+def _parts(build: Path, bundle: BundleInfo, image: ImageRef | None) -> Parts:
+    """The bundle's and image's parts in ``build/parts`` (``packager/parts.py``)."""
+    from edgeship.packager.parts import PARTS_DIR, build_parts, image_parts
+
+    parts = build_parts(bundle.path, build / PARTS_DIR)
+    if image is None or image.archive is None:
+        return parts
+    layers = image_parts(build / image.archive.path, build / PARTS_DIR, image.id)
+    return parts.model_copy(update={"image": layers})
 
 
 def _checked_output(path: Path, force: bool) -> Path:
@@ -337,8 +372,8 @@ def _manifest(
     files = []
     for path in sorted(p for p in build.rglob("*") if p.is_file()):
         rel = path.relative_to(build).as_posix()
-        if rel in (MANIFEST_FILE, ENVELOPE_FILE):
-            continue
+        if rel in (MANIFEST_FILE, ENVELOPE_FILE) or rel.startswith(PARTS_PREFIX):
+            continue  # parts/ is covered by the manifest's parts
         digest, size = file_digest(path)
         files.append(ArtifactRef(path=rel, digest=digest, size=size))
     entry = inference.entry_script if inference else None

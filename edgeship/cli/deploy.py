@@ -2,48 +2,39 @@
 
 The ``local`` target of Azure ML's ``Model.deploy`` (LocalWebservice), with a
 signature check first: a module is verified against the trust root before any of
-it is unpacked or loaded, and any verification error refuses the deploy. Running
-is the job of :mod:`edgeship.agent.runtimes`; this module only picks a runtime,
-keeps one small record per service and prints what a user needs to call it.
+it is unpacked or loaded, and any verification error refuses the deploy. The work
+is :class:`edgeship.local_services.LocalServices`' (shared with the Azure ML v1
+layer); this module parses options and prints what a user needs to call a service.
 ``--model NAME:VERSION`` (with ``--ic``/``--dc``, as ``az ml model deploy``) packages
 and signs first, through :func:`edgeship.release.package`, the step every release takes.
-
-On disk, in the workspace::
-
-    services/<name>.json     the record: runtime, module, port, auth keys (mode 0600)
-    services/process/        the process runtime's state (unpacked bundles, venvs, logs)
-
-Docker services live in the engine (containers named ``edgeship-<name>``).
+``service update|run|keys`` take ``az ml service``'s flag names (``-n``, ``--ic``,
+``-m``, ``--input-data``, ``--regen``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import secrets
-import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, err_console, print_json, workspace_from
-from edgeship.errors import EdgeshipError, InputError, RuntimeFailure
-from edgeship.fsutil import atomic_write_text
+from edgeship.errors import InputError
+from edgeship.local_services import CLOUD_TARGETS, DeployRequest, LocalServices
 from edgeship.workspace import Workspace
 
 if TYPE_CHECKING:
-    from edgeship.agent.runtimes import ModuleRuntime, RestartPolicy
-    from edgeship.modules.plain import ModuleManifest
     from edgeship.modules.store import StoredModule
 
-__all__ = ["register", "service_app"]
+__all__ = ["package_models", "print_service", "register", "service_app", "services"]
 
-RUNTIMES = ("docker", "process", "auto")
-KEYS_FILE = "service-keys.json"  # written by the packager beside a module whose auth is enabled
+MAX_INPUT_BYTES = 16 * 1024 * 1024  # 'service run --input-data': the scoring server's own default body limit
 
-service_app = typer.Typer(help="List, inspect and delete services started by 'edgeship deploy'.", no_args_is_help=True)
+service_app = typer.Typer(help="List, inspect, call, update and delete services started by 'edgeship deploy'.",
+                          no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -51,74 +42,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(service_app, name="service")
 
 
-def _services_dir(ws: Workspace) -> Path:
-    return ws.root / "services"
-
-
-def _record_path(ws: Workspace, name: str) -> Path:
-    from edgeship.agent.runtimes.base import validate_service_name
-
-    return _services_dir(ws) / f"{validate_service_name(name)}.json"
-
-
-def _read_record(ws: Workspace, name: str) -> dict[str, Any]:
-    path = _record_path(ws, name)
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise InputError(f"No service {name} in this workspace; see 'edgeship service list'.") from None
-    except ValueError as exc:
-        raise InputError(f"The record {path} is damaged ({exc}); delete it and deploy again.") from exc
-
-
-def _runtime(ws: Workspace, kind: str) -> ModuleRuntime:
-    from edgeship.agent.runtimes import ProcessRuntime
-
-    if kind == "process":
-        return ProcessRuntime(_services_dir(ws) / "process")
-    from edgeship.agent.runtimes.docker import DockerRuntime
-
-    return DockerRuntime()
-
-
-def _choose_runtime(ws: Workspace, wanted: str, manifest: ModuleManifest) -> ModuleRuntime:
-    """``auto``: Docker when the module has an image and an engine answers, else a process."""
-    if wanted not in RUNTIMES:
-        raise InputError(f"--runtime {wanted!r} is unknown; use one of {', '.join(RUNTIMES)}.")
-    if wanted != "auto":
-        return _runtime(ws, wanted)
-    if manifest.image is not None and manifest.image.archive is not None:
-        try:
-            return _runtime(ws, "docker")
-        except RuntimeFailure:
-            pass
-    return _runtime(ws, "process")
-
-
-def _keys(module_dir: Path, manifest: ModuleManifest) -> tuple[str, ...]:
-    """The packaged keys when the packager wrote them, else two fresh ones; none without auth."""
-    if not manifest.auth_enabled:
-        return ()
-    packaged = module_dir / KEYS_FILE
-    if packaged.is_file():
-        data = json.loads(packaged.read_text())
-        return tuple(str(data[k]) for k in ("primaryKey", "secondaryKey") if data.get(k))
-    return (secrets.token_urlsafe(32), secrets.token_urlsafe(32))
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _uris(port: int, manifest: ModuleManifest) -> dict[str, str]:
-    from edgeship.agent.runtimes import v2_model_name
-
-    base = f"http://127.0.0.1:{port}"
-    return {"scoring": f"{base}/score", "v2": f"{base}/v2/models/{v2_model_name(manifest)}/infer"}
+def services(ws: Workspace) -> LocalServices:
+    return LocalServices(ws, progress=lambda what: err_console.status(what))
 
 
 def deploy(
@@ -144,102 +69,72 @@ def deploy(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Verify a stored module, run it on this machine, wait until healthy and print how to call it."""
-    from edgeship.agent.runtimes import ModuleSpec
     from edgeship.modules.store import ModuleStore
-    from edgeship.modules.verify import load_trust_root_file, local_trust_root, verify_module_dir
     from edgeship.registry import parse_model_ref
 
     ws = workspace_from(workspace)
+    local = services(ws)
+    local.record_path(name)  # the name is checked before any work
     if (module is None) == (not model):
         raise InputError("Give --module NAME[:VERSION] to run a stored module, or --model NAME:VERSION to package "
                          "one first (not both).")
     if model:
-        stored = _package(ws, model, ic, dc)
+        stored = package_models(ws, model, ic, dc, target="local")
     else:
         if ic is not None or dc is not None:
             raise InputError("--ic and --dc go with --model; a stored --module is packaged already.")
         assert module is not None
         ref = parse_model_ref(module)
         stored = ModuleStore(ws).get(ref.name, ref.version)
-    try:
-        trust = load_trust_root_file(trust_root) if trust_root else local_trust_root(ws)
-        verified = verify_module_dir(stored.directory, trust)
-    except EdgeshipError as exc:
-        raise type(exc)(f"Refusing to deploy {stored.ref}: {exc}") from exc
-    manifest = verified.manifest
-    record_path = _record_path(ws, name)
-    if record_path.exists():
-        old = _read_record(ws, name)
-        err_console.print(f"Replacing service {name} ({old.get('module')}, {old.get('runtime')}).")
-        _delete(ws, name, old)
-    engine = _choose_runtime(ws, runtime, manifest)
-    chosen_port = port or _free_port()
-    spec = ModuleSpec(
-        name=name,
-        module_dir=verified.directory,
-        manifest=manifest,
-        port=chosen_port,
-        auth_keys=_keys(verified.directory, manifest),
-        restart=cast("RestartPolicy", restart),  # ModuleSpec refuses an unknown policy
+    record = local.deploy(
+        DeployRequest(name=name, module=stored, runtime=runtime, port=port, restart=restart, timeout=timeout,
+                      trust_root=trust_root),
+        replaced=_say_replaced(name),
     )
-    uris = _uris(chosen_port, manifest)
-    record: dict[str, Any] = {
-        "name": name,
-        "runtime": engine.kind,
-        "module": manifest.ref,
-        "moduleDigest": stored.digest,
-        "port": chosen_port,
-        "keys": list(spec.auth_keys),
-        "uris": uris,
-        "createdAt": time.time(),
-    }
-    _services_dir(ws).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n", mode=0o600)
-    with err_console.status(f"Installing {manifest.ref} as {name} ({engine.kind} runtime)"):
-        engine.install(spec)
-    with err_console.status(f"Starting {name} and waiting until it is healthy"):
-        engine.start(name)
-        try:
-            engine.wait_healthy(name, timeout)
-        except RuntimeFailure:
-            engine.stop(name)  # keep it installed, so 'edgeship service logs' still works
-            raise
-    console.print(f"Service [bold]{name}[/] runs {manifest.ref} ({engine.kind} runtime) and is healthy.")
-    console.print(f"Scoring URI: {uris['scoring']}", highlight=False)
-    console.print(f"v2 URI:      {uris['v2']}", highlight=False)
-    if spec.auth_keys:
-        console.print(f"Primary key:   {spec.auth_keys[0]}", highlight=False)
-        console.print(f"Secondary key: {spec.auth_keys[-1]}", highlight=False)
+    print_service(record)
+
+
+def _say_replaced(name: str) -> Any:
+    def say(old: dict[str, Any]) -> None:
+        err_console.print(f"Replacing service {name} ({old.get('module')}, {old.get('runtime')}).")
+
+    return say
+
+
+def print_service(record: dict[str, Any]) -> None:
+    """What a user needs to call a service: its URIs and keys."""
+    name, kind, keys = record["name"], record["runtime"], record.get("keys") or []
+    if kind in CLOUD_TARGETS:
+        console.print(f"Service [bold]{name}[/] is module {record['module']}, signed and written for "
+                      f"{kind.upper()}: {record['artifacts']}", highlight=False)
+    else:
+        uris = record["uris"]
+        console.print(f"Service [bold]{name}[/] runs {record['module']} ({kind} runtime) and is healthy.")
+        console.print(f"Scoring URI: {uris['scoring']}", highlight=False)
+        console.print(f"v2 URI:      {uris['v2']}", highlight=False)
+    if keys:
+        console.print(f"Primary key:   {keys[0]}", highlight=False)
+        console.print(f"Secondary key: {keys[-1]}", highlight=False)
         console.print("Send 'Authorization: Bearer <key>' with each request.", highlight=False)
 
 
-def _package(ws: Workspace, models: list[str], ic: Path | None, dc: Path | None) -> StoredModule:
-    """Package and sign the models as a bundle module (no image: both local runtimes can run a bundle)."""
+def package_models(ws: Workspace, models: list[str], ic: Path | None, dc: Path | None, *,
+                   target: str | None) -> StoredModule:
+    """Package and sign the models (no image for a local target: both local runtimes can run a bundle)."""
+    from edgeship.packager.config import derive_module_name
     from edgeship.registry import parse_model_ref
     from edgeship.release import PackageOptions, package
 
     refs = [parse_model_ref(m, require_version=True) for m in models]
+    options = PackageOptions(inference_config=ic, deployment_config=dc, target=target,
+                             module_name=derive_module_name(refs[0].name, target),
+                             image=False if target in (None, "local") else None)
     with err_console.status(f"Packaging {', '.join(str(r) for r in refs)}"):
-        stored, warnings = package(ws, refs, PackageOptions(inference_config=ic, deployment_config=dc, image=False))
+        stored, warnings = package(ws, refs, options)
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     err_console.print(f"Packaged and signed module {stored.ref}.", highlight=False)
     return stored
-
-
-def _delete(ws: Workspace, name: str, record: dict[str, Any]) -> None:
-    from edgeship.agent.runtimes import UnknownServiceError
-
-    # Already gone from the runtime (a container removed by hand): forget the record anyway.
-    with contextlib.suppress(UnknownServiceError):
-        _runtime(ws, str(record.get("runtime", "process"))).remove(name)
-    _record_path(ws, name).unlink(missing_ok=True)
-
-
-def _records(ws: Workspace) -> list[dict[str, Any]]:
-    folder = _services_dir(ws)
-    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-    return [_read_record(ws, n) for n in names]
 
 
 @service_app.command("list")
@@ -248,15 +143,12 @@ def list_services(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Services of this workspace with their runtime state."""
-    ws = workspace_from(workspace)
+    local = services(workspace_from(workspace))
     rows: list[dict[str, Any]] = []
-    for record in _records(ws):
+    for record in local.records():
         row = {k: record.get(k) for k in ("name", "module", "runtime", "port", "uris")}
-        try:
-            status = _runtime(ws, str(record["runtime"])).status(str(record["name"]))
-            row.update(state=status.state, restartCount=status.restart_count, lastError=status.last_error)
-        except RuntimeFailure as exc:
-            row.update(state="unknown", restartCount=None, lastError=str(exc))
+        state, restarts, error = local.state(record)
+        row.update(state=state, restartCount=restarts, lastError=error)
         rows.append(row)
     if as_json:
         print_json(rows)
@@ -278,9 +170,7 @@ def logs(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """The last lines the service's scoring server wrote."""
-    ws = workspace_from(workspace)
-    record = _read_record(ws, name)
-    typer.echo(_runtime(ws, str(record["runtime"])).logs(name, tail), nl=False)
+    typer.echo(services(workspace_from(workspace)).logs(name, tail), nl=False)
 
 
 @service_app.command("delete")
@@ -289,6 +179,123 @@ def delete(
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Stop the service and remove it (unpacked bundles, venvs and images stay for reuse)."""
-    ws = workspace_from(workspace)
-    _delete(ws, name, _read_record(ws, name))
+    services(workspace_from(workspace)).delete(name)
     console.print(f"Deleted service {name}.")
+
+
+@service_app.command("update")
+def update(
+    name: Annotated[str, typer.Option("--name", "-n", help="Service name.")],
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="Registered model NAME:VERSION to serve instead (repeatable).",
+        show_default=False)] = None,
+    module: Annotated[str | None, typer.Option(
+        "--module", help="Or: stored module NAME[:VERSION] to run instead.", show_default=False)] = None,
+    ic: Annotated[Path | None, typer.Option("--ic", help="Azure ML inferenceconfig.json/.yml.",
+                                            show_default=False)] = None,
+    dc: Annotated[Path | None, typer.Option("--dc", help="Azure ML deploymentconfig.json/.yml.",
+                                            show_default=False)] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait until healthy.")] = 120.0,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Run other models or another module under the same name, port and keys (as 'az ml service update')."""
+    from edgeship.modules.store import ModuleStore
+    from edgeship.registry import parse_model_ref
+
+    ws = workspace_from(workspace)
+    local = services(ws)
+    old = local.record(name)
+    if old["runtime"] in CLOUD_TARGETS:
+        raise InputError(f"Service {name} is a module written for {str(old['runtime']).upper()}; package it "
+                         f"again with 'edgeship model deploy -n {name} --overwrite'.")
+    if (module is None) == (not model):
+        raise InputError("Give -m NAME:VERSION (with --ic) to package new models, or --module NAME[:VERSION].")
+    if model:
+        stored = package_models(ws, model, ic, dc, target="local")
+    else:
+        if ic is not None or dc is not None:
+            raise InputError("--ic and --dc go with -m; a stored --module is packaged already.")
+        assert module is not None
+        ref = parse_model_ref(module)
+        stored = ModuleStore(ws).get(ref.name, ref.version)
+    record = local.deploy(
+        DeployRequest(name=name, module=stored, runtime=str(old["runtime"]), port=old["port"], timeout=timeout),
+        keys=tuple(old.get("keys") or ()),
+    )
+    print_service(record)
+
+
+@service_app.command("run")
+def run(
+    name: Annotated[str, typer.Option("--name", "-n", help="Service name.")],
+    input_data: Annotated[str, typer.Option(
+        "--input-data", "-d", help="The request body, or @FILE to read it from a file.")],
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """POST the input to the service's scoring URI (with its key) and print the answer, as 'az ml service run'."""
+    record = services(workspace_from(workspace)).record(name)
+    if record["runtime"] in CLOUD_TARGETS:
+        raise InputError(f"Service {name} runs on {str(record['runtime']).upper()}, not here; call its scoring URI "
+                         "there, or deploy it locally with 'edgeship deploy'.")
+    status, body = call_service(record, read_input(input_data))
+    if status >= 400:
+        raise InputError(f"Service {name} answered HTTP {status}: {body.decode(errors='replace')[:500]}")
+    typer.echo(body.decode(errors="replace"))
+
+
+def read_input(text: str) -> bytes:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise InputError(
+                f"--input-data {text}: cannot read {path} ({exc.strerror}); name an existing file.") from exc
+        if size > MAX_INPUT_BYTES:
+            raise InputError(f"--input-data {text} is {size} bytes; the limit is {MAX_INPUT_BYTES}.")
+        return path.read_bytes()
+    data = text.encode()
+    if len(data) > MAX_INPUT_BYTES:
+        raise InputError(f"--input-data is {len(data)} bytes; the limit is {MAX_INPUT_BYTES}.")
+    return data
+
+
+def call_service(record: dict[str, Any], body: bytes, timeout: float = 60.0) -> tuple[int, bytes]:
+    """POST ``body`` to the record's scoring URI with its primary key: (status, body)."""
+    headers = {"Content-Type": "application/json"}
+    keys = record.get("keys") or []
+    if keys:
+        headers["Authorization"] = f"Bearer {keys[0]}"
+    uri = str(record["uris"]["scoring"])
+    if not uri.startswith("http://127.0.0.1:"):
+        raise InputError(f"The record of service {record['name']} names {uri}, not a local service; deploy it again.")
+    request = urllib.request.Request(uri, data=body, headers=headers, method="POST")  # noqa: S310 - checked above
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
+            return int(reply.status), reply.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except OSError as exc:
+        raise InputError(f"Service {record['name']} did not answer at {record['uris']['scoring']} ({exc}); "
+                         f"see 'edgeship service list' and 'edgeship service logs {record['name']}'.") from exc
+
+
+@service_app.command("keys")
+def keys(
+    name: Annotated[str, typer.Option("--name", "-n", help="Service name.")],
+    regen: Annotated[str | None, typer.Option(
+        "--regen", "--key", help="Make a new Primary or Secondary key (the service restarts with it).",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """The service's auth keys (as 'az ml service get-keys'); --regen makes a new one (as 'regen-key')."""
+    local = services(workspace_from(workspace))
+    found = local.regenerate_key(name, regen) if regen is not None else tuple(local.record(name).get("keys") or ())
+    if not found:
+        raise InputError(f"Service {name} has no auth keys (auth is off); deploy it with authEnabled true.")
+    if as_json:
+        print_json({"primaryKey": found[0], "secondaryKey": found[-1]})
+        return
+    console.print(f"Primary key:   {found[0]}", highlight=False)
+    console.print(f"Secondary key: {found[-1]}", highlight=False)

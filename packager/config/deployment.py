@@ -16,7 +16,7 @@ AKS has key auth on and an autoscaler (1..10 replicas, 70 %) unless
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -195,8 +195,23 @@ def load_deployment_config(path: str | Path, *, target: str | None = None) -> De
     must be given. Raises ConfigError naming the key; warnings are returned.
     """
     path = Path(path).resolve()
-    raw = validate_model(DeploymentFile, read_mapping(path, "deployment config"), path)
-    return build_deployment_config(raw, path, target=target)
+    data = read_mapping(path, "deployment config")
+    ignored = _pop_compute_target(data, path.name)
+    config = build_deployment_config(validate_model(DeploymentFile, data, path), path, target=target)
+    return replace(config, warnings=ignored + config.warnings) if ignored else config
+
+
+def _pop_compute_target(data: dict[str, Any], name: str) -> tuple[str, ...]:
+    """``ComputeTarget`` (Azure's docs and azureml-cli sample spell it so) names an AKS cluster, which ``az ml``
+    took from ``--compute-target`` and ignored in the file: a warning here, not an error (ADR 0033), as for
+    the ``computeTarget`` spelling the file model knows."""
+    found = [key for key in list(data) if key.lower() == "computetarget" and key != "computeTarget"]
+    for key in found:
+        data.pop(key)
+    return tuple(
+        f"{name}: {key} ignored (az ml took the cluster from --compute-target, not from the file; "
+        "edgeship deploys by computeType)" for key in found
+    )
 
 
 def build_deployment_config(

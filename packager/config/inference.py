@@ -6,7 +6,11 @@ ML defines is accepted (``extraDockerfileSteps`` as azure-cli-ml reads it and
 errors. Paths resolve as Azure ML resolves them: ``sourceDirectory`` against
 the config file's folder, and ``entryScript``, ``condaFile``,
 ``extraDockerfileSteps``, ``schemaFile`` and ``dependencies`` against
-``sourceDirectory`` when it is set (else against the config file's folder).
+``sourceDirectory`` when it is set (else against the config file's folder). A
+path not found there is looked up in the current folder, as ``az ml`` did (it
+passed the file's strings to ``InferenceConfig``, which opened them from the
+current folder), so Azure's sample ``--ic .azureml/inferenceconfig.json`` with
+``"condaFile": ".azureml/conda_dependencies.yml"`` works unchanged (ADR 0033).
 When ``environment`` is given, Azure ignores ``runtime``/``condaFile``/
 ``baseImage``...; edgeship does the same and says so.
 """
@@ -148,9 +152,12 @@ def load_inference_config(path: str | Path, *, target_python: str = _HERE) -> In
     steps = raw.extra_dockerfile_steps or raw.extra_docker_file_steps
 
     base = path.parent
+    cwd = Path.cwd()
     source_dir: Path | None = None
     if raw.source_directory:
         source_dir = (base / raw.source_directory).resolve()
+        if not source_dir.is_dir() and (cwd / raw.source_directory).is_dir():
+            source_dir = (cwd / raw.source_directory).resolve()  # as az ml resolved it (see the docstring)
         if not source_dir.is_dir():
             raise ConfigError(
                 f"{path}: sourceDirectory '{raw.source_directory}' is not a folder ({source_dir})"
@@ -162,6 +169,13 @@ def load_inference_config(path: str | Path, *, target_python: str = _HERE) -> In
         exists = candidate.exists() if folder_ok else candidate.is_file()
         if exists:
             return candidate
+        if source_dir is None:
+            # azure-cli-ml handed the file's strings to azureml-core's InferenceConfig unchanged, which
+            # opened them from the current folder: '.azureml/conda_dependencies.yml' beside
+            # '--ic .azureml/inferenceconfig.json' in Azure's own sample only works that way.
+            from_cwd = (cwd / value).resolve()
+            if from_cwd.exists() if folder_ok else from_cwd.is_file():
+                return from_cwd
         hint = ""
         if source_dir is not None:
             hint = " (Azure ML resolves it relative to sourceDirectory)"
