@@ -1,0 +1,1 @@
+"""Stand-in for the ``azureml_user`` package ParallelRunStep puts beside an entry script."""

@@ -1,0 +1,166 @@
+"""Worker processes with a per-invocation timeout: a ``run()`` that overstays is killed, not waited for.
+
+``concurrent.futures`` cannot stop one task that hangs, so each worker here is a
+``spawn``ed process with its own pipe. The parent knows which mini-batch each
+worker holds and since when; :meth:`WorkerPool.wait` returns finished attempts,
+and a worker that died or overstayed is killed, replaced (its successor calls
+``init()`` again) and its attempt reported as failed. The pool decides nothing
+about retries or thresholds: that is the runner's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from edgeship.batch.worker import WorkerSpec, worker_main
+from edgeship.errors import EdgeshipError
+
+__all__ = ["Attempt", "BatchError", "WorkerPool"]
+
+INIT_TIMEOUT_S = 600.0  # init() may load a large model; beyond this a worker is declared stuck
+_KILL_WAIT_S = 5.0
+
+
+class BatchError(EdgeshipError):
+    """A batch run cannot go on (init failed, too many errors, bad input)."""
+
+
+@dataclass
+class Attempt:
+    """A finished attempt at mini-batch ``index``: rows and text, or an error."""
+
+    index: int
+    rows_out: int = 0
+    text: str = ""
+    error: str | None = None
+
+
+@dataclass
+class _Worker:
+    number: int
+    process: Any  # multiprocessing.process.BaseProcess
+    conn: Connection
+    started: float = field(default_factory=time.monotonic)
+    ready: bool = False
+    index: int | None = None  # the mini-batch it holds
+    since: float = 0.0
+
+
+class WorkerPool:
+    def __init__(self, spec: WorkerSpec, size: int, invocation_timeout_s: float) -> None:
+        self._spec = spec
+        self._size = size
+        self._timeout = invocation_timeout_s
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._started = 0
+
+    # Lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        for _ in range(self._size):
+            self._workers.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        self._started += 1
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=worker_main, args=(self._spec, self._started, child_end), name=f"edgeship-batch-{self._started}"
+        )
+        process.daemon = True
+        process.start()
+        child_end.close()
+        return _Worker(self._started, process, parent_end)
+
+    def close(self) -> None:
+        """Stop every worker: close its pipe (it exits), kill what has not exited shortly after."""
+        for worker in self._workers:
+            worker.conn.close()
+        deadline = time.monotonic() + _KILL_WAIT_S
+        for worker in self._workers:
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+        self._workers = []
+
+    def _replace(self, worker: _Worker) -> None:
+        worker.conn.close()
+        if worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join()
+        self._workers[self._workers.index(worker)] = self._spawn()
+
+    # Work --------------------------------------------------------------------
+    def idle(self) -> int:
+        return sum(1 for w in self._workers if w.ready and w.index is None)
+
+    def busy(self) -> int:
+        return sum(1 for w in self._workers if w.index is not None)
+
+    def submit(self, index: int, payload: Any) -> None:
+        worker = next(w for w in self._workers if w.ready and w.index is None)
+        worker.index, worker.since = index, time.monotonic()
+        with contextlib.suppress(OSError):  # it died: wait() sees its sentinel and fails the attempt
+            worker.conn.send((index, payload))
+
+    def wait(self, max_wait_s: float = 1.0) -> list[Attempt]:
+        """Block until something happens (at most ``max_wait_s``); return finished attempts."""
+        now = time.monotonic()
+        deadlines = [w.since + self._timeout for w in self._workers if w.index is not None]
+        deadlines += [w.started + INIT_TIMEOUT_S for w in self._workers if not w.ready]
+        timeout = max(0.0, min([now + max_wait_s, *deadlines]) - now)
+        handles: list[Any] = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
+        ready = set(wait(handles, timeout))
+        finished: list[Attempt] = []
+        for worker in list(self._workers):
+            finished.extend(self._check(worker, worker.conn in ready, worker.process.sentinel in ready))
+        return finished
+
+    def _check(self, worker: _Worker, readable: bool, exited: bool) -> list[Attempt]:
+        if readable:
+            try:
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                message = None
+            if message is not None:
+                return self._handle(worker, message)
+        if exited or (readable and not worker.process.is_alive()):
+            worker.process.join(_KILL_WAIT_S)
+            code = worker.process.exitcode
+            if not worker.ready:
+                raise BatchError(
+                    f"A worker exited with code {code} while loading the entry script or in init(); "
+                    f"see its log in {self._spec.logs_dir}."
+                )
+            return self._fail(worker, f"the worker process exited with code {code} during run()")
+        now = time.monotonic()
+        if worker.index is not None and now - worker.since > self._timeout:
+            return self._fail(worker, f"run() did not return within --run-invocation-timeout {self._timeout:g} s")
+        if not worker.ready and now - worker.started > INIT_TIMEOUT_S:
+            raise BatchError(f"init() did not finish within {INIT_TIMEOUT_S:g} s; see {self._spec.logs_dir}.")
+        return []
+
+    def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> list[Attempt]:
+        kind = message[0]
+        if kind == "ready":
+            worker.ready = True
+            return []
+        if kind == "init-failed":
+            raise BatchError(f"{message[1]} (worker log: {self._spec.logs_dir}/worker-{worker.number}.log)")
+        index = worker.index
+        worker.index = None
+        if index is None or message[1] != index:
+            return []
+        if kind == "ok":
+            return [Attempt(index, rows_out=int(message[2]), text=str(message[3]))]
+        return [Attempt(index, error=str(message[2]))]
+
+    def _fail(self, worker: _Worker, reason: str) -> list[Attempt]:
+        index = worker.index
+        self._replace(worker)
+        return [] if index is None else [Attempt(index, error=reason)]
