@@ -12,14 +12,21 @@ requests and errors *since the previous sample* and latency percentiles over tho
 requests, estimated from the bucket deltas by linear interpolation inside the
 bucket, as Prometheus' ``histogram_quantile`` does. A counter that went down means
 the server restarted: its new value is the delta.
+
+The Prometheus text format is read here, sample lines only (``name{labels} value
+[timestamp]``; comments skipped), not with ``prometheus_client.parser``: importing that
+loads the whole client library into the agent (1.5 MiB of its idle resident set, ADR
+0030). ``tests/agent/test_prometheus_text.py`` checks that both read the same samples.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["MetricsDelta", "ModuleMetrics", "parse_metrics", "quantile"]
+__all__ = ["MetricsDelta", "ModuleMetrics", "parse_metrics", "quantile", "text_samples"]
 
 _REQUESTS = "edgeship_scoring_requests"
 _ERRORS = "edgeship_scoring_errors"
@@ -44,26 +51,57 @@ class ModuleMetrics:
         return self.server_errors + self.client_errors
 
 
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\}|$)')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+def text_samples(text: str) -> Iterator[tuple[str, dict[str, str], float]]:
+    """Every sample of a Prometheus text exposition as ``(name, labels, value)``, in order.
+
+    Raises ValueError on a line that is not a sample, a comment or blank.
+    """
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name = _NAME.match(line)
+        if name is None:
+            raise ValueError(f"line {number} of the metrics is not a sample: {raw[:80]!r}")
+        rest = line[name.end() :].lstrip()
+        labels: dict[str, str] = {}
+        if rest.startswith("{"):
+            rest = rest[1:].lstrip()
+            while not rest.startswith("}"):
+                label = _LABEL.match(rest)
+                if label is None:
+                    raise ValueError(f"line {number} of the metrics has malformed labels: {raw[:80]!r}")
+                labels[label[1]] = re.sub(r"\\[\\\"n]", lambda m: _UNESCAPE[m[0]], label[2])
+                rest = rest[label.end() :] if label[3] != "}" else rest[label.end() - 1 :]
+            rest = rest[1:]
+        fields = rest.split()
+        if not 1 <= len(fields) <= 2:
+            raise ValueError(f"line {number} of the metrics has no value: {raw[:80]!r}")
+        yield name[0], labels, float(fields[0])
+
+
 def parse_metrics(text: str) -> ModuleMetrics:
     """Sum the scoring metrics over the scoring endpoints; errors by status class."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     requests = server_errors = client_errors = 0.0
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("endpoint") not in SCORING_ENDPOINTS:
-                continue
-            if sample.name == f"{_REQUESTS}_total":
-                requests += sample.value
-            elif sample.name == f"{_ERRORS}_total":
-                if _is_client_error(sample.labels.get("status")):
-                    client_errors += sample.value
-                else:
-                    server_errors += sample.value
-            elif sample.name == f"{_LATENCY}_bucket":
-                le = float(sample.labels["le"])
-                buckets[le] = buckets.get(le, 0.0) + sample.value
+    for name, labels, value in text_samples(text):
+        if labels.get("endpoint") not in SCORING_ENDPOINTS:
+            continue
+        if name == f"{_REQUESTS}_total":
+            requests += value
+        elif name == f"{_ERRORS}_total":
+            if _is_client_error(labels.get("status")):
+                client_errors += value
+            else:
+                server_errors += value
+        elif name == f"{_LATENCY}_bucket":
+            le = float(labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + value
     return ModuleMetrics(requests, server_errors, client_errors, buckets)
 
 

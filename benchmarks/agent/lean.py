@@ -108,6 +108,32 @@ def tree_rss_kib(pids: list[int]) -> int:
     return total
 
 
+def smaps_split(pid: int) -> dict[str, float]:
+    """``/proc/PID/smaps_rollup`` in MiB: RSS split into anonymous and file-backed pages, and threads."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        if rest.strip().endswith("kB"):
+            fields[name] = int(rest.split()[0]) / 1024
+    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
+    return {"rss": fields["Rss"], "anonymous": fields["Anonymous"], "file_backed": fields["Rss"] - fields["Anonymous"],
+            "pss": fields["Pss"], "threads": threads}
+
+
+def smaps_top(pid: int, count: int = 12) -> list[dict[str, Any]]:
+    """The agent's largest mappings by resident pages (``/proc/PID/smaps``), summed per file or kind."""
+    totals: dict[str, list[int]] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            name = Path(head[5]).name if len(head) > 5 else "[anonymous mmap]"
+        elif head and head[0] in ("Rss:", "Anonymous:"):
+            totals.setdefault(name, [0, 0])[head[0] == "Anonymous:"] += int(head[1])
+    top = sorted(totals.items(), key=lambda item: -item[1][0])[:count]
+    return [{"mapping": k, "rss_mib": round(v[0] / 1024, 2), "anonymous_mib": round(v[1] / 1024, 2)} for k, v in top]
+
+
 def wait_for(what: str, check: Any, timeout: float = 120.0) -> float:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -123,8 +149,12 @@ def main() -> int:
     parser.add_argument("--telemetry", type=float, default=5.0, help="telemetry_interval, seconds")
     parser.add_argument("--boots", type=int, default=3, help="simulated reboots to time")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="run the agent under tracemalloc (traced_agent.py) and record its heap by package; "
+                             "that run's RSS includes tracemalloc's own bookkeeping")  # fmt: skip
     args = parser.parse_args()
 
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
     root = Path(tempfile.mkdtemp(prefix="edgeship-lean-bench-"))
     broker, tls_port, ca_file = tls_broker(root / "broker")
     side = ReleaseSide(root / "release", Console(quiet=True))
@@ -148,13 +178,16 @@ def main() -> int:
     body = json.dumps(sample_request()[0]).encode()
     log_path = folder / "agent.log"
     results: dict[str, Any] = {"boots": []}
+    trace_out = folder / "trace.json"
+    env = {**os.environ, "EDGESHIP_TRACE_OUT": str(trace_out)}
     agent: subprocess.Popen[bytes] | None = None
 
     def start_agent() -> subprocess.Popen[bytes]:
         log = log_path.open("ab")
         try:
-            return subprocess.Popen([sys.executable, "-m", "edgeship.agent", "--config", str(config), "--verbose"],
-                                    stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+            entry = [str(Path(__file__).with_name("traced_agent.py"))] if args.tracemalloc else ["-m", "edgeship.agent"]
+            return subprocess.Popen([sys.executable, *entry, "--config", str(config), "--verbose"],
+                                    stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
         finally:
             log.close()
 
@@ -172,9 +205,17 @@ def main() -> int:
         time.sleep(args.idle)
         results["telemetry_batches_seen"] = len(hub.services.fleet.recent_telemetry(DEVICE, 100))
         results["agent_idle_rss_mib"] = rss_kib(agent.pid) / 1024
+        results["agent_smaps_mib"] = smaps_split(agent.pid)
+        results["agent_smaps_top"] = smaps_top(agent.pid)
+        if args.tracemalloc:
+            agent.send_signal(signal.SIGUSR1)
+            wait_for("the heap dump", trace_out.exists, 30)
+            time.sleep(0.5)
+            results["tracemalloc"] = json.loads(trace_out.read_text())
         results["modules_rss_mib"] = tree_rss_kib(module_pids(runtime_dir)) / 1024
         print(f"agent idle RSS: {results['agent_idle_rss_mib']:.1f} MiB "
-              f"(module processes beside it: {results['modules_rss_mib']:.1f} MiB)")  # fmt: skip
+              f"(module processes beside it: {results['modules_rss_mib']:.1f} MiB); "
+              f"smaps: {results['agent_smaps_mib']}")  # fmt: skip
         for _ in range(args.boots):
             pids = module_pids(runtime_dir)
             agent.kill()
@@ -216,7 +257,7 @@ def main() -> int:
         results["boot_median_s"] = {k: statistics.median(b[k] for b in results["boots"]) for k in results["boots"][0]}
     results["agent_log_tail"] = log_text.splitlines()[-30:]
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "load": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
+                          "load_start": load_start, "load": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
     print(json.dumps({k: v for k, v in results.items() if k != "agent_log_tail"}, indent=2))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
