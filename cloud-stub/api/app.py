@@ -53,4 +53,7 @@ def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCre
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    from edgeship.hub.ui.app import MOUNT, create_ui
+
+    app.mount(MOUNT, create_ui(services, tokens))  # the dashboard (docs/dashboard.md): same services, same tokens
     return app
