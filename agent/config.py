@@ -16,6 +16,7 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
     health_timeout = 60                        # seconds
     min_free_bytes = 268435456                 # bytes an update must leave free on the data disk
     max_partial_bytes = 1073741824             # bytes of interrupted downloads kept for resuming
+    part_cache_bytes = 4294967296              # bytes of module parts kept for reuse (schemaVersion 2)
     download_min_rate = 1024                   # bytes per second, over each download_rate_window
     download_rate_window = 30                  # seconds
     download_deadline = 300                    # seconds per download, plus its size / download_min_rate
@@ -49,7 +50,7 @@ RuntimeKind = Literal["process", "docker", "auto"]
 _TOP_KEYS = {
     "device_id", "hub_url", "trust_root", "data_dir", "runtime", "telemetry_interval", "port_range",
     "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker", "min_free_bytes",
-    "max_partial_bytes", "download_min_rate", "download_rate_window", "download_deadline",
+    "max_partial_bytes", "part_cache_bytes", "download_min_rate", "download_rate_window", "download_deadline",
 }  # fmt: skip
 _BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol"}
 
@@ -93,6 +94,7 @@ class AgentConfig:
     telemetry_queue_limit: int = 10_000  # samples kept on disk while offline; older ones are dropped
     min_free_bytes: int = 256 * 2**20  # bytes an update must leave free on the data disk, or it is refused
     max_partial_bytes: int = 2**30  # bytes of interrupted downloads kept for resuming; the oldest go first
+    part_cache_bytes: int = 4 * 2**30  # bytes of module parts kept for reuse; parts no module needs go first
     download_min_rate: float = 1024.0  # bytes per second a download must keep up over each window
     download_rate_window: float = 30.0  # seconds; also the longest one read or connect may wait
     download_deadline: float = 300.0  # seconds per download, plus its signed size / download_min_rate
@@ -225,6 +227,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
         telemetry_queue_limit=limit,
         min_free_bytes=_bytes(data, "min_free_bytes", path, 256 * 2**20),
         max_partial_bytes=_bytes(data, "max_partial_bytes", path, 2**30),
+        part_cache_bytes=_bytes(data, "part_cache_bytes", path, 4 * 2**30),
         download_min_rate=_number(data, "download_min_rate", path, 1024.0, "bytes per second"),
         download_rate_window=_number(data, "download_rate_window", path, 30.0),
         download_deadline=_number(data, "download_deadline", path, 300.0),
@@ -244,6 +247,7 @@ port_range = [5100, 5199]             # module ports when a document gives none
 health_timeout = 60                   # seconds for a new module to become healthy
 min_free_bytes = 268435456            # bytes an update must leave free on the data disk (256 MiB)
 max_partial_bytes = 1073741824        # bytes of interrupted downloads kept for resuming (1 GiB)
+part_cache_bytes = 4294967296         # bytes of module parts (wheels, model chunks, layers) kept for reuse (4 GiB)
 download_min_rate = 1024              # bytes per second a download must keep up...
 download_rate_window = 30             # ...over every window of this many seconds
 download_deadline = 300               # seconds per download, plus its size / download_min_rate

@@ -41,6 +41,7 @@ from edgeship.agent.decide.runner import PlanRunner
 from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.fetch.bounded import Cancel, FetchLimits
 from edgeship.agent.fetch.download import BlobCache
+from edgeship.agent.fetch.parts import PartCache
 from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.link.mqtt import Inbound, MqttLink
 from edgeship.agent.methods import MethodWorker
@@ -112,10 +113,11 @@ class Agent:
             on_inbound=self._on_inbound,
         )  # fmt: skip
         self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)
+        parts = PartCache(BlobCache(data / "parts", config.hub_url, limits=limits), max_bytes=config.part_cache_bytes)
         self.executor = RuntimeExecutor(
             self.runtime, self.state, self.blobs, self.trust_root, data / "modules",
             port_range=config.port_range, health_timeout=config.health_timeout, min_free_bytes=config.min_free_bytes,
-            cancel=self.cancel, log=lambda line: log.debug(line),
+            cancel=self.cancel, log=lambda line: log.debug(line), parts=parts,
         )  # fmt: skip
         self.runner = PlanRunner(self.executor, clock)
         self.reconciler = Reconciler(

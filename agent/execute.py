@@ -6,7 +6,9 @@ keeps the agent's state (``agent.state``) in step with the runtime:
 - ``check_space``: refuse the update when the disk cannot hold what is missing plus
   ``min_free_bytes`` (``agent/fetch/space.py``);
 - ``download``: the blob into the cache (bounded by its signed size, a minimum rate and
-  a deadline; resumed; digest-checked). A download stopped by :attr:`RuntimeExecutor.cancel`
+  a deadline; resumed; digest-checked); for a schemaVersion 2 module, the parts its
+  runtime needs and the part cache lacks (``agent/fetch/parts.py``, ADR 0028). A download
+  stopped by :attr:`RuntimeExecutor.cancel`
   (newer desired state arrived) raises :class:`~edgeship.agent.decide.runner.Superseded`;
 - ``verify``: lay out ``modules/<service>/`` exactly as the packager signed it
   (``module.json`` is the manifest payload from the accepted document, the envelope,
@@ -55,6 +57,7 @@ from edgeship.agent.decide.plan import (
 from edgeship.agent.decide.runner import Superseded
 from edgeship.agent.fetch.bounded import Cancel
 from edgeship.agent.fetch.download import BlobCache, CancelledError
+from edgeship.agent.fetch.parts import PartCache
 from edgeship.agent.fetch.space import check_space
 from edgeship.agent.runtimes.base import (
     ModuleRuntime,
@@ -66,7 +69,7 @@ from edgeship.agent.runtimes.base import (
 from edgeship.agent.state.store import ServiceRecord, StateStore
 from edgeship.errors import ManifestError, RuntimeFailure
 from edgeship.fsutil import atomic_dir, sweep_scratch
-from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest, Part, parse_manifest
 from edgeship.signing import TrustRoot
 
 __all__ = ["RuntimeExecutor", "port_is_free"]
@@ -97,10 +100,13 @@ class RuntimeExecutor:
         min_free_bytes: int = 0,
         cancel: Cancel | None = None,
         log: Callable[[str], None] = lambda _line: None,
+        parts: PartCache | None = None,
     ) -> None:
         self.runtime = runtime
         self.state = state
         self.blobs = blobs
+        # schemaVersion 2 modules' parts, beside the blob cache unless given (ADR 0028)
+        self.parts = parts or PartCache(BlobCache(blobs.root.parent / "parts", blobs.hub_url, limits=blobs.limits))
         self.trust_root = trust_root
         self.modules_dir = Path(modules_dir)
         self.port_range = port_range
@@ -126,7 +132,12 @@ class RuntimeExecutor:
             case Download():
                 progress = (lambda _bytes: faults.point("download", command.module)) if faults.armed() else None
                 try:
-                    self.blobs.fetch(command.url, command.digest, command.size, cancel=self.cancel, progress=progress)
+                    if command.artifact == "parts":
+                        self._fetch_parts(command, progress)
+                    else:
+                        self.blobs.fetch(
+                            command.url, command.digest, command.size, cancel=self.cancel, progress=progress
+                        )
                 except CancelledError as exc:
                     raise Superseded(str(exc)) from exc
             case Verify():
@@ -155,9 +166,35 @@ class RuntimeExecutor:
                 raise RuntimeFailure(f"The agent cannot execute a {command.kind!r} command; upgrade the agent.")
 
     def forget(self, service: str) -> None:
-        """The agent lets go of ``service``: its record, then its verified module folder."""
+        """The agent lets go of ``service``: its record, its verified module folder, then the parts
+        no installed or desired module needs any more."""
         self.state.drop_service(service)
         shutil.rmtree(self.modules_dir / service, ignore_errors=True)
+        self.parts.collect(self._parts_in_use())
+
+    # -- parts (schemaVersion 2, ADR 0028) -----------------------------------------
+    def needed_parts(self, manifest: ModuleManifest) -> list[Part]:
+        """The parts the runtime installs ``manifest`` from (its ``needed_parts``, else the process set)."""
+        if manifest.parts is None:
+            return []
+        choose = getattr(self.runtime, "needed_parts", None)
+        return list(choose(manifest)) if choose is not None else manifest.parts.for_process()
+
+    def _parts_in_use(self) -> set[str]:
+        """Digests of the parts of every installed module (its verified folder) and of the accepted document."""
+        manifests = list(self.document.manifests.values()) if self.document is not None else []
+        for service in self.state.state.services:
+            try:
+                manifests.append(parse_manifest((self.module_dir(service) / MANIFEST_FILE).read_bytes()))
+            except (OSError, ManifestError):
+                continue
+        return {p.digest for m in manifests if m.parts is not None for p in m.parts.all()}
+
+    def _fetch_parts(self, command: Download, progress: Callable[[int], None] | None) -> None:
+        manifest = self._entry(command.module).manifests[command.module]
+        wanted = self.needed_parts(manifest)
+        self.parts.make_room(wanted, self._parts_in_use())
+        self.parts.fetch(command.url, wanted, cancel=self.cancel, progress=progress)
 
     def sweep(self) -> list[Path]:
         """At start, before anything is built: delete what a killed predecessor left half-made.
@@ -188,9 +225,14 @@ class RuntimeExecutor:
     def _check_space(self, command: CheckSpace) -> None:
         root = self.blobs.root
         root.mkdir(parents=True, exist_ok=True)
+        manifest = self.document.manifests.get(command.module) if self.document is not None else None
+        if manifest is not None and manifest.parts is not None:
+            download = self.parts.missing_bytes(self.needed_parts(manifest))
+        else:
+            download = sum(self.blobs.missing_bytes(digest, size) for digest, size in command.blobs)
         check_space(
             command.service,
-            download=sum(self.blobs.missing_bytes(digest, size) for digest, size in command.blobs),
+            download=download,
             unpack=command.unpack,
             free=shutil.disk_usage(root).free,
             margin=self.min_free_bytes,
@@ -206,6 +248,9 @@ class RuntimeExecutor:
         if "sha256:" + hashlib.sha256(payload).hexdigest() != command.module_digest:
             raise ManifestError(f"Module {command.module!r} changed between planning and verifying; retrying.")
         entry = accepted.document.modules[command.module]
+        if manifest.parts is not None:
+            self._verify_parts(command, manifest, payload, entry.module)
+            return
         artifacts = {manifest.bundle.path: manifest.bundle.digest}
         if manifest.image is not None and manifest.image.archive is not None and entry.blobs.image is not None:
             artifacts[manifest.image.archive.path] = manifest.image.archive.digest
@@ -225,6 +270,29 @@ class RuntimeExecutor:
                     shutil.copyfile(source, dest)
             faults.point("verify", command.module)
             verified = verify_module_dir(build, self.trust_root, digest_of=self.blobs.digest_of)
+            if verified.manifest != manifest:
+                raise ManifestError(f"Module {command.module!r} verified as a different manifest; refusing it.")
+
+    def _verify_parts(self, command: Verify, manifest: ModuleManifest, payload: bytes, envelope: object) -> None:
+        """A version 2 module's folder: the manifest, the envelope and ``parts/<hex>`` linked from the part cache."""
+        from edgeship.modules.verify import PARTS_DIR, verify_parts_dir
+
+        assert manifest.parts is not None
+        with atomic_dir(self.module_dir(command.service)) as build:
+            (build / MANIFEST_FILE).write_bytes(payload)
+            (build / ENVELOPE_FILE).write_text(json.dumps(envelope, sort_keys=True))
+            (build / PARTS_DIR).mkdir()
+            for part in manifest.parts.all():
+                source = self.parts.path_for(part.digest)
+                if not source.is_file():
+                    continue  # not needed by this runtime (the runtime refuses to install without one it needs)
+                dest = build / PARTS_DIR / part.digest.removeprefix("sha256:")
+                try:
+                    os.link(source, dest)  # parts are never written in place
+                except OSError:
+                    shutil.copyfile(source, dest)
+            faults.point("verify", command.module)
+            verified = verify_parts_dir(build, self.trust_root, digest_of=self.parts.digest_of)
             if verified.manifest != manifest:
                 raise ManifestError(f"Module {command.module!r} verified as a different manifest; refusing it.")
 

@@ -63,6 +63,7 @@ def desired_from(accepted: AcceptedDocument) -> DesiredState:
             restart_policy=entry.settings.restart_policy,
             bundle_size=manifest.bundle.size,
             image_size=archive.size if archive is not None and entry.blobs.image is not None else 0,
+            parts=manifest.parts is not None,
         )
     return DesiredState(accepted.sequence, modules)
 

@@ -133,15 +133,18 @@ class HubClient:
 
         directory = Path(directory)
         manifest = ModuleManifest.from_bytes((directory / MANIFEST_FILE).read_bytes())
-        for ref in manifest.files:
+        artifacts = {ref.path: ref.digest for ref in manifest.files}
+        for part in manifest.parts.all() if manifest.parts is not None else []:  # schemaVersion 2 (ADR 0028)
+            artifacts[f"parts/{part.digest.removeprefix('sha256:')}"] = part.digest
+        for rel, digest in artifacts.items():
             try:
-                self.request("GET", f"/uploads/{ref.digest}")
+                self.request("GET", f"/uploads/{digest}")
                 continue  # the hub has it
             except HubRequestError as exc:
                 if exc.status != 404:
                     raise
-            size = (directory / ref.path).stat().st_size
-            self.request("PUT", f"/uploads/{ref.digest}", content=_chunks(directory / ref.path),
+            size = (directory / rel).stat().st_size
+            self.request("PUT", f"/uploads/{digest}", content=_chunks(directory / rel),
                          content_type="application/octet-stream", timeout=max(60.0, size / 5e6))
         envelope = json_module.loads((directory / ENVELOPE_FILE).read_text())
         return self.request("POST", "/modules/signed", json={"envelope": envelope})

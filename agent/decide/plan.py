@@ -91,6 +91,7 @@ class DesiredModule:
     restart_policy: RestartPolicy = "on-failure"
     bundle_size: int = 0  # bytes, signed in the manifest: a download never writes more
     image_size: int = 0  # bytes of the image archive (signed), when there is one
+    parts: bool = False  # schemaVersion 2: fetch the parts the device lacks instead of the bundle (ADR 0028)
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,7 @@ class CheckSpace(Command):
 @dataclass(frozen=True)
 class Download(Command):
     kind: ClassVar[str] = "download"
-    artifact: Literal["bundle", "image"]
+    artifact: Literal["bundle", "image", "parts"]  # parts: the executor picks the missing ones (ADR 0028)
     url: str
     digest: str
     size: int  # bytes, from the signed manifest
@@ -281,8 +282,11 @@ def _plan_update(want: DesiredModule, old: RunningService | None, environments: 
     if old is not None and old.service == service_name(want.name, SLOTS[0]):
         slot = SLOTS[1]
     candidate = service_name(want.name, slot)
-    downloads = [Download(want.name, candidate, "bundle", want.bundle_url, want.bundle_digest, want.bundle_size)]
-    if want.image_url is not None and want.image_digest is not None:
+    if want.parts:  # url: the bundle's location, the parts lie beside it; digest: the build's
+        downloads = [Download(want.name, candidate, "parts", want.bundle_url, want.module_digest, want.bundle_size)]
+    else:
+        downloads = [Download(want.name, candidate, "bundle", want.bundle_url, want.bundle_digest, want.bundle_size)]
+    if want.image_url is not None and want.image_digest is not None and not want.parts:
         downloads.append(Download(want.name, candidate, "image", want.image_url, want.image_digest, want.image_size))
     blobs = tuple((d.digest, d.size) for d in downloads)
     steps: list[Command] = [CheckSpace(want.name, candidate, blobs, UNPACK_FACTOR * want.bundle_size), *downloads]

@@ -100,6 +100,7 @@ class BlobCache:
         self.limits = limits or FetchLimits()
         self.max_partial_bytes = max_partial_bytes  # bytes all partials but the current one may take together
         self._hashed: dict[tuple[int, int], tuple[_FileId, str]] = {}  # (device, inode) -> (file id, digest)
+        self.received = 0  # bytes of blob bodies received from hosts by this cache (benchmarks/agent/parts.py)
 
     def checked_digest(self, path: Path) -> tuple[str, int] | None:
         """``(digest, size)`` of ``path`` if this process hashed that very file (a hard link counts)
@@ -220,6 +221,7 @@ class BlobCache:
                     def write(chunk: bytes) -> None:
                         out.write(chunk)
                         sha.update(chunk)
+                        self.received += len(chunk)
                         if progress is not None:
                             out.flush()  # what progress reports is in the file
                             progress(out.tell())

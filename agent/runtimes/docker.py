@@ -33,6 +33,7 @@ from edgeship.agent.runtimes.base import (
     wait_until_healthy,
 )
 from edgeship.errors import RuntimeFailure
+from edgeship.modules.plain import ModuleManifest, Part
 
 __all__ = ["CONTAINER_PREFIX", "LABEL_MODULE", "LABEL_MODULE_DIGEST", "LABEL_SERVICE", "DockerRuntime"]
 
@@ -88,8 +89,64 @@ class DockerRuntime:
             raise self._fail(f"inspect service {name}", exc) from exc
 
     # -- install ----------------------------------------------------------------
+    def _has_image(self, image_id: str) -> bool:
+        try:
+            self.client.images.get(image_id)
+            return True
+        except self._errors.ImageNotFound:
+            return False
+        except self._errors.APIError as exc:
+            raise self._fail(f"look up image {image_id[:19]}", exc) from exc
+
+    def _layers_present(self, manifest: ModuleManifest) -> int:
+        """How many of the image's leading layers the engine has already (as the chain of some image)."""
+        from edgeship.agent.runtimes.assemble import present_layers
+
+        assert manifest.parts is not None and manifest.parts.image is not None
+        try:
+            images = self.client.images.list(all=True)
+        except self._errors.APIError as exc:
+            raise self._fail("list images", exc) from exc
+        known = [list(i.attrs.get("RootFS", {}).get("Layers") or []) for i in images]
+        return present_layers([layer.digest for layer in manifest.parts.image.layers], known)
+
+    def needed_parts(self, manifest: ModuleManifest) -> list[Part]:
+        """The image parts to fetch: none when the engine has the image, else the config and
+        every layer above the longest chain of them the engine has (ADR 0028)."""
+        parts = manifest.parts
+        if parts is None or parts.image is None or manifest.image is None:
+            return []
+        if self._has_image(manifest.image.id):
+            return []
+        return [parts.image.config, *parts.image.layers[self._layers_present(manifest):]]
+
+    def _load_parts(self, spec: ModuleSpec) -> None:
+        """``docker load`` an archive assembled from the fetched layer parts, without the layers the engine has."""
+        import tempfile
+
+        from edgeship.agent.runtimes.assemble import write_load_archive
+
+        manifest = spec.manifest
+        skip = self._layers_present(manifest)
+        with tempfile.TemporaryFile(dir=spec.module_dir) as archive:
+            write_load_archive(spec.module_dir, manifest, archive, skip)
+            archive.seek(0)
+            try:
+                self.client.images.load(archive)
+            except self._errors.APIError as exc:
+                raise self._fail(f"load the image of {manifest.ref} from its parts", exc) from exc
+
     def _ensure_image(self, spec: ModuleSpec) -> str:
         image = spec.manifest.image
+        if image is not None and spec.manifest.parts is not None and spec.manifest.parts.image is not None:
+            if not self._has_image(image.id):
+                self._load_parts(spec)
+                if not self._has_image(image.id):
+                    raise RuntimeFailure(
+                        f"The parts of {spec.manifest.ref} did not load as image {image.id[:19]}; re-package it."
+                    )
+                faults.point("environment", spec.manifest.name)
+            return image.id
         if image is None or image.archive is None:
             raise RuntimeFailure(
                 f"Module {spec.manifest.ref} has no image archive; "

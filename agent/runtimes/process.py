@@ -49,6 +49,7 @@ from edgeship.agent.runtimes.base import (
 from edgeship.agent.runtimes.procinfo import LOG_FILE, RUN_FILE, SERVICE_FILE, process_start_time
 from edgeship.errors import RuntimeFailure
 from edgeship.fsutil import atomic_dir, atomic_write_text, scratch_dir, sweep_scratch
+from edgeship.modules.plain import ModuleManifest, Part
 
 __all__ = ["ProcessLimits", "ProcessRuntime", "unpack_bundle"]
 
@@ -149,6 +150,16 @@ class ProcessRuntime:
         return self.state_dir / "run" / validate_service_name(name)
 
     # -- install ----------------------------------------------------------------
+    def needed_parts(self, manifest: ModuleManifest) -> list[Part]:
+        """The parts of a schemaVersion 2 module this runtime installs from: the source, the model
+        chunks, and the wheels only when no venv of the module's lock digest exists yet."""
+        parts = manifest.parts
+        if parts is None:
+            return []
+        venv_ready = (self.venv_dir(manifest.environment.lock_digest) / "bin" / "python").exists()
+        wheels = [] if venv_ready else [Part(w.digest, w.size) for w in parts.wheels]
+        return [parts.source, *wheels, *(c for m in parts.models for c in m.chunks)]
+
     def install(self, spec: ModuleSpec) -> ModuleStatus:
         manifest = spec.manifest
         current = self._maybe_status(spec.name)
@@ -205,7 +216,12 @@ class ProcessRuntime:
         ):
             return app
         with atomic_dir(app) as build:
-            unpack_bundle(spec.module_dir / manifest.bundle.path, build, wheelhouse=wheelhouse)
+            if manifest.parts is not None:  # schemaVersion 2: from the parts the agent fetched (ADR 0028)
+                from edgeship.agent.runtimes.assemble import assemble_app
+
+                assemble_app(spec.module_dir, build, manifest, wheelhouse=wheelhouse)
+            else:
+                unpack_bundle(spec.module_dir / manifest.bundle.path, build, wheelhouse=wheelhouse)
             (build / _DIGEST_MARKER).write_text(manifest.bundle.digest + "\n")
             faults.point("unpack", manifest.name)
         return app

@@ -1,5 +1,9 @@
 """``Catalog``: signed modules and the blobs devices download. Modules enter the hub only verified.
 
+A schemaVersion 2 module's parts (``parts/<hex>``: wheels, source, model chunks, image
+layers) go into the same content-addressed store as bundles, so a part many modules
+share is stored once (ADR 0028); ``module_parts`` records which module names which.
+
 An upload is checked against the trust root's release keys (``verify_module_dir``)
 before anything is stored; its blobs go into the content-addressed store first, then
 the row, so a module row never names a blob the hub cannot serve. A name and version
@@ -26,7 +30,7 @@ from edgeship.hub.services.keys import SigningKeys
 from edgeship.hub.services.rules import DIGEST, validate_module_name
 from edgeship.hub.store import HubStore, ModuleRecord
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest
-from edgeship.modules.verify import file_digest, verify_module_dir
+from edgeship.modules.verify import PARTS_DIR, file_digest, verify_module_dir
 from edgeship.registry.blobs import BlobStore, sha256_file
 
 __all__ = ["MAX_UPLOAD_BYTES", "Catalog", "UploadTooLargeError"]
@@ -73,6 +77,10 @@ class Catalog:
             else ()
         ):
             self.blobs.put_file(directory / rel, digest.removeprefix("sha256:"))
+        parts = manifest.parts.all() if manifest.parts is not None else []
+        for part in parts:  # verified above: parts/<hex> holds each with its digest and size
+            hexdigest = part.digest.removeprefix("sha256:")
+            self.blobs.put_file(directory / PARTS_DIR / hexdigest, hexdigest)
         record = ModuleRecord(
             name=manifest.name,
             version=manifest.version,
@@ -83,7 +91,7 @@ class Catalog:
             variant=manifest.variant,
             created=self.clock(),
         )
-        stored, _new = self.store.add_module(record)
+        stored, _new = self.store.add_module(record, [p.digest for p in parts])
         return stored
 
     # uploads over HTTP: the artifacts by digest first, then the signed envelope ----------------
@@ -144,7 +152,10 @@ class Catalog:
             manifest = ModuleManifest.from_bytes(payload)
         except (ValueError, TypeError, binascii.Error) as exc:
             raise InputError(f"The module envelope's payload is not a module manifest ({exc}).") from exc
-        missing = [ref.digest for ref in manifest.files if not self.blobs.has(_hex(ref.digest))]
+        parts = {f"{PARTS_DIR}/{p.digest.removeprefix('sha256:')}": p.digest
+                 for p in (manifest.parts.all() if manifest.parts is not None else [])}
+        wanted = {ref.path: ref.digest for ref in manifest.files} | parts
+        missing = [digest for digest in wanted.values() if not self.blobs.has(_hex(digest))]
         if missing:
             raise InputError(
                 f"Module {manifest.name}:{manifest.version} names artifacts the hub does not hold: "
@@ -158,15 +169,15 @@ class Catalog:
             # artifacts linked from the blob store were hashed to their names when they were written
             # (receive_upload): verification takes that, so a multi-GB image archive is not hashed twice
             linked: dict[Path, tuple[str, int]] = {}
-            for ref in manifest.files:
-                target = directory / ref.path
+            for rel, digest in wanted.items():
+                target = directory / rel
                 if not target.resolve().is_relative_to(directory.resolve()):
-                    raise InputError(f"Module {manifest.name}:{manifest.version} names a file outside it: {ref.path}.")
+                    raise InputError(f"Module {manifest.name}:{manifest.version} names a file outside it: {rel}.")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                blob = self.blobs.path_of(_hex(ref.digest))
+                blob = self.blobs.path_of(_hex(digest))
                 try:
                     os.link(blob, target)
-                    linked[target] = (ref.digest, target.stat().st_size)
+                    linked[target] = (digest, target.stat().st_size)
                 except OSError:
                     shutil.copyfile(blob, target)  # a copy is read (and hashed) by the verification
             return self.upload_module(directory, digest_of=lambda path: linked.get(path) or file_digest(path))

@@ -17,10 +17,22 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeship.errors import ManifestError
-from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, SCHEMA_VERSION, check_manifest
+from edgeship.modules.plain import (
+    ENVELOPE_FILE,
+    MANIFEST_FILE,
+    MAX_CHUNK,
+    MIN_CHUNK,
+    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
+    check_chunks,
+    check_manifest,
+    check_versioned,
+    file_name,
+    model_path,
+)
 
 __all__ = [
     "ENVELOPE_FILE",
@@ -29,10 +41,15 @@ __all__ = [
     "ArtifactRef",
     "BundleRef",
     "EnvironmentRef",
+    "ImageParts",
     "ImageRef",
+    "ModelPart",
     "ModelPin",
     "ModuleManifest",
+    "Part",
+    "Parts",
     "Resources",
+    "WheelPart",
 ]
 
 _DIGEST = r"^sha256:[0-9a-f]{64}$"
@@ -87,6 +104,71 @@ class ImageRef(_Strict):
     archive: ArtifactRef | None = None
 
 
+class Part(_Strict):
+    digest: str = Field(pattern=_DIGEST)
+    size: int = Field(ge=0)
+
+
+class WheelPart(_Strict):
+    name: str
+    digest: str = Field(pattern=_DIGEST)
+    size: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, value: str) -> str:
+        return file_name(value, "name")
+
+
+class ModelPart(_Strict):
+    path: str
+    digest: str = Field(pattern=_DIGEST)
+    size: int = Field(ge=0)
+    chunks: list[Part]
+
+    @field_validator("path")
+    @classmethod
+    def _model_path(cls, value: str) -> str:
+        return model_path(value, "path")
+
+
+class ImageParts(_Strict):
+    config: Part
+    layers: list[Part]
+
+
+class Parts(_Strict):
+    """Schema version 2's parts; the rules are :mod:`edgeship.modules.plain`'s (``Parts``)."""
+
+    chunk_size: int = Field(alias="chunkSize", ge=MIN_CHUNK, le=MAX_CHUNK)
+    source: Part
+    wheels: list[WheelPart]
+    models: list[ModelPart]
+    image: ImageParts | None = None
+
+    def all(self) -> list[Part]:
+        """Every part once, in manifest order (as the plain ``Parts.all``)."""
+        seen: dict[str, Part] = {}
+        wheels = [Part(digest=w.digest, size=w.size) for w in self.wheels]
+        chunks = [c for m in self.models for c in m.chunks]
+        image = [] if self.image is None else [self.image.config, *self.image.layers]
+        for part in [self.source, *wheels, *chunks, *image]:
+            seen.setdefault(part.digest, part)
+        return list(seen.values())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Parts:
+        for model in self.models:
+            problem = check_chunks(model.size, model.chunks, self.chunk_size)
+            if problem:
+                raise ValueError(problem)
+        if len({m.path for m in self.models}) != len(self.models):
+            raise ValueError("a model path is listed twice")
+        if len({w.name for w in self.wheels}) != len(self.wheels):
+            raise ValueError("a wheel name is listed twice")
+        return self
+
+
 class Resources(_Strict):
     cpu: float | None = None
     memory_gb: float | None = Field(default=None, alias="memoryInGB")
@@ -96,7 +178,7 @@ class Resources(_Strict):
 
 
 class ModuleManifest(_Strict):
-    schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
+    schema_version: int = Field(default=1, alias="schemaVersion")
     name: str
     version: int = Field(ge=1)
     variant: str = "fp32"
@@ -113,13 +195,21 @@ class ModuleManifest(_Strict):
     openapi_digest: str | None = Field(default=None, alias="openapiDigest", pattern=_DIGEST)
     execution_providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"], alias="executionProviders")
     files: list[ArtifactRef]
+    parts: Parts | None = None
 
     @field_validator("schema_version")
     @classmethod
     def _known_schema(cls, value: int) -> int:
-        if value != SCHEMA_VERSION:
-            raise ValueError(f"schemaVersion {value} is not supported (this edgeship reads {SCHEMA_VERSION})")
+        if value not in SCHEMA_VERSIONS:
+            raise ValueError(f"schemaVersion {value} is not supported (this edgeship reads 1 and 2)")
         return value
+
+    @model_validator(mode="after")
+    def _parts_fit_version(self) -> ModuleManifest:
+        problem = check_versioned(self.schema_version, self.parts, self.image)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @property
     def ref(self) -> str:

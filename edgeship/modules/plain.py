@@ -29,18 +29,26 @@ __all__ = [
     "ENVELOPE_FILE",
     "MANIFEST_FILE",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
     "ArtifactRef",
     "BundleRef",
     "EnvironmentRef",
+    "ImageParts",
     "ImageRef",
+    "ModelPart",
     "ModelPin",
     "ModuleManifest",
+    "Part",
+    "Parts",
     "Resources",
+    "WheelPart",
     "check_manifest",
     "parse_manifest",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # what the packager writes: artifacts as content-addressed parts (ADR 0028)
+SCHEMA_VERSIONS = (1, 2)  # what is read; a manifest without schemaVersion is version 1
+MIN_CHUNK, MAX_CHUNK = 64 * 1024, 64 * 1024 * 1024  # bytes: the bounds of parts.chunkSize
 MANIFEST_FILE = "module.json"
 ENVELOPE_FILE = "module.dsse.json"
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")  # matched whole
@@ -100,6 +108,66 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One content-addressed part: the agent fetches it by digest and checks it against both fields."""
+
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class WheelPart:
+    name: str  # the wheel's file name in wheelhouse/
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ModelPart:
+    """A model file (``path`` in the bundle's layout) as consecutive chunks of ``chunkSize`` bytes."""
+
+    path: str
+    digest: str
+    size: int
+    chunks: list[Part]
+
+
+@dataclass(frozen=True)
+class ImageParts:
+    """The image as ``docker load`` needs it: the config (its digest is the image id) and the layer tars.
+
+    A layer's digest is its diff id (sha256 of the uncompressed layer tar), in RootFS order."""
+
+    config: Part
+    layers: list[Part]
+
+
+@dataclass(frozen=True)
+class Parts:
+    """Schema version 2: what a device fetches instead of the bundle (``docs/module-manifest.md``)."""
+
+    chunk_size: int
+    source: Part
+    wheels: list[WheelPart]
+    models: list[ModelPart]
+    image: ImageParts | None = None
+
+    def all(self) -> list[Part]:
+        """Every part once, in manifest order (two equal wheels or chunks are one part)."""
+        seen: dict[str, Part] = {}
+        for part in self.for_process() + self.for_image():
+            seen.setdefault(part.digest, part)
+        return list(seen.values())
+
+    def for_process(self) -> list[Part]:
+        wheels = [Part(w.digest, w.size) for w in self.wheels]
+        return [self.source, *wheels, *(c for m in self.models for c in m.chunks)]
+
+    def for_image(self) -> list[Part]:
+        return [] if self.image is None else [self.image.config, *self.image.layers]
+
+
+@dataclass(frozen=True)
 class ModuleManifest:
     name: str
     version: int
@@ -107,7 +175,7 @@ class ModuleManifest:
     environment: EnvironmentRef
     bundle: BundleRef
     files: list[ArtifactRef]
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1
     variant: str = "fp32"
     target: str = "local"
     entry_script: str | None = None
@@ -118,6 +186,7 @@ class ModuleManifest:
     auth_enabled: bool = False
     openapi_digest: str | None = None
     execution_providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    parts: Parts | None = None
 
     @property
     def ref(self) -> str:
@@ -269,9 +338,83 @@ def _resources(obj: Any, where: str) -> Resources:
 
 def _schema(value: Any, where: str) -> int:
     version = integer()(value, where)
-    if version != SCHEMA_VERSION:
-        raise InvalidField(where, f"schemaVersion {version} is not supported (this edgeship reads {SCHEMA_VERSION})")
+    if version not in SCHEMA_VERSIONS:
+        raise InvalidField(where, f"schemaVersion {version} is not supported (this edgeship reads 1 and 2)")
     return int(version)
+
+
+def _part(obj: Any, where: str) -> Part:
+    f = Fields(obj, where, {"digest": "digest", "size": "size"})
+    return Part(f.get("digest", digest), f.get("size", integer(0)))
+
+
+def file_name(value: Any, where: str) -> str:
+    name = text(value, where)
+    if not name.endswith(".whl") or "/" in name or "\\" in name or name.startswith("."):
+        raise InvalidField(where, f"wheel name {name!r} must be a '.whl' file name without folders")
+    return name
+
+
+def model_path(value: Any, where: str) -> str:
+    path = text(value, where)
+    parts = path.split("/")
+    if parts[0] != "azureml-models" or len(parts) < 4 or any(p in ("", ".", "..") for p in parts):
+        raise InvalidField(where, f"model path {path!r} must be a file under azureml-models/<name>/<version>/")
+    return path
+
+
+def check_chunks(size: int, chunks: list[Any], chunk_size: int) -> str | None:
+    """Why ``chunks`` do not cut a file of ``size`` bytes into ``chunk_size`` pieces; None if they do."""
+    if sum(c.size for c in chunks) != size:
+        return "the chunks' sizes must add up to the file's size"
+    if any(c.size != chunk_size for c in chunks[:-1]) or (chunks and not 0 < chunks[-1].size <= chunk_size):
+        return "every chunk but the last must be chunkSize bytes, the last 1 to chunkSize"
+    return None
+
+
+def _wheel(obj: Any, where: str) -> WheelPart:
+    f = Fields(obj, where, {"name": "name", "digest": "digest", "size": "size"})
+    return WheelPart(f.get("name", file_name), f.get("digest", digest), f.get("size", integer(0)))
+
+
+def _image_parts(obj: Any, where: str) -> ImageParts:
+    f = Fields(obj, where, {"config": "config", "layers": "layers"})
+    return ImageParts(f.get("config", _part), f.get("layers", listing(_part)))
+
+
+def _parts(obj: Any, where: str) -> Parts:
+    f = Fields(obj, where, {"chunk_size": "chunkSize", "source": "source", "wheels": "wheels",
+                            "models": "models", "image": "image"})  # fmt: skip
+    chunk_size = f.get("chunk_size", integer(MIN_CHUNK, MAX_CHUNK))
+
+    def model(item: Any, at: str) -> ModelPart:
+        m = Fields(item, at, {"path": "path", "digest": "digest", "size": "size", "chunks": "chunks"})
+        found = ModelPart(m.get("path", model_path), m.get("digest", digest), m.get("size", integer(0)),
+                          m.get("chunks", listing(_part)))  # fmt: skip
+        problem = check_chunks(found.size, found.chunks, chunk_size)
+        if problem:
+            raise InvalidField(m.here("chunks"), problem)
+        return found
+
+    models = f.get("models", listing(model))
+    paths = [m.path for m in models]
+    if len(set(paths)) != len(paths):
+        raise InvalidField(f.here("models"), "a model path is listed twice")
+    wheels = f.get("wheels", listing(_wheel))
+    if len({w.name for w in wheels}) != len(wheels):
+        raise InvalidField(f.here("wheels"), "a wheel name is listed twice")
+    return Parts(chunk_size, f.get("source", _part), wheels, models, f.get("image", optional(_image_parts), None))
+
+
+def check_versioned(schema_version: int, parts: Any, image: Any) -> str | None:
+    """Why ``parts`` does not fit the schema version (and the image); None when it does. Shared with pydantic."""
+    if schema_version == 1 and parts is not None:
+        return "parts needs schemaVersion 2"
+    if schema_version >= 2 and parts is None:
+        return "schemaVersion 2 needs parts"
+    if parts is not None and parts.image is not None and image is None:
+        return "parts.image needs an image"
+    return None
 
 
 _MANIFEST_KEYS = {
@@ -279,14 +422,22 @@ _MANIFEST_KEYS = {
     "target": "target", "models": "models", "entry_script": "entryScript", "source_dir": "sourceDirectory",
     "environment": "environment", "bundle": "bundle", "image": "image", "resources": "resources", "ports": "ports",
     "auth_enabled": "authEnabled", "openapi_digest": "openapiDigest", "execution_providers": "executionProviders",
-    "files": "files",
+    "files": "files", "parts": "parts",
 }  # fmt: skip
 
 
 def _manifest(obj: Any) -> ModuleManifest:
     f = Fields(obj, "", _MANIFEST_KEYS)
+    manifest = _fields(f)
+    problem = check_versioned(manifest.schema_version, manifest.parts, manifest.image)
+    if problem:
+        raise InvalidField(f.here("parts"), problem)
+    return manifest
+
+
+def _fields(f: Fields) -> ModuleManifest:
     return ModuleManifest(
-        schema_version=f.get("schema_version", _schema, SCHEMA_VERSION),
+        schema_version=f.get("schema_version", _schema, 1),
         name=f.get("name", text),
         version=f.get("version", integer(1)),
         variant=f.get("variant", text, "fp32"),
@@ -303,6 +454,7 @@ def _manifest(obj: Any) -> ModuleManifest:
         openapi_digest=f.get("openapi_digest", optional(digest), None),
         execution_providers=f.get("execution_providers", listing(text), ["CPUExecutionProvider"]),
         files=f.get("files", listing(_artifact)),
+        parts=f.get("parts", optional(_parts), None),
     )
 
 

@@ -8,7 +8,13 @@ trusting anything in a module. The checks, each with its own error:
 2. ``module.json`` is byte-for-byte the signed payload (no edits after signing);
 3. the payload is a valid manifest of a known schema version;
 4. every listed artifact exists and has its digest and size;
-5. no file in the directory is missing from the list (nothing unsigned rides along).
+5. schemaVersion 2: every part is in ``parts/<hex>`` with its digest and size;
+6. no file in the directory is missing from the lists (nothing unsigned rides along).
+
+A device that fetched a version 2 module's parts, not its bundle, has a folder of
+``module.json``, the envelope and the parts its runtime needs:
+:func:`verify_parts_dir` checks that one (1-3, then each part present as in 5, and
+nothing else there); the runtime refuses to assemble from a part that is missing.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.errors import ManifestError, SignatureError
-from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest, parse_manifest
+from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest, Part, parse_manifest
 
 if TYPE_CHECKING:
     from edgeship.signing import TrustRoot
@@ -34,7 +40,10 @@ __all__ = [
     "load_trust_root_file",
     "local_trust_root",
     "verify_module_dir",
+    "verify_parts_dir",
 ]
+
+PARTS_DIR = "parts"  # parts/<hex>: a version 2 module's parts (packager/parts.py)
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # bytes; a larger manifest or envelope is refused unread
 CHUNK = 1 << 20  # bytes read per step when hashing
@@ -125,9 +134,46 @@ def verify_module_dir(
     a 50 MB bundle is hashed once, not twice; it must never answer for bytes it did
     not hash.
     """
+    directory = Path(directory)
+    manifest = _signed_manifest(directory, trust_root)
+    listed = {ref.path: ref for ref in manifest.files}
+    for ref in manifest.files:
+        _check_file(directory, ref.path, ref.digest, ref.size, digest_of)
+    parts = _part_paths(manifest)
+    for rel, part in parts.items():
+        _check_file(directory, rel, part.digest, part.size, digest_of)
+    _no_unlisted(directory, set(listed) | set(parts))
+    _check_pointers(manifest, listed)
+    return VerifiedModule(directory, manifest)
+
+
+def verify_parts_dir(
+    directory: Path,
+    trust_root: TrustRoot,
+    *,
+    digest_of: Callable[[Path], tuple[str, int]] = file_digest,
+) -> VerifiedModule:
+    """Verify a device's folder of a version 2 module: the signature, and each part it holds.
+
+    Parts the device did not fetch (a layer its engine has, a wheel of a venv it has) may
+    be missing; each one present must have its signed digest and size, and nothing else
+    may be there.
+    """
+    directory = Path(directory)
+    manifest = _signed_manifest(directory, trust_root)
+    if manifest.parts is None:
+        raise ManifestError(f"{directory / MANIFEST_FILE} is schemaVersion 1: it has no parts to install from.")
+    parts = _part_paths(manifest)
+    for rel, part in parts.items():
+        if (directory / rel).is_file():
+            _check_file(directory, rel, part.digest, part.size, digest_of)
+    _no_unlisted(directory, set(parts))
+    return VerifiedModule(directory, manifest)
+
+
+def _signed_manifest(directory: Path, trust_root: TrustRoot) -> ModuleManifest:
     from edgeship.signing import MODULE_PAYLOAD_TYPE, verify_envelope
 
-    directory = Path(directory)
     envelope = _read_small(directory / ENVELOPE_FILE, "the signature envelope")
     manifest_bytes = _read_small(directory / MANIFEST_FILE, "the manifest")
     try:
@@ -139,26 +185,37 @@ def verify_module_dir(
             f"{directory / MANIFEST_FILE} differs from the signed manifest in {ENVELOPE_FILE}; "
             "it was edited after signing (re-package the module)."
         )
-    manifest = parse_manifest(payload, source=str(directory / MANIFEST_FILE))
-    listed = {ref.path: ref for ref in manifest.files}
-    for ref in manifest.files:
-        path = directory / ref.path
-        if not path.is_file():
-            raise ArtifactDigestError(f"Artifact {ref.path} listed in the manifest is missing from {directory}.")
-        digest, size = digest_of(path)
-        if digest != ref.digest or size != ref.size:
-            raise ArtifactDigestError(
-                f"Artifact {ref.path} does not match the signed manifest (sha256 {digest[7:19]}…, "
-                f"{size} bytes; signed {ref.digest[7:19]}…, {ref.size} bytes): it was altered or corrupted."
-            )
+    return parse_manifest(payload, source=str(directory / MANIFEST_FILE))
+
+
+def _part_paths(manifest: ModuleManifest) -> dict[str, Part]:
+    """``parts/<hex>`` -> part, for every part of a version 2 manifest (none for version 1)."""
+    if manifest.parts is None:
+        return {}
+    return {f"{PARTS_DIR}/{p.digest.removeprefix('sha256:')}": p for p in manifest.parts.all()}
+
+
+def _check_file(
+    directory: Path, rel: str, digest: str, size: int, digest_of: Callable[[Path], tuple[str, int]]
+) -> None:
+    path = directory / rel
+    if not path.is_file():
+        raise ArtifactDigestError(f"Artifact {rel} listed in the manifest is missing from {directory}.")
+    got, got_size = digest_of(path)
+    if got != digest or got_size != size:
+        raise ArtifactDigestError(
+            f"Artifact {rel} does not match the signed manifest (sha256 {got[7:19]}…, "
+            f"{got_size} bytes; signed {digest[7:19]}…, {size} bytes): it was altered or corrupted."
+        )
+
+
+def _no_unlisted(directory: Path, listed: set[str]) -> None:
     for path in sorted(p for p in directory.rglob("*") if p.is_file()):
         rel = path.relative_to(directory).as_posix()
         if rel not in listed and rel not in (MANIFEST_FILE, ENVELOPE_FILE):
             raise UnlistedFileError(
                 f"{rel} in {directory} is not covered by the signed manifest; remove it or re-package."
             )
-    _check_pointers(manifest, listed)
-    return VerifiedModule(directory, manifest)
 
 
 def _check_pointers(manifest: ModuleManifest, listed: dict[str, ArtifactRef]) -> None:

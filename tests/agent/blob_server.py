@@ -49,6 +49,7 @@ class BlobServer:
         self.endless_cap = 64 * 2**20  # bytes an endless answer sends at most (a safety net for the test machine)
         self.hangups: list[tuple[str, int]] = []
         self.sent: dict[str, int] = {}  # path -> body bytes sent by the last misbehaving transfer so far
+        self.bodies: list[tuple[str, int]] = []  # (path, body bytes written) of each well-behaved answer
         self.cond = threading.Condition()
         server = self
 
@@ -96,6 +97,8 @@ class BlobServer:
                 except (BrokenPipeError, ConnectionResetError):  # the client refused the answer and hung up
                     self.close_connection = True
                     return
+                with server.cond:
+                    server.bodies.append((self.path, len(body if cut is None else body[:cut])))
                 if cut is not None:
                     self.wfile.flush()
                     self.close_connection = True
