@@ -24,6 +24,7 @@ from edgeship.cli import keys as _keys
 from edgeship.cli import model as _model
 from edgeship.cli import module as _module
 from edgeship.cli import package as _package
+from edgeship.cli import profile as _profile
 from edgeship.cli import provision as _provision
 from edgeship.cli import release as _release
 from edgeship.cli import rollout as _rollout  # noqa: F401 - adds its commands to 'deployment'
@@ -62,6 +63,7 @@ def _root(
 
 _workspace.register(app)
 app.add_typer(_model.app, name="model")
+_profile.register(_model.app)
 app.add_typer(_module.app, name="module")
 _package.register(app)
 _serve.register(app)

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +227,18 @@ class Model:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return str(dest)
+
+    def add_properties(self, properties: dict[str, str]) -> None:
+        """Add key/value pairs to this version's properties (Azure ML's ``Model.add_properties``).
+
+        Properties describe a version after the fact (a profile's recommendation is
+        one); a key given again is replaced. The model's files and digest never change.
+        """
+        added = _clean_pairs("property", properties)
+        store, _ = self._store(self.workspace)
+        with store.write() as conn:
+            merged = store.merge_properties(conn, self.name, self.version, added)
+        self.record = replace(self.record, properties=merged)
 
     def delete(self) -> None:
         """Remove this version; blobs no other version uses are removed too."""

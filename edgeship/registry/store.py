@@ -173,6 +173,19 @@ class RegistryStore:
             [(record.name, record.version, f.relpath, f.digest, f.size) for f in record.files],
         )
 
+    @staticmethod
+    def merge_properties(conn: sqlite3.Connection, name: str, version: int, added: dict[str, str]) -> dict[str, str]:
+        """Add or replace some of one version's properties (read and written in the caller's transaction)."""
+        row = conn.execute("SELECT properties FROM models WHERE name = ? AND version = ?", (name, version)).fetchone()
+        if row is None:
+            raise ModelNotFoundError(f"Model {name}:{version} does not exist; see 'edgeship model list'.")
+        merged = {**json.loads(row["properties"]), **added}
+        conn.execute(
+            "UPDATE models SET properties = ? WHERE name = ? AND version = ?",
+            (json.dumps(merged, sort_keys=True), name, version),
+        )
+        return merged
+
     def get(self, name: str, version: int | None = None) -> ModelRecord:
         with self.read() as conn:
             return self._get(conn, name, version)
