@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import random
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -20,12 +22,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from blob_server import BlobServer
+
+from edgeship.agent.decide.accept import AcceptedDocument, accept_document
+from edgeship.agent.decide.plan import CurrentState, plan
 from edgeship.agent.decide.runner import PlanRunner
 from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.fetch.download import BlobCache
 from edgeship.agent.fetch.parts import PartCache
-from edgeship.agent.reconcile import Reconciler
+from edgeship.agent.reconcile import Reconciler, desired_from
 from edgeship.agent.runtimes.base import ModuleRuntime
+from edgeship.agent.runtimes.process import ProcessRuntime
 from edgeship.agent.state.store import StateStore
 from edgeship.deployment import ModuleBlobs, ModuleEntry, build_document, sign_document
 from edgeship.modules.manifest import (
@@ -38,13 +45,26 @@ from edgeship.modules.manifest import (
     ModelPin,
     ModuleManifest,
 )
+from edgeship.modules.plain import parse_manifest
 from edgeship.modules.verify import file_digest
 from edgeship.packager.bundle import build_bundle
 from edgeship.packager.parts import PARTS_DIR, build_parts, image_parts
 from edgeship.registry import Model
 from edgeship.signing import MODULE_PAYLOAD_TYPE, Signer, TrustRoot, sign_envelope
+from edgeship.workspace import Workspace
 
-__all__ = ["Device", "Keys", "signed_module", "small_wheelhouse"]
+__all__ = ["CHUNK", "Device", "Keys", "PartsWorld", "changed", "model_bytes", "signed_module", "small_wheelhouse"]
+
+CHUNK = 64 * 1024  # bytes: small chunks, so a model of a few hundred KiB has several
+
+
+def model_bytes(seed: int, size: int = 6 * CHUNK + 1000) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def changed(data: bytes, at: int) -> bytes:
+    """``data`` with 100 bytes changed at offset ``at`` (one chunk's worth of change)."""
+    return data[:at] + bytes(b ^ 0xFF for b in data[at:at + 100]) + data[at + 100:]
 
 
 @dataclass
@@ -59,12 +79,23 @@ class Keys:
 
 
 def small_wheelhouse(folder: Path, *, extra: str = "") -> Path:
-    """Two tiny wheels; ``extra`` changes the second one's bytes (another lock digest)."""
+    """Two tiny installable wheels; ``extra`` changes the second one's bytes (another lock digest)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, body in (("alpha-1.0-py3-none-any.whl", "a = 1\n"), ("beta-2.0-py3-none-any.whl", f"b = 2{extra}\n")):
-        with zipfile.ZipFile(folder / name, "w") as wheel:
-            info = zipfile.ZipInfo(name.split("-")[0] + ".py", date_time=(1980, 1, 1, 0, 0, 0))
-            wheel.writestr(info, body * 2000)
+    for dist, version, body in (("alpha", "1.0", "a = 1\n"), ("beta", "2.0", f"b = 2{extra}\n")):
+        info = f"{dist}-{version}.dist-info"
+        files = {
+            f"{dist}.py": (body + "# padding\n" * 2000).encode(),
+            f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n".encode(),
+            f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        }
+        record = "".join(
+            f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+            for name, data in files.items()
+        ) + f"{info}/RECORD,,\n"
+        files[f"{info}/RECORD"] = record.encode()
+        with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as wheel:
+            for name, data in files.items():
+                wheel.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     return folder
 
 
@@ -163,3 +194,68 @@ class Device:
         self.reconciler.offer(raw)
         self.reconciler.reconcile()
         return self.reports[-1] if self.reports else {}
+
+
+class PartsWorld:
+    """Keys, a workspace, tiny wheels and a real blob host counting what it sends; modules served by digest."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.keys = Keys()
+        self.ws = Workspace.at(root / "ws")
+        self.ws.create()
+        self.wheels = small_wheelhouse(root / "wheels")
+        self.server = BlobServer(root / "served")
+        self.url = f"http://127.0.0.1:{self.server.httpd.server_address[1]}"
+        self.versions: dict[str, int] = {}
+        self.registered: dict[tuple[str, str], Model] = {}
+
+    def module(self, name: str, model: bytes, *, schema: int = 2, wheels: Path | None = None) -> Path:
+        version = self.versions[name] = self.versions.get(name, 0) + 1
+        key = (name, hashlib.sha256(model).hexdigest())
+        if key not in self.registered:  # the same bytes are the same model version
+            source = self.root / "models" / f"{name}-{version}" / f"{name}.onnx"
+            source.parent.mkdir(parents=True, exist_ok=True)
+            source.write_bytes(model)
+            self.registered[key] = Model.register(self.ws, source, name)
+        registered = self.registered[key]
+        out = signed_module(self.root / "out" / name / str(version), name=name, version=version, models=[registered],
+                            wheelhouse=wheels or self.wheels, keys=self.keys, schema=schema, chunk_size=CHUNK)
+        serve_module(out, self.server.root)
+        return out
+
+    def executor(self, data: Path, *, part_cache_bytes: int = 1 << 30, runtime: ModuleRuntime | None = None,
+                 ports: tuple[int, int] = (0, 0)) -> RuntimeExecutor:
+        return RuntimeExecutor(
+            runtime or ProcessRuntime(data / "runtime"), StateStore(data), BlobCache(data / "blobs", self.url),
+            self.keys.trust_root(), data / "modules", port_range=ports, health_timeout=30.0,
+            parts=PartCache(BlobCache(data / "parts", self.url), max_bytes=part_cache_bytes),
+        )  # fmt: skip
+
+    def accept(self, modules: dict[str, Path], sequence: int) -> AcceptedDocument:
+        """A hub-signed document naming ``modules`` (name -> module directory), accepted as the agent does."""
+        entries = {}
+        for name, directory in modules.items():
+            manifest = parse_manifest((directory / MANIFEST_FILE).read_bytes())
+            envelope = json.loads((directory / ENVELOPE_FILE).read_text())
+            entries[name] = ModuleEntry(module=envelope, blobs=ModuleBlobs(bundle=f"/blobs/{manifest.bundle.digest}"))
+        doc = build_document(device_id="dev-1", sequence=sequence, modules=entries,
+                             issued_at=datetime.now(timezone.utc))  # fmt: skip
+        raw = sign_document(doc, [self.keys.hub]).to_json().encode()
+        return accept_document(raw, self.keys.trust_root(), "dev-1", None, datetime.now(timezone.utc))
+
+    def fetch_and_verify(self, executor: RuntimeExecutor, modules: dict[str, Path], sequence: int) -> None:
+        """What the agent does for a new document up to ``install``: check space, download, verify."""
+        accepted = self.accept(modules, sequence)
+        executor.document = accepted
+        for command in plan(desired_from(accepted), CurrentState(datetime.now(timezone.utc))):
+            if command.kind in ("check_space", "download", "verify"):
+                executor.execute(command)
+
+    def mark(self) -> int:
+        return len(self.server.bodies)
+
+    def served_since(self, mark: int) -> tuple[int, list[str]]:
+        """(body bytes sent, digests served) since answer number ``mark``."""
+        bodies = self.server.bodies[mark:]
+        return sum(sent for _path, sent in bodies), [path.removeprefix("/blobs/") for path, _sent in bodies]

@@ -9,100 +9,24 @@ bundles of tiny wheels and registered models (no venv is built here:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from blob_server import BlobServer
-from parts_world import Keys, serve_module, signed_module, small_wheelhouse
+from parts_world import CHUNK, changed, model_bytes
+from parts_world import PartsWorld as World
 
-from edgeship.agent.decide.accept import accept_document
-from edgeship.agent.decide.plan import CurrentState, plan
-from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.fetch.download import BlobCache, DigestMismatchError
 from edgeship.agent.fetch.parts import PartCache, PartCacheFullError, part_location
-from edgeship.agent.reconcile import desired_from
-from edgeship.agent.runtimes.process import ProcessRuntime
-from edgeship.agent.state.store import ServiceRecord, StateStore
-from edgeship.deployment import ModuleBlobs, ModuleEntry, build_document, sign_document
+from edgeship.agent.state.store import ServiceRecord
 from edgeship.errors import ManifestError
-from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE
+from edgeship.modules.manifest import MANIFEST_FILE
 from edgeship.modules.plain import Part, parse_manifest
 from edgeship.modules.verify import ArtifactDigestError, UnlistedFileError, verify_module_dir
-from edgeship.registry import Model
-from edgeship.workspace import Workspace
-
-CHUNK = 64 * 1024  # bytes: small chunks, so a model of a few hundred KiB has several
-
-
-def model_bytes(seed: int, size: int = 6 * CHUNK + 1000) -> bytes:
-    return random.Random(seed).randbytes(size)
-
-
-def changed(data: bytes, at: int) -> bytes:
-    """``data`` with 100 bytes changed at offset ``at`` (one chunk's worth of change)."""
-    return data[:at] + bytes(b ^ 0xFF for b in data[at:at + 100]) + data[at + 100:]
-
-
-class World:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.keys = Keys()
-        self.ws = Workspace.at(root / "ws")
-        self.ws.create()
-        self.wheels = small_wheelhouse(root / "wheels")
-        self.server = BlobServer(root / "served")
-        self.url = f"http://127.0.0.1:{self.server.httpd.server_address[1]}"
-        self.versions: dict[str, int] = {}
-
-    def module(self, name: str, model: bytes, *, schema: int = 2, wheels: Path | None = None) -> Path:
-        version = self.versions[name] = self.versions.get(name, 0) + 1
-        source = self.root / "models" / f"{name}-{version}.onnx"
-        source.parent.mkdir(parents=True, exist_ok=True)
-        source.write_bytes(model)
-        registered = Model.register(self.ws, source, name)
-        out = signed_module(self.root / "out" / name / str(version), name=name, version=version, models=[registered],
-                            wheelhouse=wheels or self.wheels, keys=self.keys, schema=schema, chunk_size=CHUNK)
-        serve_module(out, self.server.root)
-        return out
-
-    def executor(self, data: Path, *, part_cache_bytes: int = 1 << 30) -> RuntimeExecutor:
-        return RuntimeExecutor(
-            ProcessRuntime(data / "runtime"), StateStore(data), BlobCache(data / "blobs", self.url),
-            self.keys.trust_root(), data / "modules", port_range=(0, 0), health_timeout=1.0,
-            parts=PartCache(BlobCache(data / "parts", self.url), max_bytes=part_cache_bytes),
-        )  # fmt: skip
-
-    def fetch_and_verify(self, executor: RuntimeExecutor, modules: dict[str, Path], sequence: int) -> None:
-        """What the agent does for a new document up to ``install``: check space, download, verify."""
-        entries = {}
-        for name, directory in modules.items():
-            manifest = parse_manifest((directory / MANIFEST_FILE).read_bytes())
-            envelope = json.loads((directory / ENVELOPE_FILE).read_text())
-            entries[name] = ModuleEntry(module=envelope, blobs=ModuleBlobs(bundle=f"/blobs/{manifest.bundle.digest}"))
-        doc = build_document(device_id="dev-1", sequence=sequence, modules=entries,
-                             issued_at=datetime.now(timezone.utc))  # fmt: skip
-        raw = sign_document(doc, [self.keys.hub]).to_json().encode()
-        accepted = accept_document(raw, self.keys.trust_root(), "dev-1", None, datetime.now(timezone.utc))
-        executor.document = accepted
-        for command in plan(desired_from(accepted), CurrentState(datetime.now(timezone.utc))):
-            if command.kind in ("check_space", "download", "verify"):
-                executor.execute(command)
-
-    def mark(self) -> int:
-        return len(self.server.bodies)
-
-    def served_since(self, mark: int) -> tuple[int, list[str]]:
-        """(body bytes sent, digests served) since answer number ``mark``."""
-        bodies = self.server.bodies[mark:]
-        return sum(sent for _path, sent in bodies), [path.removeprefix("/blobs/") for path, _sent in bodies]
 
 
 @pytest.fixture
