@@ -33,6 +33,7 @@ DOCKER_GROUP = "docker"
 DOCKER_FILES = frozenset({
     "tests/agent/test_agent_docker.py",
     "tests/agent/test_agent_kill_points_docker.py",
+    "tests/agent/test_agent_parts_docker.py",
     "tests/agent/test_runtime_contract.py",
     "tests/packager/test_digits_image_e2e.py",
     "tests/packager/test_image.py",
