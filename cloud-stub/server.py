@@ -8,8 +8,10 @@
 
 Start order: (embedded broker) -> store -> bridge (the services' ``DeviceLink``, so it
 is built first) -> services (``HubServices.build``, every collaborator passed in) ->
-bridge connected and serving them -> pending intents drained -> uvicorn. Stop runs in
-reverse. Everything runs in background threads; :meth:`start` returns once
+replication (its own lease, registered; ``replication.py``) -> bridge connected and serving
+them -> pending intents drained -> uvicorn -> timers. Stop runs in reverse. With several
+replicas on one PostgreSQL database the timers (rollout engine, refresh) work only on the
+replica that holds the coordinator lease (ADR 0037). Everything runs in background threads; :meth:`start` returns once
 the API accepts requests and the bridge has re-published every device's newest
 document.
 """
@@ -140,6 +142,7 @@ class HubServer:
         self.services: Any = None  # HubServices once started
         self.bridge: Any = None
         self.credentials: Any = None  # DeviceCredentials
+        self.replication: Any = None  # Replication: leases, change notices, draining gone replicas
         self._uvicorn: Any = None
         self._thread: threading.Thread | None = None
         self._refresher: threading.Thread | None = None
@@ -176,6 +179,7 @@ class HubServer:
         from edgeship.hub.bridge import MqttBridge
         from edgeship.hub.services import HubServices
         from edgeship.hub.store import HubStore, sqlite_url
+        from edgeship.hub.store.notify import feed_for
         from edgeship.hub.trust import CHAIN_DIR, TrustRootFiles
         from edgeship.registry.blobs import BlobStore
 
@@ -184,17 +188,21 @@ class HubServer:
         try:
             self.settings = self._broker_settings()
             self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
+            feed = feed_for(self.store.url, application=f"edgeship-hub {self.bridge_client_id()}")
             self.bridge = MqttBridge(self.settings, client_id=self.config.client_id, limits=self.config.inbound)
             self.services = HubServices.build(
                 self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer], self.bridge,
                 clock=self.config.clock, ttl=self.config.document_ttl,
                 trust_files=TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR),
-                hub_keys=partial(_hub_signers, ws),
+                hub_keys=partial(_hub_signers, ws), announce=feed.announce,
             )
             self.credentials = self._credentials(ws)
+            self.replication = self._replication(ws, feed)
+            self.replication.join()
             self.bridge.start(self.services)
             self._drain_pending()
             self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials))
+            self.replication.start()
             self._start_refresher()
             self._start_rollout_engine()
         except BaseException:
@@ -229,6 +237,49 @@ class HubServer:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
 
+    def bridge_client_id(self) -> str:
+        """The MQTT client id the bridge uses (or will): what names this replica."""
+        if self.bridge is not None:
+            return str(self.bridge.client_id)
+        return self.config.client_id or self.config.broker_username or "hub"
+
+    def _replication(self, ws: Workspace, feed: Any) -> Any:
+        """Leases and change notices over the store's database; reloads registered for what replicas cache."""
+        from edgeship.hub.bridge.adopt import adopt_session
+        from edgeship.hub.replication import Replication
+        from edgeship.hub.store.lease import leases_for
+
+        assert self.settings is not None
+        settings, client_id = self.settings, self.bridge.client_id
+        # registered only with a stable client id (a random one's session is clean: nothing to drain)
+        shared = self.store.url.startswith("postgresql") and (self.config.client_id or settings.username) is not None
+        adopt = partial(adopt_session, settings, fleet=self.services.fleet, limits=self.config.inbound)
+        feed.on("trust", partial(self._reload_trust, ws))
+        feed.on("rollouts", self._rollouts_changed)
+        return Replication(
+            self.store, leases_for(self.store.url, application=f"edgeship-hub {client_id}"), feed,
+            client_id=client_id, protocol=settings.protocol, shared=shared,
+            clock=self.config.clock, adopt=adopt if settings.protocol == "5" else None,
+        )
+
+    def _reload_trust(self, ws: Workspace) -> None:
+        """Another replica rotated the trust root (or the hub key): read the files it saved (a workspace the
+        replicas share) and sign with the hub key the new root lists."""
+        root, signer = load_hub_keys(ws, self.config.hub_key, self.config.trust_root)
+        keys = self.services.keys
+        with keys.lock:
+            if root.version != keys.trust_root.version or [signer.keyid] != [s.keyid for s in keys.signers]:
+                keys.replace(root, [signer])
+                log.info("trust root v%d from another replica installed", root.version)
+
+    def _rollouts_changed(self) -> None:
+        """An operator moved a rollout through another replica: the engine (if it runs here) looks at once."""
+        self.services.rollouts.changed()
+        self.services.wakeup.set()
+
+    def _leading(self) -> bool:
+        return self.replication is None or bool(self.replication.leading())
+
     def _drain_pending(self) -> None:
         """Finish the re-evaluations a previous run committed but did not deliver (killed mid-change), before the
         API opens, so a retried request already finds the devices served. An error is logged: the refresh timer
@@ -247,6 +298,8 @@ class HubServer:
 
         def loop() -> None:
             while not self._stopping.wait(self.config.refresh_interval):
+                if not self._leading():
+                    continue
                 try:
                     sent = self.services.issuing.refresh()
                 except Exception:  # a database hiccup must not end re-issuing for good
@@ -272,6 +325,10 @@ class HubServer:
             woken = False
             while not self._stopping.is_set():
                 full = not woken or time.monotonic() - last_full >= interval
+                if not self._leading():  # another replica runs the engine; this one takes over when it is gone
+                    woken = services.wakeup.wait(interval)
+                    last_full = 0.0
+                    continue
                 try:
                     services.rollouts.tick(full=full)
                 except Exception:  # a database hiccup must not end the rollouts for good
@@ -315,6 +372,9 @@ class HubServer:
             self._uvicorn.should_exit = True
             self._thread.join(10)
         self._uvicorn = self._thread = None
+        if self.replication is not None:
+            self.replication.stop()
+            self.replication = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None

@@ -74,14 +74,18 @@ class HubServices:
         trust_files: TrustRootFiles | None = None,
         hub_keys: Callable[[], Sequence[SignerLike]] | None = None,
         batch: int = REEVALUATE_BATCH,
+        announce: Callable[[str], None] | None = None,
     ) -> HubServices:
         """Wire the graph. ``trust_files`` None: the hub cannot rotate its trust root (an in-memory hub);
-        ``hub_keys``: every hub key it holds, read at each rotation; ``batch``: devices per issuing transaction."""
+        ``hub_keys``: every hub key it holds, read at each rotation; ``batch``: devices per issuing transaction;
+        ``announce`` tells other hub replicas that a topic changed (``edgeship.hub.store.notify``)."""
         keys = SigningKeys(trust_root, signers)
         issuing = Issuing(store, keys, link, clock=clock, ttl=ttl, batch=batch,
                           admission=RolloutStore(store).admission)
-        trust = TrustRotation(store, keys, issuing, link, clock=clock, files=trust_files, hub_keys=hub_keys)
-        rollouts = Rollouts(store, issuing, clock=clock, health=HealthReader(TelemetryHistory(store)))
+        trust = TrustRotation(store, keys, issuing, link, clock=clock, files=trust_files, hub_keys=hub_keys,
+                              announce=announce)
+        rollouts = Rollouts(store, issuing, clock=clock, health=HealthReader(TelemetryHistory(store)),
+                            announce=announce)
         wakeup = Wakeup()
         return cls(
             store=store,

@@ -76,8 +76,9 @@ class Rollouts:
     """Staged rollouts over the store; ``issuing`` delivers what each transition changes."""
 
     def __init__(self, store: HubStore, issuing: Issuing, *, clock: Callable[[], datetime],
-                 health: HealthReader | None = None) -> None:
-        """``health`` reads the telemetry the health gates judge (None: gates have no data)."""
+                 health: HealthReader | None = None, announce: Callable[[str], None] | None = None) -> None:
+        """``health`` reads the telemetry the health gates judge (None: gates have no data); ``announce`` tells
+        other hub replicas that an operator moved a rollout, so the engine, wherever it runs, looks at once."""
         self.store = store
         self.issuing = issuing
         self.clock = clock
@@ -85,6 +86,7 @@ class Rollouts:
         self.progress = ProgressReader(store, self.table, clock=clock, health=health)
         self._lock = threading.RLock()
         self._idle = False  # no active rollout at the last pass: a pass woken by reports has nothing to do
+        self.announce = announce
 
     # starting -------------------------------------------------------------------------------
     def plan_start(self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefRecord],
@@ -100,6 +102,14 @@ class Rollouts:
         self._idle = False
         return RolloutStart(policy.to_dict(), members, len(plan.waves), fallbacks, actor,
                             f"{len(devices)} targeted device(s) in {len(plan.waves)} wave(s) of {sizes}")
+
+    def changed(self) -> None:
+        """A rollout changed on another replica: the next pass, even a light one, reads the rollouts again."""
+        self._idle = False
+
+    def _announce(self) -> None:
+        if self.announce is not None:
+            self.announce("rollouts")
 
     # the engine -----------------------------------------------------------------------------
     def tick(self, *, full: bool = True) -> int:
@@ -193,6 +203,7 @@ class Rollouts:
             self._live(deployment_id)
             self.table.change(deployment_id, ["rolling-out", "waiting-approval"], state="paused", when=self.clock(),
                               actor=actor, action="paused", reason=_reason(reason, "paused by an operator"))
+        self._announce()
         return self.show(deployment_id)
 
     def resume(self, deployment_id: str, *, actor: str, reason: str | None = None) -> RolloutView:
@@ -202,6 +213,7 @@ class Rollouts:
             self._idle = False
             self.table.change(deployment_id, ["paused"], state="rolling-out", when=now, actor=actor,
                               action="resumed", reason=_reason(reason, "resumed by an operator"), wave_started=now)
+        self._announce()
         self.tick()
         return self.show(deployment_id)
 
@@ -215,6 +227,7 @@ class Rollouts:
                 )
             progress = self.progress.read(record, write=True)
             self._advance(record, progress, _reason(reason, f"approved by {actor}"), actor)
+        self._announce()
         self.issuing.drain_pending()
         return self.show(deployment_id)
 
@@ -225,6 +238,7 @@ class Rollouts:
                 raise RolloutStateError(f"The rollout of {deployment_id!r} is aborted already.")
             progress = self.progress.read(record, write=True)
             self._abort(record, progress, Decision("abort", _reason(reason, f"aborted by {actor}")), actor)
+        self._announce()
         self.issuing.drain_pending()
         return self.show(deployment_id)
 

@@ -36,9 +36,11 @@ class TrustRotation:
         clock: Callable[[], datetime],
         files: TrustRootFiles | None = None,
         hub_keys: Callable[[], Sequence[SignerLike]] | None = None,
+        announce: Callable[[str], None] | None = None,
     ) -> None:
         """``hub_keys``: every hub signing key this hub holds, read at each rotation (a key created later
-        counts), so a rotation to another hub key can switch the signer."""
+        counts), so a rotation to another hub key can switch the signer; ``announce`` tells other hub replicas
+        that the trust root changed, so they read the saved files again (ADR 0037)."""
         self.store = store
         self.keys = keys
         self.issuing = issuing
@@ -46,6 +48,7 @@ class TrustRotation:
         self.clock = clock
         self.files = files
         self.held_keys = hub_keys
+        self.announce = announce
 
     @property
     def trust_root(self) -> TrustRoot:
@@ -100,4 +103,6 @@ class TrustRotation:
                 self.keys.replace(new, signers)
                 self.issuing.deliver_batches(None, force=True)
                 outbox.finish([intent] if intent is not None else [])
-            return new
+        if self.announce is not None:
+            self.announce("trust")
+        return new

@@ -28,7 +28,8 @@ from sqlalchemy.engine import make_url
 __all__ = ["KEEPALIVE", "LEASE_CLASS", "AdvisoryLeases", "Leases", "LocalLeases", "leases_for", "libpq_url"]
 
 LEASE_CLASS = 0x6564_6765  # 'edge': the first key of every edgeship lease
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}  # seconds
+# TCP keep-alives (seconds): a replica cut off from the database loses its leases within about 11 s
+KEEPALIVE: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
 CONNECT_TIMEOUT = 5  # seconds for the lease connection to open
 
 log = logging.getLogger("edgeship.hub.lease")

@@ -8,8 +8,9 @@ listening connection was down is lost. So each time the listener (re)connects it
 every handler once, as if each topic had changed: a replica whose connection broke
 catches up on its next connect, without a version counter to compare.
 
-On SQLite (one hub process per database) :class:`LocalFeed` runs the handlers in the
-announcing thread, so the code that announces does not depend on the backend.
+On SQLite (one hub process per database) :class:`LocalFeed` does nothing: the one
+process that made the change holds it already, so the code that announces does not
+depend on the backend.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class _Handlers:
 
 
 class LocalFeed:
-    """One process per database: a notice runs the handlers at once, in the announcing thread."""
+    """One process per database: nobody else to tell (the process that changed something holds it already)."""
 
     def __init__(self) -> None:
         self.handlers = _Handlers()
@@ -71,7 +72,8 @@ class LocalFeed:
         self.handlers.add(topic, handler)
 
     def announce(self, topic: str) -> None:
-        self.handlers.run(topic)
+        if topic not in TOPICS:
+            raise ValueError(f"unknown change topic {topic!r}; one of {TOPICS}")
 
     def start(self) -> None:
         pass
