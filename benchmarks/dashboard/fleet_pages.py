@@ -1,0 +1,102 @@
+"""How fast the dashboard's fleet page answers over HTTP with a 10,000-device hub (issue 18: "well under a second").
+
+A hub over SQLite in a temp dir (the hub world of ``tests/hub``: real services, an offline
+link), N devices with tags (``ring`` canary for 1 in 10, ``site`` lab/field), each with
+its first document, a report (digits:1 or, for 1 in 20, digits:2 failed with code 500)
+and presence (online for half); one deployment over all of them. The REST app with the
+dashboard mounted runs on uvicorn; a signed-in client asks each page ``--repeat`` times
+and the median, min and max wall times of a whole HTTP answer are printed as JSON, with
+the load average at start and end.
+
+    python benchmarks/dashboard/fleet_pages.py --devices 10000 --repeat 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "tests"))
+sys.path.insert(0, str(HERE.parents[1] / "tests" / "hub"))
+
+from hub_world import HubWorld  # noqa: E402
+from rest_server import serving  # noqa: E402
+
+from edgeship.hub.api import OperatorTokens, create_app, create_token  # noqa: E402
+from edgeship.hub.services import ModuleRefSpec, OfflineLink  # noqa: E402
+
+PAGES = {
+    "fleet first page": "/ui/fleet",
+    "fleet filtered by condition": "/ui/fleet?condition=tags.ring+%3D+%27canary%27+AND+tags.site+%3D+%27lab%27",
+    "fleet filtered by status": "/ui/fleet?status=failing",
+    "fleet filtered by module": "/ui/fleet?module=digits%3A2",
+    "fleet page 100 (live region)": "/ui/fleet?page=100",
+    "fleet invalid condition": "/ui/fleet?condition=tags.ring+%3D%3D",
+    "deployments (counts)": "/ui/deployments",
+}
+
+
+def build(n: int) -> tuple[HubWorld, object, str]:
+    root = Path(tempfile.mkdtemp(prefix="edgeship-dashboard-bench-"))
+    world = HubWorld(root)
+    hub = world.services(f"sqlite:///{root / 'hub.db'}", link=OfflineLink())
+    hub.catalog.upload_module(world.module("digits", 1))
+    ids = [f"dev-{i:05d}" for i in range(n)]
+    hub.fleet.create_devices([(d, {"ring": "canary" if i % 10 == 0 else "main", "site": "lab" if i % 2 else "field",
+                                   "arch": "amd64"}) for i, d in enumerate(ids)])
+    hub.deployments.create_deployment("fleet", "tags.arch = 'amd64'", [ModuleRefSpec("digits", 1)])
+    sequences = {d.id: d.last_sequence for d in hub.store.list_devices()}
+    reports = []
+    for i, d in enumerate(ids):
+        bad = i % 20 == 0
+        reports.append((d, {"schemaVersion": 1, "deviceId": d, "lastAppliedSequence": sequences[d],
+                            "status": {"code": 500 if bad else 200, "description": "failed" if bad else "ok"},
+                            "modules": {"digits": {"version": 2 if bad else 1, "status": "failed" if bad else "running",
+                                                   "restartCount": 0, "port": 5001}}}))
+    for start in range(0, n, 1000):
+        hub.fleet.record_reported_many(reports[start:start + 1000])
+    for d in ids[::2]:
+        hub.fleet.record_online(d, True)
+    token = create_token(hub.store, "bench")
+    return world, hub, token
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=10000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    _world, hub, token = build(args.devices)
+    print(json.dumps({"devices": args.devices, "setup_seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    load_start = os.getloadavg()
+    with serving(create_app(hub, OperatorTokens(hub.store))) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert client.post("/ui/signin", data={"token": token}).status_code == 303
+        for label, path in PAGES.items():
+            times = []
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                answer = client.get(path)
+                times.append(time.perf_counter() - t0)
+                assert answer.status_code in (200, 400), (path, answer.status_code)
+            print(json.dumps({"page": label, "path": path, "status": answer.status_code, "bytes": len(answer.content),
+                              "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+                              "max_s": round(max(times), 3)}), flush=True)
+    print(json.dumps({"load_start": [round(x, 2) for x in load_start],
+                      "load_end": [round(x, 2) for x in os.getloadavg()]}), flush=True)
+    hub.store.close()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
