@@ -210,7 +210,9 @@ class PartsWorld:
         self.versions: dict[str, int] = {}
         self.registered: dict[tuple[str, str], Model] = {}
 
-    def module(self, name: str, model: bytes, *, schema: int = 2, wheels: Path | None = None) -> Path:
+    def module(self, name: str, model: bytes, *, schema: int = 2, wheels: Path | None = None,
+               image: tuple[Path, str, str] | None = None) -> Path:
+        """The next version of ``name`` holding ``model``, signed and served; ``image``: see :func:`signed_module`."""
         version = self.versions[name] = self.versions.get(name, 0) + 1
         key = (name, hashlib.sha256(model).hexdigest())
         if key not in self.registered:  # the same bytes are the same model version
@@ -220,7 +222,8 @@ class PartsWorld:
             self.registered[key] = Model.register(self.ws, source, name)
         registered = self.registered[key]
         out = signed_module(self.root / "out" / name / str(version), name=name, version=version, models=[registered],
-                            wheelhouse=wheels or self.wheels, keys=self.keys, schema=schema, chunk_size=CHUNK)
+                            wheelhouse=wheels or self.wheels, keys=self.keys, schema=schema, chunk_size=CHUNK,
+                            image=image)
         serve_module(out, self.server.root)
         return out
 

@@ -1,0 +1,116 @@
+"""Docker runtime from parts (ADR 0028): layers the engine has are not fetched, and the image still loads.
+
+Real Docker engine (the local base image ``edgeship-base:bookworm-py3``), real blob host,
+real agent code (accept, plan, executor, ``DockerRuntime``). The images are the base
+plus one model layer, built here in seconds; the scoring server is not started (the
+runtime contract tests do that with full images).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from module_world import BASE_IMAGE
+from parts import need, port_block
+from parts_world import CHUNK, PartsWorld, changed, model_bytes
+
+from edgeship.agent.decide.plan import CurrentState, plan
+from edgeship.agent.reconcile import desired_from
+from edgeship.agent.runtimes.docker import DockerRuntime
+from edgeship.modules.manifest import MANIFEST_FILE
+from edgeship.modules.plain import parse_manifest
+
+pytestmark = [pytest.mark.timeout(900), pytest.mark.docker]
+TAG = "edgeship-test/parts"
+
+
+def _docker() -> Any:
+    try:
+        import docker
+
+        client = docker.from_env(timeout=300)
+        client.ping()
+        client.images.get(BASE_IMAGE)
+        return client
+    except Exception:
+        return None
+
+
+@pytest.fixture
+def client() -> Any:
+    found = _docker()
+    need(found is not None, f"a Docker engine with the base image {BASE_IMAGE}")
+    return found
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[PartsWorld]:
+    built = PartsWorld(tmp_path)
+    yield built
+    built.server.close()
+
+
+def model_image(client: Any, model: bytes, tag: str, archive: Path) -> str:
+    """The base image plus a layer holding ``model``, saved to ``archive`` and removed from the engine."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        for name, data in (("Dockerfile", f"FROM {BASE_IMAGE}\nCOPY model.onnx /models/model.onnx\n".encode()),
+                           ("model.onnx", model)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    image, _log = client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True)
+    with archive.open("wb") as out:
+        for chunk in image.save(named=True):
+            out.write(chunk)
+    client.images.remove(image.id, force=True)
+    return str(image.id)
+
+
+def test_a_device_fetches_only_the_layers_its_engine_lacks_and_loads_the_image(
+    client: Any, world: PartsWorld, tmp_path: Path
+) -> None:
+    first = model_bytes(21, 3 * CHUNK)
+    ids = []
+    modules = []
+    for version, model in ((1, first), (2, changed(first, CHUNK))):
+        archive = tmp_path / f"image-{version}.tar"
+        ids.append(model_image(client, model, f"{TAG}:{version}", archive))
+        modules.append(world.module("digits", model, image=(archive, ids[-1], f"{TAG}:{version}")))
+    runtime = DockerRuntime(client)
+    low = port_block(2)
+    executor = world.executor(tmp_path / "device", runtime=runtime, ports=(low, low + 1))
+    base_layers = client.images.get(BASE_IMAGE).attrs["RootFS"]["Layers"]
+    try:
+        for number, module in enumerate(modules):
+            manifest = parse_manifest((module / MANIFEST_FILE).read_bytes())
+            assert manifest.parts is not None and manifest.parts.image is not None
+            layers = manifest.parts.image.layers
+            assert [layer.digest for layer in layers[: len(base_layers)]] == base_layers
+            mark = world.mark()
+            accepted = world.accept({"digits": module}, number + 1)
+            executor.document = accepted
+            for command in plan(desired_from(accepted), CurrentState(datetime.now(timezone.utc))):
+                if command.kind in ("check_space", "download", "verify", "install"):
+                    executor.execute(command)
+            sent, asked = world.served_since(mark)
+            assert set(asked) == {manifest.parts.image.config.digest, layers[-1].digest}, "the base layers stay home"
+            assert sent == manifest.parts.image.config.size + layers[-1].size
+            assert sent <= 1.1 * 3 * CHUNK + 64 * 1024, "a model layer's update costs about the model"
+            assert client.images.get(ids[number]).id == ids[number], "the image loaded from the parts"
+            for command in plan(desired_from(accepted), CurrentState(datetime.now(timezone.utc))):
+                if command.kind == "install":
+                    runtime.remove(command.service)  # the next version installs in the same slot (no switch here)
+                    executor.forget(command.service)
+    finally:
+        for image_id in ids:
+            with contextlib.suppress(Exception):  # already gone
+                client.images.remove(image_id, force=True)
