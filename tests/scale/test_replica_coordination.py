@@ -1,0 +1,174 @@
+"""What replicas on one PostgreSQL agree on: one lease holder, change notices, unique sequences, shared tokens.
+
+Real PostgreSQL (``replicas.PostgresServer``), real Mosquitto and real ``edgeship hub
+serve`` processes where a replica is involved; the lease and notice tests use the store
+modules directly on the real server, and "losing the connection" is the server
+terminating it (``pg_terminate_backend``), as a dead network or a failover would.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from hub_workspace import make_hub_workspace
+from replicas import PostgresServer, ReplicaGroup
+
+from edgeship.hub.api import create_token
+from edgeship.hub.server import HubConfig, HubServer
+from edgeship.hub.store import HubStore, TokenStore
+from edgeship.hub.store.lease import AdvisoryLeases, LocalLeases, leases_for
+from edgeship.hub.store.notify import LocalFeed, NotifyFeed
+from edgeship.signing import Keyring, TrustRoot, sign_trust_root
+from edgeship.signing.dsse import Envelope
+
+HERE = Path(__file__).resolve().parent
+
+
+def _terminate(db_url: str, application: str) -> int:
+    """End, from the server side, every connection with this application name; returns how many."""
+    plain = db_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                            (application,)).fetchall()
+    return len(rows)
+
+
+def test_one_replica_holds_the_coordinator_lease_and_another_takes_it_when_its_connection_is_lost(
+    postgres: PostgresServer,
+) -> None:
+    db = postgres.fresh_database()
+    first, second = AdvisoryLeases(db, application="lease-a"), AdvisoryLeases(db, application="lease-b")
+    try:
+        assert first.acquire("coordinator") and first.held("coordinator")
+        assert not second.acquire("coordinator") and not second.held("coordinator")
+        assert first.check() and first.held("coordinator")
+
+        assert _terminate(db, "lease-a") == 1
+        assert not first.check() and not first.held("coordinator")  # it knows before its next piece of work
+        assert second.acquire("coordinator")
+        assert not first.acquire("coordinator")  # reconnected, but the lease is the other replica's now
+    finally:
+        first.close()
+        second.close()
+    assert isinstance(leases_for("sqlite:///x.db"), LocalLeases) and LocalLeases().acquire("coordinator")
+
+
+def test_a_change_notice_reaches_the_other_replica_and_a_reconnected_listener_catches_up(
+    postgres: PostgresServer,
+) -> None:
+    db = postgres.fresh_database()
+    sender, listener = NotifyFeed(db, application="feed-a"), NotifyFeed(db, application="feed-b")
+    runs: list[str] = []
+    ran = threading.Event()
+
+    def reload() -> None:
+        runs.append("trust")
+        ran.set()
+
+    listener.on("trust", reload)
+    listener.start()
+    try:
+        assert listener.connected.wait(10)
+        assert ran.wait(5)  # the first connect runs every handler once
+        ran.clear()
+        sender.announce("trust")
+        assert ran.wait(5) and listener.received == 1
+        ran.clear()
+        listener.connected.clear()
+        assert _terminate(db, "feed-b") == 1  # a notice sent now would be lost: the reconnect runs the handler
+        assert listener.connected.wait(10) and ran.wait(5)
+        assert len(runs) == 3
+        with pytest.raises(ValueError, match="unknown change topic"):
+            sender.announce("nonsense")
+    finally:
+        sender.stop()
+        listener.stop()
+    LocalFeed().announce("trust")  # SQLite: nothing to tell, nothing fails
+
+
+def test_two_processes_issuing_at_once_never_store_one_sequence_twice(tmp_path: Path, postgres: PostgresServer,
+                                                                        mosquitto: Any) -> None:
+    ws, _world = make_hub_workspace(tmp_path / "ws")
+    db = postgres.fresh_database()
+    with HubServer(HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)) as hub:
+        hub.services.catalog.upload_from_workspace(ws.root, "digits", 1)
+        hub.services.fleet.create_devices((f"dev-{i:03}", {"site": "lab"}) for i in range(100))
+    rounds = 3
+    racers = [subprocess.Popen([sys.executable, str(HERE / "race_issue.py"), str(ws.root), db, str(rounds)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    stored = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err[-3000:]
+        stored.append(int(out.strip().splitlines()[-1]))
+    assert stored == [100 * rounds, 100 * rounds]  # forced: every device re-signed by each racer each round
+
+    plain = db.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as conn:
+        rows = conn.execute("SELECT device_id, sequence, envelope FROM desired ORDER BY device_id, sequence").fetchall()
+        counters = dict(conn.execute("SELECT id, last_sequence FROM devices").fetchall())
+    by_device: dict[str, list[int]] = {}
+    for device, sequence, envelope in rows:
+        payload = json.loads(Envelope.from_json(envelope).payload)
+        assert (payload["deviceId"], payload["sequence"]) == (device, sequence)  # signed what was stored
+        by_device.setdefault(device, []).append(sequence)
+    for device, sequences in by_device.items():
+        # first document + both racers' rounds, numbered 1..n without a gap or a repeat
+        assert sequences == list(range(1, 2 * rounds + 2)), (device, sequences)
+        assert counters[device] == sequences[-1]
+
+
+def test_a_trust_root_rotation_to_a_new_hub_key_and_a_token_revocation_through_one_replica_hold_on_the_other(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: Any,
+) -> None:
+    ws, world = make_hub_workspace(tmp_path / "ws")
+    ring = Keyring(ws)
+    ring.create("hub", name="hub2")  # held by every replica (one workspace), listed by no root yet
+    hub2 = ring.signer("hub2")
+    db = postgres.fresh_database()
+    store = HubStore(db)
+    operator, doomed = create_token(store, "ops"), create_token(store, "doomed")
+    group = ReplicaGroup(ws.root, db, mosquitto.url, tmp_path / "logs", count=2)
+    group.start()
+    try:
+        a, b = (httpx.Client(base_url=r.url, headers={"Authorization": f"Bearer {operator}"}, timeout=30)
+                for r in group.replicas)
+        assert httpx.get(f"{group[1].url}/devices", headers={"Authorization": f"Bearer {doomed}"}).status_code == 200
+        TokenStore(store).revoke("doomed", datetime.now(timezone.utc))  # as 'edgeship hub token revoke' does
+        assert httpx.get(f"{group[1].url}/devices", headers={"Authorization": f"Bearer {doomed}"}).status_code == 401
+
+        root = TrustRoot.build(root=[world.root_key.public_key], release=[world.release.public_key],
+                               hub=[hub2.public_key], version=2)
+        rotated = a.put("/trust-root", content=sign_trust_root(root, [world.root_key]).to_json().encode(),
+                        headers={"Content-Type": "application/json"})
+        assert rotated.status_code == 200, rotated.text
+        deadline = time.monotonic() + 10
+        while b.get("/trust-root").json()["version"] != 2:
+            assert time.monotonic() < deadline, group.logs()
+            time.sleep(0.1)
+        created = b.post("/devices", json={"id": "dev-new", "tags": {}})
+        assert created.status_code == 201, created.text
+        envelope = _newest_envelope(db, "dev-new")
+        assert [s.keyid for s in envelope.signatures] == [hub2.keyid]  # B signs with the key the new root lists
+    finally:
+        group.stop()
+        store.close()
+
+
+def _newest_envelope(db: str, device: str) -> Envelope:
+    plain = db.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as conn:
+        row = conn.execute("SELECT envelope FROM desired WHERE device_id = %s ORDER BY sequence DESC LIMIT 1",
+                           (device,)).fetchone()
+    assert row is not None
+    return Envelope.from_json(row[0])
