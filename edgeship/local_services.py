@@ -46,7 +46,7 @@ RUNTIMES = ("docker", "process", "auto")
 CLOUD_TARGETS = ("aci", "aks")
 KEYS_FILE = "service-keys.json"  # written by the packager beside a module whose auth is enabled
 CRASHES_BEFORE_GIVING_UP = 2  # exits before the first healthy answer that count as a crash loop
-_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit|Interrupt)\b(?::.*)?$")
+_EXCEPTION = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::\s.*|$)")
 
 Progress = Callable[[str], contextlib.AbstractContextManager[Any]]
 
@@ -59,10 +59,10 @@ def script_error(log: str) -> str | None:
     """The last exception line (``ImportError: cannot import name ...``) in a service's log, if any."""
     found = None
     for line in log.splitlines():
-        text = line.strip()
-        # the scoring server's log lines carry a prefix; the exception line of a traceback does not
-        if _EXCEPTION_LINE.match(text):
-            found = text
+        # a traceback's last line, or the scoring server's one-line report ("Importing score.py failed at ...: X")
+        match = _EXCEPTION.search(line.strip())
+        if match:
+            found = match.group(0)
     return found
 
 
@@ -233,11 +233,13 @@ class LocalServices:
             status = engine.status(name)
             if status.state == "running" and probe_health(status.port):
                 return
-            crashed = status.state == "backoff" and status.restart_count + 1 >= CRASHES_BEFORE_GIVING_UP
             late = time.monotonic() - began > timeout
+            log = engine.logs(name, tail=200) if status.state != "running" or late else ""
+            error = script_error(log)
+            # an exit with the script's own error is not going to heal; an unexplained one gets a second chance
+            crashed = status.state == "backoff" and (
+                error is not None or status.restart_count + 1 >= CRASHES_BEFORE_GIVING_UP)
             if status.state in ("failed", "stopped") or crashed or late:
-                log = engine.logs(name, tail=200)
-                error = script_error(log)
                 if crashed or (error and status.state != "running"):
                     why = f"it exited {status.restart_count + 1} time(s) before answering"
                 elif status.state != "running":

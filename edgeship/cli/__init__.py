@@ -13,6 +13,7 @@ import typer
 
 from edgeship import __version__
 from edgeship.cli import agent as _agent
+from edgeship.cli import azureml as _azureml
 from edgeship.cli import batch as _batch
 from edgeship.cli import broker_config as _broker_config
 from edgeship.cli import demo as _demo
@@ -77,6 +78,7 @@ app.add_typer(_fpga.app, name="fpga")
 _provision.register(app)
 _broker_config.register(app)
 app.add_typer(_agent.app, name="agent")
+app.add_typer(_azureml.app, name="azureml")
 app.add_typer(_batch.app, name="batch")
 
 

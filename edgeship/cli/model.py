@@ -1,4 +1,4 @@
-"""``edgeship model ...``: register, list, show, download, delete."""
+"""``edgeship model ...``: register, list, show, download, delete, and deploy (as ``az ml model deploy``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, parse_pairs, print_json, workspace_from
+from edgeship.errors import InputError
 from edgeship.registry import Model, parse_model_ref
 from edgeship.registry.frameworks import FRAMEWORKS
 from edgeship.registry.refs import NAME_RULE
@@ -124,3 +125,49 @@ def _size(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024  # type: ignore[assignment]
     return str(n)
+
+
+@app.command("deploy")
+def deploy(
+    name: Annotated[str, typer.Option("--name", "-n", help="Service name (lowercase letters, digits, - _ .).")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="Registered model NAME:VERSION (repeatable).")],
+    ic: Annotated[Path | None, typer.Option(
+        "--ic", "--inference-config-file", help="Azure ML inferenceconfig.json/.yml (omit for no-code serving).",
+        show_default=False)] = None,
+    dc: Annotated[Path | None, typer.Option(
+        "--dc", "--deploy-config-file", help="Azure ML deploymentconfig.json/.yml; its computeType picks the "
+        "target (default: local).", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a service of that name.")] = False,
+    port: Annotated[int | None, typer.Option("--port", "-p", help="Local: host port (default: the dc's port, "
+                                             "else a free one).", show_default=False)] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="Local: docker, process or auto.")] = "process",
+    workspace: WorkspaceOpt = None,
+) -> None:
+    """Package, sign and deploy models as 'az ml model deploy' did: local runs here, ACI/AKS/IoT Edge are written."""
+    from edgeship.cli.deploy import package_models, print_service, services
+    from edgeship.local_services import DeployRequest
+    from edgeship.packager.config import load_deployment_config
+
+    ws = workspace_from(workspace)
+    local = services(ws)
+    local.record_path(name)  # every check before the packaging, which takes a while
+    for ref in model:
+        parse_model_ref(ref, require_version=True)
+    if local.exists(name) and not overwrite:
+        raise InputError(f"Service {name} exists; pass --overwrite to replace it, or choose another -n.")
+    deployment = load_deployment_config(dc) if dc is not None else None
+    target = deployment.compute_type if deployment else "local"
+    if target == "fpga":
+        raise InputError("computeType fpga is packaged with 'edgeship package --target fpga'; it has no service.")
+    stored = package_models(ws, model, ic, dc, target=target)
+    if target in ("aci", "aks"):
+        print_service(local.record_cloud(name, stored, target))
+        return
+    if target == "iotedge":
+        console.print(f"Module {stored.ref} is signed with its IoT Edge deployment in {stored.directory / 'targets'}; "
+                      f"ship it to a device group with 'edgeship hub module upload {stored.ref}' and "
+                      f"'edgeship deployment create {name} -m {stored.ref} -c \"tags.group = ...\"'.", highlight=False)
+        return
+    record = local.deploy(DeployRequest(name=name, module=stored, runtime=runtime,
+                                        port=port or (deployment.port if deployment else None)))
+    print_service(record)
