@@ -282,3 +282,55 @@ def test_a_manifest_is_accepted_or_refused_alike_by_the_agent_and_the_packager(n
 def test_the_corpus_holds_both_verdicts() -> None:
     verdicts = [_plain_document(data) is None for _name, data in _corpus(DOCUMENT, _document_edits())]
     assert verdicts.count(False) >= 15 and verdicts.count(True) >= 150
+
+
+# schemaVersion 2 (ADR 0028): the same agreement for manifests with parts
+PART = {"digest": DIGEST, "size": 4}
+MANIFEST_V2: dict[str, Any] = {
+    **MANIFEST,
+    "schemaVersion": 2,
+    "parts": {
+        "chunkSize": 65536,
+        "source": PART,
+        "wheels": [{"name": "numpy-2.0-cp311-none-any.whl", "digest": DIGEST, "size": 9}],
+        "models": [{"path": "azureml-models/digits/1/model.onnx", "digest": DIGEST, "size": 65540,
+                    "chunks": [{"digest": DIGEST, "size": 65536}, PART]}],
+        "image": {"config": PART, "layers": [PART, {"digest": DIGEST, "size": 0}]},
+    },
+}
+
+
+def _manifest_v2_edits() -> Iterator[tuple[str, Edit]]:
+    yield "valid", lambda d: None
+    yield "no parts", _drop("parts")
+    yield "parts on version 1", _set("schemaVersion", 1)
+    yield "no image", _drop("image")
+    yield "no parts image (defaulted)", _drop("parts/image")
+    yield "chunkSize too small", _set("parts/chunkSize", 1024)
+    yield "chunkSize text", _set("parts/chunkSize", "65536")
+    yield "chunks do not add up", _set("parts/models/0/size", 65541)
+    yield "short middle chunk", _set("parts/models/0/chunks/0/size", 65535)
+    yield "empty last chunk", lambda d: d["parts"]["models"][0]["chunks"].append({"digest": DIGEST, "size": 0})
+    yield "no chunks for a non-empty file", _set("parts/models/0/chunks", [])
+    yield "wheel in a folder", _set("parts/wheels/0/name", "x/numpy.whl")
+    yield "wheel not a wheel", _set("parts/wheels/0/name", "numpy.tar.gz")
+    yield "wheel twice", lambda d: d["parts"]["wheels"].append(dict(d["parts"]["wheels"][0]))
+    yield "model outside azureml-models", _set("parts/models/0/path", "src/model.onnx")
+    yield "model path with ..", _set("parts/models/0/path", "azureml-models/digits/../x/model.onnx")
+    yield "model twice", lambda d: d["parts"]["models"].append(copy.deepcopy(d["parts"]["models"][0]))
+    yield "part digest upper", _set("parts/source/digest", DIGEST.upper().replace("SHA256", "sha256"))
+    yield "part size negative", _set("parts/source/size", -1)
+    yield "unknown part key", _set("parts/source/url", "http://x")
+    yield "unknown parts key", _set("parts/bundle", PART)
+    yield "schemaVersion 3", _set("schemaVersion", 3)
+
+
+@pytest.mark.parametrize("name,data", _corpus(MANIFEST_V2, _manifest_v2_edits()))
+def test_a_v2_manifest_is_accepted_or_refused_alike_by_the_agent_and_the_packager(name: str, data: bytes) -> None:
+    test_a_manifest_is_accepted_or_refused_alike_by_the_agent_and_the_packager(name, data)
+
+
+def test_the_v2_corpus_holds_both_verdicts() -> None:
+    verdicts = {name: _pydantic_manifest(data) is None for name, data in _corpus(MANIFEST_V2, _manifest_v2_edits())}
+    assert not verdicts["valid"] and not verdicts["no parts image (defaulted)"]
+    assert sum(verdicts.values()) >= 18
