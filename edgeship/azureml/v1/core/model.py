@@ -173,8 +173,8 @@ class Model:
     # -- deployment ------------------------------------------------------------------
     @staticmethod
     def deploy(workspace: Workspace, name: str, models: builtins.list[Model],
-               inference_config: InferenceConfig | None = None, deployment_config: Any = None, deployment_target: Any = None, overwrite: bool = False,
-               show_output: bool = False) -> Webservice:
+               inference_config: InferenceConfig | None = None, deployment_config: Any = None,
+               deployment_target: Any = None, overwrite: bool = False, show_output: bool = False) -> Webservice:
         from edgeship.azureml.deploying import deploy
 
         return deploy(workspace, name, models, inference_config, deployment_config, overwrite=overwrite)
