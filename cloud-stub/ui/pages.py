@@ -15,10 +15,10 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from edgeship.errors import InputError
+from edgeship.errors import InputError, TransportError
 from edgeship.hub.api.auth import AuthenticationError, PermissionDeniedError
 from edgeship.hub.api.roles import METHOD_ROUTE
-from edgeship.hub.errors import HubNotFoundError
+from edgeship.hub.errors import DeviceTimeoutError, HubNotFoundError
 from edgeship.hub.services import HubServices
 from edgeship.hub.services.fleet_query import MAX_PAGE, STATUSES, FleetFilter, FleetQuery
 from edgeship.hub.services.rules import validate_device_id
@@ -124,8 +124,11 @@ def device_logs(
     """The module's log tail through the agent's ``logs`` direct method (allowed to ``read-only`` as over REST)."""
     if not may(viewer, "POST", METHOD_ROUTE, device_id=device_id, method="logs"):
         raise PermissionDeniedError(f"The token {viewer.name!r} may not read device logs.")
-    answer = _services(request).fleet.invoke_method(validate_device_id(device_id), "logs",
-                                                    {"module": module, "tail": tail}, timeout=10.0)
+    try:
+        answer = _services(request).fleet.invoke_method(validate_device_id(device_id), "logs",
+                                                        {"module": module, "tail": tail}, timeout=10.0)
+    except (InputError, DeviceTimeoutError, HubNotFoundError, TransportError) as exc:  # shown in the region
+        return render(request, "_logs.html", viewer, module=module, status_text="no answer", error=str(exc), logs="")
     raw = answer.get("result")
     result: dict[str, Any] = raw if isinstance(raw, dict) else {}
     return render(request, "_logs.html", viewer, module=module, status_text=str(answer.get("status", "")),

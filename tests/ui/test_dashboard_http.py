@@ -207,3 +207,20 @@ def test_every_asset_is_served_from_the_package(hub: RolloutHub) -> None:
                 .read_bytes()
     for licence in ("uPlot.LICENSE", "htmx.LICENSE", "README.md"):
         assert (STATIC / "vendor" / licence).is_file()
+
+
+def test_logs_come_from_the_devices_logs_method_as_text_and_a_silent_device_is_said_so(hub: RolloutHub) -> None:
+    with _browser(hub, hub.reader) as client:  # read-only may read logs, as over REST
+        offline = client.get("/ui/devices/dev-0/logs", params={"module": "digits"}, headers={"HX-Request": "true"})
+        assert offline.status_code == 200 and 'role="alert">No logs (no answer):' in offline.text
+        calls: list[tuple[str, str, dict[str, object]]] = []
+
+        def answer(device: str, method: str, args: dict[str, object], timeout: float) -> dict[str, object]:
+            calls.append((device, method, dict(args)))
+            return {"status": 200, "result": {"module": "digits", "logs": "ready\n<script>alert(3)</script>\n"}}
+
+        hub.world.link.answer = answer  # type: ignore[assignment]
+        logs = client.get("/ui/devices/dev-0/logs", params={"module": "digits", "tail": 20})
+        assert calls == [("dev-0", "logs", {"module": "digits", "tail": 20})]
+        assert "&lt;script&gt;alert(3)&lt;/script&gt;" in logs.text and "<script>alert(3)" not in logs.text
+        assert client.get("/ui/devices/dev-0/logs", params={"module": "digits", "tail": 0}).status_code == 422
