@@ -17,7 +17,9 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the demo folder (workspace, agent data, logs).")] = False,
+    keep: Annotated[bool, typer.Option(
+        "--keep", help="Keep the hub, its dashboard and the agents running until Ctrl-C, and keep the demo folder.",
+    )] = False,
     directory: Annotated[
         Path | None, typer.Option("--dir", help="Work in this folder instead of a new temporary one (kept).")
     ] = None,

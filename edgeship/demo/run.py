@@ -12,7 +12,11 @@ The story an operator would live through, with real parts only:
 5. model v2 released and deployed with a higher priority: a model-only update the
    devices apply blue/green while reusing their environment;
 6. a table of devices, module versions and telemetry; then everything is stopped
-   and the temporary folder removed (``--keep`` keeps it for a look around).
+   and the temporary folder removed. With ``--keep`` the hub, its dashboard and the
+   agents stay up until Ctrl-C, and the folder is kept for a look around.
+
+The hub's dashboard (``/ui/``, ``docs/dashboard.md``) is up from step 3: its URL and an
+operator token to sign in with are printed as soon as the hub starts.
 """
 
 from __future__ import annotations
@@ -108,6 +112,7 @@ class Demo:
         self.summary = DemoSummary()
         self.agents: list[_Agent] = []
         self.hub: Any = None
+        self.token = ""  # the operator token printed for the dashboard's sign-in
         self.root = Path(options.directory or tempfile.mkdtemp(prefix="edgeship-demo-")).resolve()
 
     # --- helpers -------------------------------------------------------------------------------
@@ -147,9 +152,10 @@ class Demo:
         with self.step("Trained, registered, packaged and signed digits v1"):
             v1 = self.release_side.release(1)
         c.print(f"  model accuracy {v1.model.accuracy:.3f}, module {v1.module_dir}", highlight=False)
-        with self.step("Hub started (SQLite, embedded MQTT broker, REST API)"):
+        with self.step("Hub started (SQLite, embedded MQTT broker, REST API, dashboard)"):
             self.start_hub()
         c.print(f"  hub API {self.hub.api_url}, broker {self.hub.broker_url}", highlight=False)
+        self.print_dashboard()
         with self.step("Module digits:1 uploaded to the hub (signature checked)"):
             upload(self.release_hub, self.release_side.workspace, v1.module)
         with self.step(f"{len(DEVICES)} devices registered and their agents started"):
@@ -178,6 +184,7 @@ class Demo:
         with self.step("Telemetry received from both lab devices"):
             self.wait_for("telemetry with request counts", self.telemetry_ready)
         self.print_table()
+        self.print_dashboard()
         t = self.summary.timings
         c.print(
             f"deployment create -> both devices serving: v1 {t['deploy v1 (create -> both applied)']:.1f} s "
@@ -189,6 +196,7 @@ class Demo:
 
     # --- hub -----------------------------------------------------------------------------------
     def start_hub(self) -> None:
+        from edgeship.hub.api import create_token
         from edgeship.hub.server import HubConfig, HubServer
         from edgeship.release import ServicesHub
 
@@ -202,6 +210,28 @@ class Demo:
             )
         ).start()
         self.release_hub = ServicesHub(self.hub.services, self.hub.api_url)  # the steps 'edgeship release' takes
+        self.token = create_token(self.hub.store, "demo")
+        with urllib.request.urlopen(self.dashboard_url + "signin", timeout=10) as answer:  # noqa: S310 - our hub
+            if answer.status != 200:
+                raise DemoError(f"The hub's dashboard at {self.dashboard_url} answered {answer.status}.")
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.hub.api_url}/ui/"
+
+    def print_dashboard(self) -> None:
+        self.console.print(f"  [bold]dashboard {self.dashboard_url}[/] (sign in with the operator token {self.token})",
+                           highlight=False, soft_wrap=True)
+
+    def hold(self) -> None:
+        """``--keep``: leave the hub, its dashboard and the agents running until Ctrl-C."""
+        self.console.print(f"The hub, its dashboard ({self.dashboard_url}) and the agents keep running; "
+                           "press Ctrl-C to stop them.", highlight=False, soft_wrap=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            self.console.print("Stopping.")
 
     def all_online(self) -> bool | None:
         views = {v.device.id: v for v in self.hub.services.fleet.list_devices()}
@@ -364,6 +394,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoSummar
     started = time.monotonic()
     try:
         summary = demo.run()
+        if options.keep:
+            demo.hold()
     finally:
         demo.close()
     console.print(f"[bold green]Demo finished[/] in {time.monotonic() - started:.0f} s.", highlight=False)

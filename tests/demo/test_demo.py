@@ -51,6 +51,8 @@ def test_demo_deploys_by_tags_scores_updates_and_cleans_up(tmp_path: Path) -> No
     assert "digits:2" in rows["lab-1"] and "digits:2" in rows["lab-2"], out
     assert "digits" not in rows["field-1"], out
     assert "Demo finished" in out
+    # the dashboard's URL and a token to sign in with, printed once the hub is up (the demo checked it answers)
+    assert re.search(r"dashboard http://127\.0\.0\.1:\d+/ui/ \(sign in with the operator token esh_\S+\)", out), out
     # (onnxruntime itself writes a small '.ses' file into TMPDIR on import; that one is not ours)
     assert list(tmp_path.glob("edgeship-demo-*")) == [], "the demo left its temporary folder behind"
     assert _children_of(os.getpid()) == [], "the demo left processes behind"
