@@ -17,6 +17,9 @@ from types import FrameType
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgeship.agent import malloc
+
+    malloc.limit_arenas(1)  # before any thread starts (ADR 0030)
     parser = argparse.ArgumentParser(prog="edgeship agent run", description="Run the edgeship agent.")
     parser.add_argument("--config", "-c", type=Path, required=True, help="the agent's TOML config file")
     parser.add_argument("--stop-modules-on-exit", action="store_true", help="stop the modules when the agent stops")

@@ -22,7 +22,7 @@ Layout of ``data_dir``::
     blobs/sha256/<hex>, blobs/partial/           blob cache (``edgeship.agent.fetch``)
     modules/<service>/                           verified module directories
     runtime/                                     the process runtime's state_dir
-    telemetry.db                                 queued telemetry samples
+    telemetry/                                   queued telemetry samples (``edgeship.agent.telemetry.queue``)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from edgeship.agent.fetch.download import BlobCache
 from edgeship.agent.fetch.parts import PartCache
 from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.link.mqtt import Inbound, MqttLink
+from edgeship.agent.malloc import trim
 from edgeship.agent.methods import MethodWorker
 from edgeship.agent.reconcile import Reconciler
 from edgeship.agent.runtimes.base import ModuleRuntime, UnknownServiceError
@@ -124,7 +125,7 @@ class Agent:
             device_id=config.device_id, trust_root=self.trust_root, state=self.state, runtime=self.runtime,
             executor=self.executor, runner=self.runner, publish=self.link.publish_reported, now=now, guard=self.guard,
         )  # fmt: skip
-        self.telemetry = TelemetryQueue(data / "telemetry.db", config.telemetry_queue_limit)
+        self.telemetry = TelemetryQueue(data / "telemetry", config.telemetry_queue_limit)
         self.sampler = TelemetrySampler(self.runtime, self.state, self.telemetry, now)
         self.sender = TelemetrySender(config.device_id, self.telemetry, self.link)
         self._clock = clock
@@ -138,7 +139,6 @@ class Agent:
         self.link.start()
         telemetry = threading.Thread(target=self._telemetry_loop, args=(stop,), name="telemetry", daemon=True)
         telemetry.start()
-        threading.Thread(target=self._cancel_on_stop, args=(stop,), name="stop-downloads", daemon=True).start()
         try:
             self._sweep()
             self.reconciler.load_cached()
@@ -208,10 +208,6 @@ class Agent:
             if stale:
                 self.cancel.cancel(f"a newer {item.kind} message arrived")
 
-    def _cancel_on_stop(self, stop: threading.Event) -> None:
-        stop.wait()
-        self.cancel.cancel("the agent is stopping")
-
     def _on_command(self, method: str, payload: bytes, request_id: str) -> None:
         """paho's network thread: hand the call to the method thread (503 at once if its queue is full)."""
         self.methods.submit(method, payload, request_id)
@@ -228,12 +224,20 @@ class Agent:
         return True
 
     def _telemetry_loop(self, stop: threading.Event) -> None:
+        """Sample and send telemetry; once ``stop`` is set, cancel a download in progress (within ``_SEND_POLL``)."""
+        try:
+            self._sample_and_send(stop)
+        finally:
+            self.cancel.cancel("the agent is stopping")
+
+    def _sample_and_send(self, stop: threading.Event) -> None:
         next_sample = self._clock() + self.config.telemetry_interval
         while not stop.wait(_SEND_POLL):
             try:
                 if self._clock() >= next_sample:
                     next_sample = self._clock() + self.config.telemetry_interval
                     self.sampler.sample()
+                    trim()  # hand back what installs and passes freed since (agent/malloc.py)
                 if self.link.connected.is_set():
                     self.sender.pump()
             except Exception:  # telemetry must never take the agent down

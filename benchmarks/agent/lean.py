@@ -149,11 +149,17 @@ def main() -> int:
     parser.add_argument("--telemetry", type=float, default=5.0, help="telemetry_interval, seconds")
     parser.add_argument("--boots", type=int, default=3, help="simulated reboots to time")
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--python-flags", default="", help="interpreter flags for the agent, e.g. -OO")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the agent under tracemalloc (traced_agent.py) and record its heap by package; "
                              "that run's RSS includes tracemalloc's own bookkeeping")  # fmt: skip
     args = parser.parse_args()
 
+    # byte-code caches as a device's pip install leaves them (this tree is an editable install, and
+    # PYTHONDONTWRITEBYTECODE may be set): without them the agent compiles its modules at every start
+    for optimize in (0, 1, 2):
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-o", str(optimize), str(ROOT / "agent"),
+                        str(ROOT / "edgeship")], check=True)  # fmt: skip
     load_start = Path("/proc/loadavg").read_text().split()[:3]
     root = Path(tempfile.mkdtemp(prefix="edgeship-lean-bench-"))
     broker, tls_port, ca_file = tls_broker(root / "broker")
@@ -186,8 +192,8 @@ def main() -> int:
         log = log_path.open("ab")
         try:
             entry = [str(Path(__file__).with_name("traced_agent.py"))] if args.tracemalloc else ["-m", "edgeship.agent"]
-            return subprocess.Popen([sys.executable, *entry, "--config", str(config), "--verbose"],
-                                    stdout=log, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+            command = [sys.executable, *args.python_flags.split(), *entry, "--config", str(config), "--verbose"]
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         finally:
             log.close()
 

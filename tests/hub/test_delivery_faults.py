@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -98,7 +97,7 @@ class AgentRun:
                  protocol: str) -> None:  # fmt: skip
         home.mkdir(parents=True, exist_ok=True)
         self.home, self.log = home, home / "agent.log"
-        self.queue = home / "data" / "telemetry.db"
+        self.queue = home / "data" / "telemetry" / "queue.json"
         self.config = home / "agent.toml"
         self.config.write_text(
             f'device_id = "{DEVICE}"\nhub_url = "{hub_url}"\ntrust_root = {json.dumps(str(trust_root))}\n'
@@ -123,12 +122,10 @@ class AgentRun:
             self.process.wait(30)
 
     def last_seq(self) -> int:
-        """The highest ``seq`` the agent ever gave a sample (SQLite's AUTOINCREMENT counter: never reused)."""
+        """The highest ``seq`` the agent ever gave a sample (the queue's ``nextSeq`` counter: never reused)."""
         if not self.queue.exists():
             return 0
-        with sqlite3.connect(self.queue, timeout=10) as db:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
-        return int(row[0]) if row else 0
+        return int(json.loads(self.queue.read_text())["nextSeq"]) - 1
 
 
 @dataclass
