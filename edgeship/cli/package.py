@@ -39,6 +39,11 @@ def package(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing -o folder even if it is not a module.")
     ] = False,
+    schema_version: Annotated[
+        int,
+        typer.Option("--schema-version", help="Manifest version: 2 adds content-addressed parts (agents from "
+                     "issue 16 on read it); 1 for fleets of older agents.", min=1, max=2),
+    ] = 2,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Package models and an entry script into a signed module (bundle, image, target artifacts)."""
@@ -58,6 +63,7 @@ def package(
         signing_keys=tuple(key or ()),
         push=push,
         force=force,
+        schema_version=schema_version,
     )
     result = package_module(ws, request, console=err_console)
     for warning in result.warnings:
@@ -69,6 +75,9 @@ def package(
     console.print(f"  bundle {manifest.bundle.digest} ({manifest.bundle.size} bytes)", highlight=False)
     if manifest.image is not None:
         console.print(f"  image  {manifest.image.tag} {manifest.image.id}", highlight=False)
+    if manifest.parts is not None:
+        count, size = len(manifest.parts.all()), sum(p.size for p in manifest.parts.all())
+        console.print(f"  parts  {count} content-addressed part(s), {size} bytes (schemaVersion 2)", highlight=False)
     console.print(f"  signed {len(manifest.files)} file(s); verify with 'edgeship module verify {result.output}'",
                   highlight=False)
 
