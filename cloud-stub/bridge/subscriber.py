@@ -19,7 +19,9 @@ transaction (``record_reported_many``). One transaction per report cost about
 keeps its last report.
 
 On MQTT 5 the subscriptions are shared (``$share/hub/...``): several hub replicas
-split the devices' messages between them. MQTT 3.1.1 has no shared subscriptions,
+split the devices' messages between them, and a gone replica's share, which Mosquitto
+keeps in its session, is drained by a survivor through a Subscriber of its own
+(``adopt.py``, ADR 0037). MQTT 3.1.1 has no shared subscriptions,
 so there each replica receives everything (run one replica).
 """
 
