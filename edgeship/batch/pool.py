@@ -77,9 +77,15 @@ class WorkerPool:
         return _Worker(self._started, process, parent_end)
 
     def close(self) -> None:
-        """Stop every worker: close its pipe (it exits), kill what has not exited shortly after."""
+        """Stop every worker: an idle one at the close of its pipe, a starting or busy one at once (SIGKILL).
+
+        A busy worker's result would be thrown away, and a starting one may be deep in
+        init(): neither is worth waiting for.
+        """
         for worker in self._workers:
             worker.conn.close()
+            if not worker.ready or worker.index is not None:
+                worker.process.kill()
         deadline = time.monotonic() + _KILL_WAIT_S
         for worker in self._workers:
             worker.process.join(max(0.0, deadline - time.monotonic()))

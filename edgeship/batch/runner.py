@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgeship.batch.journal import Journal, Outcome
-from edgeship.batch.plan import InputPlan, MiniBatch, parse_mini_batch_size, plan_input
-from edgeship.batch.pool import BatchError, WorkerPool
+from edgeship.batch.plan import InputPlan, MiniBatch, MiniBatchSize, parse_mini_batch_size, plan_input
+from edgeship.batch.pool import Attempt, BatchError, WorkerPool
 from edgeship.batch.worker import WorkerSpec
 from edgeship.errors import InputError
 
@@ -135,8 +135,43 @@ def run_batch(
     """
     options.check()
     began = time.monotonic()
-    plan = plan_input(options.input, parse_mini_batch_size(options.mini_batch_size))
+    size = parse_mini_batch_size(options.mini_batch_size)
     journal = Journal(options.output.expanduser().resolve())
+    pool: WorkerPool | None = None
+    if not journal.complete_file.is_file():
+        # Workers load the script and call init() while the input is read and split: both take seconds.
+        journal.logs_dir.mkdir(parents=True, exist_ok=True)
+        pool = WorkerPool(_worker_spec(options, journal, model_dir), options.workers, options.run_invocation_timeout_s)
+        pool.start()
+    try:
+        return _run(options, size, journal, pool, models, on_progress, began)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _worker_spec(options: BatchOptions, journal: Journal, model_dir: Path) -> WorkerSpec:
+    return WorkerSpec(
+        entry_script=str(options.entry_script.resolve()),
+        source_dir=str(options.source_dir.resolve()) if options.source_dir else None,
+        model_dir=str(model_dir),
+        output_dir=str(journal.output_dir),
+        logs_dir=str(journal.logs_dir),
+        arguments=options.arguments,
+        parent_pid=os.getpid(),
+    )
+
+
+def _run(
+    options: BatchOptions,
+    size: MiniBatchSize,
+    journal: Journal,
+    pool: WorkerPool | None,
+    models: Sequence[str],
+    on_progress: ProgressFn | None,
+    began: float,
+) -> BatchSummary:
+    plan = plan_input(options.input, size)
     identity = {
         "input": str(plan.source),
         "inputFingerprint": plan.fingerprint,
@@ -186,7 +221,8 @@ def run_batch(
     progress()
     check_threshold()
     if pending:
-        _score(options, plan, journal, pending, outcomes, model_dir, progress, check_threshold)
+        assert pool is not None  # started unless the run was complete
+        _score(options, plan, journal, pool, pending, outcomes, progress, check_threshold)
     ordered = sorted(outcomes.values(), key=lambda o: o.index)
     if output_file is not None:
         journal.assemble(output_file, [o.index for o in ordered if o.error is None])
@@ -209,40 +245,31 @@ def _score(
     options: BatchOptions,
     plan: InputPlan,
     journal: Journal,
+    pool: WorkerPool,
     pending: deque[MiniBatch],
     outcomes: dict[int, Outcome],
-    model_dir: Path,
     progress: Callable[[], None],
     check_threshold: Callable[[], None],
 ) -> None:
-    spec = WorkerSpec(
-        entry_script=str(options.entry_script.resolve()),
-        source_dir=str(options.source_dir.resolve()) if options.source_dir else None,
-        model_dir=str(model_dir),
-        output_dir=str(journal.output_dir),
-        logs_dir=str(journal.logs_dir),
-        arguments=options.arguments,
-        parent_pid=os.getpid(),
-    )
-    pool = WorkerPool(spec, min(options.workers, len(pending)), options.run_invocation_timeout_s)
     tries: dict[int, int] = {}
     keep_rows = options.output_action == "append_row"
-    pool.start()
-    try:
-        while pending or pool.busy():
-            while pending and pool.idle():
-                batch = pending.popleft()
-                pool.submit(batch.index, _payload(plan, batch))
-            for attempt in pool.wait():
-                batch = plan.batches[attempt.index]
-                tries[batch.index] = tries.get(batch.index, 0) + 1
-                if attempt.error is not None and tries[batch.index] < options.max_tries:
-                    pending.appendleft(batch)  # retried first, so a failing input is known early
-                    continue
-                outcome = Outcome(batch.index, batch.items, attempt.rows_out, tries[batch.index], attempt.error)
-                journal.commit(outcome, attempt.text if keep_rows and attempt.error is None else None)
-                outcomes[batch.index] = outcome
-                progress()
-                check_threshold()
-    finally:
-        pool.close()
+    while pending or pool.busy():
+        finished: list[Attempt] = []
+        for attempt in pool.wait():
+            batch = plan.batches[attempt.index]
+            tries[batch.index] = tries.get(batch.index, 0) + 1
+            if attempt.error is not None and tries[batch.index] < options.max_tries:
+                pending.appendleft(batch)  # retried first, so a failing input is known early
+                continue
+            finished.append(attempt)
+        while pending and pool.idle():  # workers get their next mini-batch before the journal writes
+            batch = pending.popleft()
+            pool.submit(batch.index, _payload(plan, batch))
+        for attempt in finished:
+            batch = plan.batches[attempt.index]
+            outcome = Outcome(batch.index, batch.items, attempt.rows_out, tries[batch.index], attempt.error)
+            rows = attempt.text if keep_rows and attempt.error is None else None
+            outcomes[batch.index] = journal.commit(outcome, rows)
+            progress()
+            check_threshold()
+
