@@ -38,21 +38,6 @@ def test_local_notebook_registers_deploys_calls_reloads_and_deletes(v1: V1World)
     assert not (v1.home / "services" / "test.json").exists()  # local_service.delete()
 
 
-def test_a_score_py_that_cannot_import_fails_at_once_with_its_own_error(v1: V1World) -> None:
-    """The deploy-to-local sample's own score.py imports sklearn.externals.joblib, gone from scikit-learn."""
-    work = v1.folder("broken", LOCAL / "deploy_local.py", LOCAL / "myenv.yml", LOCAL / "score.py")
-    done = v1.run(work, "azureml", "run", "deploy_local.py", str(free_port()))
-    assert done.returncode == 1
-    assert "Deploying service test failed" in done.stderr
-    assert "the entry script failed with 'ImportError: cannot import name 'joblib' from 'sklearn.externals'" in (
-        done.stderr)
-    assert "Traceback" not in done.stderr  # a layer error is one sentence
-    assert "did not answer" not in done.stderr
-    logs = v1.run(work, "service", "logs", "test")
-    assert "ImportError" in logs.stdout  # kept installed, stopped, for 'edgeship service logs'
-    v1.run(work, "service", "delete", "test")
-
-
 def test_aci_notebook_writes_a_signed_module_and_says_where(v1: V1World) -> None:
     """model-register-and-deploy.ipynb's custom-environment ACI deployment: written, verified, not run here."""
     work = v1.folder("cloud", CLOUD / "deploy_cloud.py", CLOUD / "score.py")

@@ -1,0 +1,62 @@
+"""The config rough edges a v1 user hit on Azure's samples (pure: no packaging, no servers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeship.errors import InputError
+from edgeship.local_services import script_error
+from edgeship.packager.config import (
+    check_module_name,
+    derive_module_name,
+    load_deployment_config,
+    load_inference_config,
+)
+
+
+def test_a_permissive_model_name_gives_a_dns_label_for_cloud_targets_and_stays_for_local() -> None:
+    assert derive_module_name("sklearn_regression_model.pkl", "aci") == "sklearn-regression-model-pkl"
+    assert derive_module_name("My__Model", "iotedge") == "my-model"
+    assert derive_module_name("sklearn_regression_model.pkl", "local") == "sklearn_regression_model.pkl"
+    assert derive_module_name("digits", "aks") == "digits"
+    with pytest.raises(InputError, match="pass -n sklearn-regression-model-pkl"):
+        check_module_name("sklearn_regression_model.pkl", "aks", given=True)
+
+
+def test_azure_cli_sample_layout_resolves_from_the_current_folder(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--ic .azureml/inferenceconfig.json`` with ``"condaFile": ".azureml/conda_dependencies.yml"``."""
+    (tmp_path / ".azureml").mkdir()
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
+    (tmp_path / ".azureml" / "conda_dependencies.yml").write_text(
+        "dependencies:\n  - python=3.11\n  - pip:\n    - azureml-defaults\n    - numpy\n")
+    ic = tmp_path / ".azureml" / "inferenceconfig.json"
+    ic.write_text(json.dumps({"entryScript": "score.py", "runtime": "python",
+                              "condaFile": ".azureml/conda_dependencies.yml", "sourceDirectory": None}))
+    monkeypatch.chdir(tmp_path)
+    config = load_inference_config(Path(".azureml/inferenceconfig.json"))
+    assert config.entry_script == (tmp_path / "score.py").resolve()
+    assert config.conda_file == (tmp_path / ".azureml" / "conda_dependencies.yml").resolve()
+    assert config.requirements == ("numpy",)
+
+
+def test_compute_target_is_warned_not_refused(tmp_path: Path) -> None:
+    dc = tmp_path / "deploymentconfig.json"
+    dc.write_text(json.dumps({"computeType": "aks", "ComputeTarget": "akscomputetarget"}))
+    config = load_deployment_config(dc)
+    assert config.compute_type == "aks"
+    assert any("ComputeTarget ignored" in w for w in config.warnings)
+
+
+def test_the_scripts_own_error_is_found_in_a_service_log() -> None:
+    log = (
+        "[supervisor] started the scoring server (pid 1, restart 0)\n"
+        "Traceback (most recent call last):\n  File \"score.py\", line 5, in <module>\n"
+        "ModuleNotFoundError: No module named 'sklearn'\n"
+        "[supervisor] the scoring server exited with code 1; restarting in 1 s\n"
+    )
+    assert script_error(log) == "ModuleNotFoundError: No module named 'sklearn'"
+    assert script_error("Serving score on http://127.0.0.1:5001 (1 worker)\n") is None
