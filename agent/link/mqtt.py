@@ -9,6 +9,13 @@ id), so QoS 1 commands sent while the device was offline arrive on reconnect; th
 last will publishes ``"0"`` retained on ``online`` and every connect publishes
 ``"1"``. The last reported state is re-published on every connect, so the hub sees
 the truth after an outage even if the report was made offline.
+
+Failover (ADR 0039): given several broker addresses (the nodes of a cluster, which
+share sessions and retained messages), the link moves to the next one whenever the
+connection drops or a connect fails, with paho's backoff; the session (client id,
+``clean_session=False``) resumes on whichever node it reaches. Every SUBACK is
+checked: a refused subscription (0x80; a NATS cluster refuses new ones for seconds
+after losing a node) is retried with a doubling delay until the broker grants it.
 """
 
 from __future__ import annotations
@@ -18,13 +25,13 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from edgeship.mqtt.client import Will, connect_properties, make_client, reason_text
+from edgeship.mqtt.client import RECONNECT_MAX, RECONNECT_MIN, Will, connect_properties, make_client, reason_text
 from edgeship.mqtt.settings import BrokerSettings
 from edgeship.mqtt.topics import device_topic, parse_device_topic, response_topic
 
@@ -46,7 +53,7 @@ class Inbound:
 class MqttLink:
     def __init__(
         self,
-        settings: BrokerSettings,
+        settings: BrokerSettings | Sequence[BrokerSettings],
         device_id: str,
         inbox: queue.Queue[Inbound],
         on_command: Callable[[str, bytes, str], None] | None = None,
@@ -57,8 +64,14 @@ class MqttLink:
         ``on_inbound(item)``, when given, queues desired documents and trust roots instead of
         a plain ``inbox.put`` (in paho's thread; the agent also stops a download the item
         supersedes, atomically with the put).
+
+        ``settings``: one broker, or the addresses of a cluster's nodes in the order to try
+        them (the first is tried first; all share the login and TLS settings of the first).
         """
-        self.settings = settings
+        self.addresses = [settings] if isinstance(settings, BrokerSettings) else list(settings)
+        if not self.addresses:
+            raise ValueError("MqttLink needs at least one broker address")
+        self._index = 0
         self.device_id = device_id
         self.inbox = inbox
         self.on_command = on_command
@@ -68,12 +81,24 @@ class MqttLink:
         self._last_report: bytes | None = None
         self._stopping = False
         self._lock = threading.Lock()
+        self._pending: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE message id -> its topics
+        self._retry: threading.Timer | None = None  # a refused subscription's next attempt
+        self._retry_delay = float(RECONNECT_MIN)
+        self.refused_subscriptions = 0  # SUBACK failure codes seen (each retried)
+        self.failovers = 0  # moves to another broker address
         self.client = make_client(
-            settings, device_id, persistent=True, will=Will(self._online, b"0", qos=1, retain=True)
+            self.settings, device_id, persistent=True, will=Will(self._online, b"0", qos=1, retain=True)
         )
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+
+    @property
+    def settings(self) -> BrokerSettings:
+        """The broker address in use (or being tried)."""
+        return self.addresses[self._index]
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -88,6 +113,9 @@ class MqttLink:
     def stop(self) -> None:
         """Say "offline" and disconnect cleanly (a clean disconnect does not fire the will)."""
         self._stopping = True
+        with self._lock:
+            if self._retry is not None:
+                self._retry.cancel()
         if self.connected.is_set():
             info = self.client.publish(self._online, b"0", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -100,11 +128,9 @@ class MqttLink:
         if getattr(reason, "is_failure", False):
             log.warning("broker refused the connection: %s", reason_text(reason))
             return
-        commands = device_topic(self.device_id, "commands") + "/#"
-        # trust-root first: the broker sends retained messages in subscription order, so a rotated
-        # root arrives before a document signed by its new hub key (the agent also retries after it).
-        client.subscribe([(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
-                          (commands, 1)])
+        with self._lock:
+            self._retry_delay = float(RECONNECT_MIN)
+        self._subscribe(client, self._topics())
         client.publish(self._online, b"1", qos=1, retain=True)
         with self._lock:
             report = self._last_report
@@ -113,10 +139,65 @@ class MqttLink:
         self.connected.set()
         log.info("connected to %s", self.settings.url)
 
-    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self.connected.is_set() and not self._stopping:
-            log.info("disconnected from %s (%s); reconnecting", self.settings.url, reason_text(reason))
+    def _on_disconnect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        was_connected = self.connected.is_set()
         self.connected.clear()
+        if self._stopping:
+            return
+        if was_connected:
+            log.info("disconnected from %s (%s); reconnecting", self.settings.url, reason_text(reason))
+        self._next_address(client)
+
+    def _on_connect_fail(self, client: paho.Client, _userdata: Any) -> None:
+        log.info("cannot reach the broker at %s", self.settings.url)
+        self._next_address(client)
+
+    def _next_address(self, client: paho.Client) -> None:
+        """Point paho's next reconnect at the following address (it waits its backoff first)."""
+        if len(self.addresses) < 2:
+            return
+        self._index = (self._index + 1) % len(self.addresses)
+        # paho's host/port setters refuse while a reconnect is pending (its state is not "disconnected" in these
+        # callbacks), but its reconnect() reads these two attributes each time (paho-mqtt 2.0-2.2).
+        client._host, client._port = self.settings.host, self.settings.port
+        self.failovers += 1
+        log.info("trying the broker at %s next", self.settings.url)
+
+    # -- subscriptions, checked ------------------------------------------------
+    def _topics(self) -> list[tuple[str, int]]:
+        # trust-root first: the broker sends retained messages in subscription order, so a rotated
+        # root arrives before a document signed by its new hub key (the agent also retries after it).
+        return [(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
+                (device_topic(self.device_id, "commands") + "/#", 1)]
+
+    def _subscribe(self, client: paho.Client, topics: list[tuple[str, int]]) -> None:
+        with self._lock:  # held across the call: the SUBACK's callback must find the topics
+            _rc, mid = client.subscribe(topics)
+            if mid is not None:  # None: not connected; the next connect subscribes everything
+                self._pending[mid] = topics
+
+    def _on_subscribe(self, client: paho.Client, _userdata: Any, mid: int, codes: Any, _props: Any) -> None:
+        with self._lock:
+            topics = self._pending.pop(mid, None)
+        if topics is None:
+            return
+        refused = [topic for topic, code in zip(topics, codes, strict=False) if getattr(code, "is_failure", False)]
+        if not refused:
+            return
+        self.refused_subscriptions += len(refused)
+        with self._lock:
+            delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2, RECONNECT_MAX)
+            if self._retry is not None:
+                self._retry.cancel()
+            self._retry = threading.Timer(delay, self._resubscribe, args=(client, refused))
+            self._retry.daemon = True
+            self._retry.start()
+        log.warning("the broker at %s refused %s; retrying in %.0f s", self.settings.url,
+                    ", ".join(topic for topic, _ in refused), delay)  # fmt: skip
+
+    def _resubscribe(self, client: paho.Client, topics: list[tuple[str, int]]) -> None:
+        if self.connected.is_set() and not self._stopping:
+            self._subscribe(client, topics)  # a reconnect in between subscribed everything anyway
 
     def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         topic = parse_device_topic(message.topic)

@@ -95,8 +95,23 @@ def broker_config(
         int, typer.Option("--autosave-interval", help="Seconds between Mosquitto's saves; a SIGKILL of the broker "
                           "loses what arrived since the last one and was not delivered yet (docs/mqtt.md).")
     ] = 30,
+    engine: Annotated[
+        str, typer.Option("--engine", help="mosquitto (one broker) or nats (a cluster: --nats-node per node; "
+                          "docs/scale.md).")
+    ] = "mosquitto",
+    nats_node: Annotated[
+        list[str] | None,
+        typer.Option("--nats-node", help="With --engine nats: a cluster node as NAME=HOST or "
+                     "NAME=HOST:CLIENT,CLUSTER,MQTT,HTTP ports (repeat, at least 3).", show_default=False),
+    ] = None,
 ) -> None:
-    """Write Mosquitto's security config for the hub's devices (reload the broker with SIGHUP)."""
+    """Write the broker's security config for the hub's devices: Mosquitto's (reload it with SIGHUP) or a NATS
+    cluster's (--engine nats)."""
+    if engine not in ("mosquitto", "nats"):
+        raise InputError(f"Unknown --engine {engine!r}; use mosquitto or nats.")
+    if engine == "nats":
+        _nats(out, hub_password_file, workspace, db, hub_username, device_passwords, nats_node or [])
+        return
     try:
         from edgeship.hub.broker.mosquitto import (
             BrokerUser,
@@ -149,6 +164,29 @@ def broker_config(
         console.print(f"Left out {len(dropped)} password(s) of devices not on the hub: {', '.join(dropped)}.",
                       highlight=False)  # fmt: skip
     console.print("Reload a running broker with: kill -HUP <mosquitto pid>", highlight=False)
+
+
+def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | None, hub_username: list[str] | None,
+          device_passwords: Path | None, nodes: list[str]) -> None:  # fmt: skip
+    """``--engine nats``: the hub's devices with their bcrypt hashes (``edgeship.cli.broker_config_nats``)."""
+    try:
+        from edgeship.cli.broker_config_nats import parse_bcrypt_lines, write_nats
+        from edgeship.hub.store import CredentialStore, HubStore, sqlite_url
+        from edgeship.mqtt.identity import validate_hub_identity
+    except ModuleNotFoundError as exc:
+        raise InputError(f"This needs the '{exc.name}' package; install it with pip install 'edgeship[hub]'.") from exc
+
+    hub_password = _read(hub_password_file, "hub password file").strip()
+    overrides = parse_bcrypt_lines(_read(device_passwords, "device password file")) if device_passwords else {}
+    store = HubStore(db or sqlite_url(workspace_from(workspace).root))
+    try:
+        device_ids = [device.id for device in store.list_devices()]
+        stored = {d: r.password_hash for d, r in CredentialStore(store).active().items() if r.password_hash}
+    finally:
+        store.close()
+    hub_names = [validate_hub_identity(name) for name in dict.fromkeys(hub_username or ["hub"])]
+    hashes = {**{d: h for d, h in stored.items() if h is not None}, **overrides}
+    write_nats(out, nodes, device_ids, hub_names, hub_password, hashes)
 
 
 def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool,

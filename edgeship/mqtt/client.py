@@ -15,10 +15,22 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeship.mqtt.settings import BrokerSettings
 
-__all__ = ["RECONNECT_MAX", "RECONNECT_MIN", "Will", "connect_properties", "make_client", "reason_text"]
+__all__ = [
+    "RECONNECT_MAX", "RECONNECT_MIN", "Will", "connect_properties", "make_client", "mqtt_client_id", "reason_text",
+]
 
 RECONNECT_MIN = 1  # seconds before the first reconnect attempt
 RECONNECT_MAX = 30  # seconds: the backoff doubles up to this
+
+
+def mqtt_client_id(name: str) -> str:
+    """The MQTT client id for a device id or hub identity: ``.`` is sent as ``~``, which no id contains.
+
+    NATS refuses client ids with ``.`` (ADR 0039); the mapping is one-to-one and leaves
+    ids without ``.`` as they are. Mosquitto's generated config replaces the client id
+    with the username anyway (``use_username_as_clientid``), so it sees no change.
+    """
+    return name.replace(".", "~")
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,12 @@ def make_client(
     session that does not expire for a day.
     """
     if settings.protocol == "5":
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=mqtt_client_id(client_id),
+                             protocol=paho.MQTTv5)
     else:
         client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent, protocol=paho.MQTTv311
+            CallbackAPIVersion.VERSION2, client_id=mqtt_client_id(client_id), clean_session=not persistent,
+            protocol=paho.MQTTv311,
         )
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from parts import need, port_block
 
-from edgeship.hub.broker.nats import NatsNode, NatsSettings, NatsUser, write_nats_config
+from edgeship.hub.broker.nats import NatsFiles, NatsNode, NatsSettings, NatsUser, write_nats_config
 
 __all__ = ["NatsCluster", "nats_binary"]
 
@@ -44,16 +44,24 @@ class NatsCluster:
         self.binary = nats_binary()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        first = port_block(4 * size)
-        self.nodes = [
-            NatsNode(f"n{i}", client_port=first + i, cluster_port=first + size + i, mqtt_port=first + 2 * size + i,
-                     http_port=first + 3 * size + i)
-            for i in range(size)
-        ]
-        self.settings = settings or NatsSettings()
-        self.users = list(users)
-        self.files = write_nats_config(self.workdir, self.nodes, self.users, self.settings)
+        self.nodes = self.pick_nodes(size)
+        self.files = write_nats_config(self.workdir, self.nodes, list(users), settings or NatsSettings())
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * size
+
+    @staticmethod
+    def pick_nodes(size: int = 3) -> list[NatsNode]:
+        """``size`` nodes on loopback with ports from this worker's space."""
+        first = port_block(4 * size)
+        return [NatsNode(f"n{i}", client_port=first + i, cluster_port=first + size + i,
+                         mqtt_port=first + 2 * size + i, http_port=first + 3 * size + i) for i in range(size)]
+
+    @classmethod
+    def from_files(cls, workdir: Path, nodes: list[NatsNode], files: NatsFiles) -> NatsCluster:
+        """A cluster whose configs were written elsewhere (``edgeship hub broker-config --engine nats``)."""
+        cluster = cls.__new__(cls)
+        cluster.binary, cluster.workdir, cluster.nodes, cluster.files = nats_binary(), Path(workdir), nodes, files
+        cluster.processes = [None] * len(nodes)
+        return cluster
 
     @property
     def urls(self) -> list[str]:

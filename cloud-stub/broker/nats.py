@@ -1,0 +1,214 @@
+"""The broker's configuration for a NATS cluster with MQTT listeners (nats-server 2.10+; ADR 0039).
+
+Rendering is pure (text from data); :func:`write_nats_config` writes one
+``<node>.conf`` per cluster node and the shared ``users.conf`` they include, each
+atomically, so a node reloading (``nats-server --signal reload``, or SIGHUP) never
+reads half a file. The isolation rule of ``docs/mqtt.md`` is the same as Mosquitto's
+(``DEVICE_READ``/``DEVICE_WRITE`` of :mod:`.mosquitto`), written as NATS subject
+permissions per user, since NATS has no ``%u`` pattern::
+
+    edgeship/v1/devices/dev.1/desired   (MQTT topic)
+    edgeship.v1.devices.dev//1.desired  (NATS subject: '/' becomes '.', '.' becomes '//')
+
+What NATS needs beyond Mosquitto, measured on 2.15.1 (``benchmarks/broker/RESULTS.md``):
+
+- ``$MQTT.sub.>`` in every restricted user's subscribe permissions, or every QoS 1
+  subscription is refused (its JetStream consumer delivers on such a subject);
+- ``allowed_connection_types: ["MQTT"]``: a device's login must not work on the NATS
+  protocol port, where ``$MQTT.sub.>`` would let it read other devices' deliveries;
+- passwords as bcrypt hashes (``$2a$``/``$2b$``): NATS checks no other format, so
+  Mosquitto's ``$7$`` hashes of the hub's store cannot be reused (``docs/scale.md``);
+- client ids without ``.``: edgeship's clients send ``.`` as ``~``
+  (:func:`edgeship.mqtt.client.mqtt_client_id`). NATS does not bind a client id to the
+  login as the Mosquitto config does (ADR 0015): a device that sends another device's
+  client id can close that device's connection, though not read its topics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.errors import ConfigError, InputError
+from edgeship.fsutil import atomic_write_text
+from edgeship.hub.broker.mosquitto import DEVICE_READ, DEVICE_WRITE
+from edgeship.mqtt.identity import is_hub_identity, validate_device_id, validate_hub_identity
+from edgeship.mqtt.topics import TOPIC_ROOT
+
+__all__ = [
+    "BCRYPT_COST",
+    "NatsFiles",
+    "NatsNode",
+    "NatsSettings",
+    "NatsUser",
+    "hash_password_bcrypt",
+    "nats_subject",
+    "render_node_config",
+    "render_users",
+    "user_permissions",
+    "write_nats_config",
+]
+
+BCRYPT_COST = 6  # every connect pays it: 6 is ~4 ms here, so a storm of 10,000 reconnects costs ~40 CPU-seconds
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+
+
+def nats_subject(topic_filter: str) -> str:
+    """NATS's subject for an MQTT topic or filter: ``/`` -> ``.``, ``.`` -> ``//``, ``+`` -> ``*``, ``#`` -> ``>``."""
+    return ".".join({"+": "*", "#": ">"}.get(level, level.replace(".", "//")) for level in topic_filter.split("/"))
+
+
+def hash_password_bcrypt(password: str, cost: int = BCRYPT_COST) -> str:
+    """A bcrypt hash NATS accepts as a user's ``password`` (``$2b$<cost>$...``)."""
+    import bcrypt
+
+    if not password:
+        raise InputError("A broker password cannot be empty.")
+    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=cost)).decode("ascii")
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """One login: a device (username = device id) or a hub process (``hub``, ``hub-<name>``), bcrypt password."""
+
+    username: str
+    password_hash: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_device_id(self.username)
+        except InputError as exc:
+            raise InputError(f"Broker user {self.username!r} is not usable: {exc}") from exc
+        if not self.password_hash.startswith(_BCRYPT_PREFIXES):
+            raise InputError(
+                f"Broker user {self.username!r} has a password hash NATS cannot check (it takes bcrypt, $2a$/$2b$); "
+                "make one with hash_password_bcrypt() or 'htpasswd -bnBC 6 \"\" PASSWORD'."
+            )
+
+    @property
+    def is_hub(self) -> bool:
+        return is_hub_identity(self.username)
+
+
+def user_permissions(user: NatsUser) -> dict[str, object]:
+    """The user's ``permissions``: the hub's wide rights for a hub identity, else its own device's channels."""
+    if user.is_hub:
+        validate_hub_identity(user.username)
+        everything = nats_subject(f"{TOPIC_ROOT}/#")
+        return {"publish": [everything], "subscribe": [everything, "$MQTT.sub.>"]}
+    own = f"{TOPIC_ROOT}/{user.username}"
+    return {
+        "publish": [nats_subject(f"{own}/{channel}") for channel in DEVICE_WRITE],
+        "subscribe": [nats_subject(f"{own}/{channel}") for channel in DEVICE_READ] + ["$MQTT.sub.>"],
+    }
+
+
+def render_users(users: Iterable[NatsUser]) -> str:
+    """``users.conf``: the ``authorization`` block every node includes. Duplicate names are refused."""
+    seen: set[str] = set()
+    entries = []
+    for user in sorted(users, key=lambda u: u.username):
+        if user.username in seen:
+            raise InputError(f"Broker user {user.username!r} is listed twice; keep one entry per device.")
+        seen.add(user.username)
+        entry = {"user": user.username, "password": user.password_hash, "permissions": user_permissions(user),
+                 "allowed_connection_types": ["MQTT"]}  # fmt: skip
+        entries.append("  " + json.dumps(entry, separators=(", ", ": ")))
+    if not any(is_hub_identity(name) for name in seen):
+        raise InputError("The broker users lack a hub user ('hub' or 'hub-<name>'); add one, or no hub can log in.")
+    return "# edgeship broker users (generated; edit the hub's device list instead).\nauthorization {\n users = [\n" + \
+        "\n".join(entries) + "\n ]\n}\n"  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NatsNode:
+    """One cluster member: its name and the four ports it listens on (``host`` for all of them)."""
+
+    name: str
+    client_port: int  # NATS protocol (no device may log in there: allowed_connection_types)
+    cluster_port: int  # routes between the nodes
+    mqtt_port: int  # where devices and the hub connect
+    http_port: int  # monitoring: /healthz says when JetStream (and so MQTT) is ready
+    host: str = "127.0.0.1"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """JetStream choices for the MQTT sessions (measured in ``benchmarks/broker``; ADR 0039)."""
+
+    cluster_name: str = "edgeship"
+    stream_replicas: int = 3  # sessions, retained documents, QoS 1 messages: on every node
+    # Each QoS 1 subscription's consumer. R1 subscribes faster, but a session whose consumer sat on a dead node
+    # cannot connect anywhere until that node returns (deleting the consumer times out; benchmarks/broker): R3.
+    consumer_replicas: int = 3
+    consumer_memory_storage: bool = True  # replicated in memory: no disk write per subscription
+    max_payload: int = 1024 * 1024  # a desired document or trust-root chain (docs/mqtt.md)
+    max_memory_store: int = 256 * 1024 * 1024
+    max_file_store: int = 8 * 1024 * 1024 * 1024
+
+
+def render_node_config(node: NatsNode, cluster: Sequence[NatsNode], settings: NatsSettings, store_dir: Path,
+                       users_file: Path) -> str:  # fmt: skip
+    """One node's config: JetStream, routes to the other nodes, the MQTT listener, the users include.
+
+    ``users_file`` must sit in the config's folder (NATS reads includes relative to it).
+    """
+    if len(cluster) < 3 or settings.stream_replicas > len(cluster):
+        raise ConfigError(
+            f"A NATS cluster for edgeship needs at least 3 nodes and stream_replicas <= nodes ({len(cluster)} "
+            f"nodes, stream_replicas {settings.stream_replicas}); JetStream needs a majority to keep working."
+        )
+    if node not in cluster:
+        raise ConfigError(f"Node {node.name!r} is not one of the cluster's nodes; list it in the cluster.")
+    routes = [f'"nats-route://{other.host}:{other.cluster_port}"' for other in cluster if other != node]
+    return "\n".join([
+        "# edgeship NATS node configuration (generated by 'edgeship hub broker-config --engine nats').",
+        f'server_name: "{node.name}"',
+        f"listen: {node.host}:{node.client_port}",
+        f"http: {node.host}:{node.http_port}",
+        f"max_payload: {settings.max_payload}",
+        f'jetstream {{ store_dir: "{store_dir.resolve()}", max_memory_store: {settings.max_memory_store}, '
+        f"max_file_store: {settings.max_file_store} }}",
+        f'cluster {{ name: "{settings.cluster_name}", listen: {node.host}:{node.cluster_port}, '
+        f"routes: [{', '.join(routes)}] }}",
+        f"mqtt {{ listen: {node.host}:{node.mqtt_port}, stream_replicas: {settings.stream_replicas}, "
+        f"consumer_replicas: {settings.consumer_replicas}, "
+        f"consumer_memory_storage: {'true' if settings.consumer_memory_storage else 'false'} }}",
+        f'include "{users_file.name}"',  # NATS resolves an include beside the including file
+        "",
+    ])
+
+
+@dataclass(frozen=True)
+class NatsFiles:
+    configs: dict[str, Path]  # node name -> its config file
+    users_file: Path
+
+
+def write_nats_config(folder: Path, nodes: Sequence[NatsNode], users: Iterable[NatsUser],
+                      settings: NatsSettings | None = None) -> NatsFiles:  # fmt: skip
+    """Write ``users.conf`` (0600) and ``<node>.conf`` per node into ``folder``, each atomically.
+
+    Each node keeps its JetStream data in ``folder/<node>-data``. Reload a running node
+    after a user change with ``nats-server --signal reload=<pid>`` (or SIGHUP).
+    """
+    settings = settings or NatsSettings()
+    folder = Path(folder)
+    names = [node.name for node in nodes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"NATS node names must differ ({', '.join(names)}); give each node its own name.")
+    users_file = folder / "users.conf"
+    text = render_users(users)
+    configs = {node.name: folder / f"{node.name}.conf" for node in nodes}
+    rendered = {node.name: render_node_config(node, nodes, settings, folder / f"{node.name}-data", users_file)
+                for node in nodes}  # fmt: skip
+    atomic_write_text(users_file, text, mode=0o600)
+    for name, path in configs.items():
+        atomic_write_text(path, rendered[name], mode=0o644)
+    return NatsFiles(configs, users_file)

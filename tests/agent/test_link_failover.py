@@ -1,0 +1,130 @@
+"""The agent's MQTT link over several broker addresses: failover, checked SUBACKs, a resumed session.
+
+Real brokers: a 3-node NATS cluster (``tests/scale/nats_cluster.py``) with the
+generated per-device permissions; for the SUBACK retry the device's permissions first
+lack its ``desired`` topic and are then restored by a reload (Mosquitto 2.0 grants a
+denied MQTT 3.1.1 subscription and drops its messages instead, so it cannot show this).
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scale"))
+
+from nats_cluster import NatsCluster
+from parts import free_port
+
+from edgeship.agent.link.mqtt import Inbound, MqttLink
+from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt, nats_subject
+from edgeship.mqtt import device_topic, parse_broker_url
+from edgeship.mqtt.client import make_client
+
+DEVICE = "site.7"  # an id with '.', which NATS refuses in client ids and maps in subjects
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def desired(inbox: queue.Queue[Inbound], timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    while True:
+        item = inbox.get(timeout=max(deadline - time.monotonic(), 0.01))
+        if item.kind == "desired":
+            return item.payload
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    users = [NatsUser("hub", hash_password_bcrypt("hub-pw")), NatsUser(DEVICE, hash_password_bcrypt("dev-pw"))]
+    with NatsCluster(tmp_path / "nats", users) as running:
+        yield running
+
+
+class Hub:
+    """The hub's side in these tests: publishes retained desired documents as the hub user."""
+
+    def __init__(self, url: str) -> None:
+        self.settings = parse_broker_url(url, username="hub", password="hub-pw")
+        self.client = make_client(self.settings, "hub", persistent=False)
+        self.client.connect(self.settings.host, self.settings.port)
+        self.client.loop_start()
+
+    def publish(self, payload: bytes) -> None:
+        self.client.publish(device_topic(DEVICE, "desired"), payload, qos=1, retain=True).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_the_link_moves_to_the_next_node_when_its_node_is_killed_and_keeps_receiving_documents(
+    cluster: NatsCluster,
+) -> None:
+    addresses = [parse_broker_url(url, username=DEVICE, password="dev-pw") for url in cluster.urls]
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    link = MqttLink(addresses, DEVICE, inbox)
+    hub = Hub(cluster.urls[2])
+    try:
+        hub.publish(b"document 1")
+        link.start()
+        assert desired(inbox, 30) == b"document 1"
+        assert link.settings.port == cluster.nodes[0].mqtt_port
+        cluster.kill(0)  # the node the link is on
+        wait_for(lambda: link.connected.is_set() and link.settings.port != cluster.nodes[0].mqtt_port, 60,
+                 "the link on another node")  # fmt: skip
+        hub.publish(b"document 2")
+        assert desired(inbox, 60) == b"document 2"
+        assert link.failovers >= 1
+    finally:
+        link.stop()
+        hub.close()
+
+
+def test_the_link_starts_on_a_later_address_when_the_first_does_not_answer(cluster: NatsCluster) -> None:
+    nothing = f"mqtt://127.0.0.1:{free_port()}"  # no broker listens there
+    addresses = [parse_broker_url(url, username=DEVICE, password="dev-pw") for url in [nothing, *cluster.urls]]
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    link = MqttLink(addresses, DEVICE, inbox)
+    hub = Hub(cluster.urls[1])
+    try:
+        hub.publish(b"document for a device whose first broker is gone")
+        link.start()
+        assert desired(inbox, 30) == b"document for a device whose first broker is gone"
+        assert link.settings.port == cluster.nodes[0].mqtt_port and link.failovers == 1
+    finally:
+        link.stop()
+        hub.close()
+
+
+def test_a_refused_subscription_is_retried_until_the_broker_grants_it(cluster: NatsCluster) -> None:
+    granted = cluster.files.users_file.read_text()
+    own_desired = f'"{nats_subject(device_topic(DEVICE, "desired"))}", '
+    assert own_desired in granted
+    cluster.files.users_file.write_text(granted.replace(own_desired, ""))  # the device may not read its documents
+    cluster.reload()
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    link = MqttLink(parse_broker_url(cluster.urls[0], username=DEVICE, password="dev-pw"), DEVICE, inbox)
+    hub = Hub(cluster.urls[1])
+    try:
+        hub.publish(b"granted at last")
+        link.start()
+        wait_for(lambda: link.refused_subscriptions >= 1, 20, "a refused SUBACK")
+        assert inbox.empty()
+        cluster.files.users_file.write_text(granted)
+        cluster.reload()
+        assert desired(inbox, 30) == b"granted at last"
+        assert link.connected.is_set() and link.failovers == 0  # retried on the same connection
+    finally:
+        link.stop()
+        hub.close()

@@ -1,0 +1,167 @@
+"""``edgeship hub broker-config --engine nats``: the hub's devices become NATS users, checked on the real engine.
+
+One cluster for the file (module scope): the CLI writes the node configs from a hub
+store, the nodes start from them, and each test logs in as a device or the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from nats_cluster import NatsCluster
+
+from edgeship.hub.broker.mosquitto import hash_password
+from edgeship.hub.broker.nats import NatsFiles, hash_password_bcrypt
+from edgeship.hub.store import HubStore, sqlite_url
+from edgeship.mqtt import device_topic, parse_broker_url
+from edgeship.mqtt.client import make_client
+
+EDGESHIP = [sys.executable, "-m", "edgeship"]
+OWN, OTHER, MOSQUITTO_ONLY = "site.a", "site-b", "site-c"
+
+
+class Session:
+    """A logged-in MQTT client that records SUBACK codes and messages."""
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.settings = parse_broker_url(url, username=username, password=password)
+        self.client = make_client(self.settings, username, persistent=False)
+        self.connack: list[int] = []
+        self.subacks: list[list[int]] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(int(rc.value))
+        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.append([int(c.value) for c in codes])
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.connect(self.settings.host, self.settings.port)
+        self.client.loop_start()
+        started = time.monotonic()
+        wait(lambda: bool(self.connack) or time.monotonic() > started + 5)  # a refused login may get no CONNACK
+
+    def subscribe(self, topic: str) -> list[int]:
+        count = len(self.subacks)
+        self.client.subscribe(topic, 1)
+        wait(lambda: len(self.subacks) > count)
+        return self.subacks[-1]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsCluster, str]]:
+    root = tmp_path_factory.mktemp("nats-cli")
+    store = HubStore(sqlite_url(root))
+    store.add_devices([(OWN, {}), (OTHER, {}), (MOSQUITTO_ONLY, {})], datetime.now(timezone.utc))
+    store.close()
+    (root / "hub.pw").write_text("hub-secret\n")
+    (root / "devices.pw").write_text(f"{OWN}:{hash_password_bcrypt('pw-a')}\n{OTHER}:{hash_password_bcrypt('pw-b')}\n"
+                                     f"# a Mosquitto hash cannot serve NATS\n")  # fmt: skip
+    nodes = NatsCluster.pick_nodes(3)
+    out = root / "nats"
+    specs = [f"{n.name}={n.host}:{n.client_port},{n.cluster_port},{n.mqtt_port},{n.http_port}" for n in nodes]
+    result = subprocess.run([*EDGESHIP, "hub", "broker-config", "--engine", "nats", "-o", str(out), "--db",
+                             sqlite_url(root), "--hub-password-file", str(root / "hub.pw"), "--device-passwords",
+                             str(root / "devices.pw"), *(arg for spec in specs for arg in ("--nats-node", spec))],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    files = NatsFiles({n.name: out / f"{n.name}.conf" for n in nodes}, out / "users.conf")
+    with NatsCluster.from_files(out, nodes, files) as running:
+        yield running, result.stdout
+
+
+def test_the_cli_writes_a_config_per_node_and_names_the_devices_it_left_out(cluster: tuple[NatsCluster, str]) -> None:
+    running, output = cluster
+    assert "n0.conf, n1.conf, n2.conf and users.conf" in " ".join(output.split())
+    assert f"Left out 1 device(s) without a bcrypt password hash (NATS checks no other format): {MOSQUITTO_ONLY}" \
+        in " ".join(output.split())  # fmt: skip
+    assert running.files.users_file.stat().st_mode & 0o077 == 0
+
+
+def test_a_device_reads_only_its_own_documents_on_any_node(cluster: tuple[NatsCluster, str]) -> None:
+    running, _ = cluster
+    hub = Session(running.urls[2], "hub", "hub-secret")
+    own = Session(running.urls[0], OWN, "pw-a")
+    try:
+        assert hub.connack == [0] and own.connack == [0]
+        for device in (OWN, OTHER):
+            hub.client.publish(device_topic(device, "desired"), f"for {device}".encode(), qos=1,
+                               retain=True).wait_for_publish(10)  # fmt: skip
+        assert own.subscribe(device_topic(OWN, "desired")) == [1]
+        assert own.subscribe(device_topic(OTHER, "desired")) == [128]
+        assert own.subscribe("edgeship/v1/devices/+/desired") == [128]
+        own.subscribe("$MQTT/sub/#")  # whatever the SUBACK says, nothing of another device's may arrive
+        wait(lambda: (device_topic(OWN, "desired"), f"for {OWN}".encode()) in own.messages)
+        hub.client.publish(device_topic(OTHER, "desired"), b"again", qos=1, retain=True).wait_for_publish(10)
+        time.sleep(1.0)
+        assert [topic for topic, _ in own.messages] == [device_topic(OWN, "desired")]
+    finally:
+        own.close()
+        hub.close()
+
+
+def test_a_device_cannot_publish_as_another_device(cluster: tuple[NatsCluster, str]) -> None:
+    running, _ = cluster
+    hub = Session(running.urls[1], "hub", "hub-secret")
+    own = Session(running.urls[0], OWN, "pw-a")
+    try:
+        assert hub.subscribe("edgeship/v1/devices/+/reported") == [1]
+        own.client.publish(device_topic(OTHER, "reported"), b"forged", qos=1).wait_for_publish(10)  # PUBACKed anyway
+        own.client.publish(device_topic(OWN, "reported"), b"mine", qos=1).wait_for_publish(10)
+        wait(lambda: (device_topic(OWN, "reported"), b"mine") in hub.messages)
+        time.sleep(0.5)
+        assert (device_topic(OTHER, "reported"), b"forged") not in hub.messages
+    finally:
+        own.close()
+        hub.close()
+
+
+def test_logins_without_a_usable_password_are_refused(cluster: tuple[NatsCluster, str]) -> None:
+    running, _ = cluster
+    wrong = Session(running.urls[0], OWN, "not-the-password")
+    left_out = Session(running.urls[0], MOSQUITTO_ONLY, "pw-c")
+    try:
+        assert wrong.connack != [0] and left_out.connack != [0]
+        assert hash_password("pw-c").startswith("$7$")  # what the store holds for it: no NATS user was made
+    finally:
+        wrong.close()
+        left_out.close()
+
+
+def test_a_device_login_does_not_work_on_the_nats_protocol_port(cluster: tuple[NatsCluster, str]) -> None:
+    """On the NATS port ``$MQTT.sub.>`` would let a device read other devices' deliveries: MQTT only."""
+    running, _ = cluster
+    node = running.nodes[0]
+    with socket.create_connection((node.host, node.client_port), timeout=10) as sock:
+        assert sock.recv(4096).startswith(b"INFO ")
+        connect = {"user": OWN, "pass": "pw-a", "verbose": False, "pedantic": False, "protocol": 1}
+        sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"-ERR 'Authorization Violation'"), answer
+
+
+def test_a_client_id_with_a_dot_is_sent_as_a_tilde() -> None:
+    client = make_client(parse_broker_url("mqtt://127.0.0.1:1"), "site.a", persistent=True)
+    assert client._client_id == b"site~a"
+    assert isinstance(client, paho.Client)
