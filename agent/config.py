@@ -22,7 +22,8 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
     download_deadline = 300                    # seconds per download, plus its size / download_min_rate
 
     [broker]
-    url = "mqtts://hub.local:8883"
+    url = "mqtts://hub.local:8883"             # or a cluster's nodes, tried in turn:
+                                               # url = ["mqtts://b1:8883", "mqtts://b2:8883", "mqtts://b3:8883"]
     username = "dev-1"
     password_file = "broker-password"          # or password = "..."
     ca_file = "hub-ca.pem"
@@ -59,17 +60,25 @@ _BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert
 class BrokerConfig:
     """The ``[broker]`` table; ``settings()`` checks files and the URL (``edgeship.mqtt``)."""
 
-    url: str
+    url: str  # the first (or only) broker address
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
     protocol: str = "3.1.1"
+    more_urls: tuple[str, ...] = ()  # further addresses of the same broker cluster, in the order to try them
 
     def settings(self) -> BrokerSettings:
+        return self._settings(self.url)
+
+    def all_settings(self) -> list[BrokerSettings]:
+        """Every broker address, the first first; they share the login and TLS files (ADR 0039)."""
+        return [self._settings(url) for url in (self.url, *self.more_urls)]
+
+    def _settings(self, url: str) -> BrokerSettings:
         return parse_broker_url(
-            self.url,
+            url,
             username=self.username,
             password=self.password,
             ca_file=self.ca_file,
@@ -102,6 +111,11 @@ class AgentConfig:
     @property
     def broker_settings(self) -> BrokerSettings:
         return self.broker.settings()
+
+    @property
+    def broker_addresses(self) -> list[BrokerSettings]:
+        """All of ``[broker] url`` (one address or a list): the agent fails over between them."""
+        return self.broker.all_settings()
 
 
 def _fail(path: Path, key: str, what: str) -> ConfigError:
@@ -157,6 +171,19 @@ def load_config(path: Path) -> AgentConfig:
     return config_from_dict(data, path)
 
 
+def _urls(broker: dict[str, Any], path: Path) -> list[str]:
+    """``url``: one broker URL, or a non-empty list of them (a cluster's nodes, at most 16, no repeats)."""
+    value = broker.get("url")
+    if isinstance(value, str):
+        return [value]
+    if value is None:
+        raise _fail(path, "broker.url", "is missing; give the broker's URL, or a list of a cluster's node URLs")
+    if (not isinstance(value, list) or not value or len(value) > 16 or not all(isinstance(u, str) for u in value)
+            or len(set(value)) != len(value)):  # fmt: skip
+        raise _fail(path, "broker.url", f"must be a URL or a list of 1-16 different URLs, not {value!r}")
+    return list(value)
+
+
 def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
     base = path.parent.resolve()
     _check_keys(data, _TOP_KEYS, path, "")
@@ -176,8 +203,10 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
     protocol = broker.get("protocol", "3.1.1")
     if protocol not in ("3.1.1", "5"):
         raise _fail(path, "broker.protocol", f"must be \"3.1.1\" or \"5\", not {protocol!r}")
+    urls = _urls(broker, path)
     broker_config = BrokerConfig(
-        url=str(_string(broker, "url", path, "broker.", required=True)),
+        url=urls[0],
+        more_urls=tuple(urls[1:]),
         username=_string(broker, "username", path, "broker."),
         password=password,
         ca_file=_path(base, _string(broker, "ca_file", path, "broker.")),
@@ -186,9 +215,12 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
         protocol=protocol,
     )
     try:
-        broker_config.settings()
+        addresses = broker_config.all_settings()
     except ConfigError as exc:
         raise ConfigError(f"{path}: [broker]: {exc}") from exc
+    if len({address.tls for address in addresses}) > 1:
+        raise _fail(path, "broker.url", "mixes mqtt:// and mqtts:// addresses; the nodes of one cluster share one "
+                    "scheme (the login and CA are the same for all)")
     device_id = str(_string(data, "device_id", path, required=True))
     from edgeship.mqtt.topics import device_topic
 
@@ -253,7 +285,7 @@ download_rate_window = 30             # ...over every window of this many second
 download_deadline = 300               # seconds per download, plus its size / download_min_rate
 
 [broker]
-url = "mqtt://127.0.0.1:1883"
+url = "mqtt://127.0.0.1:1883"        # or a cluster's nodes: ["mqtt://b1:1883", "mqtt://b2:1883", "mqtt://b3:1883"]
 # username = "{device_id}"
 # password_file = "broker-password"
 # ca_file = "hub-ca.pem"               # with mqtts://

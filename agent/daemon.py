@@ -110,7 +110,7 @@ class Agent:
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.guard = ModuleGuard()
         self.link = MqttLink(
-            config.broker_settings, config.device_id, self.inbox, on_command=self._on_command,
+            config.broker_addresses, config.device_id, self.inbox, on_command=self._on_command,
             on_inbound=self._on_inbound,
         )  # fmt: skip
         self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)

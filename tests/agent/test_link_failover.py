@@ -128,3 +128,25 @@ def test_a_refused_subscription_is_retried_until_the_broker_grants_it(cluster: N
     finally:
         link.stop()
         hub.close()
+
+
+def test_agent_toml_takes_one_broker_url_or_a_list_of_a_clusters_nodes(tmp_path: Path) -> None:
+    from edgeship.agent.config import load_config
+    from edgeship.errors import ConfigError
+
+    (tmp_path / "trust-root.json").write_text("{}")
+    head = 'device_id = "site.7"\nhub_url = "http://127.0.0.1:8800"\ntrust_root = "trust-root.json"\ndata_dir = "d"\n'
+    path = tmp_path / "agent.toml"
+    path.write_text(head + '[broker]\nurl = "mqtt://b1:1883"\n')
+    assert [a.url for a in load_config(path).broker_addresses] == ["mqtt://b1:1883"]
+    path.write_text(head + '[broker]\nurl = ["mqtt://b1:1883", "mqtt://b2:1884"]\nusername = "site.7"\n')
+    config = load_config(path)
+    assert [(a.url, a.username) for a in config.broker_addresses] == [("mqtt://b1:1883", "site.7"),
+                                                                      ("mqtt://b2:1884", "site.7")]  # fmt: skip
+    assert config.broker_settings.url == "mqtt://b1:1883"
+    for bad, says in (('[]', "must be a URL or a list"), ('["mqtt://b1", "mqtt://b1"]', "must be a URL or a list"),
+                      ('["mqtt://b1", "mqtts://b2"]', "mixes mqtt:// and mqtts://"),
+                      ('["mqtt://b1", "http://b2"]', "scheme 'http' is not supported")):  # fmt: skip
+        path.write_text(head + f"[broker]\nurl = {bad}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_config(path)
