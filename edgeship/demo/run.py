@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -224,14 +225,22 @@ class Demo:
                            highlight=False, soft_wrap=True)
 
     def hold(self) -> None:
-        """``--keep``: leave the hub, its dashboard and the agents running until Ctrl-C."""
+        """``--keep``: leave the hub, its dashboard and the agents running until Ctrl-C (SIGINT) or SIGTERM.
+
+        Both signals are caught here, so the demo stops what it started either way (a shell that
+        starts the demo in the background ignores SIGINT for it; SIGTERM still ends it cleanly).
+        """
         self.console.print(f"The hub, its dashboard ({self.dashboard_url}) and the agents keep running; "
                            "press Ctrl-C to stop them.", highlight=False, soft_wrap=True)
+        stop = threading.Event()
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            self.console.print("Stopping.")
+            while not stop.wait(1.0):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.console.print("Stopping.")
 
     def all_online(self) -> bool | None:
         views = {v.device.id: v for v in self.hub.services.fleet.list_devices()}
