@@ -185,9 +185,13 @@ class Model:
                      "which writes a signed module with its image")
 
     @staticmethod
-    def profile(*args: object, **kwargs: object) -> None:
-        raise refuse("Model.profile", "it is not wired yet (issue 20 builds 'edgeship model profile'); "
-                     "deploy locally and measure the service, or remove the call")
+    def profile(workspace: Workspace, profile_name: str, models: builtins.list[Model],
+                inference_config: InferenceConfig | None = None, input_dataset: Any = None, cpu: float | None = None,
+                memory_in_gb: float | None = None, description: str | None = None) -> Any:
+        """Serve the models on this machine under load and recommend cpu/memoryInGB (``edgeship model profile``)."""
+        from edgeship.azureml.profiling import profile
+
+        return profile(workspace, profile_name, models, inference_config, input_dataset, cpu, memory_in_gb)
 
 
 class InferenceConfig:
