@@ -83,6 +83,7 @@ class PackageRequest:
     execution_providers: Sequence[str] = ("CPUExecutionProvider",)
     force: bool = False  # replace an existing folder that is not a module directory
     schema_version: int = SCHEMA_VERSION  # 2: artifacts also as content-addressed parts (ADR 0028); 1: bundle only
+    resources_from_profile: bool = False  # cpu/memoryInGB from the models' stored profile (edgeship.profiling.sizing)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,14 @@ def package_module(workspace: Workspace, request: PackageRequest, console: Conso
         load_deployment_config(request.deployment_config, target=request.target) if request.deployment_config else None
     )
     warnings += list(inference.warnings if inference else ()) + list(deployment.warnings if deployment else ())
+    if request.resources_from_profile:  # the dc's cpu/memoryInGB from 'edgeship model profile' (ADR 0036)
+        from edgeship.profiling.sizing import resources_from_profile
+
+        if deployment is None:
+            raise InputError("--resources-from-profile replaces the deploymentconfig's cpu and memoryInGB; give --dc.")
+        cpu, memory, sized = resources_from_profile(models, deployment.cpu, deployment.memory_gb)
+        deployment = replace(deployment, cpu=cpu, memory_gb=memory)
+        warnings += sized
     target = request.target or (deployment.compute_type if deployment else "local")
     if target == "fpga":
         _require_fpga_variants(models)

@@ -44,6 +44,10 @@ def package(
         typer.Option("--schema-version", help="Manifest version: 2 adds content-addressed parts (agents from "
                      "issue 16 on read it); 1 for fleets of older agents.", min=1, max=2),
     ] = 2,
+    resources_from_profile: Annotated[
+        bool,
+        typer.Option("--resources-from-profile", help="The dc's cpu and memoryInGB from 'edgeship model profile'."),
+    ] = False,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Package models and an entry script into a signed module (bundle, image, target artifacts)."""
@@ -64,6 +68,7 @@ def package(
         push=push,
         force=force,
         schema_version=schema_version,
+        resources_from_profile=resources_from_profile,
     )
     result = package_module(ws, request, console=err_console)
     for warning in result.warnings:
