@@ -100,6 +100,22 @@ class ProfileResult:
     def recommended_memory(self) -> float | None:
         return self.recommendation.memory_gb
 
+    # Azure ML's ModelProfile surface, so the v1 layer can hand this object back as Model.profile's result.
+    @property
+    def state(self) -> str:
+        return "Succeeded"
+
+    def wait_for_completion(self, show_output: bool = False) -> None:
+        """A profile here is finished when it is returned (Azure's ran in the cloud)."""
+        del show_output
+
+    def get_details(self) -> dict[str, Any]:
+        """The figures and recommendations, None values left out, as ``ModelProfile.get_details()``."""
+        return {k: v for k, v in self.to_json().items() if v is not None}
+
+    def serialize(self) -> dict[str, Any]:
+        return self.to_json()
+
     def to_json(self) -> dict[str, Any]:
         runs = [r.to_json() for r in self.runs]
         headline = runs[0] if len(runs) == 1 else {}

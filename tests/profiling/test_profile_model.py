@@ -68,6 +68,9 @@ def test_numbers_are_plausible_and_memory_is_sized_from_the_measured_peak(ws: Wo
     stored = json.loads(Model.get(ws, "costly", 1).properties[PROFILE_PROPERTY])
     assert stored == json.loads(json.dumps(result.to_json()))
     assert stored["latencyPercentile90InMs"] == pytest.approx(p90, abs=0.001)
+    details = result.get_details()  # Azure ModelProfile's surface, for Model.profile in the v1 layer
+    assert result.state == "Succeeded" and "recommendedCpu" not in details
+    assert details["recommendedMemoryInGB"] == result.recommended_memory
 
 
 def test_cli_reports_json_and_an_unmet_target(ws: Workspace, tmp_path: Path) -> None:
