@@ -218,3 +218,12 @@ def test_bad_options_are_one_sentence_errors(world: World, tmp_path: Path, args:
     done = _cli(world, "-e", str(FILES_SCRIPT), "-i", str(world.files), "-o", str(tmp_path / "out"), *args)
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_init_failure_stops_the_run_with_the_scripts_own_error(world: World, tmp_path: Path) -> None:
+    script = tmp_path / "broken.py"
+    script.write_text('def init():\n    raise RuntimeError("no model here")\n\n\ndef run(batch):\n    return batch\n')
+    done = _cli(world, "-e", str(script), "-i", str(world.files), "-o", str(tmp_path / "out"), "--workers", "2")
+    assert done.returncode == 1
+    assert "init() in broken.py failed at broken.py:2: RuntimeError: no model here" in done.stderr
+    assert "Traceback" not in done.stderr
