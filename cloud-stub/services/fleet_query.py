@@ -94,18 +94,20 @@ class FleetPage:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if type(value) is int else None  # not bool; reports are parsed JSON, so exact types
 
 
-def _state(sequence: int, report: Mapping[str, Any] | None) -> tuple[DeviceState, int | None, int | None]:
+def _state(sequence: int, report: dict[str, Any] | None) -> tuple[DeviceState, int | None, int | None]:
+    """(state, applied sequence, code) of one device; runs for every device of a page's selection, so it
+    tests exact JSON types (``type(x) is dict``) rather than ABCs, which cost a third of a 10,000-device page."""
     if report is None:
         return "pending", None, None
     status = report.get("status")
-    code = _int(status.get("code")) if isinstance(status, Mapping) else None
+    code = _int(status.get("code")) if type(status) is dict else None
     applied = _int(report.get("lastAppliedSequence"))
     modules = report.get("modules")
-    broken = isinstance(modules, Mapping) and any(
-        isinstance(m, Mapping) and m.get("status") in _BAD_MODULE_STATES for m in modules.values())
+    broken = type(modules) is dict and any(
+        type(m) is dict and m.get("status") in _BAD_MODULE_STATES for m in modules.values())
     if (code is not None and code != 200) or broken:
         return "failing", applied, code
     if code == 200 and applied is not None and applied >= sequence:
@@ -116,9 +118,13 @@ def _state(sequence: int, report: Mapping[str, Any] | None) -> tuple[DeviceState
 def _has_module(modules: Mapping[str, Any], wanted: str) -> bool:
     name, _, version = wanted.partition(":")
     entry = modules.get(name)
-    if not isinstance(entry, Mapping):
+    if type(entry) is not dict:
         return False
     return not version or entry.get("version") == int(version)
+
+
+_Selected = tuple[str, dict[str, Any], int, DeviceState, "int | None", "int | None", "bool | None", "datetime | None",
+                  dict[str, Any]]
 
 
 class FleetQuery:
@@ -140,47 +146,46 @@ class FleetQuery:
             devices = [d for d in everyone if evaluate(condition, DeviceFacts(d[0], d[1]))]
         presence = self._presence() if devices else {}
         reports = self._reports() if devices else {}
-        rows: list[FleetRow] = []
+        selected: list[_Selected] = []  # plain tuples: FleetRow objects are made for the page's rows only
+        online_count = applied_count = failing_count = 0
         for device_id, tags, sequence in devices:
             report = reports.get(device_id)
             state, applied, code = _state(sequence, report)
             online, last_seen = presence.get(device_id, (None, None))
             raw_modules = report.get("modules") if report is not None else None
-            modules = raw_modules if isinstance(raw_modules, Mapping) else {}
-            row = FleetRow(device_id, tags, online, last_seen, sequence, applied, code, state, modules)
+            modules = raw_modules if type(raw_modules) is dict else {}
             if filters.module and not _has_module(modules, filters.module):
                 continue
-            if filters.status and not _selected(row, filters.status):
+            if filters.status and not _selected(state, online, filters.status):
                 continue
-            rows.append(row)
-        counts = FleetCounts(
-            devices=len(rows),
-            online=sum(1 for r in rows if r.online),
-            applied=sum(1 for r in rows if r.state == "applied"),
-            failing=sum(1 for r in rows if r.state == "failing"),
-        )
-        return FleetPage(rows[offset:offset + limit], counts, offset, limit, len(everyone))
-
+            selected.append((device_id, tags, sequence, state, applied, code, online, last_seen, modules))
+            online_count += bool(online)
+            applied_count += state == "applied"
+            failing_count += state == "failing"
+        counts = FleetCounts(devices=len(selected), online=online_count, applied=applied_count, failing=failing_count)
+        rows = [FleetRow(d, tags, online, seen, seq, applied, code, state, modules)
+                for d, tags, seq, state, applied, code, online, seen, modules in selected[offset:offset + limit]]
+        return FleetPage(rows, counts, offset, limit, len(everyone))
 
     def _presence(self) -> dict[str, tuple[bool, datetime]]:
         with self.store._tx() as s:
             query = select(PresenceRow.device_id, PresenceRow.online, PresenceRow.last_seen)
             return {device_id: (bool(online), seen) for device_id, online, seen in s.execute(query)}
 
-    def _reports(self) -> dict[str, Mapping[str, Any]]:
+    def _reports(self) -> dict[str, dict[str, Any]]:
         """Every stored report by device; the JSON text parsed here (SQLite), or as the driver parsed it."""
-        out: dict[str, Mapping[str, Any]] = {}
+        out: dict[str, dict[str, Any]] = {}
         with self.store._tx() as s:
             for device_id, raw in s.execute(select(ReportedRow.device_id, type_coerce(ReportedRow.state, Text))):
                 state = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
-                if isinstance(state, Mapping):
+                if type(state) is dict:
                     out[device_id] = state
         return out
 
 
-def _selected(row: FleetRow, status: str) -> bool:
+def _selected(state: DeviceState, online: bool | None, status: str) -> bool:
     if status == "online":
-        return bool(row.online)
+        return bool(online)
     if status == "offline":
-        return not row.online
-    return row.state == status
+        return not online
+    return state == status
