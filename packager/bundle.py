@@ -34,7 +34,7 @@ import re
 import stat
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -157,10 +157,33 @@ class _HashingReader:
         return data
 
 
+IGNORE_FILES = (".amlignore", ".gitignore")  # the first one present is used, as Azure ML's snapshots did
+
+
+def _ignored(source_dir: Path) -> Callable[[str], bool]:
+    """Whether a path (relative, ``/``-separated, folders ending in ``/``) is left out by the folder's ignore file.
+
+    Azure ML left out what ``.amlignore`` (else ``.gitignore``) at the root of the source
+    directory names, with gitignore's rules; a trained ``outputs/`` ignored there must not
+    land in ``src/``. The rules are pathspec's implementation of gitignore.
+    """
+    import pathspec
+
+    for name in IGNORE_FILES:
+        path = source_dir / name
+        if path.is_file():
+            spec = pathspec.GitIgnoreSpec.from_lines(path.read_text(encoding="utf-8-sig").splitlines())
+            return spec.match_file
+    return lambda _rel: False
+
+
 def _source_entries(source_dir: Path, exclude: Sequence[Path]) -> Iterator[_Entry]:
     excluded = {p.resolve() for p in exclude}
+    ignored = _ignored(source_dir)
     for folder, dirnames, filenames in os.walk(source_dir):
         here = Path(folder)
+        rel_dir = here.relative_to(source_dir).as_posix()
+        prefix = "" if rel_dir == "." else f"{rel_dir}/"
         dirnames[:] = sorted(
             d
             for d in dirnames
@@ -168,8 +191,8 @@ def _source_entries(source_dir: Path, exclude: Sequence[Path]) -> Iterator[_Entr
             and not _SCRATCH.match(d)
             and (here / d).resolve() not in excluded
             and not (here / d).is_symlink()
+            and not ignored(f"{prefix}{d}/")
         )
-        rel_dir = here.relative_to(source_dir).as_posix()
         if rel_dir != ".":
             yield _Entry(f"src/{rel_dir}", is_dir=True)
         for name in filenames:
@@ -177,6 +200,8 @@ def _source_entries(source_dir: Path, exclude: Sequence[Path]) -> Iterator[_Entr
             if name.endswith(".pyc") or path.resolve() in excluded or not path.is_file():
                 continue  # bytecode, the output, sockets and dangling links are not source
             rel = path.relative_to(source_dir).as_posix()
+            if ignored(rel):
+                continue
             yield _Entry(f"src/{rel}", file=path, executable=bool(path.stat().st_mode & 0o111))
 
 
@@ -277,6 +302,11 @@ def build_bundle(
             script_rel = script.name
         elif script.is_relative_to(source_dir):
             script_rel = script.relative_to(source_dir).as_posix()
+            if not any(e.arcname == f"src/{script_rel}" for e in entries):
+                raise PackagingError(
+                    f"entry script {script_rel} is left out of the source directory by its .amlignore/.gitignore; "
+                    "remove the pattern that matches it."
+                )
         else:
             raise PackagingError(f"entry script {script} lies outside the source directory {source_dir}.")
     wheels = sorted(Path(wheelhouse).glob("*.whl"))
