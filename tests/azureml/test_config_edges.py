@@ -60,3 +60,45 @@ def test_the_scripts_own_error_is_found_in_a_service_log() -> None:
     )
     assert script_error(log) == "ModuleNotFoundError: No module named 'sklearn'"
     assert script_error("Serving score on http://127.0.0.1:5001 (1 worker)\n") is None
+
+
+def _bundle_sources(tmp_path: Path, entry: str = "score.py") -> list[str]:
+    import shutil
+    import tarfile
+
+    from edgeship.demo.release import wheel_cache_dir
+    from edgeship.packager.bundle import build_bundle
+
+    wheels = tmp_path / "wheelhouse"
+    wheels.mkdir(exist_ok=True)
+    wheel = next(iter(sorted(wheel_cache_dir().glob("*.whl"))), None)
+    if wheel is None:  # a cold machine: any real wheel will do, the bundle only lists it
+        import subprocess
+        import sys
+
+        subprocess.run([sys.executable, "-m", "pip", "download", "mdurl==0.1.2", "--no-deps", "-q", "-d",
+                        str(wheels)], check=True, timeout=120)
+    else:
+        shutil.copy(wheel, wheels / wheel.name)
+    out = tmp_path / "out" / "bundle.tar"
+    build_bundle(out, models=[], wheelhouse=wheels, source_dir=tmp_path / "src", entry_script=Path(entry))
+    with tarfile.open(out) as tar:
+        return sorted(m.name for m in tar.getmembers() if m.name.startswith("src/") and m.isfile())
+
+
+def test_amlignore_then_gitignore_leave_files_out_of_the_source_directory(tmp_path: Path) -> None:
+    """A trained outputs/ (ignored by the sample's .gitignore) no longer lands in src/; .amlignore wins over it."""
+    src = tmp_path / "src"
+    (src / "outputs").mkdir(parents=True)
+    (src / "outputs" / "model.pkl").write_bytes(b"x" * 100)
+    (src / "data").mkdir()
+    (src / "data" / "train.csv").write_text("a,b\n")
+    (src / "data" / "labels.txt").write_text("0\n")
+    (src / "score.py").write_text("def init():\n    pass\n")
+    (src / ".gitignore").write_text("outputs/\n*.csv\n")
+    assert _bundle_sources(tmp_path) == ["src/.gitignore", "src/data/labels.txt", "src/score.py"]
+    (src / ".amlignore").write_text("data/\n")
+    assert _bundle_sources(tmp_path) == ["src/.amlignore", "src/.gitignore", "src/outputs/model.pkl", "src/score.py"]
+    (src / ".amlignore").write_text("*.py\n")
+    with pytest.raises(Exception, match=r"entry script score\.py is left out of the source directory"):
+        _bundle_sources(tmp_path)
