@@ -41,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' Mosquitto launcher
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # after tests/: this parts.py is not tests/parts.py
 
 import paho.mqtt.client as paho  # noqa: E402
 from mosquitto import Mosquitto  # noqa: E402
@@ -49,6 +49,7 @@ from parts import free_port  # noqa: E402
 from rich.console import Console  # noqa: E402
 from run import answers, reported, rss_kib  # noqa: E402
 
+from edgeship.agent.__main__ import PYTHON_FLAGS  # noqa: E402
 from edgeship.demo.model import sample_request  # noqa: E402
 from edgeship.demo.release import ReleaseSide  # noqa: E402
 from edgeship.demo.run import free_port_block  # noqa: E402
@@ -108,6 +109,29 @@ def tree_rss_kib(pids: list[int]) -> int:
     return total
 
 
+def device_python(folder: Path, tree: Path) -> str:
+    """A plain venv's python that imports ``edgeship`` from ``tree`` as an installed package would be laid out.
+
+    The dev venv is an editable install: its site runs a meta-path finder that imports
+    pathlib, re, urllib.parse and more into every process (2.3 MiB at start). A device's
+    ``pip install`` has no such finder. This venv reaches the dev venv's site-packages
+    (paho-mqtt and the rest) through a plain path line in a ``.pth`` (no code runs), and
+    ``edgeship`` through a tree of symlinks laid out as the wheel installs it (as
+    ``scripts/typecheck`` does).
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder / "venv")], check=True)
+    shadow = folder / "shadow" / "edgeship"
+    shadow.mkdir(parents=True)
+    for entry in (tree / "edgeship").iterdir():
+        (shadow / entry.name).symlink_to(entry)
+    for name, source in (("agent", "agent"), ("packager", "packager"), ("hub", "cloud-stub"), ("fpga", "fpga")):
+        (shadow / name).symlink_to(tree / source)
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "paho").exists())
+    (folder / "venv" / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+     / "edgeship-bench.pth").write_text(f"{shadow.parent}\n{site}\n")  # fmt: skip
+    return str(folder / "venv" / "bin" / "python")
+
+
 def smaps_split(pid: int) -> dict[str, float]:
     """``/proc/PID/smaps_rollup`` in MiB: RSS split into anonymous and file-backed pages, and threads."""
     fields = {}
@@ -149,7 +173,13 @@ def main() -> int:
     parser.add_argument("--telemetry", type=float, default=5.0, help="telemetry_interval, seconds")
     parser.add_argument("--boots", type=int, default=3, help="simulated reboots to time")
     parser.add_argument("--json-out", type=Path, default=None)
-    parser.add_argument("--python-flags", default="", help="interpreter flags for the agent, e.g. -OO")
+    parser.add_argument("--device-venv", action="store_true",
+                        help="run the agent from a plain venv (no editable-install finder), as a device's pip install")
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="with --device-venv: the source tree the agent is imported from (e.g. a git worktree "
+                             "of an earlier commit, to measure before and after side by side)")  # fmt: skip
+    parser.add_argument("--python-flags", default=" ".join(PYTHON_FLAGS),
+                        help="the agent's interpreter flags (default: those 'edgeship agent run' passes; '' for none)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="run the agent under tracemalloc (traced_agent.py) and record its heap by package; "
                              "that run's RSS includes tracemalloc's own bookkeeping")  # fmt: skip
@@ -158,10 +188,11 @@ def main() -> int:
     # byte-code caches as a device's pip install leaves them (this tree is an editable install, and
     # PYTHONDONTWRITEBYTECODE may be set): without them the agent compiles its modules at every start
     for optimize in (0, 1, 2):
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "-o", str(optimize), str(ROOT / "agent"),
-                        str(ROOT / "edgeship")], check=True)  # fmt: skip
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-o", str(optimize), str(args.tree / "agent"),
+                        str(args.tree / "edgeship")], check=True)  # fmt: skip
     load_start = Path("/proc/loadavg").read_text().split()[:3]
     root = Path(tempfile.mkdtemp(prefix="edgeship-lean-bench-"))
+    python = device_python(root / "device", args.tree.resolve()) if args.device_venv else sys.executable
     broker, tls_port, ca_file = tls_broker(root / "broker")
     side = ReleaseSide(root / "release", Console(quiet=True))
     side.release(1)
@@ -192,8 +223,8 @@ def main() -> int:
         log = log_path.open("ab")
         try:
             entry = [str(Path(__file__).with_name("traced_agent.py"))] if args.tracemalloc else ["-m", "edgeship.agent"]
-            command = [sys.executable, *args.python_flags.split(), *entry, "--config", str(config), "--verbose"]
-            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            command = [python, *args.python_flags.split(), *entry, "--config", str(config), "--verbose"]
+            return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
         finally:
             log.close()
 
@@ -262,6 +293,8 @@ def main() -> int:
     if results["boots"]:
         results["boot_median_s"] = {k: statistics.median(b[k] for b in results["boots"]) for k in results["boots"][0]}
     results["agent_log_tail"] = log_text.splitlines()[-30:]
+    results["agent_command"] = {"python": "device venv" if args.device_venv else "dev venv (editable)",
+                                "flags": args.python_flags, "tree": str(args.tree)}
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "load_start": load_start, "load": Path("/proc/loadavg").read_text().split()[:3]}  # fmt: skip
     print(json.dumps({k: v for k, v in results.items() if k != "agent_log_tail"}, indent=2))

@@ -28,10 +28,11 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every command of a plan too."),
 ) -> None:
     """Run the agent until Ctrl-C or SIGTERM (modules keep serving unless --stop-modules-on-exit)."""
+    from edgeship.agent.__main__ import PYTHON_FLAGS
     from edgeship.agent.config import load_config
 
     load_config(config)  # fail here, with the CLI's error formatting, before exec
-    argv = [sys.executable, "-m", "edgeship.agent", "--config", str(config)]
+    argv = [sys.executable, *PYTHON_FLAGS, "-m", "edgeship.agent", "--config", str(config)]
     argv += ["--stop-modules-on-exit"] if stop_modules_on_exit else []
     argv += ["--verbose"] if verbose else []
     sys.stdout.flush()
