@@ -1,11 +1,15 @@
 """Worker processes with a per-invocation timeout: a ``run()`` that overstays is killed, not waited for.
 
 ``concurrent.futures`` cannot stop one task that hangs, so each worker here is a
-``spawn``ed process with its own pipe. The parent knows which mini-batch each
-worker holds and since when; :meth:`WorkerPool.wait` returns finished attempts,
-and a worker that died or overstayed is killed, replaced (its successor calls
-``init()`` again) and its attempt reported as failed. The pool decides nothing
-about retries or thresholds: that is the runner's job.
+``spawn``ed process with its own pipe. The parent knows which mini-batches each
+worker holds and since when the first of them runs; :meth:`WorkerPool.wait`
+returns finished attempts, and a worker that died or overstayed is killed,
+replaced (its successor calls ``init()`` again) and its running attempt reported
+as failed; the mini-batch it held next comes back unattempted. Each worker holds
+up to :data:`PREFETCH` mini-batches, so it starts the next one the moment it
+finishes one instead of waiting for the parent to be scheduled, read the result
+and send more (two wake-ups per mini-batch, tens of ms each on a loaded machine).
+The pool decides nothing about retries or thresholds: that is the runner's job.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -22,6 +27,7 @@ from edgeship.errors import EdgeshipError
 
 __all__ = ["Attempt", "BatchError", "WorkerPool"]
 
+PREFETCH = 2  # mini-batches a worker holds: the one it runs and the next
 INIT_TIMEOUT_S = 600.0  # init() may load a large model; beyond this a worker is declared stuck
 _KILL_WAIT_S = 5.0
 
@@ -38,6 +44,7 @@ class Attempt:
     rows_out: int = 0
     text: str = ""
     error: str | None = None
+    attempted: bool = True  # False: handed back unstarted (its worker was replaced); not a try
 
 
 @dataclass
@@ -47,8 +54,8 @@ class _Worker:
     conn: Connection
     started: float = field(default_factory=time.monotonic)
     ready: bool = False
-    index: int | None = None  # the mini-batch it holds
-    since: float = 0.0
+    held: deque[int] = field(default_factory=deque)  # mini-batches sent to it, the running one first
+    since: float = 0.0  # when the first of them started (about: when its predecessor's result came)
 
 
 class WorkerPool:
@@ -84,7 +91,7 @@ class WorkerPool:
         """
         for worker in self._workers:
             worker.conn.close()
-            if not worker.ready or worker.index is not None:
+            if not worker.ready or worker.held:
                 worker.process.kill()
         deadline = time.monotonic() + _KILL_WAIT_S
         for worker in self._workers:
@@ -103,21 +110,24 @@ class WorkerPool:
 
     # Work --------------------------------------------------------------------
     def idle(self) -> int:
-        return sum(1 for w in self._workers if w.ready and w.index is None)
+        """Free places for mini-batches across ready workers."""
+        return sum(PREFETCH - len(w.held) for w in self._workers if w.ready)
 
     def busy(self) -> int:
-        return sum(1 for w in self._workers if w.index is not None)
+        return sum(len(w.held) for w in self._workers)
 
     def submit(self, index: int, payload: Any) -> None:
-        worker = next(w for w in self._workers if w.ready and w.index is None)
-        worker.index, worker.since = index, time.monotonic()
+        worker = min((w for w in self._workers if w.ready and len(w.held) < PREFETCH), key=lambda w: len(w.held))
+        if not worker.held:
+            worker.since = time.monotonic()
+        worker.held.append(index)
         with contextlib.suppress(OSError):  # it died: wait() sees its sentinel and fails the attempt
             worker.conn.send((index, payload))
 
     def wait(self, max_wait_s: float = 1.0) -> list[Attempt]:
         """Block until something happens (at most ``max_wait_s``); return finished attempts."""
         now = time.monotonic()
-        deadlines = [w.since + self._timeout for w in self._workers if w.index is not None]
+        deadlines = [w.since + self._timeout for w in self._workers if w.held]
         deadlines += [w.started + INIT_TIMEOUT_S for w in self._workers if not w.ready]
         timeout = max(0.0, min([now + max_wait_s, *deadlines]) - now)
         handles: list[Any] = [w.conn for w in self._workers] + [w.process.sentinel for w in self._workers]
@@ -128,14 +138,17 @@ class WorkerPool:
         return finished
 
     def _check(self, worker: _Worker, readable: bool, exited: bool) -> list[Attempt]:
-        if readable:
+        finished: list[Attempt] = []
+        lost = False
+        while readable:
             try:
-                message = worker.conn.recv()
+                finished += self._handle(worker, worker.conn.recv())
+                readable = worker.conn.poll()
             except (EOFError, OSError):
-                message = None
-            if message is not None:
-                return self._handle(worker, message)
-        if exited or (readable and not worker.process.is_alive()):
+                lost, readable = True, False
+        if finished:
+            return finished
+        if exited or (lost and not worker.process.is_alive()):
             worker.process.join(_KILL_WAIT_S)
             code = worker.process.exitcode
             if not worker.ready:
@@ -145,7 +158,7 @@ class WorkerPool:
                 )
             return self._fail(worker, f"the worker process exited with code {code} during run()")
         now = time.monotonic()
-        if worker.index is not None and now - worker.since > self._timeout:
+        if worker.held and now - worker.since > self._timeout:
             return self._fail(worker, f"run() did not return within --run-invocation-timeout {self._timeout:g} s")
         if not worker.ready and now - worker.started > INIT_TIMEOUT_S:
             raise BatchError(f"init() did not finish within {INIT_TIMEOUT_S:g} s; see {self._spec.logs_dir}.")
@@ -158,15 +171,17 @@ class WorkerPool:
             return []
         if kind == "init-failed":
             raise BatchError(f"{message[1]} (worker log: {self._spec.logs_dir}/worker-{worker.number}.log)")
-        index = worker.index
-        worker.index = None
-        if index is None or message[1] != index:
+        if not worker.held or message[1] != worker.held[0]:
             return []
+        index = worker.held.popleft()
+        worker.since = time.monotonic()  # the next one it holds starts now
         if kind == "ok":
             return [Attempt(index, rows_out=int(message[2]), text=str(message[3]))]
         return [Attempt(index, error=str(message[2]))]
 
     def _fail(self, worker: _Worker, reason: str) -> list[Attempt]:
-        index = worker.index
+        held = list(worker.held)
         self._replace(worker)
-        return [] if index is None else [Attempt(index, error=reason)]
+        if not held:
+            return []
+        return [Attempt(held[0], error=reason)] + [Attempt(i, attempted=False) for i in held[1:]]

@@ -257,6 +257,9 @@ def _score(
         finished: list[Attempt] = []
         for attempt in pool.wait():
             batch = plan.batches[attempt.index]
+            if not attempt.attempted:
+                pending.appendleft(batch)
+                continue
             tries[batch.index] = tries.get(batch.index, 0) + 1
             if attempt.error is not None and tries[batch.index] < options.max_tries:
                 pending.appendleft(batch)  # retried first, so a failing input is known early

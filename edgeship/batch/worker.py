@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -76,6 +78,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
+def _receive(conn: Connection, inbox: queue.Queue[tuple[int, Any] | None]) -> None:
+    """Read mini-batches as they come, so the parent's send never waits for run() to finish."""
+    while True:
+        try:
+            inbox.put(conn.recv())
+        except (EOFError, OSError):
+            inbox.put(None)
+            return
+
+
 def worker_main(spec: WorkerSpec, number: int, conn: Connection) -> None:
     """The spawn target. Never raises: every failure becomes a message or the process's end."""
     _die_with_parent()
@@ -101,11 +113,13 @@ def worker_main(spec: WorkerSpec, number: int, conn: Connection) -> None:
         return
     except OSError:
         return  # the parent closed the pool while this worker was starting
+    inbox: queue.Queue[tuple[int, Any] | None] = queue.Queue()
+    threading.Thread(target=_receive, args=(conn, inbox), name="batch-inbox", daemon=True).start()
     while True:
-        try:
-            index, payload = conn.recv()
-        except (EOFError, OSError):
+        message = inbox.get()
+        if message is None:
             return  # the parent is gone
+        index, payload = message
         try:
             rows_out, text = format_rows(script.run(payload))
             reply: tuple[Any, ...] = ("ok", index, rows_out, text)
