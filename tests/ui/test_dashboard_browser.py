@@ -194,6 +194,43 @@ def test_sign_in_shows_the_fleet_and_a_filter_selects_by_target_condition(ops: A
     assert ops.get_by_label("Target condition").get_attribute("aria-invalid") == "true"
 
 
+CONTRAST = """(selector) => {
+    const rgb = (c) => c.match(/[0-9.]+/g).slice(0, 3).map(Number);
+    const lum = (c) => { const [r, g, b] = rgb(c).map(v => { v /= 255;
+        return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+    const background = (el) => { for (; el; el = el.parentElement) { const c = getComputedStyle(el).backgroundColor;
+        if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
+    return [...document.querySelectorAll(selector)].filter(el => el.offsetParent !== null).map(el => {
+        const a = lum(getComputedStyle(el).color), b = lum(background(el));
+        return [el.tagName + '.' + el.className, (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05)]; });
+}"""
+
+
+def test_sign_in_and_the_pages_work_from_the_keyboard_with_readable_contrast(browser: Any, world: World) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(world.ui + "/signin")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.className") == "skip"
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.id") == "token"
+        page.keyboard.type(world.reader)
+        page.keyboard.press("Enter")
+        page.wait_for_url("**/ui/fleet")
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")  # the skip link
+        assert page.evaluate("document.activeElement.id") == "main"
+        for selector in ("a", "td", "th", "label", "small", "button", ".muted", ".ok", ".role", ".tag", "h1"):
+            for element, ratio in page.evaluate(CONTRAST, selector):
+                assert ratio >= 4.5, f"{element}: contrast {ratio:.2f} below 4.5:1 (WCAG AA)"
+        unlabelled = page.evaluate("""[...document.querySelectorAll('input:not([type=hidden]), select')]
+            .filter(el => !el.labels || el.labels.length === 0).map(el => el.name)""")
+        assert unlabelled == []
+    finally:
+        page.context.close()
+
+
 def test_a_device_whose_tags_hold_markup_shows_them_as_text(ops: Any, world: World) -> None:
     ops.goto(world.ui + "/fleet")
     assert ops.get_by_text(f"note={EVIL}").is_visible()
