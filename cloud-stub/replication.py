@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from edgeship.errors import TransportError
 from edgeship.hub.store import HubStore, ReplicaTable
 from edgeship.hub.store.lease import Leases
 from edgeship.hub.store.notify import ChangeFeed
@@ -36,6 +37,7 @@ __all__ = ["COORDINATOR", "Replication"]
 COORDINATOR = "coordinator"  # the lease of the replica that runs the periodic work
 INTERVAL = 1.0  # seconds between lease checks (and the longest a lost coordinator goes unnoticed)
 SWEEP_EVERY = 2.0  # seconds between looks for replicas that are gone
+JOIN_WAIT = 60.0  # seconds a starting replica waits for its own lease (a drain of its old session takes seconds)
 
 log = logging.getLogger("edgeship.hub.replication")
 
@@ -74,9 +76,26 @@ class Replication:
         """Before the bridge connects: take this replica's own lease (waiting while a survivor drains its old
         session), register it, and start listening for changes."""
         if self.shared:
-            self.leases.acquire(replica_lease(self.client_id), wait=True)
+            self._take_own_lease()
             self.table.register(self.client_id, self.protocol, self.clock())
         self.feed.start()
+
+    def _take_own_lease(self) -> None:
+        """This replica's lease, waiting up to :data:`JOIN_WAIT` seconds while a survivor drains its old session;
+        still held after that, another live process uses this client id (an error saying so)."""
+        lease = replica_lease(self.client_id)
+        deadline = time.monotonic() + JOIN_WAIT
+        if not self.leases.acquire(lease):
+            log.info("waiting for the lease of replica %r (a survivor may be draining its old session)",
+                     self.client_id)
+        while not self.leases.held(lease):
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"Another hub process on this database uses the broker client id {self.client_id!r}; give each "
+                    "replica its own broker user (--broker-username hub-<name>)."
+                )
+            self._stopping.wait(0.5)
+            self.leases.acquire(lease)
 
     def start(self) -> None:
         """Start checking leases (and, when coordinating, sweeping) every ``interval`` seconds."""

@@ -111,7 +111,9 @@ def test_two_processes_issuing_at_once_never_store_one_sequence_twice(tmp_path: 
         out, err = racer.communicate(timeout=120)
         assert racer.returncode == 0, err[-3000:]
         stored.append(int(out.strip().splitlines()[-1]))
-    assert stored == [100 * rounds, 100 * rounds]  # forced: every device re-signed by each racer each round
+    # forced: a racer re-signs each device whose newest document is older than its pass's start, so it skips the
+    # devices the other racer re-signed meanwhile; every pass re-signs at least what the other did not
+    assert min(stored) > 0 and sum(stored) >= 100 * rounds, stored
 
     plain = db.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(plain) as conn:
@@ -123,9 +125,9 @@ def test_two_processes_issuing_at_once_never_store_one_sequence_twice(tmp_path: 
         assert (payload["deviceId"], payload["sequence"]) == (device, sequence)  # signed what was stored
         by_device.setdefault(device, []).append(sequence)
     for device, sequences in by_device.items():
-        # first document + both racers' rounds, numbered 1..n without a gap or a repeat
-        assert sequences == list(range(1, 2 * rounds + 2)), (device, sequences)
+        assert sequences == list(range(1, len(sequences) + 1)), (device, sequences)  # no gap, no repeat
         assert counters[device] == sequences[-1]
+    assert sum(len(sequences) - 1 for sequences in by_device.values()) == sum(stored)  # each stored one, once
 
 
 def test_a_trust_root_rotation_to_a_new_hub_key_and_a_token_revocation_through_one_replica_hold_on_the_other(
