@@ -8,6 +8,7 @@ objects, code and data; native libraries' own memory shows only in the RSS rows)
 
     python benchmarks/agent/footprint.py                 # the RSS table
     python benchmarks/agent/footprint.py --tracemalloc   # plus the Python heap by package
+    python benchmarks/agent/footprint.py --python-flags ''   # without the agent's -OO -X no_debug_ranges
     python -X importtime -m edgeship.agent --help 2>&1 | sort -t'|' -k2 -n | tail -30   # import time
 """
 
@@ -18,12 +19,14 @@ import json
 import subprocess
 import sys
 
+from edgeship.agent.__main__ import PYTHON_FLAGS
+
 STEPS: list[tuple[str, list[str]]] = [
     ("interpreter + site (editable install finder)", []),
-    ("logging, argparse, threading, queue, json", ["logging", "argparse", "threading", "queue", "json"]),
+    ("logging, threading, queue, json, signal", ["logging", "threading", "queue", "json", "signal"]),
+    ("ctypes (edgeship.agent.malloc; Ed25519 via ossl)", ["edgeship.agent.malloc"]),
     ("ssl (TLS to the broker)", ["ssl"]),
     ("paho-mqtt", ["paho.mqtt.client"]),
-    ("sqlite3 (telemetry queue)", ["sqlite3"]),
     ("edgeship.agent.config", ["edgeship.agent.config"]),
     ("edgeship.agent.link.mqtt", ["edgeship.agent.link.mqtt"]),
     ("edgeship.agent.decide (plan, accept, report)", ["edgeship.agent.decide.accept", "edgeship.agent.decide.report"]),
@@ -46,7 +49,8 @@ for label, modules in steps:
         __import__(name)
     rows.append((label, rss()))
 heavy = sorted(m for m in ("pydantic", "pydantic_core", "cryptography", "sqlalchemy", "typer", "rich", "httpx",
-                           "requests", "prometheus_client", "psutil", "docker", "urllib.request", "http.client")
+                           "requests", "prometheus_client", "psutil", "docker", "sqlite3", "argparse", "urllib.request",
+                           "http.client")
                if m in sys.modules)
 print(json.dumps({"rows": rows, "heavy": heavy, "modules": len(sys.modules)}))
 """
@@ -66,9 +70,12 @@ print(json.dumps(rows))
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracemalloc", action="store_true", help="also the Python heap per package")
+    parser.add_argument("--python-flags", default=" ".join(PYTHON_FLAGS),
+                        help="interpreter flags (default: those 'edgeship agent run' passes)")  # fmt: skip
     args = parser.parse_args()
     steps = json.dumps(STEPS)
-    out = json.loads(subprocess.run([sys.executable, "-c", _PROBE, steps], capture_output=True, text=True,
+    flags = args.python_flags.split()
+    out = json.loads(subprocess.run([sys.executable, *flags, "-c", _PROBE, steps], capture_output=True, text=True,
                                     check=True).stdout)  # fmt: skip
     previous = 0
     print(f"{'step':52s} {'RSS MiB':>8s} {'+MiB':>6s}")
@@ -77,7 +84,7 @@ def main() -> int:
         previous = kib
     print(f"modules loaded: {out['modules']}; heavy ones among them: {', '.join(out['heavy']) or 'none'}")
     if args.tracemalloc:
-        heap = json.loads(subprocess.run([sys.executable, "-c", _TRACE, steps], capture_output=True, text=True,
+        heap = json.loads(subprocess.run([sys.executable, *flags, "-c", _TRACE, steps], capture_output=True, text=True,
                                          check=True).stdout)  # fmt: skip
         previous = 0
         print(f"\n{'Python heap (tracemalloc) after each step':52s} {'KiB':>8s} {'+KiB':>7s}")

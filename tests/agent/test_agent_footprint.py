@@ -17,10 +17,13 @@ from typing import Any
 import pytest
 from agent_world import AgentProcess, AgentWorld, BlobServer, Observer
 
+from edgeship.agent.__main__ import parse_args
+
 pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 
 # modules the idle agent must not hold (ADR 0026, 0030): each was measured at 1-10 MiB of its resident set
-HEAVY_MODULES = ("pydantic", "cryptography", "sqlite3", "prometheus_client", "typer", "rich", "httpx", "numpy")
+HEAVY_MODULES = ("pydantic", "cryptography", "sqlite3", "prometheus_client", "typer", "rich", "httpx", "numpy",
+                 "argparse")
 
 
 @pytest.fixture
@@ -75,7 +78,8 @@ def test_an_idle_agent_reports_and_holds_no_ml_libraries(
 
 _PROBE = r"""
 import json, sys
-from edgeship.agent.__main__ import main  # noqa: F401 - the entry point and everything the daemon imports
+from edgeship.agent.__main__ import parse_args
+parse_args(["--config", "agent.toml", "-v"])  # the entry point's own code, and everything the daemon imports
 from edgeship.agent.daemon import Agent  # noqa: F401
 from edgeship.agent.telemetry.scrape import parse_metrics
 from edgeship.signing.ed25519 import PublicKey
@@ -89,3 +93,26 @@ def test_the_agents_imports_and_a_scrape_load_none_of_the_heavy_modules() -> Non
     out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(HEAVY_MODULES)], capture_output=True, text=True,
                          check=True).stdout  # fmt: skip
     assert json.loads(out) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--config", "a.toml"], (Path("a.toml"), False, False)),
+        (["-c", "a.toml", "-v", "--stop-modules-on-exit"], (Path("a.toml"), True, True)),
+        (["--verbose", "--config=a b.toml"], (Path("a b.toml"), False, True)),
+    ],
+)
+def test_the_entry_point_reads_its_options(argv: list[str], expected: tuple[Path, bool, bool]) -> None:
+    assert parse_args(argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [([], "--config FILE is required"), (["-c"], "-c needs the config file"), (["-c", "a", "-x"], "unknown argument")],
+)
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str], problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parse_args(argv)
+    assert stopped.value.code == 2
+    assert problem in capsys.readouterr().err
