@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from edgeship.modules.plain import ModuleManifest
     from edgeship.modules.store import StoredModule
 
-__all__ = ["CLOUD_TARGETS", "RUNTIMES", "LocalServices", "script_error"]
+__all__ = ["CLOUD_TARGETS", "RUNTIMES", "DeployRequest", "LocalServices", "script_env", "script_error"]
 
 RUNTIMES = ("docker", "process", "auto")
 CLOUD_TARGETS = ("aci", "aks")
@@ -66,6 +66,11 @@ def script_error(log: str) -> str | None:
     return found
 
 
+def script_env(scoring_timeout_ms: int | None) -> dict[str, str]:
+    """The scoring server's environment a deployment config asks for: ``scoringTimeoutMs`` as SCORING_TIMEOUT_MS."""
+    return {"SCORING_TIMEOUT_MS": str(scoring_timeout_ms)} if scoring_timeout_ms else {}
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -83,7 +88,7 @@ class DeployRequest:
     restart: str = "on-failure"
     timeout: float = 120.0
     trust_root: Path | None = None
-    env: dict[str, str] | None = None
+    env: dict[str, str] | None = None  # added to the scoring server's environment (SCORING_TIMEOUT_MS)
 
 
 class LocalServices:
@@ -185,6 +190,7 @@ class LocalServices:
             "port": port,
             "keys": list(spec.auth_keys),
             "uris": _uris(port, manifest),
+            "env": dict(spec.env),
             "createdAt": time.time(),
         }
         self._write(path, record)
@@ -320,8 +326,8 @@ class LocalServices:
             record["keys"] = keys
             self._write(self.record_path(name), record)
             return tuple(keys)
-        self.deploy(DeployRequest(name=name, module=stored, runtime=str(record["runtime"]), port=record["port"]),
-                    keys=tuple(keys))
+        self.deploy(DeployRequest(name=name, module=stored, runtime=str(record["runtime"]), port=record["port"],
+                                  env=dict(record.get("env") or {})), keys=tuple(keys))
         return tuple(keys)
 
 

@@ -23,7 +23,7 @@ from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, err_console, print_json, workspace_from
 from edgeship.errors import InputError
-from edgeship.local_services import CLOUD_TARGETS, DeployRequest, LocalServices
+from edgeship.local_services import CLOUD_TARGETS, DeployRequest, LocalServices, script_env
 from edgeship.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -78,8 +78,13 @@ def deploy(
     if (module is None) == (not model):
         raise InputError("Give --module NAME[:VERSION] to run a stored module, or --model NAME:VERSION to package "
                          "one first (not both).")
+    env: dict[str, str] = {}
     if model:
         stored = package_models(ws, model, ic, dc, target="local")
+        if dc is not None:
+            from edgeship.packager.config import load_deployment_config
+
+            env = script_env(load_deployment_config(dc, target="local").scoring_timeout_ms)
     else:
         if ic is not None or dc is not None:
             raise InputError("--ic and --dc go with --model; a stored --module is packaged already.")
@@ -88,7 +93,7 @@ def deploy(
         stored = ModuleStore(ws).get(ref.name, ref.version)
     record = local.deploy(
         DeployRequest(name=name, module=stored, runtime=runtime, port=port, restart=restart, timeout=timeout,
-                      trust_root=trust_root),
+                      trust_root=trust_root, env=env),
         replaced=_say_replaced(name),
     )
     print_service(record)
@@ -218,8 +223,14 @@ def update(
         assert module is not None
         ref = parse_model_ref(module)
         stored = ModuleStore(ws).get(ref.name, ref.version)
+    env = dict(old.get("env") or {})
+    if dc is not None:
+        from edgeship.packager.config import load_deployment_config
+
+        env = script_env(load_deployment_config(dc, target="local").scoring_timeout_ms)
     record = local.deploy(
-        DeployRequest(name=name, module=stored, runtime=str(old["runtime"]), port=old["port"], timeout=timeout),
+        DeployRequest(name=name, module=stored, runtime=str(old["runtime"]), port=old["port"], timeout=timeout,
+                      env=env),
         keys=tuple(old.get("keys") or ()),
     )
     print_service(record)

@@ -145,7 +145,7 @@ def deploy(
 ) -> None:
     """Package, sign and deploy models as 'az ml model deploy' did: local runs here, ACI/AKS/IoT Edge are written."""
     from edgeship.cli.deploy import package_models, print_service, services
-    from edgeship.local_services import DeployRequest
+    from edgeship.local_services import DeployRequest, script_env
     from edgeship.packager.config import load_deployment_config
 
     ws = workspace_from(workspace)
@@ -169,5 +169,6 @@ def deploy(
                       f"'edgeship deployment create {name} -m {stored.ref} -c \"tags.group = ...\"'.", highlight=False)
         return
     record = local.deploy(DeployRequest(name=name, module=stored, runtime=runtime,
-                                        port=port or (deployment.port if deployment else None)))
+                                        port=port or (deployment.port if deployment else None),
+                                        env=script_env(deployment.scoring_timeout_ms if deployment else None)))
     print_service(record)

@@ -26,7 +26,7 @@ from edgeship.scoring.failures import failure_reply, request_ids
 from edgeship.scoring.metrics import Metrics
 from edgeship.scoring.openapi_v2 import v2_openapi
 from edgeship.scoring.service import Service
-from edgeship.scoring.wire import HttpRequest, Reply, json_reply, loads
+from edgeship.scoring.wire import HttpRequest, Reply, error_reply, json_reply, loads
 
 __all__ = ["ScoringApp"]
 
@@ -59,8 +59,10 @@ class ScoringApp:
         metrics: Metrics | None = None,
         max_body_bytes: int = 100 * 1024 * 1024,
         error_details: bool = False,
+        scoring_timeout_ms: int | None = None,
     ) -> None:
         self.service = service
+        self.scoring_timeout_ms = scoring_timeout_ms  # SCORING_TIMEOUT_MS: a /score run() longer than this is a 504
         self.error_details = error_details  # 5xx bodies carry the exception text (debugging only)
         self._keys = [f"Bearer {k}".encode() for k in auth_keys]
         self.metrics = metrics or Metrics()
@@ -154,8 +156,18 @@ class ScoringApp:
                 body,
                 scope.get("scheme", "http"),
             )
-            reply: Reply = await self._in_thread(self.service.score, request)
-            return reply
+            if self.scoring_timeout_ms is None:
+                reply: Reply = await self._in_thread(self.service.score, request)
+                return reply
+            try:
+                return await asyncio.wait_for(self._in_thread(self.service.score, request),
+                                              self.scoring_timeout_ms / 1000)
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+                # The run() thread cannot be stopped; it finishes in the background and the next request waits
+                # for it, as under Azure ML's sync workers. The caller gets an answer at the deadline.
+                log.warning("run() exceeded SCORING_TIMEOUT_MS=%d; answered 504", self.scoring_timeout_ms)
+                return error_reply(504, f"run() did not finish within {self.scoring_timeout_ms} ms "
+                                        "(SCORING_TIMEOUT_MS); make it faster or raise scoringTimeoutMs.")
         if endpoint.startswith("/v2/models/"):
             return await self._model_route(scope, receive, method, endpoint)
         if endpoint == "other":

@@ -71,7 +71,23 @@ def build_app(config: ServiceConfig) -> Any:
             "Error details are on: a 5xx body carries the exception text and the entry script's file:line. "
             "Use this only for debugging on a trusted network."
         )
-    return ScoringApp(service, config.auth_keys, Metrics(), config.max_body_bytes, details)
+    return ScoringApp(service, config.auth_keys, Metrics(), config.max_body_bytes, details,
+                      scoring_timeout_ms=scoring_timeout_ms(os.environ.get(ENV_SCORING_TIMEOUT)))
+
+
+ENV_SCORING_TIMEOUT = "SCORING_TIMEOUT_MS"  # Azure ML's name; a deploymentconfig's scoringTimeoutMs sets it
+_MAX_SCORING_TIMEOUT_MS = 3_600_000  # an hour, the Azure ML inference server's own default
+
+
+def scoring_timeout_ms(value: str | None) -> int | None:
+    """``SCORING_TIMEOUT_MS`` as milliseconds (None when unset); a bad value is a ConfigError saying what to write."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_SCORING_TIMEOUT_MS:
+        raise ConfigError(f"{ENV_SCORING_TIMEOUT}={value!r} is not usable; give whole milliseconds from 1 to "
+                          f"{_MAX_SCORING_TIMEOUT_MS}, or unset it for no limit.")
+    return int(text)
 
 
 def _env_flag(name: str) -> bool:

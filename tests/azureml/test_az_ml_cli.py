@@ -30,7 +30,8 @@ def _project(v1: V1World, name: str, score: str) -> None:
     work = v1.folder(name, (LOCAL if score == "local" else CLOUD) / "score.py")
     (work / "conda.yml").write_text(CONDA)
     (work / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "condaFile": "conda.yml"}))
-    (work / "deploymentconfig.json").write_text(json.dumps({"computeType": "local", "authEnabled": True}))
+    (work / "deploymentconfig.json").write_text(json.dumps({"computeType": "local", "authEnabled": True,
+                                                            "scoringTimeoutMs": 60000}))
 
 
 def test_model_deploy_then_service_run_keys_and_regen(v1: V1World) -> None:
@@ -62,6 +63,7 @@ def test_model_deploy_then_service_run_keys_and_regen(v1: V1World) -> None:
     assert new["primaryKey"] == keys["primaryKey"] and new["secondaryKey"] != keys["secondaryKey"]
     record = json.loads((v1.home / "services" / "diabetes.json").read_text())
     assert record["keys"] == [new["primaryKey"], new["secondaryKey"]]
+    assert record["env"] == {"SCORING_TIMEOUT_MS": "60000"}  # the dc's scoringTimeoutMs, kept across the restart
     bad = v1.run(work, "service", "run", "-n", "diabetes", "--input-data", "@missing.json")
     assert bad.returncode == 1 and "cannot read missing.json" in bad.stderr
     assert v1.run(work, "service", "delete", "diabetes").returncode == 0
