@@ -17,6 +17,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -60,14 +61,17 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _timed(command: list[str]) -> float:
+def _timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds, and CPU seconds (user + system) of the command and every process it waited for."""
     env = {**os.environ, **THREADS}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    return wall
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _command(variant: str, table: Path, out: Path, model_dir: Path, ws_root: Path, mini_batch: int) -> list[str]:
@@ -93,6 +97,8 @@ def main() -> None:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results: dict[str, list[float]] = {"floor": [], "workers-1": [], "workers-2": []}
     small: dict[str, list[float]] = {k: [] for k in results}
+    cpus: dict[str, list[float]] = {k: [] for k in results}  # CPU seconds of each full run's process tree
+    small_cpu: dict[str, list[float]] = {k: [] for k in results}
     with tempfile.TemporaryDirectory(prefix="edgeship-batch-bench-") as tmp:
         work = Path(tmp)
         ws_root, table, model_dir = _prepare(work, args.rows, args.hidden)
@@ -103,8 +109,9 @@ def main() -> None:
             for variant in order:
                 for size, source in (("small", small_table), ("full", table)):
                     out = work / f"out-{variant}-{size}-{round_number}"
-                    wall = _timed(_command(variant, source, out, model_dir, ws_root, args.mini_batch))
+                    wall, cpu = _timed(_command(variant, source, out, model_dir, ws_root, args.mini_batch))
                     (small if size == "small" else results)[variant].append(wall)
+                    (small_cpu if size == "small" else cpus)[variant].append(cpu)
                     digest = _digest(out / "parallel_run_step.txt")
                     reference = work / f"out-floor-{size}-0" / "parallel_run_step.txt"
                     if reference.exists() and digest != _digest(reference):
@@ -112,12 +119,16 @@ def main() -> None:
                 rows_s = args.rows / results[variant][-1]
                 marginal = (args.rows - SMALL_ROWS) / max(1e-6, results[variant][-1] - small[variant][-1])
                 print(f"round {round_number} {variant:10s} {results[variant][-1]:7.2f} s {rows_s:10,.0f} rows/s"
-                      f"   fixed {small[variant][-1]:5.2f} s   marginal {marginal:10,.0f} rows/s", flush=True)
+                      f"   fixed {small[variant][-1]:5.2f} s   marginal {marginal:10,.0f} rows/s"
+                      f"   cpu {cpus[variant][-1]:6.2f} s (fixed {small_cpu[variant][-1]:5.2f} s)", flush=True)
     load_end = os.getloadavg()
     summary = {}
     for variant, walls in results.items():
         ratios = [walls_floor / wall for walls_floor, wall in zip(results["floor"], walls, strict=True)]
         marginals = [(args.rows - SMALL_ROWS) / (w - f) for w, f in zip(walls, small[variant], strict=True)]
+        per_1000 = [  # CPU ms per 1000 rows beyond the fixed cost
+            (c - f) / (args.rows - SMALL_ROWS) * 1e6 for c, f in zip(cpus[variant], small_cpu[variant], strict=True)
+        ]
         floor_marginals = [
             (args.rows - SMALL_ROWS) / (w - f) for w, f in zip(results["floor"], small["floor"], strict=True)
         ]
@@ -128,6 +139,9 @@ def main() -> None:
             "rows_per_s_vs_floor_per_round": [round(r, 3) for r in ratios],
             "median_marginal_rows_per_s": round(statistics.median(marginals), 1),
             "marginal_vs_floor_per_round": [round(m / f, 3) for m, f in zip(marginals, floor_marginals, strict=True)],
+            "cpu_s": [round(c, 3) for c in cpus[variant]],
+            "fixed_cpu_s": [round(c, 3) for c in small_cpu[variant]],
+            "median_cpu_ms_per_1000_rows_marginal": round(statistics.median(per_1000), 2),
         }
     record = {
         "started": started,
