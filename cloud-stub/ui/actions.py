@@ -32,7 +32,7 @@ Action = Literal["pause", "resume", "approve", "abort"]
 @router.post("/signout")
 async def signout(request: Request) -> Response:
     check_origin(request)
-    viewer = current_viewer(request)
+    viewer = await run_in_threadpool(current_viewer, request)  # a database read: off the event loop
     await check_csrf(request, viewer)
     response = RedirectResponse(f"{request.scope.get('root_path', '')}/signin", status_code=303)
     clear_session(request, response)
@@ -47,7 +47,7 @@ async def rollout_action(
     reason: Annotated[str, Form(max_length=1024)] = "",
 ) -> Response:
     check_origin(request)
-    viewer = current_viewer(request)
+    viewer = await run_in_threadpool(current_viewer, request)
     await check_csrf(request, viewer)
     validate_deployment_id(deployment_id)
     if not may(viewer, "POST", ROLLOUT_ACTION_ROUTE, deployment_id=deployment_id, action=action):

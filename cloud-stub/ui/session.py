@@ -109,16 +109,19 @@ def clear_session(request: Request, response: Response) -> None:
 
 
 def check_origin(request: Request) -> None:
-    """Refuse a POST whose ``Origin`` (or, without one, ``Referer``) is another host than the one it was sent to."""
+    """Refuse a POST whose ``Origin`` (or, without one, ``Referer``) is another host than the one it was sent to.
+
+    Browsers send ``Origin`` with every form post; ``null`` (a sandboxed or opaque origin) is refused too.
+    A request with neither header (a script, curl) passes here and still needs the CSRF token.
+    """
     origin = request.headers.get("origin") or request.headers.get("referer")
-    if not origin or origin == "null":
-        if origin == "null":
-            raise PermissionDeniedError("A form from another site may not act on this dashboard; use its own pages.")
+    if not origin:
         return
+    sender = "" if origin == "null" else urlsplit(origin).netloc
     host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
+    if sender != host:
         raise PermissionDeniedError(
-            f"A form from {urlsplit(origin).netloc or origin!r} may not act on this dashboard at {host!r}; "
+            f"A form from {sender or 'an unknown origin'!r} may not act on this dashboard at {host!r}; "
             "use the dashboard's own pages."
         )
 

@@ -64,6 +64,8 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_cookie(hub: RolloutHub) 
         empty = client.post("/ui/signin", data={"token": "  "})
         assert empty.status_code == 401 and "Type an operator token" in empty.text
 
+        planted = client.post("/ui/signin", data={"token": hub.operator}, headers={"Origin": "http://evil.example"})
+        assert planted.status_code == 403 and COOKIE not in client.cookies  # no signing in from another site
         signed = client.post("/ui/signin", data={"token": hub.operator})
         assert signed.status_code == 303
         cookie = signed.headers["set-cookie"].lower()
@@ -135,6 +137,8 @@ def test_a_rollout_action_needs_the_csrf_token_the_same_origin_and_the_operator_
         foreign = client.post("/ui/deployments/lab/rollout/pause", data={"csrf": csrf},
                               headers={"Origin": "https://evil.example"})
         assert foreign.status_code == 403 and "evil.example" in foreign.text
+        opaque = client.post("/ui/deployments/lab/rollout/pause", data={"csrf": csrf}, headers={"Origin": "null"})
+        assert opaque.status_code == 403 and "unknown origin" in opaque.text
         assert hub.services.rollouts.show("lab").state == "rolling-out"
 
         paused = client.post("/ui/deployments/lab/rollout/pause", data={"csrf": csrf},
