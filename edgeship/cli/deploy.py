@@ -124,7 +124,7 @@ def print_service(record: dict[str, Any]) -> None:
 
 
 def package_models(ws: Workspace, models: list[str], ic: Path | None, dc: Path | None, *,
-                   target: str | None) -> StoredModule:
+                   target: str | None, image: bool | None = None) -> StoredModule:
     """Package and sign the models (no image for a local target: both local runtimes can run a bundle)."""
     from edgeship.packager.config import derive_module_name
     from edgeship.registry import parse_model_ref
@@ -133,7 +133,7 @@ def package_models(ws: Workspace, models: list[str], ic: Path | None, dc: Path |
     refs = [parse_model_ref(m, require_version=True) for m in models]
     options = PackageOptions(inference_config=ic, deployment_config=dc, target=target,
                              module_name=derive_module_name(refs[0].name, target),
-                             image=False if target in (None, "local") else None)
+                             image=False if target in (None, "local") else image)
     with err_console.status(f"Packaging {', '.join(str(r) for r in refs)}"):
         stored, warnings = package(ws, refs, options)
     for warning in warnings:

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, parse_pairs, print_json, workspace_from
+from edgeship.cli.hub import HubTokenOpt, HubUrlOpt, hub_client
 from edgeship.errors import InputError
 from edgeship.registry import Model, parse_model_ref
 from edgeship.registry.frameworks import FRAMEWORKS
 from edgeship.registry.refs import NAME_RULE
+from edgeship.workspace import Workspace
+
+if TYPE_CHECKING:
+    from edgeship.modules.store import StoredModule
 
 __all__ = ["app"]
 
@@ -141,6 +146,14 @@ def deploy(
     port: Annotated[int | None, typer.Option("--port", "-p", help="Local: host port (default: the dc's port, "
                                              "else a free one).", show_default=False)] = None,
     runtime: Annotated[str, typer.Option("--runtime", help="Local: docker, process or auto.")] = "process",
+    image: Annotated[bool | None, typer.Option(
+        "--image/--no-image", help="ACI/AKS/IoT Edge: build a container image (default: when a Docker engine "
+        "answers).", show_default=False)] = None,
+    device_group: Annotated[str | None, typer.Option(
+        "--device-group", help="IoT Edge: also upload the module to the hub and deploy it to the devices this "
+        "target condition picks (e.g. \"tags.site = 'lab'\"), as deployment NAME.", show_default=False)] = None,
+    hub: HubUrlOpt = None,
+    token: HubTokenOpt = None,
     workspace: WorkspaceOpt = None,
 ) -> None:
     """Package, sign and deploy models as 'az ml model deploy' did: local runs here, ACI/AKS/IoT Edge are written."""
@@ -159,16 +172,37 @@ def deploy(
     target = deployment.compute_type if deployment else "local"
     if target == "fpga":
         raise InputError("computeType fpga is packaged with 'edgeship package --target fpga'; it has no service.")
-    stored = package_models(ws, model, ic, dc, target=target)
+    if device_group is not None and target != "iotedge":
+        raise InputError(f"--device-group goes with computeType IOT (IoT Edge); this deploymentconfig is {target}.")
+    stored = package_models(ws, model, ic, dc, target=target, image=image)
     if target in ("aci", "aks"):
         print_service(local.record_cloud(name, stored, target))
         return
     if target == "iotedge":
+        if device_group is not None:
+            _to_device_group(ws, stored, name, device_group, hub, token)
+            return
         console.print(f"Module {stored.ref} is signed with its IoT Edge deployment in {stored.directory / 'targets'}; "
                       f"ship it to a device group with 'edgeship hub module upload {stored.ref}' and "
-                      f"'edgeship deployment create {name} -m {stored.ref} -c \"tags.group = ...\"'.", highlight=False)
+                      f"'edgeship deployment create {name} -m {stored.ref} -c \"tags.group = ...\"', or deploy "
+                      "again with --device-group.", highlight=False)
         return
     record = local.deploy(DeployRequest(name=name, module=stored, runtime=runtime,
                                         port=port or (deployment.port if deployment else None),
                                         env=script_env(deployment.scoring_timeout_ms if deployment else None)))
     print_service(record)
+
+
+def _to_device_group(ws: Workspace, stored: StoredModule, name: str, condition: str, hub: str | None,
+                     token: str | None) -> None:
+    """Upload the signed module and create deployment ``name`` for ``condition``: the release's own two steps."""
+    from edgeship.release import RestHub
+    from edgeship.release.steps import deploy as deploy_step
+    from edgeship.release.steps import upload
+
+    with hub_client(hub, token) as client:
+        release_hub = RestHub(client)
+        upload(release_hub, ws, stored)
+        created = deploy_step(release_hub, name, condition, [(stored.name, stored.version)], 0, None)
+    console.print(f"Deployment [bold]{created.name}[/] ships module {stored.ref} to the devices where {condition}; "
+                  f"see 'edgeship deployment show {created.name}'.", highlight=False)
