@@ -16,8 +16,11 @@ import pandas as pd
 import psutil
 import pytest
 
+from edgeship.batch.plan import parse_mini_batch_size, plan_input
 from edgeship.batch.pool import PREFETCH
+from edgeship.batch.runner import BatchOptions
 from edgeship.batch.worker import format_rows
+from edgeship.errors import InputError
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
 
@@ -206,19 +209,29 @@ def test_a_finished_run_is_not_scored_again_and_another_input_is_refused(world: 
     assert "holds a run with a different" in other.stderr and "give another --output folder" in other.stderr
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--mini-batch-size", "ten"], "--mini-batch-size 'ten' is not a size"),
-        (["--mini-batch-size", "1MB"], "for a folder of files give a number of files"),
-        (["--workers", "0"], "--workers 0 is out of range"),
-        (["--error-threshold", "-2"], "--error-threshold -2 is invalid"),
-    ],
-)
-def test_bad_options_are_one_sentence_errors(world: World, tmp_path: Path, args: list[str], message: str) -> None:
-    done = _cli(world, "-e", str(FILES_SCRIPT), "-i", str(world.files), "-o", str(tmp_path / "out"), *args)
+def test_bad_options_are_refused_before_any_work(world: World, tmp_path: Path) -> None:
+    def options(**changes: object) -> BatchOptions:
+        base = {"entry_script": FILES_SCRIPT, "input": world.files, "output": tmp_path / "out"}
+        return BatchOptions(**{**base, **changes})  # type: ignore[arg-type]
+
+    with pytest.raises(InputError, match="--workers 0 is out of range"):
+        options(workers=0).check()
+    with pytest.raises(InputError, match="--error-threshold -2 is invalid"):
+        options(error_threshold=-2).check()
+    with pytest.raises(InputError, match="must be a plain file name"):
+        options(append_row_file_name="../x.txt").check()
+    with pytest.raises(InputError, match="for a folder of files give a number of files"):
+        plan_input(world.files, parse_mini_batch_size("1MB"))
+    with pytest.raises(InputError, match=r"neither a folder nor a \.csv or \.parquet table"):
+        plan_input(FILES_SCRIPT, parse_mini_batch_size("1"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_option_is_one_sentence_on_the_command_line(world: World, tmp_path: Path) -> None:
+    done = _cli(world, "-e", str(FILES_SCRIPT), "-i", str(world.files), "-o", str(tmp_path / "out"),
+                "--mini-batch-size", "ten")
     assert done.returncode == 1
-    assert message in done.stderr and "Traceback" not in done.stderr
+    assert "--mini-batch-size 'ten' is not a size" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_an_init_failure_stops_the_run_with_the_scripts_own_error(world: World, tmp_path: Path) -> None:
