@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -163,14 +162,12 @@ def measure(pg: PostgresServer, devices: int, batches: int, replicas: int) -> di
         sender.loop_start()
         total = devices * batches
         before, started = parts.cpu(), time.monotonic()
-        done = threading.Event()
         infos = [sender.publish(device_topic(d, "telemetry"), _batch(d, seq), qos=1)
                  for seq in range(1, batches + 1) for d in ids]
         published = time.monotonic() - started
         while _rows(db) < total:
             assert time.monotonic() - started < WAIT, f"inbound stuck at {_rows(db)} of {total}"
             time.sleep(0.1)
-        done.set()
         inbound = {"seconds": round(time.monotonic() - started, 3), "published_seconds": round(published, 3),
                    "batches": total, "per_second": round(total / (time.monotonic() - started)),
                    "cpu": delta(parts.cpu(), before)}

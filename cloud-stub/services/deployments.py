@@ -81,6 +81,8 @@ class Deployments:
         )
         fault_point(AFTER_CHANGE_COMMIT)
         self.issuing.drain_pending()
+        if start is not None:
+            self.rollouts.tell_replicas()
         return record
 
     def list_deployments(self) -> list[DeploymentRecord]:

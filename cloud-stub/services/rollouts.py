@@ -107,7 +107,8 @@ class Rollouts:
         """A rollout changed on another replica: the next pass, even a light one, reads the rollouts again."""
         self._idle = False
 
-    def _announce(self) -> None:
+    def tell_replicas(self) -> None:
+        """A rollout changed here (committed): the engine looks at once, on whichever replica runs it."""
         if self.announce is not None:
             self.announce("rollouts")
 
@@ -203,7 +204,7 @@ class Rollouts:
             self._live(deployment_id)
             self.table.change(deployment_id, ["rolling-out", "waiting-approval"], state="paused", when=self.clock(),
                               actor=actor, action="paused", reason=_reason(reason, "paused by an operator"))
-        self._announce()
+        self.tell_replicas()
         return self.show(deployment_id)
 
     def resume(self, deployment_id: str, *, actor: str, reason: str | None = None) -> RolloutView:
@@ -213,7 +214,7 @@ class Rollouts:
             self._idle = False
             self.table.change(deployment_id, ["paused"], state="rolling-out", when=now, actor=actor,
                               action="resumed", reason=_reason(reason, "resumed by an operator"), wave_started=now)
-        self._announce()
+        self.tell_replicas()
         self.tick()
         return self.show(deployment_id)
 
@@ -227,7 +228,7 @@ class Rollouts:
                 )
             progress = self.progress.read(record, write=True)
             self._advance(record, progress, _reason(reason, f"approved by {actor}"), actor)
-        self._announce()
+        self.tell_replicas()
         self.issuing.drain_pending()
         return self.show(deployment_id)
 
@@ -238,7 +239,7 @@ class Rollouts:
                 raise RolloutStateError(f"The rollout of {deployment_id!r} is aborted already.")
             progress = self.progress.read(record, write=True)
             self._abort(record, progress, Decision("abort", _reason(reason, f"aborted by {actor}")), actor)
-        self._announce()
+        self.tell_replicas()
         self.issuing.drain_pending()
         return self.show(deployment_id)
 
