@@ -144,8 +144,8 @@ class NatsSettings:
 
     cluster_name: str = "edgeship"
     stream_replicas: int = 3  # sessions, retained documents, QoS 1 messages: on every node
-    # Each QoS 1 subscription's consumer. R1 subscribes faster, but a session whose consumer sat on a dead node
-    # cannot connect anywhere until that node returns (deleting the consumer times out; benchmarks/broker): R3.
+    # Each QoS 1 subscription's consumer. R1 measured no faster here (benchmarks/broker/RESULTS.md: subscribe, failover
+    # and storm within noise of R3) and an R1 consumer dies with its node, its delivery state with it: R3.
     consumer_replicas: int = 3
     consumer_memory_storage: bool = True  # replicated in memory: no disk write per subscription
     max_payload: int = 1024 * 1024  # a desired document or trust-root chain (docs/mqtt.md)
