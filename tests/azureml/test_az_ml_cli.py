@@ -64,6 +64,14 @@ def test_model_deploy_then_service_run_keys_and_regen(v1: V1World) -> None:
     record = json.loads((v1.home / "services" / "diabetes.json").read_text())
     assert record["keys"] == [new["primaryKey"], new["secondaryKey"]]
     assert record["env"] == {"SCORING_TIMEOUT_MS": "60000"}  # the dc's scoringTimeoutMs, kept across the restart
+    (work / "request.json").write_text(json.dumps(REQUEST))
+    updated = v1.run(work, "service", "update", "-n", "diabetes", "--module", "sklearn_regression_model.pkl:1")
+    assert updated.returncode == 0, updated.stderr
+    assert f"Scoring URI: http://127.0.0.1:{port}/score" in updated.stdout  # same port, same keys, same timeout
+    after = json.loads((v1.home / "services" / "diabetes.json").read_text())
+    assert after["keys"] == record["keys"] and after["env"] == record["env"]
+    again_ran = v1.run(work, "service", "run", "-n", "diabetes", "-d", "@request.json")
+    assert again_ran.returncode == 0 and np.allclose(json.loads(again_ran.stdout), expected)
     bad = v1.run(work, "service", "run", "-n", "diabetes", "--input-data", "@missing.json")
     assert bad.returncode == 1 and "cannot read missing.json" in bad.stderr
     assert v1.run(work, "service", "delete", "diabetes").returncode == 0
