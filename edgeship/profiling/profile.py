@@ -224,7 +224,9 @@ def profile_model(
         samples=len(bodies),
         runs=[run],
         recommendation=recommend([run.figures()], latency_target_ms, memories),
-        notes=[PROCESS_NOTE] + ([] if cpus == DEFAULT_CPU_CANDIDATES else [f"--cpu {cpus} not measured."]),
+        notes=[PROCESS_NOTE]
+        + ([] if cpus == DEFAULT_CPU_CANDIDATES else [f"The --cpu candidates {', '.join(f'{c:g}' for c in cpus)} "
+                                                      "were not measured (no CPU limit on the process runtime)."]),
     )
     if store:
         text = json.dumps(result.to_json(), sort_keys=True, separators=(",", ":"))
