@@ -68,7 +68,12 @@ def _redirect_output(log_file: Path) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when its parent dies, even a ``run()`` that never returns."""
+    """Linux: the kernel kills this worker when its parent dies, even a ``run()`` that never returns.
+
+    Strictly, when the parent *thread* that started it ends: ``run_batch`` starts and
+    stops its pool within one call, so it must not be left running in a thread that ends
+    before it returns.
+    """
     if sys.platform != "linux":
         return
     import ctypes
