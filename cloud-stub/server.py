@@ -201,7 +201,7 @@ class HubServer:
             self.replication.join()
             self.bridge.start(self.services)
             self._drain_pending()
-            self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials))
+            self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials, registry=ws))
             self.replication.start()
             self._start_refresher()
             self._start_rollout_engine()

@@ -14,6 +14,7 @@ from edgeship.hub.api.auth import TokenCheck
 from edgeship.hub.api.errors import install_error_handlers
 from edgeship.hub.credentials import DeviceCredentials
 from edgeship.hub.services import HubServices
+from edgeship.workspace import Workspace
 
 __all__ = ["MAX_REQUEST_BYTES", "create_app"]
 
@@ -24,10 +25,12 @@ buffer a body of any size. The largest real bodies are a trust root (256 KiB, ch
 its route) and a deployment's module settings; tags are at most 8 KiB."""
 
 
-def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCredentials | None = None) -> FastAPI:
-    """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``.
+def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCredentials | None = None, *,
+               registry: Workspace | None = None) -> FastAPI:
+    """The REST API; OpenAPI at ``/openapi.json``, interactive docs at ``/docs``; the dashboard at ``/ui/``.
 
     ``credentials`` issues device broker credentials; by default passwords only, with no broker to reload.
+    ``registry``: the workspace whose model registry the dashboard lists (None: none shown).
     """
     from importlib.metadata import PackageNotFoundError, version
 
@@ -55,5 +58,5 @@ def create_app(services: HubServices, tokens: TokenCheck, credentials: DeviceCre
 
     from edgeship.hub.ui.app import MOUNT, create_ui
 
-    app.mount(MOUNT, create_ui(services, tokens))  # the dashboard (docs/dashboard.md): same services, same tokens
+    app.mount(MOUNT, create_ui(services, tokens, registry=registry))  # docs/dashboard.md: same services and tokens
     return app

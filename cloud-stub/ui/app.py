@@ -29,6 +29,7 @@ from edgeship.hub.services.fleet_query import FleetQuery
 from edgeship.hub.store import HubStoreError
 from edgeship.hub.ui import actions, pages
 from edgeship.hub.ui.session import SignInRequiredError
+from edgeship.workspace import Workspace
 
 __all__ = ["MOUNT", "create_ui"]
 
@@ -42,12 +43,14 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def create_ui(services: HubServices, tokens: TokenCheck) -> FastAPI:
-    """The dashboard; mount it with ``app.mount(MOUNT, create_ui(...))``."""
+def create_ui(services: HubServices, tokens: TokenCheck, *, registry: Workspace | None = None) -> FastAPI:
+    """The dashboard; mount it with ``app.mount(MOUNT, create_ui(...))``. ``registry``: the workspace whose
+    registered models the models page lists (the hub's own workspace under ``edgeship hub serve``)."""
     ui = FastAPI(title="edgeship dashboard", docs_url=None, redoc_url=None, openapi_url=None)
     ui.state.services = services
     ui.state.tokens = tokens
     ui.state.fleet_query = FleetQuery(services.store)
+    ui.state.registry = registry
     ui.state.templates = _templates()
     ui.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     ui.include_router(pages.router)

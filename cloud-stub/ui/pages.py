@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
-from edgeship.errors import InputError, TransportError
+from edgeship.errors import EdgeshipError, InputError, TransportError
 from edgeship.hub.api.auth import AuthenticationError, PermissionDeniedError
 from edgeship.hub.api.roles import METHOD_ROUTE
 from edgeship.hub.errors import DeviceTimeoutError, HubNotFoundError
@@ -31,6 +31,9 @@ from edgeship.hub.ui.session import (
     start_session,
 )
 from edgeship.hub.ui.views import CHART_BATCHES, charts, module_models, module_size, signature_status
+from edgeship.registry import Model
+from edgeship.registry.store import ModelRecord
+from edgeship.workspace import Workspace
 
 __all__ = ["ROLLOUT_ACTION_ROUTE", "router"]
 
@@ -187,6 +190,24 @@ def deployment_live(deployment_id: str, request: Request, viewer: Viewer = Depen
 def modules_page(request: Request, viewer: Viewer = Depends(current_viewer)) -> Response:
     services = _services(request)
     root = services.keys.trust_root
-    rows = [{"record": m, "signature": signature_status(m, root), "size": module_size(m), "models": module_models(m)}
-            for m in services.catalog.list_modules()]
-    return render(request, "modules.html", viewer, rows=rows)
+    rows: list[dict[str, Any]] = []
+    pinned: dict[str, list[str]] = {}  # model digest -> the modules whose manifest pins it
+    for module in services.catalog.list_modules():
+        pins = module_models(module)
+        rows.append({"record": module, "signature": signature_status(module, root), "size": module_size(module),
+                     "models": pins})
+        for pin in pins:
+            pinned.setdefault(str(pin.get("digest")), []).append(module.ref)
+    models, registry_error = _registered_models(request.app.state.registry)
+    return render(request, "modules.html", viewer, rows=rows, models=models, pinned=pinned,
+                  registry_error=registry_error)
+
+
+def _registered_models(registry: Workspace | None) -> tuple[list[ModelRecord] | None, str]:
+    """The workspace registry's model versions (None: the hub has no registry), or the registry's error."""
+    if registry is None or not registry.exists():
+        return None, ""
+    try:
+        return [m.record for m in Model.list(registry)], ""
+    except EdgeshipError as exc:
+        return [], str(exc)

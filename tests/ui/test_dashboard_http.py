@@ -21,6 +21,7 @@ from edgeship.hub.api import OperatorTokens, create_app
 from edgeship.hub.services.hub import utcnow
 from edgeship.hub.store import TokenStore
 from edgeship.hub.ui.session import COOKIE, csrf_token
+from edgeship.registry import Model
 
 STATIC = Path(__file__).resolve().parents[2] / "cloud-stub" / "ui" / "static"
 
@@ -196,6 +197,22 @@ def test_models_and_modules_show_the_signature_and_size(hub: RolloutHub) -> None
         assert page.status_code == 200 and "digits:1" in page.text
         assert re.search(r'<span class="ok">met \(1 of 1\)</span>', page.text)
         assert hub.world.release.keyid[:12] in page.text
+
+
+def test_the_models_page_lists_the_workspace_registry_and_which_modules_pin_each_model(hub: RolloutHub,
+                                                                                       tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"weights" * 100)
+    Model.register(hub.workspace, tmp_path / "m.onnx", "digits", tags={"note": "<i>x</i>"}, model_framework="onnx")
+    Model.register(hub.workspace, tmp_path / "m.onnx", "other")
+    with serving(create_app(hub.services, OperatorTokens(hub.services.store), registry=hub.workspace)) as url, \
+            httpx.Client(base_url=url, timeout=10) as client:
+        assert client.post("/ui/signin", data={"token": hub.reader}).status_code == 303
+        page = client.get("/ui/modules").text
+    table = page[page.index('id="registered-models"'):]
+    assert "digits:1" in table and "other:1" in table and "onnx" in table
+    assert "note=&lt;i&gt;x&lt;/i&gt;" in table  # tags are text here too
+    with _browser(hub, hub.reader) as client:  # an app given no registry shows none
+        assert 'id="registered-models"' not in client.get("/ui/modules").text
 
 
 def test_every_asset_is_served_from_the_package(hub: RolloutHub) -> None:
