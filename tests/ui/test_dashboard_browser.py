@@ -360,4 +360,7 @@ def test_a_cross_site_post_without_the_csrf_token_is_refused(ops: Any, world: Wo
     ops.goto(world.ui + "/fleet")
     _shot(ops, "fleet")
     ops.goto(world.ui + "/modules")
+    registered = ops.locator("#registered-models tbody tr").first  # the release's model, from the hub's workspace
+    assert registered.locator("th").inner_text() == "digits:1"
+    assert "digits:1" in registered.locator("td").nth(3).inner_text(), "module digits:1 pins this model's digest"
     _shot(ops, "modules")
