@@ -19,9 +19,15 @@ import tracemalloc
 from pathlib import Path
 from types import FrameType
 
+_ROOT = Path(__file__).resolve().parents[2]
+_COMPONENTS = {"agent": "edgeship.agent", "cloud-stub": "edgeship.hub", "packager": "edgeship.packager"}
+
 
 def _package(filename: str) -> str:
     path = Path(filename)
+    if path.is_relative_to(_ROOT) and path.relative_to(_ROOT).parts[0] in _COMPONENTS:
+        inside = path.relative_to(_ROOT).parts
+        return ".".join([_COMPONENTS[inside[0]], *(p.removesuffix(".py") for p in inside[1:2])])
     parts = path.parts
     for marker in ("site-packages", "edgeship"):
         if marker in parts:
