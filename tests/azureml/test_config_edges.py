@@ -102,3 +102,26 @@ def test_amlignore_then_gitignore_leave_files_out_of_the_source_directory(tmp_pa
     (src / ".amlignore").write_text("*.py\n")
     with pytest.raises(Exception, match=r"entry script score\.py is left out of the source directory"):
         _bundle_sources(tmp_path)
+
+
+def test_package_refuses_an_unusable_module_name_before_building_anything(tmp_path: Path) -> None:
+    """The filed case: the name was refused only after ~14 s of wheelhouse, without saying to pass -n."""
+    import time
+
+    from edgeship.packager.package import PackageRequest, package_module
+    from edgeship.registry import Model, ModelRef
+    from edgeship.signing import Keyring
+    from edgeship.workspace import Workspace
+
+    ws = Workspace.at(tmp_path / "ws")
+    ws.create()
+    Keyring(ws).create("release")
+    (tmp_path / "sklearn_regression_model.pkl").write_bytes(b"model bytes")
+    Model.register(ws, tmp_path / "sklearn_regression_model.pkl", "sklearn_regression_model.pkl")
+    began = time.monotonic()
+    with pytest.raises(InputError, match=r"Module name 'Ridge_Model' \(-n/--name\) is not usable for target aks.*"
+                                         r"pass -n ridge-model"):
+        package_module(ws, PackageRequest(models=[ModelRef("sklearn_regression_model.pkl", 1)], target="aks",
+                                          output=tmp_path / "out", name="Ridge_Model", image=False))
+    assert time.monotonic() - began < 5  # no wheelhouse was built
+    assert not (ws.cache_dir / "wheels").exists() and not (tmp_path / "out").exists()
