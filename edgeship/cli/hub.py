@@ -135,6 +135,8 @@ def serve(
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     console.print(f"hub API     {server.api_url}  (docs at {server.api_url}/docs)", highlight=False)
     console.print(f"MQTT broker {server.broker_url}{'  (embedded)' if embedded_broker else ''}", highlight=False)
+    console.print(f"dashboard   {server.api_url}/ui/  (sign in with an operator token: "
+                  "'edgeship hub token create NAME')", highlight=False)
     console.print("Ctrl-C stops the hub.", highlight=False)
     try:
         stop.wait()

@@ -209,4 +209,5 @@ def test_hub_serve_with_the_embedded_broker_prints_urls_and_stops_on_a_signal(
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert f"hub API     http://127.0.0.1:{port}" in out and "MQTT broker mqtt://127.0.0.1:" in out
+    assert f"dashboard   http://127.0.0.1:{port}/ui/" in out
     assert "stopping the hub" in out
