@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
-from edgeship.hub.store import DesiredRecord, DeviceRecord, ReportedRecord
 from edgeship.hub.targeting import Condition, DeviceFacts, evaluate
 
 __all__ = ["DeploymentStatus", "DeviceDeploymentState", "DeviceStatus", "deployment_status"]
@@ -60,15 +60,42 @@ class DeploymentStatus:
         }
 
 
+class DeviceLike(Protocol):  # DeviceRecord, or the dashboard's column read (services/status_columns.py)
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def tags(self) -> Mapping[str, Any]: ...
+
+
+class DesiredLike(Protocol):  # DesiredRecord, or its columns without the envelope
+    @property
+    def sequence(self) -> int: ...
+
+    @property
+    def deployments(self) -> tuple[str, ...]: ...
+
+    @property
+    def issued(self) -> datetime: ...
+
+
+class ReportedLike(Protocol):  # ReportedRecord, or its columns
+    @property
+    def state(self) -> Mapping[str, Any]: ...
+
+    @property
+    def received(self) -> datetime: ...
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _device_status(
-    deployment_id: str, device_id: str, desired: DesiredRecord | None, reported: ReportedRecord | None
+    deployment_id: str, device_id: str, desired: DesiredLike | None, reported: ReportedLike | None
 ) -> DeviceStatus:
     sequence = desired.sequence if desired is not None else None
-    state: dict[str, Any] = reported.state if reported is not None else {}
+    state: Mapping[str, Any] = reported.state if reported is not None else {}
     raw_status = state.get("status")
     status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
     code = _int(status.get("code"))
@@ -96,9 +123,9 @@ def _device_status(
 def deployment_status(
     deployment_id: str,
     condition: Condition,
-    devices: Iterable[DeviceRecord],
-    desired: Mapping[str, DesiredRecord],
-    reported: Mapping[str, ReportedRecord],
+    devices: Iterable[DeviceLike],
+    desired: Mapping[str, DesiredLike],
+    reported: Mapping[str, ReportedLike],
     held: Callable[[str], str | None] = lambda _device: None,
 ) -> DeploymentStatus:
     """The status of one deployment over ``devices`` (those it does not target are left out).

@@ -9,6 +9,11 @@ and the median, min and max wall times of a whole HTTP answer are printed as JSO
 the median CPU time of this process per answer (server and client threads: what the
 answer costs, whatever the machine's load) and the load average at start and end.
 
+Side by side in the same run, in this process without HTTP: a deployment's status as the
+service reads it now (columns, ``services/status_columns.py``) and as it read it before
+(the store's records: every newest signed document and an ORM object per report), with
+a check that both give the same answer.
+
     python benchmarks/dashboard/fleet_pages.py --devices 10000 --repeat 7
 """
 
@@ -35,6 +40,8 @@ from rest_server import serving  # noqa: E402
 
 from edgeship.hub.api import OperatorTokens, create_app, create_token  # noqa: E402
 from edgeship.hub.services import ModuleRefSpec, OfflineLink  # noqa: E402
+from edgeship.hub.services.rules import parsed_condition  # noqa: E402
+from edgeship.hub.status import deployment_status  # noqa: E402
 
 PAGES = {
     "fleet first page": "/ui/fleet",
@@ -44,6 +51,8 @@ PAGES = {
     "fleet page 100 (live region)": "/ui/fleet?page=100",
     "fleet invalid condition": "/ui/fleet?condition=tags.ring+%3D%3D",
     "deployments (counts)": "/ui/deployments",
+    "deployment page": "/ui/deployments/fleet",
+    "deployment live region (every 2 s)": "/ui/deployments/fleet/live",
 }
 
 
@@ -72,6 +81,33 @@ def build(n: int) -> tuple[HubWorld, object, str]:
     return world, hub, token
 
 
+def status_side_by_side(hub: object, repeat: int) -> None:
+    """One deployment's status over the fleet: the record read (before) and the column read (now), alternated."""
+    store, deployments, rollouts = hub.store, hub.deployments, hub.rollouts  # type: ignore[attr-defined]
+    record = store.get_deployment("fleet")
+
+    def before() -> object:
+        return deployment_status(record.id, parsed_condition(record.target_condition), store.list_devices(),
+                                 store.latest_desired(), store.reported(), held=rollouts.held(record.id))
+
+    def now() -> object:
+        return deployments.deployment_status("fleet")
+
+    cpu: dict[str, list[float]] = {"records (before)": [], "columns (now)": []}
+    for _ in range(repeat):
+        for label, read in (("records (before)", before), ("columns (now)", now)):
+            c0 = time.process_time()
+            answer = read()
+            cpu[label].append(time.process_time() - c0)
+        assert answer == before(), "the column read disagrees with the record read"
+    medians = {label: statistics.median(values) for label, values in cpu.items()}
+    for label, values in cpu.items():
+        print(json.dumps({"status read": label, "cpu_median_s": round(medians[label], 3),
+                          "cpu_min_s": round(min(values), 3), "cpu_max_s": round(max(values), 3)}), flush=True)
+    ratio = medians["columns (now)"] / medians["records (before)"]
+    print(json.dumps({"status read ratio now/before": round(ratio, 2)}), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=10000)
@@ -81,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _world, hub, token = build(args.devices)
     print(json.dumps({"devices": args.devices, "setup_seconds": round(time.perf_counter() - started, 1)}), flush=True)
     load_start = os.getloadavg()
+    status_side_by_side(hub, args.repeat)
     with serving(create_app(hub, OperatorTokens(hub.store))) as url, httpx.Client(base_url=url, timeout=60) as client:
         assert client.post("/ui/signin", data={"token": token}).status_code == 303
         for label, path in PAGES.items():

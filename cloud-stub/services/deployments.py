@@ -3,7 +3,7 @@
 Creating or deleting a deployment commits a re-evaluation intent for every device with
 the change, then drains it through :class:`~edgeship.hub.services.issuing.Issuing`, so
 devices join and leave before the call returns. Status follows IoT Edge's metrics and is
-computed by the pure ``edgeship.hub.status``.
+computed by the pure ``edgeship.hub.status`` over columns read by ``status_columns.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from edgeship.hub.rollouts import RolloutPolicy
 from edgeship.hub.services.issuing import Issuing
 from edgeship.hub.services.rollouts import Rollouts
 from edgeship.hub.services.rules import parsed_condition, validate_deployment_id, validate_module_name
+from edgeship.hub.services.status_columns import StatusColumns
 from edgeship.hub.status import DeploymentStatus, deployment_status
 from edgeship.hub.store import DeploymentRecord, HubStore, ModuleRefRecord
 
@@ -47,6 +48,7 @@ class Deployments:
         self.issuing = issuing
         self.rollouts = rollouts
         self.clock = clock
+        self.columns = StatusColumns(store)
 
     def create_deployment(
         self, deployment_id: str, target_condition: str, modules: Iterable[ModuleRefSpec], priority: int = 0, *,
@@ -97,12 +99,13 @@ class Deployments:
         self.issuing.drain_pending()
 
     def deployment_status(self, deployment_id: str) -> DeploymentStatus:
+        """IoT Edge's counts and each targeted device's state, read as columns (``status_columns.py``)."""
         record = self.store.get_deployment(validate_deployment_id(deployment_id))
         return deployment_status(
             record.id,
             parsed_condition(record.target_condition),
-            self.store.list_devices(),
-            self.store.latest_desired(),
-            self.store.reported(),
+            self.columns.devices(),
+            self.columns.newest(),
+            self.columns.reports(),
             held=self.rollouts.held(record.id),
         )
