@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgeship.cli._common import WorkspaceOpt, console, err_console, print_json, workspace_from
 from edgeship.errors import InputError
+from edgeship.packager.image import DEFAULT_BASE_IMAGE
 
 __all__ = ["register"]
 
@@ -42,8 +43,16 @@ def profile(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight during the load.")] = 1,
     duration: Annotated[float, typer.Option("--duration", help="Seconds of measured load per run.")] = 10.0,
     warmup: Annotated[int, typer.Option("--warmup", help="Requests sent before measuring.")] = 10,
-    server_workers: Annotated[int, typer.Option("--server-workers", help="Scoring worker processes.")] = 1,
+    server_workers: Annotated[
+        int, typer.Option("--server-workers", help="Scoring worker processes (process runtime).")
+    ] = 1,
     port: Annotated[int | None, typer.Option("--port", help="Port for the server under test (default: free).")] = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="auto (Docker when it answers), docker (cpu limits) or process.")
+    ] = "auto",
+    base_image: Annotated[
+        str, typer.Option("--base-image", help="Base of the module image Docker profiles (as edgeship package).")
+    ] = DEFAULT_BASE_IMAGE,
     store: Annotated[
         bool, typer.Option("--store/--no-store", help="Keep the result in the model's properties.")
     ] = True,
@@ -73,6 +82,8 @@ def profile(
             server_workers=server_workers,
             port=port,
             store=store,
+            runtime=runtime,
+            base_image=base_image,
             on_step=lambda text: status.update(f"Profiling: {text}"),
         )
     data = result.to_json()

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.errors import InputError
+from edgeship.packager.image import DEFAULT_BASE_IMAGE as PACKAGE_BASE_IMAGE
 from edgeship.profiling.load import LoadSettings, LoadStats, run_load
-from edgeship.profiling.monitor import ResourceMonitor, ResourceUse
+from edgeship.profiling.monitor import ResourceUse
 from edgeship.profiling.recommend import GIB, Recommendation, RunFigures, recommend
 from edgeship.profiling.samples import read_samples
 from edgeship.profiling.target import ProcessTarget, ProfilingError
@@ -29,6 +30,8 @@ __all__ = ["PROFILE_PROPERTY", "MeasuredRun", "ProfileResult", "profile_model", 
 PROFILE_PROPERTY = "edgeship.profile"  # the model property a profile is stored under (compact JSON)
 DEFAULT_CPU_CANDIDATES = (0.5, 1.0, 2.0)
 DEFAULT_MEMORY_CANDIDATES = (0.5, 1.0, 2.0)
+DEFAULT_BASE_IMAGE = PACKAGE_BASE_IMAGE  # as edgeship package's --base-image
+RUNTIMES = ("auto", "docker", "process")
 PROCESS_NOTE = (
     "The process runtime cannot enforce a CPU limit, so no cpu is recommended: the run was unlimited and "
     "profiles memory and latency alone (a Docker runtime would enforce each candidate)."
@@ -144,16 +147,44 @@ def _candidates(values: Sequence[float], option: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-def _measure(
-    target: ProcessTarget, bodies: list[bytes], settings: LoadSettings, cpu: float | None, memory: float | None
-) -> MeasuredRun:
-    with target.running() as running, ResourceMonitor(running.pid) as monitor:
+def _measure(target: Any, bodies: list[bytes], settings: LoadSettings, cpu: float | None, memory: float | None
+             ) -> MeasuredRun:
+    with target.running() as running, target.monitor(running) as monitor:
         stats = run_load(running.url, bodies, settings)
     if not stats.latencies_s:
         first = stats.error_texts[0] if stats.error_texts else "no request completed"
         raise ProfilingError(f"Every request of the profile failed (first: {first}); check the samples with "
                              "'edgeship serve' and curl.")
     return MeasuredRun(cpu, memory, stats, monitor.result)
+
+
+def _docker_target(
+    workspace: Workspace, records: Sequence[Any], inference: Any, runtime: str, base_image: str,
+    wheelhouse: Path | None, port: int | None, notes: list[str], on_step: StepFn | None,
+) -> Any:
+    """A :class:`DockerTarget` of the module's image, or None (with a note) when ``auto`` finds no usable Docker."""
+    from edgeship.errors import PackagingError
+    from edgeship.profiling.container import DockerTarget, docker_engine, module_image
+
+    client = docker_engine()
+    if client is None:
+        if runtime == "docker":
+            raise ProfilingError("--runtime docker needs a Docker engine and none answers; start dockerd or "
+                                 "leave --runtime out to profile on the process runtime.")
+        notes.append("No Docker engine answers, so the process runtime was used. " + PROCESS_NOTE)
+        return None
+    if on_step:
+        on_step(f"building the module's image on {base_image} (reused when it exists)")
+    try:
+        image = module_image(client, workspace, records, inference=inference, base_image=base_image,
+                             wheelhouse=wheelhouse)
+    except PackagingError as exc:
+        if runtime == "docker":
+            raise ProfilingError(f"The module's image could not be built: {exc}") from exc
+        notes.append(f"Docker answers but the module's image could not be built ({exc}), so the process runtime "
+                     "was used; pass --base-image or --runtime docker to see why. " + PROCESS_NOTE)
+        return None
+    return DockerTarget(client, image, env=dict(inference.env) if inference else {}, port=port)
 
 
 def profile_model(
@@ -171,6 +202,9 @@ def profile_model(
     server_workers: int = 1,
     port: int | None = None,
     store: bool = True,
+    runtime: str = "auto",
+    base_image: str = DEFAULT_BASE_IMAGE,
+    wheelhouse: Path | None = None,
     on_step: StepFn | None = None,
 ) -> ProfileResult:
     """Profile ``models`` (``NAME:VERSION``) served by ``inference_config``'s entry script, or without code.
@@ -181,6 +215,12 @@ def profile_model(
     profiled model's properties under ``edgeship.profile``. Raises InputError for
     bad arguments and ProfilingError when the module does not start or no request
     succeeds.
+
+    ``runtime``: ``docker`` profiles each cpu candidate in a container of the
+    module's image (built on ``base_image``, from ``wheelhouse`` when given) limited
+    to that cpu and the largest memory candidate; ``process`` runs once, unlimited,
+    and recommends no cpu; ``auto`` is ``docker`` when an engine answers and the
+    image builds, else ``process`` with a note saying why.
     """
     from edgeship.registry import Model, parse_model_ref
 
@@ -196,37 +236,56 @@ def profile_model(
         raise InputError(f"--duration {duration_s:g} is out of range; give 1 to 3600 seconds.")
     if not 0 <= warmup_requests <= 10_000:
         raise InputError(f"--warmup {warmup_requests} is out of range; give 0 to 10000 requests.")
+    if runtime not in RUNTIMES:
+        raise InputError(f"--runtime {runtime!r} is unknown; use one of: {', '.join(RUNTIMES)}.")
     cpus = _candidates(cpu_candidates, "--cpu")
     memories = _candidates(memory_candidates, "--memory-gb")
     bodies = read_samples(samples) if isinstance(samples, Path) else [bytes(b) for b in samples]
     if not bodies:
         raise InputError("Give at least one sample request body.")
-    entry, source, env = None, None, {}
+    config = None
     if inference_config is not None:
         from edgeship.packager.config import load_inference_config
 
         config = load_inference_config(inference_config)
-        entry, source, env = config.entry_script, config.source_directory, dict(config.env)
     elif len(records) != 1:
         raise InputError("Without --ic (an entry script) a module serves exactly one model; give one -m.")
-    target = ProcessTarget(
-        workspace.root, [m.id for m in records], entry, source, env, server_workers=server_workers, port=port
-    )
     settings = LoadSettings(concurrency=concurrency, duration_s=duration_s, warmup_requests=warmup_requests)
-    if on_step:
-        on_step(f"{concurrency} client(s) for {duration_s:g} s on the process runtime (no limits)")
-    run = _measure(target, bodies, settings, None, None)
+    notes: list[str] = []
+    docker = None
+    if runtime != "process":
+        docker = _docker_target(workspace, records, config, runtime, base_image, wheelhouse, port, notes, on_step)
+    if docker is not None:
+        runs = []
+        for cpu in cpus:  # each cpu candidate as the container's limit, memory limited to the largest candidate
+            if on_step:
+                on_step(f"{concurrency} client(s) for {duration_s:g} s in Docker at cpu {cpu:g}, "
+                        f"memory {memories[-1]:g} GB")
+            runs.append(_measure(docker.limited(cpu, memories[-1]), bodies, settings, cpu, memories[-1]))
+        kind, enforced = "docker", True
+    else:
+        target = ProcessTarget(
+            workspace.root, [m.id for m in records], config.entry_script if config else None,
+            config.source_directory if config else None, dict(config.env) if config else {},
+            server_workers=server_workers, port=port,
+        )
+        if on_step:
+            on_step(f"{concurrency} client(s) for {duration_s:g} s on the process runtime (no limits)")
+        runs = [_measure(target, bodies, settings, None, None)]
+        kind, enforced = target.kind, False
+        notes = notes or [PROCESS_NOTE]
+        if cpus != DEFAULT_CPU_CANDIDATES:
+            notes.append(f"The --cpu candidates {', '.join(f'{c:g}' for c in cpus)} were not measured "
+                         "(no CPU limit on the process runtime).")
     result = ProfileResult(
         models=[m.id for m in records],
-        runtime=target.kind,
-        cpu_limits_enforced=False,
+        runtime=kind,
+        cpu_limits_enforced=enforced,
         latency_target_ms=latency_target_ms,
         samples=len(bodies),
-        runs=[run],
-        recommendation=recommend([run.figures()], latency_target_ms, memories),
-        notes=[PROCESS_NOTE]
-        + ([] if cpus == DEFAULT_CPU_CANDIDATES else [f"The --cpu candidates {', '.join(f'{c:g}' for c in cpus)} "
-                                                      "were not measured (no CPU limit on the process runtime)."]),
+        runs=runs,
+        recommendation=recommend([r.figures() for r in runs], latency_target_ms, memories),
+        notes=notes,
     )
     if store:
         text = json.dumps(result.to_json(), sort_keys=True, separators=(",", ":"))

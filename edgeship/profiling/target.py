@@ -19,10 +19,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeship.errors import EdgeshipError
+from edgeship.profiling.monitor import ResourceMonitor
 
-__all__ = ["ProcessTarget", "ProfilingError", "RunningTarget"]
+__all__ = ["ProcessTarget", "ProfilingError", "RunningTarget", "free_port"]
 
 _STOP_WAIT_S = 10.0
 
@@ -34,10 +36,11 @@ class ProfilingError(EdgeshipError):
 @dataclass(frozen=True)
 class RunningTarget:
     url: str  # the scoring URI
-    pid: int  # the server's process; its children are its workers
+    pid: int  # the server's process; its children are its workers (0 in a container)
+    handle: Any = None  # the runtime's own handle (a docker Container)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -57,11 +60,14 @@ class ProcessTarget:
     start_timeout_s: float = 120.0
     kind: str = "process"
 
+    def monitor(self, running: RunningTarget) -> ResourceMonitor:
+        return ResourceMonitor(running.pid)
+
     @contextmanager
     def running(self) -> Iterator[RunningTarget]:
         from edgeship.agent.runtimes.base import health_poll_delay, probe_health
 
-        port = self.port or _free_port()
+        port = self.port or free_port()
         command = [sys.executable, "-m", "edgeship", "serve", "--port", str(port)]
         command += ["--workers", str(self.server_workers)]
         if self.entry_script is not None:

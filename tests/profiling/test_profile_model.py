@@ -1,4 +1,7 @@
-"""Profiling a real module: an entry script served by the scoring server on the process runtime, under load."""
+"""Profiling a real module: an entry script served by the scoring server on the process runtime, under load.
+
+The Docker runtime (cpu limits) is tested in test_profile_docker.py, in the Docker group.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +44,8 @@ def _samples(tmp_path: Path, *lines: str) -> Path:
 
 def _cli(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "edgeship", "model", "profile", *args, "--workspace", str(ws.root)],
+        [sys.executable, "-m", "edgeship", "model", "profile", *args, "--runtime", "process",
+         "--workspace", str(ws.root)],
         capture_output=True, text=True, timeout=120, check=False,
     )
 
@@ -51,6 +55,7 @@ def test_numbers_are_plausible_and_memory_is_sized_from_the_measured_peak(ws: Wo
     memories = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0]
     result = profile_model(
         ws, ["costly:1"], samples, inference_config=IC, concurrency=2, duration_s=2.0, warmup_requests=4,
+        runtime="process",
         memory_candidates=memories, port=free_port(),
     )
     (run,) = result.runs

@@ -2,7 +2,8 @@
 
 init() reads the model (JSON: milliseconds of work per request and MiB to hold)
 through Model.get_model_path and allocates that memory, touching every page;
-run(data) sleeps the model's milliseconds and echoes the request's "id".
+run(data) sleeps the model's milliseconds, then (with "spin_ms") computes for that
+many milliseconds of CPU time, and echoes the request's "id".
 """
 
 import json
@@ -26,4 +27,7 @@ def init():
 def run(data):
     request = json.loads(data)
     time.sleep(cost["ms"] / 1000)
+    until = time.process_time() + cost.get("spin_ms", 0) / 1000
+    while time.process_time() < until:
+        pass
     return {"id": request.get("id") if isinstance(request, dict) else request}
