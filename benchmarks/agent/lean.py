@@ -216,7 +216,9 @@ def main() -> int:
     log_path = folder / "agent.log"
     results: dict[str, Any] = {"boots": []}
     trace_out = folder / "trace.json"
-    env = {**os.environ, "EDGESHIP_TRACE_OUT": str(trace_out)}
+    # as on a device: the agent writes the byte-code caches its flags need (.opt-2.pyc) on its first start
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["EDGESHIP_TRACE_OUT"] = str(trace_out)
     agent: subprocess.Popen[bytes] | None = None
 
     def start_agent() -> subprocess.Popen[bytes]:
@@ -275,6 +277,13 @@ def main() -> int:
             results["boots"].append(boot)
             print("boot: " + ", ".join(f"{k[:-2]} {v:.3f} s" for k, v in boot.items()))
             time.sleep(2.0)
+        if results["boots"]:  # idle again after the last reboot: the same features, no install in this process
+            answer = hub.services.fleet.invoke_method(DEVICE, "logs", {"module": "digits", "tail": 5})
+            time.sleep(args.idle)
+            results["after_reboot"] = {"direct_method_status": answer.get("status"),
+                                       "agent_idle_rss_mib": rss_kib(agent.pid) / 1024,
+                                       "agent_smaps_mib": smaps_split(agent.pid)}  # fmt: skip
+            print(f"agent idle RSS after the last reboot: {results['after_reboot']['agent_idle_rss_mib']:.1f} MiB")
     finally:
         if agent is not None:
             agent.send_signal(signal.SIGTERM)
