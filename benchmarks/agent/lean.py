@@ -19,6 +19,13 @@ benchmark takes, from just before ``Popen``:
 - ``serving``: the module answers ``/score`` (the scoring server's start-up and the
   module's own ``init()`` on top of ``started``).
 
+Besides VmRSS it records ``/proc/PID/smaps_rollup`` (anonymous vs file-backed), the
+largest mappings, the thread count, the load at start and end, and the agent idle
+again after its last reboot. The agent is started as ``edgeship agent run`` starts it
+(``PYTHON_FLAGS``; ``--python-flags ''`` for none); ``--device-venv`` runs it from a
+plain venv without the editable install's finder; ``--tracemalloc`` runs it under
+``traced_agent.py`` and records its Python heap by package (that run's RSS is inflated).
+
     python benchmarks/agent/lean.py --boots 5 --json-out benchmarks/agent/results/lean.json
 """
 
