@@ -37,6 +37,7 @@ DOCKER_FILES = frozenset({
     "tests/agent/test_runtime_contract.py",
     "tests/packager/test_digits_image_e2e.py",
     "tests/packager/test_image.py",
+    "tests/profiling/test_profile_docker.py",
 })
 # The longest groups (minutes on 2 busy workers, docs/testing.md), started first in this order; then file order.
 SLOW_FIRST = ("tests/e2e/test_rollouts.py", "tests/e2e/test_health_gates.py", DOCKER_GROUP)

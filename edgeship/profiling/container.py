@@ -4,9 +4,9 @@
 (wheelhouse, bundle, :func:`edgeship.packager.image.build_image`) once per profile
 and tags it by the bundle's digest and the base image, so a second profile of the
 same models, code and environment reuses the image. :class:`DockerTarget` starts
-one container of it per measurement with ``nano_cpus`` and ``mem_limit``, its
-scoring port published on 127.0.0.1, waits until it is healthy and removes it
-after. :class:`ContainerMonitor` reads the container's peak memory and CPU from
+one container of it per profile with ``mem_limit``, its scoring port published on
+127.0.0.1, waits until it is healthy, sets each candidate's CPU limit in turn and
+removes it after. :class:`ContainerMonitor` reads the container's peak memory and CPU from
 the engine's stats stream (the cgroup's figures, about one sample a second).
 """
 
@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ __all__ = ["LABEL_PROFILE", "ContainerMonitor", "DockerTarget", "docker_engine",
 LABEL_PROFILE = "io.edgeship.profile"  # on every container a profile starts, to find a leftover one
 IMAGE_REPO = "edgeship-profile"
 _SERVER_PORT = 5001  # the scoring server's port in a module image (render_dockerfile's default)
-_STOP_TIMEOUT_S = 5
+_CFS_PERIOD_US = 100_000  # the CFS period Docker's --cpus uses; the quota is cpu x period
 
 
 def docker_engine() -> Any | None:
@@ -103,25 +103,38 @@ def module_image(
 
 @dataclass(frozen=True)
 class DockerTarget:
-    """One container of ``image`` per measurement, limited to ``cpu`` cores and ``memory_gb``."""
+    """One container of ``image`` per profile, memory limited to ``memory_gb``; its CPU quota set per candidate.
+
+    The CPU limit is the cgroup's CFS quota per 100 ms period (what ``nano_cpus``
+    sets, given here as ``cpu_period``/``cpu_quota`` because only those can be
+    changed on a running container): :meth:`limit_cpu` applies the next candidate
+    with ``docker update`` instead of starting a new container, which on the vfs
+    storage driver costs seconds to create and seconds more to remove.
+    """
 
     client: Any
     image: str
     env: dict[str, str] = field(default_factory=dict)
-    cpu: float | None = None
     memory_gb: float | None = None
     port: int | None = None
-    start_timeout_s: float = 180.0  # a server starting under a quarter of a core imports slowly
+    start_timeout_s: float = 180.0
     kind: str = "docker"
-
-    def limited(self, cpu: float | None, memory_gb: float | None) -> DockerTarget:
-        return replace(self, cpu=cpu, memory_gb=memory_gb)
 
     def monitor(self, running: RunningTarget) -> ContainerMonitor:
         return ContainerMonitor(running.handle)
 
+    def limit_cpu(self, running: RunningTarget, cpu: float) -> None:
+        import docker.errors
+
+        try:
+            running.handle.update(cpu_period=_CFS_PERIOD_US, cpu_quota=max(1000, round(cpu * _CFS_PERIOD_US)))
+        except docker.errors.APIError as exc:
+            raise ProfilingError(f"Docker could not set the container's CPU limit to {cpu:g}: "
+                                 f"{exc.explanation}.") from exc
+
     @contextmanager
     def running(self) -> Iterator[RunningTarget]:
+        """The module's container, healthy, with no CPU limit until :meth:`limit_cpu`; removed after."""
         import docker.errors
 
         from edgeship.agent.runtimes.base import health_poll_delay, probe_health
@@ -132,9 +145,8 @@ class DockerTarget:
             "ports": {f"{_SERVER_PORT}/tcp": ("127.0.0.1", port)},
             "environment": self.env,
             "labels": {LABEL_PROFILE: "1"},
+            "cpu_period": _CFS_PERIOD_US,  # the quota is set per candidate; the server starts unthrottled
         }
-        if self.cpu:
-            options["nano_cpus"] = int(self.cpu * 1e9)
         if self.memory_gb:
             options["mem_limit"] = int(self.memory_gb * 2**30)
         try:
@@ -153,8 +165,8 @@ class DockerTarget:
                     raise ProfilingError(f"The module's container exited ({why}) before it was healthy: {said}")
                 if time.monotonic() - began > self.start_timeout_s:
                     raise ProfilingError(
-                        f"The module's container was not healthy within {self.start_timeout_s:g} s at cpu "
-                        f"{self.cpu:g}; give larger --cpu candidates or check init() with 'edgeship serve'."
+                        f"The module's container was not healthy within {self.start_timeout_s:g} s; "
+                        "check init() with 'edgeship serve' and the container's logs."
                     )
                 time.sleep(health_poll_delay(time.monotonic() - began))
             yield RunningTarget(f"http://127.0.0.1:{port}/score", 0, container)

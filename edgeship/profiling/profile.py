@@ -1,15 +1,17 @@
 """``profile_model``: measure a model's module under load and recommend its ``cpu`` and ``memoryInGB``.
 
 The public entry point for ``edgeship model profile`` and for the Azure ML v1
-layer's ``Model.profile``. One measurement per candidate limit the runtime can
-enforce (with the process runtime: one unlimited run), each on a freshly started
-server: warm-up, then a fixed duration of closed-loop load with the samples,
-while the server's process tree is sampled for memory and CPU.
+layer's ``Model.profile``. In Docker: one container of the module's image, memory
+limited to the largest candidate, measured once per cpu candidate with that CPU
+limit set on it (``container.py``); with the process runtime: one unlimited run of
+a freshly started server. Each measurement is a warm-up, then a fixed duration of
+closed-loop load with the samples, while the server's memory and CPU are sampled.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -147,9 +149,9 @@ def _candidates(values: Sequence[float], option: str) -> tuple[float, ...]:
     return tuple(sorted(set(values)))
 
 
-def _measure(target: Any, bodies: list[bytes], settings: LoadSettings, cpu: float | None, memory: float | None
-             ) -> MeasuredRun:
-    with target.running() as running, target.monitor(running) as monitor:
+def _measure(running: Any, monitor: Any, bodies: list[bytes], settings: LoadSettings, cpu: float | None,
+             memory: float | None) -> MeasuredRun:
+    with monitor:
         stats = run_load(running.url, bodies, settings)
     if not stats.latencies_s:
         first = stats.error_texts[0] if stats.error_texts else "no request completed"
@@ -160,7 +162,7 @@ def _measure(target: Any, bodies: list[bytes], settings: LoadSettings, cpu: floa
 
 def _docker_target(
     workspace: Workspace, records: Sequence[Any], inference: Any, runtime: str, base_image: str,
-    wheelhouse: Path | None, port: int | None, notes: list[str], on_step: StepFn | None,
+    wheelhouse: Path | None, memory_gb: float, port: int | None, notes: list[str], on_step: StepFn | None,
 ) -> Any:
     """A :class:`DockerTarget` of the module's image, or None (with a note) when ``auto`` finds no usable Docker."""
     from edgeship.errors import PackagingError
@@ -184,7 +186,7 @@ def _docker_target(
         notes.append(f"Docker answers but the module's image could not be built ({exc}), so the process runtime "
                      "was used; pass --base-image or --runtime docker to see why. " + PROCESS_NOTE)
         return None
-    return DockerTarget(client, image, env=dict(inference.env) if inference else {}, port=port)
+    return DockerTarget(client, image, env=dict(inference.env) if inference else {}, memory_gb=memory_gb, port=port)
 
 
 def profile_model(
@@ -216,9 +218,9 @@ def profile_model(
     bad arguments and ProfilingError when the module does not start or no request
     succeeds.
 
-    ``runtime``: ``docker`` profiles each cpu candidate in a container of the
-    module's image (built on ``base_image``, from ``wheelhouse`` when given) limited
-    to that cpu and the largest memory candidate; ``process`` runs once, unlimited,
+    ``runtime``: ``docker`` profiles each cpu candidate, smallest first, in one
+    container of the module's image (built on ``base_image``, from ``wheelhouse``
+    when given) limited to that cpu and the largest memory candidate; ``process`` runs once, unlimited,
     and recommends no cpu; ``auto`` is ``docker`` when an engine answers and the
     image builds, else ``process`` with a note saying why.
     """
@@ -254,15 +256,23 @@ def profile_model(
     notes: list[str] = []
     docker = None
     if runtime != "process":
-        docker = _docker_target(workspace, records, config, runtime, base_image, wheelhouse, port, notes, on_step)
+        docker = _docker_target(workspace, records, config, runtime, base_image, wheelhouse, memories[-1], port,
+                                notes, on_step)
     if docker is not None:
         runs = []
-        for cpu in cpus:  # each cpu candidate as the container's limit, memory limited to the largest candidate
-            if on_step:
-                on_step(f"{concurrency} client(s) for {duration_s:g} s in Docker at cpu {cpu:g}, "
-                        f"memory {memories[-1]:g} GB")
-            runs.append(_measure(docker.limited(cpu, memories[-1]), bodies, settings, cpu, memories[-1]))
+        if on_step:
+            on_step("starting the module's container")
+        with docker.running() as running:
+            for cpu in cpus:  # each cpu candidate as the container's limit, memory limited to the largest candidate
+                if on_step:
+                    on_step(f"{concurrency} client(s) for {duration_s:g} s in Docker at cpu {cpu:g}, "
+                            f"memory {memories[-1]:g} GB")
+                docker.limit_cpu(running, cpu)
+                runs.append(_measure(running, docker.monitor(running), bodies, settings, cpu, memories[-1]))
         kind, enforced = "docker", True
+        host = os.cpu_count() or 1
+        if cpus[-1] > host:
+            notes.append(f"cpu candidates above this machine's {host} CPUs were measured with {host}.")
     else:
         target = ProcessTarget(
             workspace.root, [m.id for m in records], config.entry_script if config else None,
@@ -271,7 +281,8 @@ def profile_model(
         )
         if on_step:
             on_step(f"{concurrency} client(s) for {duration_s:g} s on the process runtime (no limits)")
-        runs = [_measure(target, bodies, settings, None, None)]
+        with target.running() as running:
+            runs = [_measure(running, target.monitor(running), bodies, settings, None, None)]
         kind, enforced = target.kind, False
         notes = notes or [PROCESS_NOTE]
         if cpus != DEFAULT_CPU_CANDIDATES:
