@@ -1,7 +1,7 @@
 """REST routes of staged rollouts: what ``deployment show|events|pause|resume|approve|abort`` call.
 
 HTTP in, one call of :class:`~edgeship.hub.services.rollouts.Rollouts`, its JSON out:
-the bodies are ``RolloutView.to_dict()`` and ``RolloutEvent.to_dict()`` as they are,
+the bodies are ``RolloutView.to_dict()``, ``RolloutEvent.to_dict()`` and ``GateValues.to_dict()`` as they are,
 so REST and the CLI say the same (``docs/rollouts.md``). An action is stored with the
 calling token's name as its actor; ``read-only`` tokens may read a rollout but not act
 on it (``edgeship.hub.api.roles``). A deployment without a rollout answers 404; an
@@ -19,7 +19,7 @@ from edgeship.hub.api.auth import TokenGrant
 from edgeship.hub.api.deps import get_rollouts, require_operator
 from edgeship.hub.api.responses import OPERATOR, errors
 from edgeship.hub.api.routes import DeploymentId
-from edgeship.hub.api.schemas import RolloutActionIn, RolloutEventOut, RolloutOut
+from edgeship.hub.api.schemas import GateValueOut, RolloutActionIn, RolloutEventOut, RolloutOut
 from edgeship.hub.services.rollouts import Rollouts
 
 __all__ = ["router"]
@@ -39,6 +39,16 @@ def show_rollout(deployment_id: DeploymentId, rollouts: Rollouts = Depends(get_r
     """The rollout's state, its waves by outcome, what it waits for, and the devices that tripped or were rolled
     back. 404 when the deployment has none (it went to every targeted device at once)."""
     return rollouts.show(deployment_id).to_dict()
+
+
+@router.get("/{deployment_id}/rollout/gates", response_model=list[GateValueOut], responses=errors(400, 404, 422))
+def rollout_gate_values(
+    deployment_id: DeploymentId, rollouts: Rollouts = Depends(get_rollouts),
+) -> list[dict[str, Any]]:
+    """What each health gate measures now, per wave and module version, beside its threshold: the values the
+    engine judges on the devices running the release. Empty without gates, before a device of the waves out runs
+    the release, and once the rollout completed or aborted. 404 when the deployment has no rollout."""
+    return [g.to_dict() for g in rollouts.inspect(deployment_id)[1]]
 
 
 @router.get("/{deployment_id}/events", response_model=list[RolloutEventOut], responses=errors(400, 404, 422))

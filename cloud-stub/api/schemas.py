@@ -274,6 +274,27 @@ class RolledBackOut(BaseModel):
     modules: list[str] = Field(description="'module:version' re-issued as the device's last known-good module.")
 
 
+class GateValueOut(BaseModel):
+    """One health gate over one module version's devices in one wave, as the engine judges them now
+    (``GateValues.to_dict()``, ``edgeship.hub.rollouts.gate_values``)."""
+
+    wave: int = Field(description="1-based.")
+    module: str
+    version: int
+    gate: str = Field(description="The gate as typed: its threshold.", examples=["error_rate <= 1%"])
+    metric: Literal["error_rate", "p99_ratio", "restarts"]
+    threshold: float = Field(description="error_rate as a fraction (1% is 0.01).")
+    verdict: Literal["pass", "breach", "no-data", "waiting"]
+    devices: int = Field(description="The wave's devices running the release.")
+    passing: int
+    breaching: int
+    no_data: int = Field(alias="noData", description="Too few requests (or no baseline) to judge.")
+    waiting: int = Field(description="p99_ratio of devices still soaking: not judged yet.")
+    worst: float | None = Field(description="The highest value measured (error_rate as a fraction).")
+    worst_device: str | None = Field(alias="worstDevice")
+    worst_detail: str = Field(alias="worstDetail", examples=["error_rate 2% (2 of 100)"])
+
+
 class RolloutOut(BaseModel):
     """A rollout as ``deployment show`` renders it: ``RolloutView.to_dict()`` as the service builds it."""
 

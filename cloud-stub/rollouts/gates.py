@@ -25,7 +25,7 @@ from typing import Literal
 
 from edgeship.errors import InputError
 
-__all__ = ["DEFAULT_MIN_REQUESTS", "GATE_METRICS", "Gate", "Health", "Verdict", "judge", "parse_gate"]
+__all__ = ["DEFAULT_MIN_REQUESTS", "GATE_METRICS", "Gate", "Health", "Verdict", "judge", "measure", "parse_gate"]
 
 Metric = Literal["error_rate", "p99_ratio", "restarts"]
 GATE_METRICS: tuple[Metric, ...] = ("error_rate", "p99_ratio", "restarts")
@@ -114,22 +114,7 @@ def judge(
         for gate in gates:
             if gate.metric == "p99_ratio" and not soaked:
                 continue
-            health = windows.get(gate.window) or windows.get(None) or Health()
-            value: float | None
-            if gate.metric == "restarts":
-                value = None if health.restarts is None else float(health.restarts)
-                shown = f"{health.restarts} restarts"
-            elif health.requests < gate.min_requests:
-                value, shown = None, ""
-            elif gate.metric == "error_rate":
-                value = health.server_errors / health.requests
-                shown = f"error_rate {100 * value:.3g}% ({health.server_errors} of {health.requests})"
-            elif (health.baseline_requests < gate.min_requests or not health.baseline_p99_ms
-                  or health.p99_ms is None):
-                value, shown = None, ""
-            else:
-                value = health.p99_ms / health.baseline_p99_ms
-                shown = f"p99_ratio {value:.3g} ({health.p99_ms:.3g} ms vs {health.baseline_p99_ms:.3g} ms)"
+            value, shown = measure(gate, windows)
             if value is None:
                 missing.append(f"{name}: {gate.metric}")
             elif not gate.passes(value):
@@ -137,3 +122,23 @@ def judge(
     if missing:
         return "no-data", "not enough data for " + ", ".join(missing)
     return "pass", ""
+
+
+def measure(gate: Gate, windows: Mapping[float | None, Health]) -> tuple[float | None, str]:
+    """The value ``gate`` judges for one module (None: too little data), and how it reads.
+
+    ``windows`` is the module's health by window, as :func:`judge` takes it; the dashboard
+    shows these values beside the thresholds (``Rollouts.inspect``).
+    """
+    health = windows.get(gate.window) or windows.get(None) or Health()
+    if gate.metric == "restarts":
+        return (None, "") if health.restarts is None else (float(health.restarts), f"{health.restarts} restarts")
+    if health.requests < gate.min_requests:
+        return None, ""
+    if gate.metric == "error_rate":
+        value = health.server_errors / health.requests
+        return value, f"error_rate {100 * value:.3g}% ({health.server_errors} of {health.requests})"
+    if health.baseline_requests < gate.min_requests or not health.baseline_p99_ms or health.p99_ms is None:
+        return None, ""
+    value = health.p99_ms / health.baseline_p99_ms
+    return value, f"p99_ratio {value:.3g} ({health.p99_ms:.3g} ms vs {health.baseline_p99_ms:.3g} ms)"

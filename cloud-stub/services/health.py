@@ -19,7 +19,9 @@ from typing import Any, Protocol
 
 from edgeship.hub.rollouts.gates import Gate, Health, Verdict, judge
 
-__all__ = ["HealthReader", "HealthSource"]
+__all__ = ["DeviceHealth", "HealthReader", "HealthSource", "judged", "soaked"]
+
+DeviceHealth = dict[str, dict[float | None, Health]]  # module -> window (None: since applied) -> health
 
 
 class AggregateLike(Protocol):
@@ -56,10 +58,21 @@ class HealthReader:
         soak: float = 0.0,  # seconds: p99_ratio judges a device only once it ran the release this long
     ) -> dict[str, tuple[Verdict, str]]:
         """device -> (verdict, reason) for every device in ``applied``."""
+        return judged(gates, self.read(gates, expected, applied, reports, now), applied, now, soak)
+
+    def read(
+        self,
+        gates: tuple[Gate, ...],
+        expected: Mapping[str, Mapping[str, int]],
+        applied: Mapping[str, datetime],
+        reports: Mapping[str, Mapping[str, Any]],
+        now: datetime,
+    ) -> dict[str, DeviceHealth]:
+        """device -> module -> window -> what the gates judge, for every device in ``applied`` (as ``verdicts``)."""
         if not gates or not applied:
             return {}
         windows = sorted({g.window for g in gates if g.metric != "restarts"}, key=lambda w: (w is not None, w or 0))
-        health: dict[str, dict[str, dict[float | None, Health]]] = {d: {} for d in applied}
+        health: dict[str, DeviceHealth] = {d: {} for d in applied}
         by_version: dict[tuple[str, int], list[str]] = {}
         for device in applied:
             for name, version in expected.get(device, {}).items():
@@ -80,15 +93,24 @@ class HealthReader:
             for device in devices:
                 restarts = _restarts(reports.get(device, {}), name)
                 base = baseline.get(device)
-                health[device][name] = {
+                module = health[device][name] = {
                     window: _health(per_window[window].get(device), base, restarts) for window in windows
                 } or {None: Health(restarts=restarts)}
-                if None not in health[device][name]:
-                    health[device][name][None] = Health(restarts=restarts)
-        return {
-            device: judge(gates, modules, soaked=(now - applied[device]).total_seconds() >= soak)
-            for device, modules in health.items()
-        }
+                if None not in module:
+                    module[None] = Health(restarts=restarts)
+        return health
+
+
+def soaked(applied: datetime, now: datetime, soak: float) -> bool:
+    """Whether ``p99_ratio`` judges a device that started running the release at ``applied``."""
+    return (now - applied).total_seconds() >= soak
+
+
+def judged(gates: tuple[Gate, ...], health: Mapping[str, DeviceHealth], applied: Mapping[str, datetime],
+           now: datetime, soak: float) -> dict[str, tuple[Verdict, str]]:
+    """device -> (verdict, reason): :func:`judge` over what :meth:`HealthReader.read` returned."""
+    return {device: judge(gates, modules, soaked=soaked(applied[device], now, soak))
+            for device, modules in health.items()}
 
 
 def _health(now: AggregateLike | None, base: AggregateLike | None, restarts: int | None) -> Health:

@@ -11,16 +11,17 @@ ones layering would not give back after an abort (:meth:`ProgressReader.pins`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
 from edgeship.hub.rollouts.admission import plan_from_members
 from edgeship.hub.rollouts.decide import OUTCOMES, DeviceProgress, Outcome, classify
+from edgeship.hub.rollouts.gate_values import GateValues, summarize
 from edgeship.hub.rollouts.policy import RolloutPolicy
 from edgeship.hub.rollouts.report import WaveView
 from edgeship.hub.rollouts.waves import WavePlan
-from edgeship.hub.services.health import HealthReader
+from edgeship.hub.services.health import DeviceHealth, HealthReader, judged
 from edgeship.hub.services.rules import parsed_condition
 from edgeship.hub.store import (
     DeploymentRecord,
@@ -33,7 +34,17 @@ from edgeship.hub.store import (
 )
 from edgeship.hub.targeting import Deployment, DeviceFacts, evaluate, select_modules
 
-__all__ = ["Progress", "ProgressReader", "runs"]
+__all__ = ["Measured", "Progress", "ProgressReader", "runs"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the health gates read in one pass: the devices they judged, and for what."""
+
+    health: Mapping[str, DeviceHealth]  # device -> module -> window -> health
+    applied: Mapping[str, datetime]  # device -> when it started running the release
+    expected: Mapping[str, Mapping[str, int]]  # device -> module -> version
+    now: datetime
 
 
 class Progress:
@@ -41,12 +52,21 @@ class Progress:
 
     def __init__(self, record: RolloutRecord, policy: RolloutPolicy, plan: WavePlan,
                  outcomes: dict[str, Outcome], running: set[str], rows: Mapping[str, RolloutDeviceRecord],
-                 unhealthy: Mapping[str, str], unread: Mapping[int, int] | None = None) -> None:
+                 unhealthy: Mapping[str, str], unread: Mapping[int, int] | None = None, *,
+                 measured: Measured | None = None) -> None:
         self.record, self.policy, self.plan, self.outcomes, self.running, self.rows = (
             record, policy, plan, outcomes, running, rows)
+        self.measured = measured
         self.unhealthy = unhealthy  # device -> the gate it breached, and by how much
         self.unread = unread or {}  # wave -> planned devices, for waves a partial read left out
         self.full = not self.unread
+
+    def gate_values(self) -> tuple[GateValues, ...]:
+        """What each gate measures now per wave and module version, from what this read judged."""
+        m = self.measured
+        if m is None or not self.policy.gates:
+            return ()
+        return summarize(self.policy.gates, self.plan.waves, m.expected, m.health, m.applied, m.now, self.policy.soak)
 
     def waves(self, *, completed: bool = False) -> tuple[WaveView, ...]:
         """Each wave by outcome; ``completed`` marks every wave done (the snapshot of a completed rollout)."""
@@ -115,10 +135,10 @@ class ProgressReader:
             if is_running and applied_at is None:
                 applied_at = applied[device] = now
             answered[device] = (sequence, issued_at, applied_at, is_running)
-        verdicts = self.health.verdicts(
-            policy.gates, expected, {d: a[2] for d, a in answered.items() if a[3] and a[2] is not None},
-            {d: r.state for d, r in reports.items()}, now, policy.soak,
-        ) if self.health is not None and policy.gates else {}
+        judged_applied = {d: a[2] for d, a in answered.items() if a[3] and a[2] is not None}
+        health = self.health.read(policy.gates, expected, judged_applied, {d: r.state for d, r in reports.items()},
+                                  now) if self.health is not None and policy.gates else {}
+        verdicts = judged(policy.gates, health, judged_applied, now, policy.soak)
         outcomes: dict[str, Outcome] = {}
         running = {d for d, a in answered.items() if a[3]}
         for device, (sequence, issued_at, applied_at, is_running) in answered.items():
@@ -146,7 +166,8 @@ class ProgressReader:
                 rows[device] = replace(rows[device], issued_sequence=sequence, issued_at=at)
         sizes = {} if full else self.table.wave_sizes(deployment_id)
         return Progress(record, policy, WavePlan(tuple(tuple(w) for w in current)), outcomes, running, rows,
-                        health_reasons, {i: n for i, n in sizes.items() if i > record.wave})
+                        health_reasons, {i: n for i, n in sizes.items() if i > record.wave},
+                        measured=Measured(health, judged_applied, expected, now))
 
     def layered(self, exclude: str | None = None) -> list[Deployment[ModuleRefRecord]]:
         out: list[Deployment[ModuleRefRecord]] = []

@@ -32,6 +32,7 @@ from edgeship.errors import InputError
 from edgeship.hub.errors import HubNotFoundError, RolloutStateError
 from edgeship.hub.rollouts.admission import Admission
 from edgeship.hub.rollouts.decide import Decision, decide
+from edgeship.hub.rollouts.gate_values import GateValues
 from edgeship.hub.rollouts.policy import RolloutPolicy
 from edgeship.hub.rollouts.report import ACTIVE_STATES, RolloutEvent, RolloutState, RolloutView, WaveView
 from edgeship.hub.rollouts.waves import plan_waves
@@ -254,8 +255,18 @@ class Rollouts:
 
     # reading --------------------------------------------------------------------------------
     def show(self, deployment_id: str) -> RolloutView:
+        return self._view(deployment_id)[0]
+
+    def inspect(self, deployment_id: str) -> tuple[RolloutView, tuple[GateValues, ...]]:
+        """``show``, with what each health gate measures now per wave and module version (the numbers the
+        engine judges); none once the rollout completed or aborted (its devices are not judged any more)."""
+        view, progress = self._view(deployment_id)
+        return view, progress.gate_values() if progress is not None else ()
+
+    def _view(self, deployment_id: str) -> tuple[RolloutView, Progress | None]:
         record = self._live(deployment_id)
         events = self.table.events(deployment_id)
+        progress: Progress | None = None
         if record.state in ACTIVE_STATES or record.state == "paused":
             progress = self.progress.read(record, write=False)
             waves = progress.waves()
@@ -277,7 +288,7 @@ class Rollouts:
         return RolloutView(
             deployment_id, cast(RolloutState, record.state), record.wave + 1, waves, record.policy, waiting,
             record.reason, record.started, record.updated, record.tripped, rolled_back,
-        )
+        ), progress
 
     def events(self, deployment_id: str) -> list[RolloutEvent]:
         self._live(deployment_id)

@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from edgeship.errors import EdgeshipError
 from edgeship.hub.api.auth import TokenCheck
 from edgeship.hub.api.errors import status_for
+from edgeship.hub.rollouts.gate_values import format_value
 from edgeship.hub.services import HubServices
 from edgeship.hub.services.fleet_query import FleetQuery
 from edgeship.hub.store import HubStoreError
@@ -40,6 +41,7 @@ log = logging.getLogger("edgeship.hub.ui")
 
 def _templates() -> Jinja2Templates:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, auto_reload=False)
+    env.filters["gate_value"] = format_value  # a measured value as its gate is written (2%, 1.3, 0)
     return Jinja2Templates(env=env)
 
 

@@ -160,12 +160,12 @@ def _deployment(services: HubServices, deployment_id: str) -> dict[str, Any]:
     record = services.deployments.get_deployment(deployment_id)
     status = services.deployments.deployment_status(deployment_id)
     try:
-        rollout = services.rollouts.show(deployment_id)
+        rollout, gate_values = services.rollouts.inspect(deployment_id)
         events = services.rollouts.events(deployment_id)
     except HubNotFoundError:
-        rollout, events = None, []
+        rollout, gate_values, events = None, (), []
     return {"record": record, "status": status, "counts": status.counts(), "rollout": rollout,
-            "events": list(reversed(events))}
+            "gate_values": gate_values, "events": list(reversed(events))}
 
 
 def _deployment_response(request: Request, viewer: Viewer, deployment_id: str, name: str) -> Response:

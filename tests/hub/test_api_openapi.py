@@ -49,6 +49,7 @@ ROUTE_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/deployments/{deployment_id}"): {200, 400},
     ("DELETE", "/deployments/{deployment_id}"): {204, 400, 409},
     ("GET", "/deployments/{deployment_id}/rollout"): {200, 400},  # 404: no such deployment, or no rollout
+    ("GET", "/deployments/{deployment_id}/rollout/gates"): {200, 400},  # 404: no such deployment, or no rollout
     ("GET", "/deployments/{deployment_id}/events"): {200, 400},
     ("POST", "/deployments/{deployment_id}/rollout/{action}"): {200, 400, 409},  # 409: the state refuses it
     ("GET", "/trust-root"): {200},
