@@ -12,7 +12,8 @@ answer costs, whatever the machine's load) and the load average at start and end
 Side by side in the same run, in this process without HTTP: a deployment's status as the
 service reads it now (columns, ``services/status_columns.py``) and as it read it before
 (the store's records: every newest signed document and an ORM object per report), with
-a check that both give the same answer.
+a check that both give the same answer; and the deployments list's statuses, one fleet read
+per deployment against one read for them all (``--deployments N`` makes N deployments).
 
     python benchmarks/dashboard/fleet_pages.py --devices 10000 --repeat 7
 """
@@ -56,7 +57,7 @@ PAGES = {
 }
 
 
-def build(n: int) -> tuple[HubWorld, object, str]:
+def build(n: int, deployments: int = 1) -> tuple[HubWorld, object, str]:
     root = Path(tempfile.mkdtemp(prefix="edgeship-dashboard-bench-"))
     world = HubWorld(root)
     hub = world.services(f"sqlite:///{root / 'hub.db'}", link=OfflineLink())
@@ -65,6 +66,9 @@ def build(n: int) -> tuple[HubWorld, object, str]:
     hub.fleet.create_devices([(d, {"ring": "canary" if i % 10 == 0 else "main", "site": "lab" if i % 2 else "field",
                                    "arch": "amd64"}) for i, d in enumerate(ids)])
     hub.deployments.create_deployment("fleet", "tags.arch = 'amd64'", [ModuleRefSpec("digits", 1)])
+    for extra in range(2, deployments + 1):  # more layers over the same fleet, below "fleet": overridden everywhere
+        hub.deployments.create_deployment(f"fleet-{extra}", "tags.arch = 'amd64'", [ModuleRefSpec("digits", 1)],
+                                          priority=-extra)
     sequences = {d.id: d.last_sequence for d in hub.store.list_devices()}
     reports = []
     for i, d in enumerate(ids):
@@ -93,28 +97,43 @@ def status_side_by_side(hub: object, repeat: int) -> None:
     def now() -> object:
         return deployments.deployment_status("fleet")
 
-    cpu: dict[str, list[float]] = {"records (before)": [], "columns (now)": []}
+    records = deployments.list_deployments()
+
+    def list_before() -> object:  # the deployments list: one fleet read per deployment
+        return [deployments.deployment_status(r.id) for r in records]
+
+    def list_now() -> object:  # one fleet read for them all
+        return deployments.statuses(records)
+
+    cpu: dict[str, list[float]] = {"records (before)": [], "columns (now)": [],
+                                   f"list of {len(records)}, a read each": [], f"list of {len(records)}, one read": []}
     for _ in range(repeat):
-        for label, read in (("records (before)", before), ("columns (now)", now)):
+        for label, read in (("records (before)", before), ("columns (now)", now),
+                            (f"list of {len(records)}, a read each", list_before),
+                            (f"list of {len(records)}, one read", list_now)):
             c0 = time.process_time()
             answer = read()
             cpu[label].append(time.process_time() - c0)
-        assert answer == before(), "the column read disagrees with the record read"
+        assert answer == list_before(), "one read for the list disagrees with a read per deployment"
+        assert now() == before(), "the column read disagrees with the record read"
     medians = {label: statistics.median(values) for label, values in cpu.items()}
     for label, values in cpu.items():
         print(json.dumps({"status read": label, "cpu_median_s": round(medians[label], 3),
                           "cpu_min_s": round(min(values), 3), "cpu_max_s": round(max(values), 3)}), flush=True)
     ratio = medians["columns (now)"] / medians["records (before)"]
     print(json.dumps({"status read ratio now/before": round(ratio, 2)}), flush=True)
+    each, once = (medians[f"list of {len(records)}, {how}"] for how in ("a read each", "one read"))
+    print(json.dumps({f"list of {len(records)} ratio one read/a read each": round(once / each, 2)}), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--deployments", type=int, default=1, help="deployments over the fleet (the list page)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    _world, hub, token = build(args.devices)
+    _world, hub, token = build(args.devices, args.deployments)
     print(json.dumps({"devices": args.devices, "setup_seconds": round(time.perf_counter() - started, 1)}), flush=True)
     load_start = os.getloadavg()
     status_side_by_side(hub, args.repeat)

@@ -100,12 +100,13 @@ class Deployments:
 
     def deployment_status(self, deployment_id: str) -> DeploymentStatus:
         """IoT Edge's counts and each targeted device's state, read as columns (``status_columns.py``)."""
-        record = self.store.get_deployment(validate_deployment_id(deployment_id))
-        return deployment_status(
-            record.id,
-            parsed_condition(record.target_condition),
-            self.columns.devices(),
-            self.columns.newest(),
-            self.columns.reports(),
-            held=self.rollouts.held(record.id),
-        )
+        return self.statuses([self.store.get_deployment(validate_deployment_id(deployment_id))])[0]
+
+    def statuses(self, records: Iterable[DeploymentRecord]) -> list[DeploymentStatus]:
+        """The status of each deployment in ``records``, from one read of the fleet (the dashboard's list)."""
+        records = list(records)
+        if not records:
+            return []
+        devices, newest, reports = self.columns.devices(), self.columns.newest(), self.columns.reports()
+        return [deployment_status(record.id, parsed_condition(record.target_condition), devices, newest, reports,
+                                  held=self.rollouts.held(record.id)) for record in records]

@@ -140,8 +140,8 @@ def device_logs(
 
 def _deployments(services: HubServices) -> list[dict[str, Any]]:
     rows = []
-    for record in services.deployments.list_deployments():
-        status = services.deployments.deployment_status(record.id)
+    records = services.deployments.list_deployments()
+    for record, status in zip(records, services.deployments.statuses(records), strict=True):
         try:
             rollout = services.rollouts.show(record.id)
         except HubNotFoundError:

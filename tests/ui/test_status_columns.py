@@ -71,6 +71,8 @@ def test_the_column_read_gives_the_record_reads_answers_on_each_backend(hub_url:
     }
     assert status == _record_read(hub, "lab")
     assert hub.deployments.deployment_status("canary") == _record_read(hub, "canary")
+    both = hub.deployments.list_deployments()  # the dashboard's list: one read of the fleet for every deployment
+    assert hub.deployments.statuses(both) == [_record_read(hub, r.id) for r in both] and len(both) == 2
 
     columns = StatusColumns(hub.store)
     newest, records = columns.newest(), hub.store.latest_desired()
