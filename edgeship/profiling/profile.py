@@ -184,7 +184,7 @@ def _docker_target(
         if runtime == "docker":
             raise ProfilingError(f"The module's image could not be built: {exc}") from exc
         notes.append(f"Docker answers but the module's image could not be built ({exc}), so the process runtime "
-                     "was used; pass --base-image or --runtime docker to see why. " + PROCESS_NOTE)
+                     "was used. " + PROCESS_NOTE)
         return None
     return DockerTarget(client, image, env=dict(inference.env) if inference else {}, memory_gb=memory_gb, port=port)
 

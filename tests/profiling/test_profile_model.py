@@ -15,7 +15,7 @@ import pytest
 from parts import free_port
 
 from edgeship.errors import InputError
-from edgeship.profiling import PROFILE_PROPERTY, profile_model
+from edgeship.profiling import PROFILE_PROPERTY, ProfilingError, profile_model
 from edgeship.profiling.recommend import GIB, MEMORY_HEADROOM
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
@@ -106,6 +106,7 @@ def test_a_profile_where_every_request_fails_is_an_error(ws: Workspace, tmp_path
         (['{"id": 1}'], {"memory_candidates": [0]}, "--memory-gb takes 1 to 16 positive numbers"),
         (['{"id": 1}'], {"concurrency": 0}, "--concurrency 0 is out of range"),
         (['{"id": 1}'], {"latency_target_ms": -1}, "--latency-target-ms -1 is out of range"),
+        (['{"id": 1}'], {"runtime": "podman"}, "--runtime 'podman' is unknown; use one of: auto, docker, process"),
     ],
 )
 def test_bad_input_is_refused_before_anything_starts(
@@ -119,3 +120,17 @@ def test_cli_bad_candidates_are_one_sentence(ws: Workspace, tmp_path: Path) -> N
     done = _cli(ws, "-m", "costly:1", "--input-data", str(_samples(tmp_path, "1")), "--cpu", "a,b")
     assert done.returncode == 1 and "--cpu 'a,b' is not a list of numbers" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_auto_without_a_usable_docker_profiles_on_the_process_runtime_and_says_why(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    missing = "edgeship-no-such-base:0"  # with an engine: the image cannot be built; without: no engine
+    result = profile_model(ws, ["costly:1"], _samples(tmp_path, '{"id": 1}'), inference_config=IC, duration_s=1.0,
+                           warmup_requests=1, base_image=missing, port=free_port(), store=False)
+    assert result.runtime == "process" and result.recommended_cpu is None
+    (note,) = result.notes
+    assert f"the base image {missing} is not on this machine" in note or "No Docker engine answers" in note, note
+    with pytest.raises(ProfilingError, match=f"base image {missing} is not on this machine|needs a Docker engine"):
+        profile_model(ws, ["costly:1"], _samples(tmp_path, '{"id": 1}'), inference_config=IC, runtime="docker",
+                      base_image=missing, store=False)
