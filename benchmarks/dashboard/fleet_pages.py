@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -133,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--deployments", type=int, default=1, help="deployments over the fleet (the list page)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    _world, hub, token = build(args.devices, args.deployments)
+    world, hub, token = build(args.devices, args.deployments)
     print(json.dumps({"devices": args.devices, "setup_seconds": round(time.perf_counter() - started, 1)}), flush=True)
     load_start = os.getloadavg()
     status_side_by_side(hub, args.repeat)
@@ -166,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps({"load_start": [round(x, 2) for x in load_start],
                       "load_end": [round(x, 2) for x in os.getloadavg()]}), flush=True)
     hub.store.close()  # type: ignore[attr-defined]
+    shutil.rmtree(world.root, ignore_errors=True)  # the hub database and blobs of this run
     return 0
 
 
