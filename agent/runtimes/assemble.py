@@ -23,12 +23,14 @@ import io
 import json
 import os
 import shutil
-import tarfile
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from edgeship.errors import RuntimeFailure
 from edgeship.modules.plain import ModuleManifest, Part, Parts
+
+if TYPE_CHECKING:
+    import tarfile
 
 __all__ = ["PARTS_DIR", "assemble_app", "part_file", "present_layers", "write_load_archive"]
 
@@ -117,6 +119,8 @@ def write_load_archive(module_dir: Path, manifest: ModuleManifest, out: IO[bytes
     config_name = config.digest.removeprefix("sha256:") + ".json"
     layer_names = [f"{layer.digest.removeprefix('sha256:')}/layer.tar" for layer in parts.image.layers]
     index = [{"Config": config_name, "RepoTags": [manifest.image.tag], "Layers": layer_names}]
+    import tarfile  # only a Docker install writes it: not held by the idle agent (ADR 0030)
+
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         _add(tar, "manifest.json", path=None, data=json.dumps(index).encode())
         _add(tar, config_name, path=part_file(module_dir, config, manifest))
@@ -125,6 +129,8 @@ def write_load_archive(module_dir: Path, manifest: ModuleManifest, out: IO[bytes
 
 
 def _add(tar: tarfile.TarFile, name: str, *, path: Path | None, data: bytes | None = None) -> None:
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.mode = 0o644
     if path is None:

@@ -31,7 +31,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -102,6 +101,8 @@ def unpack_bundle(bundle: Path, dest: Path, *, wheelhouse: bool = True) -> None:
     is written. ``wheelhouse=False`` leaves out ``wheelhouse/`` (most of a bundle's
     bytes), which only building a venv reads; every entry is still checked.
     """
+    import tarfile  # only an install unpacks: not held by the idle agent (ADR 0030)
+
     try:
         with tarfile.open(bundle, mode="r:") as tar:
             members = tar.getmembers()
