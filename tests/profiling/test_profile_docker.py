@@ -59,7 +59,7 @@ def test_docker_profile_limits_each_cpu_candidate_and_recommends_the_smallest_th
         memories = [0.125, 0.25, 0.5, 1.0]
         result = profile_model(
             ws, ["costly:1"], samples, inference_config=IC, latency_target_ms=600_000, cpu_candidates=[1, 0.25],
-            memory_candidates=memories, duration_s=3.0, warmup_requests=3, runtime="docker",
+            memory_candidates=memories, duration_s=2.0, warmup_requests=2, runtime="docker",
             base_image=BASE_IMAGE, wheelhouse=wheelhouse, port=free_port(),
         )
         # The same models, code and wheels: the image built above was reused, not built again.
@@ -70,6 +70,7 @@ def test_docker_profile_limits_each_cpu_candidate_and_recommends_the_smallest_th
         leftovers = client.containers.list(all=True, filters={"label": LABEL_PROFILE})
         for container in leftovers:
             container.remove(force=True)
+        client.images.remove(image, force=True)  # a profile keeps its image as a cache; a test run does not
     assert not leftovers, "a profile's container was left behind"
 
     data = result.to_json()
