@@ -32,6 +32,8 @@ BASE_IMAGE = os.environ.get("EDGESHIP_TEST_BASE_IMAGE", "edgeship-base:bookworm-
 SPIN_MS = 25  # CPU time each request computes
 BALLAST_MIB = 32
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 
 def test_docker_profile_limits_each_cpu_candidate_and_recommends_the_smallest_that_meets_the_target(
     tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
