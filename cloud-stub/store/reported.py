@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import Base, DeviceRow, ReportedRow
@@ -45,6 +46,19 @@ class ReportedTables(StoreBase):
         if not newest:
             return [], []
         ids = builtins.list(newest)
+        for attempt in range(3):
+            try:
+                return self._put_newest(newest, ids)
+            except IntegrityError:
+                # Another hub replica inserted a first report for one of these devices between
+                # this transaction's read and its insert (PostgreSQL): read again and update it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _put_newest(
+        self, newest: dict[str, ReportedRecord], ids: builtins.list[str]
+    ) -> tuple[builtins.list[ReportedRecord], builtins.list[str]]:
         with self._tx() as s:
             known = set(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(ids))))
             present = set(s.scalars(select(ReportedRow.device_id).where(ReportedRow.device_id.in_(ids))))
