@@ -217,12 +217,23 @@ def test_watch_redraws_until_the_rollout_is_aborted(hub: RolloutHub) -> None:
     assert "desired seq" not in watched.stdout  # live, the per-device table is left out (10,000 rows redrawn)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child before exec: SIGINT delivered and handled by default, as a terminal's shell starts a command.
+
+    A pytest-xdist worker's state is inherited otherwise: in one full run the watch slept on
+    through two SIGINTs (its stack in the failure), as if the signal were ignored or blocked.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_leaves_watch_quietly_with_exit_0(hub: RolloutHub) -> None:
     run(*CREATE, "--waves", "1,3,6")
     env = {**os.environ, "COLUMNS": "200", "EDGESHIP_HUB_URL": hub.url, "EDGESHIP_HUB_TOKEN": hub.operator,
            "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack, should it not stop
     proc = subprocess.Popen([sys.executable, "-m", "edgeship", "deployment", "show", "lab", "--watch",
-                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                             "--interval", "0.2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
     try:
         time.sleep(4)  # started and watching (a rollout that does not move: it never ends by itself)
         assert proc.poll() is None, proc.communicate()
