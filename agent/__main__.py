@@ -12,13 +12,12 @@ a docstring or relies on ``assert``.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
-from types import FrameType, ModuleType
+from types import FrameType
 
 PYTHON_FLAGS = ("-OO", "-X", "no_debug_ranges")  # interpreter flags the agent is started with
 
@@ -67,39 +66,6 @@ def _usage(problem: str) -> None:
     raise SystemExit(2)
 
 
-# imported by paho-mqtt at its import but used by it only for a SOCKS proxy (PySocks, not an agent dependency);
-# the agent's own first download loads it (ADR 0030)
-LAZY_MODULES = ("urllib.request",)
-
-
-def import_lazily(name: str) -> None:
-    """Put a stand-in for ``name`` in ``sys.modules`` that imports the real module at its first use.
-
-    An ``import name`` elsewhere binds the stand-in without running the module's code;
-    the first attribute looked up on it (PEP 562 ``__getattr__``) imports the real module,
-    which then replaces it in ``sys.modules`` and on its package. (``importlib.util.LazyLoader``
-    would not do: on Python 3.11 an ``import`` statement reads ``__spec__`` and so loads it.)
-    """
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        return
-    stand_in = ModuleType(name)
-    stand_in.__spec__ = spec
-
-    def load(attribute: str) -> object:
-        if sys.modules.get(name) is stand_in:
-            del sys.modules[name]
-        return getattr(importlib.import_module(name), attribute)
-
-    stand_in.__getattr__ = load  # type: ignore[method-assign]
-    sys.modules[name] = stand_in
-    parent, _, child = name.rpartition(".")
-    if parent:
-        setattr(sys.modules[parent], child, stand_in)
-
-
 def main(argv: list[str] | None = None) -> int:
     from edgeship.agent import malloc
 
@@ -112,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("paho", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    for name in LAZY_MODULES:
-        import_lazily(name)  # before paho-mqtt is imported
     from edgeship.agent import faults
     from edgeship.agent.config import load_config
     from edgeship.agent.daemon import Agent
