@@ -287,7 +287,7 @@ class Reconciler:
     ) -> dict[str, Any] | None:
         """Build the report and publish it when it differs from the last one (``reportedAt`` aside)."""
         status = overall_status(self.refusal, result)
-        if error is not None and status == 200:
+        if error is not None and status in (200, 202):
             status = 500
         message = error or (str(self.refusal) if self.refusal is not None else None)
         if message is None and result is not None and not result.ok:
@@ -349,6 +349,8 @@ class Reconciler:
         for name, outcome in sorted(result.outcomes.items()):
             if outcome.ok:
                 log.info("applied %s (sequence %d)", name, result.sequence)
+            elif outcome.waiting and not outcome.cooling_off:
+                log.warning("%s waits for its download: %s", name, outcome.error)
             elif not outcome.cooling_off:
                 log.warning("%s failed%s: %s", name, " and was rolled back" if outcome.rolled_back else "",
                             outcome.error)

@@ -10,7 +10,8 @@ deployment metrics:
 - **reportingSuccess**: applied, and the device reports code 200 for that document
   (or a later one);
 - **reportingFailure**: applied, and the device reports 500 for it, or refused a
-  document (400/401/409/410/412) after it was issued.
+  document (400/401/409/410/412) after it was issued. A device that reports 202 for it
+  (in progress: waiting for an unreachable download host) is neither; it stays pending.
 
 Per device the state is ``pending``, ``applied``, ``failed`` or ``overridden``,
 with the device's own reason for a failure, or ``held`` when a staged rollout has not
@@ -112,8 +113,13 @@ def _device_status(
         return DeviceStatus(device_id, "applied", sequence, applied_seq, code, None)
     if code == 500 and current:
         return DeviceStatus(device_id, "failed", sequence, applied_seq, code, reason)
+    if code == 202 and current:  # in progress: the device waits for its download host and retries (ADR 0042)
+        return DeviceStatus(device_id, "pending", sequence, applied_seq, code, reason)
     refused_since = (
-        code is not None and code not in (200, 500) and reported is not None and reported.received >= desired.issued
+        code is not None
+        and code not in (200, 202, 500)
+        and reported is not None
+        and reported.received >= desired.issued
     )
     if refused_since:
         return DeviceStatus(device_id, "failed", sequence, applied_seq, code, reason)

@@ -36,6 +36,7 @@ __all__ = [
     "TransportError",
     "TrustRootError",
     "UnknownKeyError",
+    "UnreachableError",
     "UnsupportedModelError",
     "WorkspaceError",
 ]
@@ -123,6 +124,14 @@ class RuntimeFailure(EdgeshipError):
 
 class TransportError(EdgeshipError):
     """The broker, hub or a serial link could not be reached or misbehaved."""
+
+
+class UnreachableError(TransportError):
+    """A host could not be reached or broke off mid-transfer (refused, reset, timed out, 502/503/504).
+
+    Waiting is the cure: the agent retries after a cool-off and reports the document as in
+    progress (202), not failed, so a hub outage never fails a rollout (ADR 0042).
+    """
 
 
 class ProvisioningError(TransportError):

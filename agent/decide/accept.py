@@ -71,6 +71,7 @@ MAX_SEQUENCE_JUMP = 2**20  # how far above the last applied sequence (or 0) a do
 STATUS_CODES: Mapping[int, str] = MappingProxyType(
     {
         200: "ok: the document was accepted and every module applied",
+        202: "in progress: the document was accepted; a module waits for an unreachable blob host and is retried",
         400: "bad document: malformed, too large, for another device, or a module entry that does not match",
         401: "bad signature: not signed by a threshold of trusted hub keys, or a module not by release keys",
         409: "replay: the sequence is not above the last applied one, or jumps too far above it",

@@ -12,7 +12,9 @@ One JSON object, built from data only (``docs/deployments.md``)::
 
 ``lastAppliedSequence`` is the last document the agent accepted and acted on,
 even if a module of it then failed (``status.code`` 500 and the module's
-``lastError`` say so): the sequence is what replay protection compares against.
+``lastError`` say so), or is still applying because its download host is unreachable
+(``status.code`` 202, the module's ``lastError`` says what it waits for; ADR 0042): the
+sequence is what replay protection compares against.
 A refused document never changes it. ``trustRootVersion`` is the trust root the
 agent verifies with; ``trustRoot.lastError`` says why the last trust-root message was
 refused (``docs/agent.md``, rotation), and never changes ``status``.
@@ -38,10 +40,13 @@ REPORT_SCHEMA_VERSION = 1
 
 
 def overall_status(refusal: BaseException | None, result: RunResult | None) -> int:
-    """The refusal's code when the document was refused; else 500 if a module failed, else 200."""
+    """The refusal's code when the document was refused; else 500 if a module failed, 202 if a module
+    only waits for an unreachable host (in progress), else 200."""
     if refusal is not None:
         return status_code_for(refusal)
-    return 200 if result is None or result.ok else 500
+    if result is None or result.ok:
+        return 200
+    return 202 if result.waiting else 500
 
 
 def build_report(
@@ -76,10 +81,10 @@ def build_report(
             "lastError": clip(outcome.error) if outcome and not outcome.ok else None,
             "port": service.port if service else None,
         }
-        if outcome is not None and outcome.cooling_off:
+        if outcome is not None and outcome.cooling_off and not outcome.waiting:
             entry["status"] = "backoff"
-        if service is None and outcome is None and want is not None:
-            entry["status"] = "stopped"  # desired but not yet attempted (nothing ran this time)
+        if service is None and want is not None and (outcome is None or outcome.waiting):
+            entry["status"] = "stopped"  # desired but not yet attempted, or waiting for its download
         modules[name] = entry
     report: dict[str, Any] = {
         "schemaVersion": REPORT_SCHEMA_VERSION,

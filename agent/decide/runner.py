@@ -16,6 +16,11 @@ A command that raises :class:`Superseded` (a download stopped because a newer de
 state arrived) is no failure: it counts towards no cool-off, its module's completed
 steps are undone, and the run stops there (``RunResult.superseded``) so the caller can
 plan again for the newer state at once.
+
+A command that raises :class:`~edgeship.errors.UnreachableError` (the blob host is down:
+refused, reset, timed out) is no failure of the release either: it cools off and is undone
+like a failure, but its outcome is *waiting* (``ModuleOutcome.waiting``), and a run whose
+only trouble is waiting is reported as in progress (202), not failed (ADR 0042).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from types import MappingProxyType
 from typing import Protocol
 
 from edgeship.agent.decide.plan import Command, Switch
-from edgeship.errors import EdgeshipError
+from edgeship.errors import EdgeshipError, UnreachableError
 
 __all__ = ["CoolOff", "Executor", "ModuleOutcome", "PlanRunner", "RunResult", "Superseded"]
 
@@ -63,6 +68,7 @@ class ModuleOutcome:
     rolled_back: bool = False
     retry_at: float | None = None  # clock time after which the failed command may run again
     cooling_off: bool = False  # skipped this run: its command is still in cool-off
+    waiting: bool = False  # not failed: what it needs (the blob host) was unreachable; retried after the cool-off
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,18 @@ class RunResult:
     def ok(self) -> bool:
         return all(outcome.ok for outcome in self.outcomes.values())
 
+    @property
+    def waiting(self) -> bool:
+        """Not ok, but only because a module waits for an unreachable host: in progress, not failed."""
+        return not self.ok and all(outcome.ok or outcome.waiting for outcome in self.outcomes.values())
+
 
 @dataclass
 class _Failures:
     count: int
     last: float
     error: str
+    waiting: bool = False
 
 
 @dataclass
@@ -125,6 +137,7 @@ class PlanRunner:
                     rolled_back=False,
                     retry_at=retry_at,
                     cooling_off=True,
+                    waiting=entry.waiting,
                 )
                 continue
             executed.append(command.id)
@@ -136,9 +149,10 @@ class PlanRunner:
                 superseded = f"{command.kind} of {command.service} stopped: {exc}"
                 break
             except Exception as exc:  # the executor's failure is data here; the loop must go on
-                reason = f"{command.kind} of {command.service} failed: {exc}"
+                waiting = isinstance(exc, UnreachableError)
+                reason = f"{command.kind} of {command.service} {'waits' if waiting else 'failed'}: {exc}"
                 count = entry.count + 1 if entry else 1
-                self._failures[command.id] = _Failures(count, now, reason)
+                self._failures[command.id] = _Failures(count, now, reason, waiting)
                 undone = done.pop(command.module, [])
                 undo_errors += self._undo(undone, executed)
                 outcomes[command.module] = ModuleOutcome(
@@ -148,6 +162,7 @@ class PlanRunner:
                     error=reason,
                     rolled_back=any(c.undo() for c in undone),
                     retry_at=now + self.cooloff.delay(count),
+                    waiting=waiting,
                 )
                 continue
             self._failures.pop(command.id, None)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from edgeship.errors import TransportError
+from edgeship.errors import TransportError, UnreachableError
 
 __all__ = [
     "Body",
@@ -43,6 +43,7 @@ __all__ = [
     "CancelledError",
     "DownloadError",
     "FetchLimits",
+    "HostUnreachableError",
     "ResumeRefusedError",
     "SizeExceededError",
     "SizeMismatchError",
@@ -55,6 +56,10 @@ CHUNK = 256 * 1024  # bytes asked for per read (read1 returns what one system ca
 
 class DownloadError(TransportError):
     """A blob could not be fetched (network, HTTP status, limits); a retry may succeed."""
+
+
+class HostUnreachableError(DownloadError, UnreachableError):
+    """The host refused, reset, timed out or answered 502/503/504: it is down, not wrong; wait and retry."""
 
 
 class SizeExceededError(DownloadError):
@@ -277,7 +282,7 @@ class Body:
                 ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._cancel.check()
-                raise DownloadError(
+                raise HostUnreachableError(
                     f"Reading {self.url} failed ({exc}) after {received} bytes; they are kept and the next try resumes."
                 ) from exc
             if not chunk:
@@ -340,13 +345,21 @@ def open_range(
                 if exc.code == 416 and start:
                     yield Body(url, 416, start, 0, None, limits, cancel, clock, began)
                     return
+                if exc.code in _HOST_DOWN:
+                    raise HostUnreachableError(
+                        f"{url} answered HTTP {exc.code}; the next try waits and retries."
+                    ) from exc
                 raise DownloadError(f"{url} answered HTTP {exc.code}; check the blob host and location.") from exc
             except TimeoutError as exc:
                 cancel.check()
-                raise TooSlowError(f"{url} did not answer within {limits.window:g} s (download_rate_window).") from exc
+                raise HostUnreachableError(
+                    f"{url} did not answer within {limits.window:g} s (download_rate_window); the next try waits "
+                    "and retries."
+                ) from exc
             except (OSError, http.client.HTTPException) as exc:
                 cancel.check()
-                raise DownloadError(f"Downloading {url} failed ({exc}); check the network and the blob host.") from exc
+                kind = DownloadError if _misconfigured(exc) else HostUnreachableError
+                raise kind(f"Downloading {url} failed ({exc}); check the network and the blob host.") from exc
             status = response.status
             if status not in (200, 206):
                 raise DownloadError(f"{url} answered HTTP {status}; check the blob host and location.")
@@ -369,6 +382,17 @@ def open_range(
             for connection in connections.made:
                 with contextlib.suppress(Exception):
                     connection.close()
+
+
+_HOST_DOWN = frozenset({502, 503, 504})  # a proxy or the hub says it is down or overloaded: wait, not fail
+
+
+def _misconfigured(exc: BaseException) -> bool:
+    """A TLS failure (a certificate that does not verify) or a bad URL is no outage: waiting will not cure it."""
+    import ssl  # loaded already when the broker link uses TLS
+
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, (ssl.SSLError, ValueError)) or isinstance(exc, http.client.InvalidURL)
 
 
 def _range_start(content_range: str | None) -> int | None:

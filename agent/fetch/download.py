@@ -36,6 +36,7 @@ from edgeship.agent.fetch.bounded import (
     CancelledError,
     DownloadError,
     FetchLimits,
+    HostUnreachableError,
     ResumeRefusedError,
     SizeExceededError,
     SizeMismatchError,
@@ -50,6 +51,7 @@ __all__ = [
     "CancelledError",
     "DigestMismatchError",
     "DownloadError",
+    "HostUnreachableError",
     "SizeExceededError",
     "SizeMismatchError",
     "TooSlowError",
@@ -239,7 +241,7 @@ class BlobCache:
                 f"Writing {part} failed ({exc}); free space on the agent's data disk. The bytes written are kept."
             ) from exc
         if body.start + got < size:
-            raise DownloadError(
+            raise HostUnreachableError(
                 f"{url} closed the connection after {body.start + got} of {size} bytes; "
                 "they are kept and the next try resumes."
             )

@@ -7,7 +7,9 @@ rule of its own (``docs/rollouts.md``):
 - :func:`classify` turns what one device reported about the document that carried
   the release into an outcome: *pending*, *soaking* (applied, not yet for ``soak``
   seconds), *succeeded*, *failed* (500, or rolled back to another version),
-  *refused* (a 4xx code), or *timed-out* (no report within ``wave_timeout``).
+  *refused* (a 4xx code), or *timed-out* (no report within ``wave_timeout``); a device
+  that reports 202 (in progress: its download host was unreachable, it retries) is
+  still *pending*, so a hub outage mid-wave fails no device (ADR 0042).
 - :func:`decide` looks at every device the rollout has reached: it aborts when at
   least ``abort_min`` of them have executed and more than ``abort_percent`` % of
   those failed in one of the ``abort_on`` ways; otherwise the current wave advances
@@ -30,9 +32,17 @@ __all__ = ["OUTCOMES", "Decision", "DeviceProgress", "Outcome", "classify", "dec
 
 Outcome = Literal["pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data"]
 OUTCOMES: tuple[Outcome, ...] = (
-    "pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data",
+    "pending",
+    "soaking",
+    "succeeded",
+    "failed",
+    "refused",
+    "timed-out",
+    "unhealthy",
+    "no-data",
 )
 EXECUTED: frozenset[str] = frozenset({"succeeded", "failed", "refused", "timed-out", "unhealthy"})
+IN_PROGRESS = 202  # accepted, still applying: the agent waits for an unreachable download host and retries
 Action = Literal["wait", "advance", "complete", "waiting-approval", "abort"]
 
 
@@ -57,7 +67,7 @@ def classify(progress: DeviceProgress, policy: RolloutPolicy, now: float) -> Out
         # an agent that refuses a document keeps its lastAppliedSequence (docs/mqtt.md): a 4xx report
         # received after the release was issued is the answer to it
         answered = progress.reported_at is not None and progress.reported_at >= progress.issued_at
-    if answered and progress.code is not None:
+    if answered and progress.code is not None and progress.code != IN_PROGRESS:
         if 400 <= progress.code < 500:
             return "refused"
         if progress.code >= 500:
@@ -112,13 +122,19 @@ def decide(
         if last:
             return Decision("complete", f"{label}: {succeeded} of {len(members)} succeeded")
         if policy.approve_each_wave and not approved:
-            return Decision("waiting-approval", f"{label} succeeded ({succeeded} of {len(members)}); "
-                                                "approve to start the next wave")
+            return Decision(
+                "waiting-approval", f"{label} succeeded ({succeeded} of {len(members)}); approve to start the next wave"
+            )
         return Decision("advance", f"{label}: {succeeded} of {len(members)} succeeded")
     if now - wave_started > policy.wave_timeout:
-        counts = {kind: sum(1 for d in members if outcomes.get(d, "pending") == kind) for kind in
-                  ("succeeded", "soaking", "no-data", "pending", "timed-out", "failed", "refused", "unhealthy")}
+        counts = {
+            kind: sum(1 for d in members if outcomes.get(d, "pending") == kind)
+            for kind in ("succeeded", "soaking", "no-data", "pending", "timed-out", "failed", "refused", "unhealthy")
+        }
         detail = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return Decision("waiting-approval", f"{label} did not reach {policy.advance_percent:g}% within "
-                                            f"{policy.wave_timeout:g} s ({detail}); approve to go on or abort")
+        return Decision(
+            "waiting-approval",
+            f"{label} did not reach {policy.advance_percent:g}% within "
+            f"{policy.wave_timeout:g} s ({detail}); approve to go on or abort",
+        )
     return Decision("wait", f"{label}: {succeeded} of {len(members)} succeeded, {policy.advance_percent:g}% needed")

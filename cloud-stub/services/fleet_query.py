@@ -9,7 +9,8 @@ REST API could offer the same query. Filters combine (all must hold):
 - ``module``: ``NAME`` (the device reports that module) or ``NAME:VERSION``.
 
 A device is *applied* when it reports code 200 for its newest document (the device's
-last allocated sequence), *failing* when it reports any other code or a module that is
+last allocated sequence), *failing* when it reports any other code but 202 (in progress,
+ADR 0042) or a module that is
 failed or in back-off, and *pending* otherwise (no report yet, or an older document).
 Counts are over the devices the filters select. Everything is read in three queries
 whatever the page (tags, presence, reports; no signed documents), as columns rather than
@@ -108,7 +109,7 @@ def _state(sequence: int, report: dict[str, Any] | None) -> tuple[DeviceState, i
     modules = report.get("modules")
     broken = type(modules) is dict and any(
         type(m) is dict and m.get("status") in _BAD_MODULE_STATES for m in modules.values())
-    if (code is not None and code != 200) or broken:
+    if (code is not None and code not in (200, 202)) or broken:  # 202: in progress, waiting for a download
         return "failing", applied, code
     if code == 200 and applied is not None and applied >= sequence:
         return "applied", applied, code

@@ -33,7 +33,8 @@ class BlobServer:
     - ``trickle``: the blob one byte every ``trickle_interval`` seconds (Range honoured);
     - ``silent``: the headers, then nothing at all (Range honoured);
     - ``ignore_range``: always 200 with the whole blob; ``refuse_range``: 416 to every Range;
-      ``wrong_range``: 206 with the blob from byte 0 whatever was asked.
+      ``wrong_range``: 206 with the blob from byte 0 whatever was asked;
+    - ``unavailable``: 503, as a proxy in front of a hub that is down answers.
 
     ``hangups`` records ``(path, bytes of the body sent)`` when a client closed a
     misbehaving transfer; ``cond`` is notified on every request and hang-up.
@@ -68,6 +69,9 @@ class BlobServer:
                     return
                 data = path.read_bytes()
                 mode = server.modes.get(name)
+                if mode == "unavailable":
+                    self.send_error(503)
+                    return
                 if mode is not None and mode not in ("ignore_range", "refuse_range", "wrong_range"):
                     server._misbehave(self, mode, data)
                     return

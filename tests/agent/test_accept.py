@@ -233,7 +233,7 @@ def test_module_entry_name_differs_from_its_signed_manifest(hub: Hub) -> None:
 
 
 def test_every_code_has_a_documented_meaning() -> None:
-    assert sorted(STATUS_CODES) == [200, 400, 401, 409, 410, 412, 500]
+    assert sorted(STATUS_CODES) == [200, 202, 400, 401, 409, 410, 412, 500]
     assert status_code_for(RuntimeError("boom")) == 500
 
 

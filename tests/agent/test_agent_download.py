@@ -20,6 +20,7 @@ from edgeship.agent.fetch.download import (
     CancelledError,
     DigestMismatchError,
     DownloadError,
+    HostUnreachableError,
     SizeExceededError,
     SizeMismatchError,
     TooSlowError,
@@ -92,6 +93,31 @@ def test_missing_blob_and_bad_locations_are_clear_errors(server: BlobServer, tmp
         cache.fetch("ftp://x/y", digest, 10)
     with pytest.raises(DownloadError, match="not a sha256"):
         cache.fetch("/blobs/x", "md5:abc", 10)
+
+
+def test_a_host_that_is_down_is_unreachable_not_wrong(server: BlobServer, tmp_path: Path) -> None:
+    """Refused, cut short or 503: the agent waits and retries (ADR 0042); a 404 is the host being wrong."""
+    digest = server.put(DATA)
+    cache = BlobCache(tmp_path / "cache", server.url)
+    server.cut_next = MiB
+    with pytest.raises(HostUnreachableError, match=f"closed the connection after {MiB} of"):
+        cache.fetch(f"/blobs/{digest}", digest, len(DATA))
+    server.misbehave(digest, "unavailable")
+    with pytest.raises(HostUnreachableError, match="HTTP 503"):
+        cache.fetch(f"/blobs/{digest}", digest, len(DATA))
+    server.misbehave(digest, None)
+    down = BlobCache(tmp_path / "cache", server.url)
+    server.close()
+    with pytest.raises(HostUnreachableError, match="Connection refused"):
+        down.fetch(f"/blobs/{digest}", digest, len(DATA))
+    assert (tmp_path / "cache").exists() and _bytes_under(tmp_path / "cache") == MiB  # kept for the resume
+    empty = BlobServer(tmp_path / "empty")
+    try:
+        with pytest.raises(DownloadError, match="HTTP 404") as wrong:
+            BlobCache(tmp_path / "other", empty.url).fetch(f"/blobs/{digest}", digest, 1)
+    finally:
+        empty.close()
+    assert not isinstance(wrong.value, HostUnreachableError)
 
 
 def test_the_digest_hashed_while_downloading_is_reused_only_for_the_unchanged_file(

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from edgeship.agent.decide.plan import Command, CurrentState, DesiredModule, DesiredState, RunningService, plan
 from edgeship.agent.decide.report import build_report, overall_status
 from edgeship.agent.decide.runner import CoolOff, PlanRunner, Superseded
-from edgeship.errors import RuntimeFailure
+from edgeship.errors import RuntimeFailure, UnreachableError
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone.utc)
 LOCK = "sha256:" + "11" * 32
@@ -29,11 +29,14 @@ class Executor:
     failing: dict[str, str] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     superseded: set[str] = field(default_factory=set)  # command ids stopped for newer desired state
+    unreachable: set[str] = field(default_factory=set)  # command ids whose host is down
 
     def execute(self, command: Command) -> None:
         self.log.append(command.id)
         if command.id in self.superseded:
             raise Superseded("a newer desired message arrived")
+        if command.id in self.unreachable:
+            raise UnreachableError("http://hub/blobs/x: connection refused")
         if command.id in self.failing:
             raise RuntimeFailure(self.failing[command.id])
 
@@ -198,3 +201,52 @@ def test_report_of_a_refused_document_keeps_the_last_applied_sequence() -> None:
     )
     assert report["status"]["code"] == 409 and report["status"]["message"] == "sequence 3 is not above 7"
     assert report["modules"]["digits"]["version"] == 1
+
+
+def test_an_unreachable_download_host_waits_and_cools_off_and_is_reported_in_progress_not_failed() -> None:
+    clock = Clock()
+    executor = Executor(unreachable={"download:digits.b:bundle"})
+    runner = PlanRunner(executor, clock, CoolOff(base=5, cap=60))
+    result = runner.run(7, UPDATE)
+    outcome = result.outcomes["digits"]
+    assert not result.ok and result.waiting and outcome.waiting and not outcome.cooling_off
+    assert outcome.error == "download of digits.b waits: http://hub/blobs/x: connection refused"
+    assert overall_status(None, result) == 202
+    after = CurrentState(NOW, {"digits.a": OLD}, {"digits": "digits.a"})
+    report = build_report(
+        device_id="dev-1",
+        last_applied_sequence=7,
+        status=202,
+        current=after,
+        desired=DesiredState(7, {"digits": module()}),
+        result=result,
+        now=NOW,
+    )
+    assert report["status"]["description"].startswith("in progress")
+    assert (report["modules"]["digits"]["version"], report["modules"]["digits"]["status"]) == (1, "running")
+    clock.now += 1
+    held = runner.run(7, UPDATE)  # still cooling off: waiting, not "backoff", and the download is not tried
+    assert held.waiting and held.outcomes["digits"].cooling_off and executor.log.count("download:digits.b:bundle") == 1
+    assert overall_status(None, held) == 202
+    clock.now += 4
+    executor.unreachable.clear()
+    assert runner.run(7, UPDATE).ok  # the hub is back: the retry applies the release
+
+
+def test_a_real_failure_beside_a_waiting_module_makes_the_run_failed() -> None:
+    commands = plan(DesiredState(7, {"a": module("a"), "b": module("b")}), CurrentState(NOW))
+    executor = Executor(unreachable={"download:a.a:bundle"}, failing={"health_check:b.a": "init() raised"})
+    result = PlanRunner(executor, Clock()).run(7, commands)
+    assert result.outcomes["a"].waiting and not result.outcomes["b"].waiting
+    assert not result.waiting and overall_status(None, result) == 500
+    first_install = build_report(
+        device_id="dev-1",
+        last_applied_sequence=7,
+        status=500,
+        current=CurrentState(NOW),
+        desired=DesiredState(7, {"a": module("a"), "b": module("b")}),
+        result=result,
+        now=NOW,
+    )
+    assert first_install["modules"]["a"]["status"] == "stopped"  # waiting for its first download: not "failed"
+    assert first_install["modules"]["b"]["status"] == "failed"

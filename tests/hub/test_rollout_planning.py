@@ -157,6 +157,9 @@ SOAK = RolloutPolicy(waves=parse_waves("1,100%"), soak=60, wave_timeout=300)
         (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=12), 20, "refused"),
         (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=8), 20, "pending"),
         (DeviceProgress(5, issued_at=10, reported_sequence=4, code=500, reported_at=12), 20, "pending"),
+        # 202: accepted, still waiting for an unreachable download host (ADR 0042): pending until the timeout
+        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=202, running_release=False), 20, "pending"),
+        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=202, running_release=False), 301, "timed-out"),
     ],
 )
 def test_each_report_is_one_outcome(progress: DeviceProgress, now: float, outcome: str) -> None:

@@ -34,6 +34,8 @@ def _fleet(url: str, root: Path) -> HubServices:
             code, applied, module = 200, sequence, {"version": 2, "status": "backoff"}
         elif n == 6:  # an older document: pending
             code, applied, module = 200, sequence - 1, {"version": 1, "status": "running"}
+        elif n == 7:  # in progress, waiting for an unreachable download host (ADR 0042): pending, not failing
+            code, applied, module = 202, sequence, {"version": 1, "status": "running"}
         else:
             continue  # never reported: pending
         services.fleet.record_reported(f"dev-{n}", {"schemaVersion": 1, "lastAppliedSequence": applied,
@@ -73,8 +75,8 @@ def test_counts_states_pages_and_every_filter_on_each_backend(services: HubServi
     assert _ids(services, status="online") == ["dev-0", "dev-4", "dev-6"]
     assert _ids(services, status="offline") == ["dev-1", "dev-2", "dev-3", "dev-5", "dev-7", "dev-8", "dev-9"]
     assert _ids(services, module="digits:2") == ["dev-4", "dev-5"]
-    assert _ids(services, module="digits") == [f"dev-{n}" for n in range(7)]
-    assert _ids(services, module="digits:1", condition="tags.site = 'field'") == ["dev-6"]
+    assert _ids(services, module="digits") == [f"dev-{n}" for n in range(8)]
+    assert _ids(services, module="digits:1", condition="tags.site = 'field'") == ["dev-6", "dev-7"]
     assert _ids(services, module="other") == []
     counted = FleetQuery(services.store).page(FleetFilter(status="failing"))
     assert (counted.counts.devices, counted.counts.failing, counted.counts.online) == (2, 2, 1)

@@ -1,7 +1,7 @@
 """A deployment's status read as columns (``services/status_columns.py``) says what the record read says.
 
 On SQLite and a real PostgreSQL: devices in every state the status knows (applied, failed
-with code 500, refused after the document was issued, a refusal older than the document,
+with code 500, in progress with code 202, refused after the document was issued, a refusal older than the document,
 an older document, never reported, overridden by a higher-priority deployment), and the
 pure ``deployment_status`` over the store's full records (documents with their envelopes,
 report objects: the read used before) is compared field by field with the service's answer.
@@ -57,6 +57,7 @@ def test_the_column_read_gives_the_record_reads_answers_on_each_backend(hub_url:
     report("dev-1", sequence["dev-1"], 500, "health_check of digits failed")
     report("dev-2", sequence["dev-2"] - 1, 401, "unknown key")  # refused, after the newest document: failed
     report("dev-4", sequence["dev-4"] - 1, 200)  # an older document: pending
+    report("dev-5", sequence["dev-5"], 202, "download of digits.b waits")  # in progress (ADR 0042): pending
     clock.now -= timedelta(minutes=30)
     report("dev-3", sequence["dev-3"] - 1, 401, "too old")  # a refusal older than the newest document: pending
     clock.now += timedelta(minutes=31)
@@ -67,7 +68,7 @@ def test_the_column_read_gives_the_record_reads_answers_on_each_backend(hub_url:
     assert {d.device_id: (d.state, d.reason) for d in status.devices} == {
         "dev-0": ("applied", None), "dev-1": ("failed", "health_check of digits failed"),
         "dev-2": ("failed", "unknown key"), "dev-3": ("pending", None), "dev-4": ("pending", None),
-        "dev-5": ("pending", None), "dev-6": ("pending", None), "dev-7": ("overridden", None),
+        "dev-5": ("pending", "download of digits.b waits"), "dev-6": ("pending", None), "dev-7": ("overridden", None),
     }
     assert status == _record_read(hub, "lab")
     assert hub.deployments.deployment_status("canary") == _record_read(hub, "canary")
