@@ -76,8 +76,7 @@ def adopt_session(settings: BrokerSettings, client_id: str, fleet: Fleet, *, gro
         if topic is None or topic.channel not in INBOUND_CHANNELS:
             c.ack(message.mid, message.qos)  # a dead replica's method responses: nobody waits for them now
             return
-        subscriber.on_message(topic, bytes(message.payload))
-        subscriber.submit(partial(_ack, c, message.mid, message.qos))
+        subscriber.on_message(topic, bytes(message.payload), partial(_ack, c, message.mid, message.qos))
 
     client.on_connect = on_connect
     client.on_message = on_message

@@ -189,11 +189,11 @@ class MqttBridge:
         if topic.channel == "responses":
             self.methods.on_response(topic, payload)
         elif subscriber is not None and topic.channel in ("reported", "telemetry", "online"):
-            subscriber.on_message(topic, payload)
-            # Acknowledged by the worker after the messages queued before it, so telemetry is in the
-            # database before its PUBACK (a report, retained, is acknowledged before its batch is stored:
-            # a hub killed in between gets the device's newest report again on subscribe).
-            subscriber.submit(partial(self._ack, message.mid, message.qos, self.connections))
+            # Acknowledged by the worker once the message is in the database (a report: once its batch's
+            # transaction committed), not on receipt: a replica killed between the two and never restarted
+            # leaves it to the survivor's drain (adopt.py), which gets only unacknowledged messages and is
+            # sent no retained ones (ADR 0037, revision: lost reports stalled rollouts).
+            subscriber.on_message(topic, payload, partial(self._ack, message.mid, message.qos, self.connections))
             return
         client.ack(message.mid, message.qos)
 

@@ -16,7 +16,11 @@ Reported states are written in batches: the worker takes whatever has queued up
 transaction (``record_reported_many``). One transaction per report cost about
 1 ms on SQLite, which at 10,000 devices was most of a fan-out's tail
 (``benchmarks/fleet/RESULTS.md``); a device that reported twice in one batch
-keeps its last report.
+keeps its last report. Each message's PUBACK is sent after the transaction that
+stored it committed (reports: after their batch's), never on receipt: a hub killed
+in between leaves the message in its broker session. A hub that restarts would also
+be sent the retained reports again when it subscribes, but a replica that is gone
+for good is only drained (``adopt.py``), which gets the unacknowledged messages alone.
 
 On MQTT 5 the subscriptions are shared (``$share/hub/...``): several hub replicas
 split the devices' messages between them, and a gone replica's share, which Mosquitto
@@ -33,6 +37,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgeship.errors import EdgeshipError, InputError
@@ -51,7 +56,8 @@ NO_DEVICE = "(no device)"  # what drops of messages on topics that name no valid
 log = logging.getLogger("edgeship.hub.bridge")
 
 Task = Callable[[], None]
-Item = Task | tuple[DeviceTopic, bytes] | None  # None stops the worker
+Ack = Callable[[], None]  # sends a message's PUBACK
+Item = Task | tuple[DeviceTopic, bytes, Ack | None] | None  # None stops the worker
 
 
 def subscriptions(protocol: str, group: str = "hub") -> list[tuple[str, int]]:
@@ -65,7 +71,8 @@ class Subscriber:
     """The inbound queue and its worker thread; :meth:`submit` also runs the publisher's republish.
 
     Invariant: every message :meth:`on_message` queues is charged to the gate until the
-    worker has handled it (and, for reports, stored its batch), then released.
+    worker has handled it (and, for reports, stored its batch), then released; its
+    acknowledgement is sent only after that store committed (or the message was dropped).
     """
 
     def __init__(self, fleet: Fleet, limits: InboundLimits | None = None,
@@ -105,15 +112,23 @@ class Subscriber:
         self._queue.put_nowait(task)
         return True
 
-    def on_message(self, topic: DeviceTopic, payload: bytes) -> None:
-        """Called in paho's network thread: the gate decides, without I/O, whether the message is queued."""
+    def on_message(self, topic: DeviceTopic, payload: bytes, ack: Ack | None = None) -> None:
+        """Called in paho's network thread: the gate decides, without I/O, whether the message is queued.
+
+        ``ack`` (the message's PUBACK) runs once the message is stored, or dropped: a report only after the
+        transaction that stores its batch committed, so a hub killed before that commit leaves the message
+        unacknowledged in its broker session (sent again on reconnect, or drained by a replica, ``adopt.py``).
+        A message the gate refuses is acknowledged at once.
+        """
         reason = self.gate.admit(topic.device_id, topic.channel, len(payload))
         if reason is not None:
             limit = self.limits.channel(topic.channel).max_bytes
             self._drop(topic, reason, f"{len(payload)} bytes, over the {limit}-byte limit of {topic.channel} messages"
                        if reason == "too-large" else None)
+            if ack is not None:
+                ack()
             return
-        self._queue.put_nowait((topic, payload))
+        self._queue.put_nowait((topic, payload, ack))
 
     def drop_foreign(self, topic: str) -> None:
         """A message on a subscribed topic that is no device topic of the contract (paho's thread)."""
@@ -140,31 +155,49 @@ class Subscriber:
                     break
             if self.drops.due():
                 self.log_summary()
-            reports: list[tuple[DeviceTopic, dict[str, Any]]] = []
+            pending = _Pending()
             messages: list[tuple[DeviceTopic, bytes]] = []
             for item in batch:
                 if item is None:
                     continue
-                if not callable(item):
-                    messages.append(item)
+                if callable(item):  # a task runs after everything queued before it is stored and acknowledged
+                    self._flush(pending)
+                    self._run(item)
+                    continue
+                topic, payload, ack = item
+                messages.append((topic, payload))
+                if ack is not None:
+                    pending.acks.append(ack)
                 try:
-                    if callable(item):
-                        item()
-                    elif item[0].channel == "reported":
-                        if item[1]:  # an empty payload clears a retained message: nothing to record
-                            reports.append((item[0], _json_object(item[1])))
+                    if topic.channel == "reported":
+                        if payload:  # an empty payload clears a retained message: nothing to record
+                            pending.reports.append((topic, _json_object(payload)))
                     else:
-                        self._handle(*item)
+                        self._handle(topic, payload)
                 except _Malformed as exc:
-                    self._drop(item[0], "malformed", str(exc))  # type: ignore[index]  # only messages raise it
+                    self._drop(topic, "malformed", str(exc))
                 except Exception:  # the worker must survive anything a message or the database does
-                    log.exception("the hub's inbound worker failed on a task; continuing")
-            if reports:
-                self._record_reports(reports)
+                    log.exception("the hub's inbound worker failed on a message; continuing")
+            self._flush(pending)
             for topic, payload in messages:
                 self.gate.release(topic.device_id, len(payload))
             if any(item is None for item in batch):
                 return
+
+    def _flush(self, pending: _Pending) -> None:
+        """Store the reports gathered so far in one transaction, then acknowledge every message gathered."""
+        if pending.reports:
+            self._record_reports(pending.reports)
+        for ack in pending.acks:
+            self._run(ack)
+        pending.reports, pending.acks = [], []
+
+    @staticmethod
+    def _run(task: Task) -> None:
+        try:
+            task()
+        except Exception:  # the worker must survive anything a task does
+            log.exception("the hub's inbound worker failed on a task; continuing")
 
     def _record_reports(self, reports: list[tuple[DeviceTopic, dict[str, Any]]]) -> None:
         try:
@@ -210,6 +243,14 @@ class Subscriber:
 
 class _Malformed(EdgeshipError):
     pass
+
+
+@dataclass
+class _Pending:
+    """What the worker gathered since its last flush: reports to store together, then PUBACKs to send."""
+
+    reports: list[tuple[DeviceTopic, dict[str, Any]]] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

@@ -7,8 +7,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from edgeship.hub.store.engine import StoreBase, need
 from edgeship.hub.store.models import Base, DeviceRow, ReportedRow
@@ -23,11 +27,8 @@ class ReportedTables(StoreBase):
     def put_reported(self, device_id: str, state: dict[str, Any], received: datetime) -> ReportedRecord:
         with self._tx() as s:
             need(s.get(DeviceRow, device_id), f"device {device_id!r}")
-            row = s.get(ReportedRow, device_id)
-            if row is None:
-                s.add(ReportedRow(device_id=device_id, state=state, received=received))
-            else:
-                row.state, row.received = state, received
+            s.execute(_upsert(s, Base.metadata.tables["reported"]),
+                      [{"device_id": device_id, "state": state, "received": received}])
             return ReportedRecord(device_id, state, received)
 
     def put_reported_many(
@@ -36,8 +37,10 @@ class ReportedTables(StoreBase):
         """Store many reports in one transaction: ``(stored, ids of unknown devices)``.
 
         A device reported twice in ``items`` keeps its last report (as a retained topic
-        would). Unknown devices are left out rather than failing the batch, so one
-        stray topic cannot drop everyone else's reports.
+        would), and a stored report is replaced by whichever is stored after it. Unknown
+        devices are left out rather than failing the batch, so one stray topic cannot drop
+        everyone else's reports. One upsert for all, so replicas storing the same device's
+        first report at once do not conflict.
         """
         newest: dict[str, ReportedRecord] = {}
         for device_id, state, received in items:
@@ -46,36 +49,14 @@ class ReportedTables(StoreBase):
         if not newest:
             return [], []
         ids = builtins.list(newest)
-        for attempt in range(3):
-            try:
-                return self._put_newest(newest, ids)
-            except IntegrityError:
-                # Another hub replica inserted a first report for one of these devices between
-                # this transaction's read and its insert (PostgreSQL): read again and update it.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _put_newest(
-        self, newest: dict[str, ReportedRecord], ids: builtins.list[str]
-    ) -> tuple[builtins.list[ReportedRecord], builtins.list[str]]:
+        table = Base.metadata.tables["reported"]
         with self._tx() as s:
             known = set(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(ids))))
-            present = set(s.scalars(select(ReportedRow.device_id).where(ReportedRow.device_id.in_(ids))))
             stored = [r for r in newest.values() if r.device_id in known]
-            table = Base.metadata.tables["reported"]
-            updates = [{"b_id": r.device_id, "b_state": r.state, "b_received": r.received}
-                       for r in stored if r.device_id in present]
-            inserts = [{"device_id": r.device_id, "state": r.state, "received": r.received}
-                       for r in stored if r.device_id not in present]
-            if updates:
-                s.execute(
-                    update(table).where(table.c.device_id == bindparam("b_id"))
-                    .values(state=bindparam("b_state"), received=bindparam("b_received")),
-                    updates,
-                )
-            if inserts:
-                s.execute(insert(table), inserts)
+            if stored:  # rows in id order: two replicas' overlapping batches lock them in one order (no deadlock)
+                rows = sorted(stored, key=lambda r: r.device_id)
+                s.execute(_upsert(s, table), [{"device_id": r.device_id, "state": r.state, "received": r.received}
+                                              for r in rows])
             return stored, [i for i in ids if i not in known]
 
     def reported(self, device_ids: Iterable[str] | None = None) -> dict[str, ReportedRecord]:
@@ -84,3 +65,14 @@ class ReportedTables(StoreBase):
             query = query.where(ReportedRow.device_id.in_(builtins.list(device_ids)))
         with self._tx() as s:
             return {r.device_id: ReportedRecord(r.device_id, dict(r.state), r.received) for r in s.scalars(query)}
+
+
+def _upsert(session: Session, table: Table) -> PgInsert | SqliteInsert:
+    """``INSERT ... ON CONFLICT (device_id) DO UPDATE``: one statement, so two hub replicas storing a device's
+    first report at once both succeed (the later one wins) instead of one failing on the primary key."""
+    upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.device_id],
+        set_={"state": statement.excluded.state, "received": statement.excluded.received},
+    )

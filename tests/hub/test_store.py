@@ -6,10 +6,11 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 
 from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
 from edgeship.hub.store import DeploymentRecord, HubStore, IssueRequest, ModuleRecord, ModuleRefRecord
+from edgeship.hub.store.models import Base
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 DIGEST = "sha256:" + "a" * 64
@@ -116,6 +117,38 @@ def test_reported_state_is_the_newest_report_per_device(store: HubStore) -> None
     assert store.reported()["dev-1"].state == {"lastAppliedSequence": 2}
     with pytest.raises(HubNotFoundError):
         store.put_reported("ghost", {}, T0)
+
+
+def test_two_replicas_storing_a_first_report_at_once_both_succeed_and_the_later_wins(hub_url: str) -> None:
+    """Replica A's transaction inserted dev-1's first report and has not committed; replica B stores one too.
+
+    B waits for A's row (PostgreSQL: the unique index; SQLite: the write lock), then updates it: one upsert,
+    no unique violation (seen in the replica kill test when B read "no row" and inserted).
+    """
+    first, second = HubStore(hub_url), HubStore(hub_url)
+    try:
+        first.add_device("dev-1", {}, T0)
+        reported = insert(Base.metadata.tables["reported"]).values(device_id="dev-1", state={"n": 1}, received=T0)
+        outcome: list[object] = []
+
+        def store_second() -> None:
+            try:
+                outcome.append(second.put_reported_many([("dev-1", {"n": 2}, T0 + timedelta(seconds=1))]))
+            except Exception as exc:  # what the replica got is the answer
+                outcome.append(exc)
+
+        with first.engine.begin() as conn:
+            conn.execute(reported)
+            racer = threading.Thread(target=store_second)
+            racer.start()
+            racer.join(0.5)
+            assert racer.is_alive(), f"the second store did not wait for the first: {outcome}"
+        racer.join(30)
+        assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+        assert second.reported()["dev-1"].state == {"n": 2}
+    finally:
+        first.close()
+        second.close()
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:  # type: ignore[no-untyped-def]
