@@ -99,6 +99,22 @@ def _stored_samples(db_url: str) -> set[tuple[str, int]]:
     return set(found)
 
 
+def _behind(db_url: str) -> str:
+    """For a failure: each device whose stored report is older than its newest document (what the wave waits for)."""
+    import psycopg
+
+    plain = db_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain) as conn:
+        rows = conn.execute(
+            "SELECT d.device_id, d.sequence, d.issued, r.state->>'lastAppliedSequence', r.received FROM desired d "
+            "LEFT JOIN reported r USING (device_id) WHERE d.sequence = (SELECT max(sequence) FROM desired x "
+            "WHERE x.device_id = d.device_id) AND (r.state IS NULL OR "
+            "(r.state->>'lastAppliedSequence')::int < d.sequence) ORDER BY d.device_id").fetchall()
+    lines = [f"{device}: document {seq} issued {issued}, report of {applied} received {received}"
+             for device, seq, issued, applied, received in rows[:20]]
+    return f"{len(rows)} device(s) whose stored report is older than their document:\n" + "\n".join(lines)
+
+
 @pytest.fixture
 def world(tmp_path: Path, postgres: PostgresServer, mosquitto: Any) -> Iterator[dict[str, Any]]:
     ws, _world = make_hub_workspace(tmp_path / "ws")
@@ -168,7 +184,8 @@ def test_a_rollout_survives_the_sigkill_of_the_replica_running_it(world: dict[st
     deadline = time.monotonic() + WAIT
     while (rollout := httpx.get(f"{through.url}/deployments/lab/rollout", headers=headers, timeout=30).json())[
             "wave"] < 2:
-        assert time.monotonic() < deadline, f"{rollout}\n{_sim(sim, 'stats')}\n{group.logs()}"
+        assert time.monotonic() < deadline, (
+            f"{rollout}\n{_sim(sim, 'stats')}\n{_behind(world['db'])}\n{group.logs()}")
         time.sleep(0.2)
     time.sleep(1.0)  # telemetry half sent, wave 2 going out
     group[leader].kill()
@@ -178,7 +195,8 @@ def test_a_rollout_survives_the_sigkill_of_the_replica_running_it(world: dict[st
         if rollout["state"] == "completed":
             break
         assert rollout["state"] == "rolling-out", rollout
-        assert time.monotonic() < deadline, f"rollout stuck: {rollout}\n{group.logs()}"
+        assert time.monotonic() < deadline, (
+            f"rollout stuck: {rollout}\n{_sim(sim, 'stats')}\n{_behind(world['db'])}\n{group.logs()}")
         time.sleep(0.5)
     sender.join(60)
     assert sender.sent == DEVICES * ROUNDS
