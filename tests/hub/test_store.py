@@ -119,6 +119,25 @@ def test_reported_state_is_the_newest_report_per_device(store: HubStore) -> None
         store.put_reported("ghost", {}, T0)
 
 
+def test_a_report_of_an_older_document_stored_last_does_not_replace_a_newer_one(store: HubStore) -> None:
+    """Two replicas share a device's reports; the one holding its report of document 1 stores it after the other
+    stored its report of document 2 (the replica kill test's stalled wave). Same sequence: the last stored wins."""
+    store.add_device("dev-1", {}, T0)
+    store.add_device("dev-2", {}, T0)
+    store.put_reported_many([("dev-1", {"lastAppliedSequence": 2, "n": 1}, T0)])
+    store.put_reported_many([("dev-1", {"lastAppliedSequence": 1}, T0 + timedelta(seconds=1)),
+                             ("dev-2", {"lastAppliedSequence": 1}, T0 + timedelta(seconds=1))])
+    assert store.reported()["dev-1"].state == {"lastAppliedSequence": 2, "n": 1}
+    assert store.reported()["dev-1"].received == T0
+    assert store.reported()["dev-2"].state == {"lastAppliedSequence": 1}
+    store.put_reported("dev-1", {"lastAppliedSequence": 1}, T0 + timedelta(seconds=2))
+    assert store.reported()["dev-1"].state == {"lastAppliedSequence": 2, "n": 1}
+    store.put_reported_many([("dev-1", {"lastAppliedSequence": 2, "n": 2}, T0 + timedelta(seconds=3))])
+    assert store.reported()["dev-1"].state == {"lastAppliedSequence": 2, "n": 2}
+    store.put_reported_many([("dev-1", {"status": {"code": 200}}, T0 + timedelta(seconds=4))])  # no sequence to compare
+    assert store.reported()["dev-1"].state == {"status": {"code": 200}}
+
+
 def test_two_replicas_storing_a_first_report_at_once_both_succeed_and_the_later_wins(hub_url: str) -> None:
     """Replica A's transaction inserted dev-1's first report and has not committed; replica B stores one too.
 
