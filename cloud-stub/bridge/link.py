@@ -12,7 +12,8 @@ Delivery (ADR 0019): the hub's session is persistent whenever it has a stable cl
 hub is away; and the hub acknowledges a device message (PUBACK) only after the worker
 handled it (stored it, or dropped it as invalid), so a hub killed with messages in its
 in-memory queue gets them again from the broker when it comes back. The store removes
-duplicates (telemetry by ``(seq, time)``; reports and presence are last-wins).
+duplicates (telemetry by ``(seq, time)``; reports and presence are last-wins, a report never
+going back to a lower ``lastAppliedSequence``).
 
 Build order: the services take the bridge as their link, and the bridge gets the services
 when it starts serving (as a server gets its application), so neither is assigned later::
