@@ -85,10 +85,17 @@ class HubConfig:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc), compare=False)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def _bound_socket(host: str) -> socket.socket:
+    """A socket bound to a free port of ``host``, held until the API serves on it: no other process can take the
+    port between choosing it and listening (a free port looked up, closed and bound again later could be)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
         sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def load_hub_keys(workspace: Workspace, key_name: str = "hub", trust_root: Path | None = None) -> tuple[Any, Any]:
@@ -148,7 +155,8 @@ class HubServer:
         self._refresher: threading.Thread | None = None
         self._engine: threading.Thread | None = None
         self._stopping = threading.Event()
-        self.port = config.port or _free_port(config.host)
+        self._socket = None if config.port else _bound_socket(config.host)  # port 0: a free port, held from now
+        self.port = config.port or int(self._socket.getsockname()[1])  # type: ignore[union-attr]
         self.settings: BrokerSettings | None = None
 
     @property
@@ -346,7 +354,9 @@ class HubServer:
         config = uvicorn.Config(app, host=self.config.host, port=self.port, log_level="warning", lifespan="off",
                                 access_log=False)
         self._uvicorn = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._uvicorn.run, name="edgeship-hub-api", daemon=True)
+        held, self._socket = self._socket, None  # the server closes it when it stops; a restart binds the port again
+        self._thread = threading.Thread(target=self._uvicorn.run, kwargs={"sockets": [held]} if held else {},
+                                        name="edgeship-hub-api", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + API_START_TIMEOUT
         while not self._uvicorn.started:
@@ -372,6 +382,9 @@ class HubServer:
             self._uvicorn.should_exit = True
             self._thread.join(10)
         self._uvicorn = self._thread = None
+        if self._socket is not None:  # never served on (a start that failed before the API)
+            self._socket.close()
+            self._socket = None
         if self.replication is not None:
             self.replication.stop()
             self.replication = None

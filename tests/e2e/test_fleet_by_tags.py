@@ -98,53 +98,55 @@ def _answers(port: int) -> bool:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     root = tmp_path_factory.mktemp("fleet")
     broker = Mosquitto(root / "mosquitto").start()
-    release_side = ReleaseSide(root / "release", console=_quiet())
-    releases = {1: release_side.release(1), 2: release_side.release(2)}
-    hub = HubServer(
-        HubConfig(
-            workspace=release_side.workspace.root,
-            trust_root=release_side.trust_root_file,
-            broker_url=broker.url,
-            port=0,
-        )
-    ).start()
-    fleet = Fleet(hub, releases)
-    ports = port_block(40 * len(TAGS))
-    try:
-        for version in releases:
-            hub.services.catalog.upload_from_workspace(release_side.workspace.root, "digits", version)
-        for index, (device_id, tags) in enumerate(TAGS.items()):
-            hub.services.fleet.create_device(device_id, tags)
-            folder = root / "agents" / device_id
-            folder.mkdir(parents=True)
-            config = folder / "agent.toml"
-            config.write_text(
-                f'device_id = "{device_id}"\nhub_url = "{hub.api_url}"\n'
-                f"trust_root = {json.dumps(str(release_side.trust_root_file))}\n"
-                f"data_dir = {json.dumps(str(folder / 'data'))}\n"
-                f'runtime = "process"\nreconcile_interval = 1\ntelemetry_interval = 2\n'
-                f"port_range = [{ports + 40 * index}, {ports + 40 * index + 39}]\n"
-                f'\n[broker]\nurl = "{broker.url}"\n'
+    try:  # the broker goes even when the release or the hub fails to start
+        release_side = ReleaseSide(root / "release", console=_quiet())
+        releases = {1: release_side.release(1), 2: release_side.release(2)}
+        hub = HubServer(
+            HubConfig(
+                workspace=release_side.workspace.root,
+                trust_root=release_side.trust_root_file,
+                broker_url=broker.url,
+                port=0,
             )
-            fleet.logs[device_id] = folder / "agent.log"
-            with fleet.logs[device_id].open("wb") as log:
-                fleet.agents[device_id] = subprocess.Popen(
-                    [sys.executable, "-m", "edgeship", "agent", "run", "--config", str(config),
-                     "--stop-modules-on-exit"],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+        ).start()
+        fleet = Fleet(hub, releases)
+        ports = port_block(40 * len(TAGS))
+        try:
+            for version in releases:
+                hub.services.catalog.upload_from_workspace(release_side.workspace.root, "digits", version)
+            for index, (device_id, tags) in enumerate(TAGS.items()):
+                hub.services.fleet.create_device(device_id, tags)
+                folder = root / "agents" / device_id
+                folder.mkdir(parents=True)
+                config = folder / "agent.toml"
+                config.write_text(
+                    f'device_id = "{device_id}"\nhub_url = "{hub.api_url}"\n'
+                    f"trust_root = {json.dumps(str(release_side.trust_root_file))}\n"
+                    f"data_dir = {json.dumps(str(folder / 'data'))}\n"
+                    f'runtime = "process"\nreconcile_interval = 1\ntelemetry_interval = 2\n'
+                    f"port_range = [{ports + 40 * index}, {ports + 40 * index + 39}]\n"
+                    f'\n[broker]\nurl = "{broker.url}"\n'
                 )
-        yield fleet
+                fleet.logs[device_id] = folder / "agent.log"
+                with fleet.logs[device_id].open("wb") as log:
+                    fleet.agents[device_id] = subprocess.Popen(
+                        [sys.executable, "-m", "edgeship", "agent", "run", "--config", str(config),
+                         "--stop-modules-on-exit"],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+            yield fleet
+        finally:
+            for process in fleet.agents.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in fleet.agents.values():
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            hub.stop()
     finally:
-        for process in fleet.agents.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in fleet.agents.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        hub.stop()
         broker.stop()
 
 
