@@ -4,8 +4,9 @@
 called by the same transports (REST routes, CLI through REST). Its invariants:
 
 - a password has 192 random bits (``secrets``), is returned once to the caller and
-  is stored only as Mosquitto's ``$7$`` hash; a certificate comes from the hub CA
-  (CN = device id), its private key is returned once and never stored;
+  is stored only as hashes: Mosquitto's ``$7$`` one and a bcrypt one for a NATS
+  cluster (``hub broker-config --engine nats``; ADR 0039); a certificate comes from
+  the hub CA (CN = device id), its private key is returned once and never stored;
 - no credential is ever issued for a name reserved for the hub (``hub``, ``hub-*``:
   ``edgeship.mqtt.identity``), so a device login never carries the hub's rights;
 - a device has at most one active credential: rotation issues the new one and
@@ -27,6 +28,7 @@ from typing import Any
 from edgeship.errors import EdgeshipError, InputError
 from edgeship.hub.broker.ca import CertificateAuthority, fingerprint
 from edgeship.hub.broker.mosquitto import hash_password
+from edgeship.hub.broker.nats import hash_password_bcrypt
 from edgeship.hub.broker.reload import BrokerState, ManagedBroker
 from edgeship.hub.services import DeviceView, Fleet
 from edgeship.hub.store import CredentialRecord, CredentialStore
@@ -166,7 +168,8 @@ class DeviceCredentials:
         now = self.fleet.clock()
         if kind == "password":
             password = secrets.token_urlsafe(PASSWORD_BYTES)
-            self.store.issue(device_id, kind, now, password_hash=hash_password(password), replace=replace)
+            self.store.issue(device_id, kind, now, password_hash=hash_password(password),
+                             bcrypt_hash=hash_password_bcrypt(password), replace=replace)  # fmt: skip
             issued = IssuedCredentials(device_id, kind, password=password)
         else:
             assert self._ca is not None

@@ -1,10 +1,11 @@
 """Device broker credentials: a password hash or a certificate serial per device, beside the hub's other tables.
 
 A row is one credential the hub issued. The secret itself never reaches the
-database: a password is kept only as Mosquitto's ``$7$`` hash, a certificate as
-its serial and SHA-256 fingerprint. Rows outlive their device (no foreign key):
-a deleted device's credentials stay, revoked, as the audit trail and as the
-serials a certificate revocation list must name. A device has at most one active
+database: a password is kept only as hashes, Mosquitto's ``$7$`` one and a bcrypt
+one for NATS (``bcrypt_hash``; NULL for passwords issued before revision 0008), a
+certificate as its serial and SHA-256 fingerprint. Rows outlive their device (no
+foreign key): a deleted device's credentials stay, revoked, as the audit trail and
+as the serials a certificate revocation list must name. A device has at most one active
 (unrevoked) credential; issuing a new one revokes the old one in the same
 transaction.
 """
@@ -40,6 +41,7 @@ class CredentialRow(Base):
     created: Mapped[datetime]
     revoked: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    bcrypt_hash: Mapped[str | None] = mapped_column(Text, nullable=True)  # bcrypt $2b$ for NATS; NULL before rev 0008
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,13 @@ class CredentialRecord:
     created: datetime
     revoked: bool
     revoked_at: datetime | None
+    bcrypt_hash: str | None = field(default=None, repr=False)
 
 
 def _record(row: CredentialRow) -> CredentialRecord:
     return CredentialRecord(
         row.id, row.device_id, row.kind, row.password_hash, int(row.serial) if row.serial else None,
-        row.fingerprint, row.created, row.revoked, row.revoked_at,
+        row.fingerprint, row.created, row.revoked, row.revoked_at, row.bcrypt_hash,
     )
 
 
@@ -75,6 +78,7 @@ class CredentialStore:
         when: datetime,
         *,
         password_hash: str | None = None,
+        bcrypt_hash: str | None = None,
         serial: int | None = None,
         fingerprint: str | None = None,
         replace: bool = False,
@@ -91,7 +95,7 @@ class CredentialStore:
                     f"Device {device_id!r} has broker credentials already; rotate them instead."
                 )
             s.execute(update(CredentialRow).where(*active).values(revoked=True, revoked_at=when))
-            row = CredentialRow(device_id=device_id, kind=kind, password_hash=password_hash,
+            row = CredentialRow(device_id=device_id, kind=kind, password_hash=password_hash, bcrypt_hash=bcrypt_hash,
                                 serial=None if serial is None else str(serial), fingerprint=fingerprint,
                                 created=when, revoked=False, revoked_at=None)  # fmt: skip
             s.add(row)
