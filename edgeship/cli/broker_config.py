@@ -168,24 +168,24 @@ def broker_config(
 
 def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | None, hub_username: list[str] | None,
           device_passwords: Path | None, nodes: list[str]) -> None:  # fmt: skip
-    """``--engine nats``: the hub's devices with their bcrypt hashes (``edgeship.cli.broker_config_nats``)."""
+    """``--engine nats``: the hub's devices with the bcrypt hashes of the store or the file
+    (``edgeship.cli.broker_config_nats``)."""
     try:
-        from edgeship.cli.broker_config_nats import parse_bcrypt_lines, write_nats
+        from edgeship.cli.broker_config_nats import DeviceHashes, parse_bcrypt_lines, write_nats
         from edgeship.hub.store import CredentialStore, HubStore, sqlite_url
         from edgeship.mqtt.identity import validate_hub_identity
     except ModuleNotFoundError as exc:
         raise InputError(f"This needs the '{exc.name}' package; install it with pip install 'edgeship[hub]'.") from exc
 
     hub_password = _read(hub_password_file, "hub password file").strip()
-    overrides = parse_bcrypt_lines(_read(device_passwords, "device password file")) if device_passwords else {}
+    supplied = parse_bcrypt_lines(_read(device_passwords, "device password file")) if device_passwords else {}
     store = HubStore(db or sqlite_url(workspace_from(workspace).root))
     try:
         device_ids = [device.id for device in store.list_devices()]
-        stored = {d: r.password_hash for d, r in CredentialStore(store).active().items() if r.password_hash}
+        hashes = DeviceHashes.from_store(CredentialStore(store).active(), supplied)
     finally:
         store.close()
     hub_names = [validate_hub_identity(name) for name in dict.fromkeys(hub_username or ["hub"])]
-    hashes = {**{d: h for d, h in stored.items() if h is not None}, **overrides}
     write_nats(out, nodes, device_ids, hub_names, hub_password, hashes)
 
 

@@ -1,25 +1,53 @@
 """``edgeship hub broker-config --engine nats``: a NATS cluster's node configs and users for the hub's devices.
 
 Thin: rendering lives in :mod:`edgeship.hub.broker.nats`. NATS checks bcrypt password
-hashes only, while the hub's store keeps Mosquitto's ``$7$`` hashes of the device
-passwords it issued, so device hashes come from ``--device-passwords`` (``id:$2b$...``
-lines, ``htpasswd -bnBC 6 "" PASSWORD``); a ``$7$`` hash in the store cannot be turned
-into one and its device is left out, named in the output (``docs/scale.md``). The hub
-users get a bcrypt hash of ``--hub-password-file``.
+hashes only. The hub stores one beside Mosquitto's ``$7$`` hash for every device
+password it issues or rotates (store revision 0008), so those devices need no file. A
+password issued before that has only a ``$7$`` hash, which cannot be turned into a
+bcrypt one: its device is left out and named, to be rotated
+(``edgeship device rotate-credentials ID``) or given in ``--device-passwords``
+(``id:$2b$...`` lines, ``htpasswd -bnBC 6 "" PASSWORD``), which overrides the store per
+device (``docs/scale.md``). The hub users get a bcrypt hash of ``--hub-password-file``:
+their password is the operator's, not one the hub issues.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgeship.cli._common import console
 from edgeship.errors import InputError
 
-__all__ = ["parse_bcrypt_lines", "parse_node", "write_nats"]
+if TYPE_CHECKING:
+    from edgeship.hub.store import CredentialRecord
+
+__all__ = ["DeviceHashes", "parse_bcrypt_lines", "parse_node", "write_nats"]
 
 _NODE = re.compile(r"^(?P<name>[A-Za-z0-9_-]{1,64})=(?P<host>[^:,=\s]+)(?::(?P<ports>\d+,\d+,\d+,\d+))?$")
 DEFAULT_PORTS = (4222, 6222, 1883, 8222)  # client, cluster, MQTT, monitoring: each node on its own host
+
+
+@dataclass(frozen=True)
+class DeviceHashes:
+    """Each device's bcrypt hash: from ``--device-passwords`` (``supplied``, wins) or the hub's store."""
+
+    stored: dict[str, str] = field(default_factory=dict, repr=False)  # passwords the hub issued (revision 0008 on)
+    supplied: dict[str, str] = field(default_factory=dict, repr=False)
+    issued_before: frozenset[str] = frozenset()  # active password with only a $7$ hash: rotate to get a bcrypt one
+
+    @classmethod
+    def from_store(cls, active: Mapping[str, CredentialRecord], supplied: dict[str, str]) -> DeviceHashes:
+        """From ``CredentialStore.active()``: the bcrypt hash of each active password, and those that lack one."""
+        records = [r for r in active.values() if r.kind == "password"]
+        return cls({r.device_id: r.bcrypt_hash for r in records if r.bcrypt_hash}, supplied,
+                   frozenset(r.device_id for r in records if not r.bcrypt_hash))  # fmt: skip
+
+    def get(self, device_id: str) -> str | None:
+        return self.supplied.get(device_id) or self.stored.get(device_id)
 
 
 def parse_node(text: str) -> object:
@@ -55,8 +83,8 @@ def parse_bcrypt_lines(text: str) -> dict[str, str]:
 
 
 def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: list[str], hub_password: str,
-               device_hashes: dict[str, str]) -> None:  # fmt: skip
-    """Write the node configs and ``users.conf``; say which devices were left out and why."""
+               hashes: DeviceHashes) -> None:  # fmt: skip
+    """Write the node configs and ``users.conf``; say which devices were left out, why, and what to do."""
     from edgeship.hub.broker.nats import NatsNode, NatsUser, hash_password_bcrypt, write_nats_config
     from edgeship.mqtt.identity import is_hub_identity
 
@@ -69,20 +97,33 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
                          "and would log in with the hub's rights; delete them and create them under other ids.")
     hub_hash = hash_password_bcrypt(hub_password)
     users = [NatsUser(name, hub_hash) for name in hub_names]
-    unusable: list[str] = []
+    to_rotate: list[str] = []
+    without: list[str] = []
     for device_id in sorted(set(device_ids)):
-        hashed = device_hashes.get(device_id)
-        if hashed is not None and hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            users.append(NatsUser(device_id, hashed))
+        hashed = hashes.get(device_id)
+        if hashed is not None:
+            users.append(NatsUser(device_id, hashed))  # refuses anything but bcrypt
         else:
-            unusable.append(device_id)
+            (to_rotate if device_id in hashes.issued_before else without).append(device_id)
     files = write_nats_config(out, cluster, users)
+    devices = [user.username for user in users[len(hub_names):]]
+    supplied = sum(1 for device_id in devices if device_id in hashes.supplied)
     console.print(f"Wrote {', '.join(p.name for p in files.configs.values())} and {files.users_file.name} in {out} "
-                  f"for {len(users) - len(hub_names)} devices and the hub user(s) {', '.join(hub_names)}.",
+                  f"for {len(devices)} devices ({len(devices) - supplied} with the password the hub issued, "
+                  f"{supplied} from --device-passwords) and the hub user(s) {', '.join(hub_names)}.",
                   highlight=False)  # fmt: skip
-    if unusable:
-        console.print(f"Left out {len(unusable)} device(s) without a bcrypt password hash (NATS checks no other "
-                      f"format): {', '.join(unusable[:20])}{' ...' if len(unusable) > 20 else ''}; give their "
-                      "hashes with --device-passwords (id:$2b$... lines).", highlight=False)  # fmt: skip
+    if to_rotate:
+        console.print(f"Left out {len(to_rotate)} device(s) whose password the hub issued before it kept bcrypt "
+                      f"hashes (NATS checks no other format): {_names(to_rotate)}; rotate each with 'edgeship device "
+                      "rotate-credentials ID' and run this again, or give their hashes with --device-passwords.",
+                      highlight=False)  # fmt: skip
+    if without:
+        console.print(f"Left out {len(without)} device(s) without a password hash (a certificate or no credentials; "
+                      f"NATS logins here are by password): {_names(without)}; give their hashes with "
+                      "--device-passwords (id:$2b$... lines).", highlight=False)  # fmt: skip
     console.print("Start each node with: nats-server -c OUT/<node>.conf; reload after a change with: "
                   "nats-server --signal reload=<pid>", highlight=False)  # fmt: skip
+
+
+def _names(device_ids: list[str]) -> str:
+    return ", ".join(device_ids[:20]) + (f" ... ({len(device_ids) - 20} more)" if len(device_ids) > 20 else "")

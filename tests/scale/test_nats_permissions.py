@@ -1,7 +1,11 @@
 """``edgeship hub broker-config --engine nats``: the hub's devices become NATS users, checked on the real engine.
 
 One cluster for the file (module scope): the CLI writes the node configs from a hub
-store, the nodes start from them, and each test logs in as a device or the hub.
+store, the nodes start from them, and each test logs in as a device or the hub. The
+store holds a device whose password the hub issued (its bcrypt hash is in the store),
+devices whose passwords were issued before the hub kept bcrypt hashes (``$7$`` only:
+left out unless the operator's file has them, back after a rotation) and a device with
+no credentials (its hash comes from the file).
 """
 
 from __future__ import annotations
@@ -12,21 +16,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 import pytest
+from hub_world import HubWorld
 from nats_cluster import NatsCluster
 
 from edgeship.hub.broker.mosquitto import hash_password
 from edgeship.hub.broker.nats import NatsFiles, hash_password_bcrypt
-from edgeship.hub.store import HubStore, sqlite_url
+from edgeship.hub.credentials import DeviceCredentials
+from edgeship.hub.store import CredentialStore, HubStore, sqlite_url
 from edgeship.mqtt import device_topic, parse_broker_url
 from edgeship.mqtt.client import make_client
 
 EDGESHIP = [sys.executable, "-m", "edgeship"]
-OWN, OTHER, MOSQUITTO_ONLY = "site.a", "site-b", "site-c"
+OWN, OTHER, MOSQUITTO_ONLY, ISSUED, LATER = "site.a", "site-b", "site-c", "site.d", "site-e"
 
 
 class Session:
@@ -64,38 +72,100 @@ def wait(condition: Any, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+@dataclass
+class Cluster:
+    running: NatsCluster
+    output: str  # what the CLI printed
+    issued: str  # the password the hub issued to ISSUED
+    root: Path  # the hub's workspace (hub.db) and the CLI's inputs
+    world: HubWorld  # the hub's keys, to open its services again
+    command: list[str]  # the CLI command that wrote the configs
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NatsCluster, str]]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("nats-cli")
-    store = HubStore(sqlite_url(root))
-    store.add_devices([(OWN, {}), (OTHER, {}), (MOSQUITTO_ONLY, {})], datetime.now(timezone.utc))
-    store.close()
+    now = datetime.now(timezone.utc)
+    world = HubWorld(root / "world")
+    services = world.services(sqlite_url(root))
+    try:
+        _view, issued = DeviceCredentials(services.fleet).create_device(ISSUED)  # what POST /devices runs
+        services.store.add_devices([(OWN, {}), (OTHER, {}), (MOSQUITTO_ONLY, {}), (LATER, {})], now)
+        for device_id, password in ((OWN, "pw-a"), (MOSQUITTO_ONLY, "pw-c"), (LATER, "pw-e")):
+            # issued before the hub kept bcrypt hashes (revision 0008): the store has only the $7$ hash
+            CredentialStore(services.store).issue(device_id, "password", now, password_hash=hash_password(password))
+    finally:
+        services.store.close()
+    assert issued.password is not None
     (root / "hub.pw").write_text("hub-secret\n")
     (root / "devices.pw").write_text(f"{OWN}:{hash_password_bcrypt('pw-a')}\n{OTHER}:{hash_password_bcrypt('pw-b')}\n"
                                      f"# a Mosquitto hash cannot serve NATS\n")  # fmt: skip
     nodes = NatsCluster.pick_nodes(3)
     out = root / "nats"
     specs = [f"{n.name}={n.host}:{n.client_port},{n.cluster_port},{n.mqtt_port},{n.http_port}" for n in nodes]
-    result = subprocess.run([*EDGESHIP, "hub", "broker-config", "--engine", "nats", "-o", str(out), "--db",
-                             sqlite_url(root), "--hub-password-file", str(root / "hub.pw"), "--device-passwords",
-                             str(root / "devices.pw"), *(arg for spec in specs for arg in ("--nats-node", spec))],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    command = [*EDGESHIP, "hub", "broker-config", "--engine", "nats", "-o", str(out), "--db", sqlite_url(root),
+               "--hub-password-file", str(root / "hub.pw"), "--device-passwords", str(root / "devices.pw"),
+               *(arg for spec in specs for arg in ("--nats-node", spec))]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     files = NatsFiles({n.name: out / f"{n.name}.conf" for n in nodes}, out / "users.conf")
     with NatsCluster.from_files(out, nodes, files) as running:
-        yield running, result.stdout
+        yield Cluster(running, result.stdout, issued.password, root, world, command)
 
 
-def test_the_cli_writes_a_config_per_node_and_names_the_devices_it_left_out(cluster: tuple[NatsCluster, str]) -> None:
-    running, output = cluster
-    assert "n0.conf, n1.conf, n2.conf and users.conf" in " ".join(output.split())
-    assert f"Left out 1 device(s) without a bcrypt password hash (NATS checks no other format): {MOSQUITTO_ONLY}" \
-        in " ".join(output.split())  # fmt: skip
-    assert running.files.users_file.stat().st_mode & 0o077 == 0
+def test_the_cli_writes_a_config_per_node_and_names_the_devices_it_left_out(cluster: Cluster) -> None:
+    output = " ".join(cluster.output.split())
+    assert "n0.conf, n1.conf, n2.conf and users.conf" in output
+    assert "for 3 devices (1 with the password the hub issued, 2 from --device-passwords)" in output
+    assert ("Left out 2 device(s) whose password the hub issued before it kept bcrypt hashes (NATS checks no other "
+            f"format): {MOSQUITTO_ONLY}, {LATER}; rotate each with 'edgeship device rotate-credentials ID'") in output
+    assert "without a password hash" not in output
+    assert cluster.issued not in cluster.output
+    users = cluster.running.files.users_file
+    assert users.stat().st_mode & 0o077 == 0
+    assert cluster.issued not in users.read_text() and "pw-a" not in users.read_text()
 
 
-def test_a_device_reads_only_its_own_documents_on_any_node(cluster: tuple[NatsCluster, str]) -> None:
-    running, _ = cluster
+def test_a_device_logs_in_with_the_password_the_hub_issued_and_not_with_another(cluster: Cluster) -> None:
+    running = cluster.running
+    device = Session(running.urls[1], ISSUED, cluster.issued)
+    wrong = Session(running.urls[1], ISSUED, cluster.issued[:-1] + ("A" if cluster.issued[-1] != "A" else "B"))
+    try:
+        assert device.connack == [0] and wrong.connack != [0]
+        assert device.subscribe(device_topic(ISSUED, "desired")) == [1]
+        assert device.subscribe(device_topic(OWN, "desired")) == [128]
+    finally:
+        device.close()
+        wrong.close()
+
+
+def test_a_device_issued_before_bcrypt_hashes_logs_in_after_its_rotation(cluster: Cluster) -> None:
+    running = cluster.running
+    before = Session(running.urls[0], LATER, "pw-e")
+    before.close()
+    services = cluster.world.services(sqlite_url(cluster.root))
+    try:
+        rotated = DeviceCredentials(services.fleet).rotate_credentials(LATER)  # what .../credentials/rotate runs
+    finally:
+        services.store.close()
+    assert rotated.password is not None
+    result = subprocess.run(cluster.command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"before it kept bcrypt hashes (NATS checks no other format): {MOSQUITTO_ONLY};" in " ".join(
+        result.stdout.split())
+    running.reload()
+    deadline = time.monotonic() + 20
+    while True:
+        after = Session(running.urls[0], LATER, rotated.password)
+        after.close()
+        if after.connack == [0] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert before.connack != [0] and after.connack == [0]
+
+
+def test_a_device_reads_only_its_own_documents_on_any_node(cluster: Cluster) -> None:
+    running = cluster.running
     hub = Session(running.urls[2], "hub", "hub-secret")
     own = Session(running.urls[0], OWN, "pw-a")
     try:
@@ -116,8 +186,8 @@ def test_a_device_reads_only_its_own_documents_on_any_node(cluster: tuple[NatsCl
         hub.close()
 
 
-def test_a_device_cannot_publish_as_another_device(cluster: tuple[NatsCluster, str]) -> None:
-    running, _ = cluster
+def test_a_device_cannot_publish_as_another_device(cluster: Cluster) -> None:
+    running = cluster.running
     hub = Session(running.urls[1], "hub", "hub-secret")
     own = Session(running.urls[0], OWN, "pw-a")
     try:
@@ -132,21 +202,26 @@ def test_a_device_cannot_publish_as_another_device(cluster: tuple[NatsCluster, s
         hub.close()
 
 
-def test_logins_without_a_usable_password_are_refused(cluster: tuple[NatsCluster, str]) -> None:
-    running, _ = cluster
+def test_logins_without_a_usable_password_are_refused(cluster: Cluster) -> None:
+    running = cluster.running
     wrong = Session(running.urls[0], OWN, "not-the-password")
     left_out = Session(running.urls[0], MOSQUITTO_ONLY, "pw-c")
     try:
         assert wrong.connack != [0] and left_out.connack != [0]
-        assert hash_password("pw-c").startswith("$7$")  # what the store holds for it: no NATS user was made
     finally:
         wrong.close()
         left_out.close()
+    store = HubStore(sqlite_url(cluster.root))
+    try:
+        stored = CredentialStore(store).active([MOSQUITTO_ONLY])[MOSQUITTO_ONLY]
+    finally:
+        store.close()
+    assert stored.password_hash and stored.password_hash.startswith("$7$") and stored.bcrypt_hash is None
 
 
-def test_a_device_login_does_not_work_on_the_nats_protocol_port(cluster: tuple[NatsCluster, str]) -> None:
+def test_a_device_login_does_not_work_on_the_nats_protocol_port(cluster: Cluster) -> None:
     """On the NATS port ``$MQTT.sub.>`` would let a device read other devices' deliveries: MQTT only."""
-    running, _ = cluster
+    running = cluster.running
     node = running.nodes[0]
     with socket.create_connection((node.host, node.client_port), timeout=10) as sock:
         assert sock.recv(4096).startswith(b"INFO ")
