@@ -1,5 +1,5 @@
 """Reported state: each device's newest report, stored as received (the last stored wins, unless it answers an
-older document than the stored one: ``lastAppliedSequence`` never goes back)."""
+older document than the stored one: ``(trustRootVersion, lastAppliedSequence)`` never goes back)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, or_, select
+from sqlalchemy import Table, and_, or_, select
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -38,8 +38,8 @@ class ReportedTables(StoreBase):
         """Store many reports in one transaction: ``(stored, ids of unknown devices)``.
 
         A device reported twice in ``items`` keeps its last report (as a retained topic
-        would); a stored report is replaced by whichever is stored after it, unless that one has
-        a lower ``lastAppliedSequence`` (it is then left out, though returned as stored). Unknown
+        would); a stored report is replaced by whichever is stored after it, unless that one answers
+        an older document (see :func:`_upsert`; it is then left out, though returned as stored). Unknown
         devices are left out rather than failing the batch, so one stray topic cannot drop
         everyone else's reports. One upsert for all, so replicas storing the same device's
         first report at once do not conflict.
@@ -73,16 +73,27 @@ def _upsert(session: Session, table: Table) -> PgInsert | SqliteInsert:
     """``INSERT ... ON CONFLICT (device_id) DO UPDATE``, unless the stored report applied a later document.
 
     One statement, so two hub replicas storing a device's first report at once both succeed instead of one
-    failing on the primary key. The ``WHERE`` keeps a report of a later ``lastAppliedSequence`` over one of an
-    earlier document stored after it: with a shared subscription a device's successive reports reach different
+    failing on the primary key. The ``WHERE`` keeps a report of a later document over one of an earlier
+    document stored after it: with a shared subscription a device's successive reports reach different
     replicas, and the one holding the older report may store it last (seen in the replica kill test: a report
-    of sequence 1 stored 0.3 s after the rollout issued sequence 2, over the device's report of 2). Reports
-    without the field, and reports of one sequence, replace each other in the order they are stored."""
+    of sequence 1 stored 0.3 s after the rollout issued sequence 2, over the device's report of 2).
+
+    "Later" is ``(trustRootVersion, lastAppliedSequence)`` in that order. A device's sequence goes down only
+    when a hub-key rotation voids its replay floor (``agent/decide/accept.replay_floor``: a stolen key pushed
+    it up): that comes with a higher trust root, or after the device reported refusing documents under the
+    new root (a 4xx report keeps the old floor's sequence), so a stored refusal is replaced by any report.
+    Reports without a sequence (a wiped device), and reports of one document, replace each other in the order
+    they are stored; without a trust root version on either side the sequence alone decides."""
     upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = upsert(table)
-    stored, new = (t.state["lastAppliedSequence"].as_integer() for t in (table.c, statement.excluded))
+    stored_seq, new_seq = (t.state["lastAppliedSequence"].as_integer() for t in (table.c, statement.excluded))
+    stored_root, new_root = (t.state["trustRootVersion"].as_integer() for t in (table.c, statement.excluded))
+    stored_code = table.c.state[("status", "code")].as_integer()
+    same_root = or_(stored_root.is_(None), new_root.is_(None), new_root == stored_root)
+    newer = or_(stored_seq.is_(None), new_seq.is_(None), new_root > stored_root, stored_code.between(400, 499),
+                and_(same_root, new_seq >= stored_seq))
     return statement.on_conflict_do_update(
         index_elements=[table.c.device_id],
         set_={"state": statement.excluded.state, "received": statement.excluded.received},
-        where=or_(stored.is_(None), new.is_(None), new >= stored),
+        where=newer,
     )

@@ -138,6 +138,30 @@ def test_a_report_of_an_older_document_stored_last_does_not_replace_a_newer_one(
     assert store.reported()["dev-1"].state == {"status": {"code": 200}}
 
 
+def test_a_lower_sequence_under_a_newer_trust_root_replaces_the_report_and_a_stale_one_does_not(
+    store: HubStore,
+) -> None:
+    """A stolen hub key pushed dev-1's floor to 2**20 + 1; the hub-key rotation (trust root 2) voids it and the
+    device applies sequence 2 (tests/e2e/test_fleet_trust_rotation). That report is the newer one; a report from
+    before the rotation stored after it is not."""
+    store.add_device("dev-1", {}, T0)
+    pushed = {"lastAppliedSequence": 2**20 + 1, "trustRootVersion": 1}
+    recovered = {"lastAppliedSequence": 2, "trustRootVersion": 2}
+    store.put_reported("dev-1", pushed, T0)
+    store.put_reported_many([("dev-1", recovered, T0 + timedelta(seconds=1))])
+    assert store.reported()["dev-1"].state == recovered
+    store.put_reported_many([("dev-1", pushed, T0 + timedelta(seconds=2))])  # stale, from before the rotation
+    assert store.reported()["dev-1"].state == recovered
+    store.put_reported("dev-1", {"lastAppliedSequence": 1}, T0 + timedelta(seconds=3))  # no root: the sequence decides
+    assert store.reported()["dev-1"].state == recovered
+    # the rotation reached the device before its new document: it refused a document under root 2 with the old floor
+    refused = {"lastAppliedSequence": 2**20 + 1, "trustRootVersion": 2, "status": {"code": 401}}
+    store.add_device("dev-2", {}, T0)
+    store.put_reported("dev-2", refused, T0)
+    store.put_reported_many([("dev-2", recovered, T0 + timedelta(seconds=1))])
+    assert store.reported()["dev-2"].state == recovered
+
+
 def test_two_replicas_storing_a_first_report_at_once_both_succeed_and_the_later_wins(hub_url: str) -> None:
     """Replica A's transaction inserted dev-1's first report and has not committed; replica B stores one too.
 

@@ -179,10 +179,10 @@ def _losses(devices: Devices, log: DocumentLog, probe_url: str, hub: HubServer, 
     desired = {device: sequence_of(payload)[0] for device, payload in _retained(probe_url, "desired").items()}
     reports = {device: json.loads(payload)["lastAppliedSequence"]
                for device, payload in _retained(probe_url, "reported").items()}  # fmt: skip
-    held = {d.device_id: d.last_applied for d in devices.all()}
+    held = {d.device_id: d.last_applied or 0 for d in devices.all()}  # 0: none applied yet
     status = httpx.get(f"{hub.api_url}/deployments/lab-2", headers=headers, timeout=30).json()["status"]
     return (f"of {len(held)} devices: {sum(held[d] == log.latest(d) for d in held)} on the latest document; "
-            f"retained document older than issued: {sum(desired.get(d, 0) < log.latest(d) for d in held)}; "
+            f"retained document older than issued: {sum(desired.get(d, 0) < (log.latest(d) or 0) for d in held)}; "
             f"retained report older than applied: {sum((reports.get(d) or 0) < held[d] for d in held)}; "
             f"hub: {status['counts']}")
 
