@@ -18,12 +18,18 @@ WAIT = 120.0  # seconds for a hub process to start (or for a test's deliveries t
 
 
 class HubProcess:
-    """``edgeship hub serve`` on a workspace and a broker; ``start(**env)`` adds variables (a fault point)."""
+    """``edgeship hub serve`` on a workspace and a broker; ``start(**env)`` adds variables (a fault point).
+
+    ``db_url`` serves from that database instead of the workspace's SQLite; ``extra`` are more options.
+    """
 
     def __init__(self, workspace: Path, broker_url: str, log: Path, *, username: str | None = None,
-                 password: str | None = None, mqtt5: bool = False) -> None:  # fmt: skip
+                 password: str | None = None, mqtt5: bool = False, db_url: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.workspace, self.broker_url, self.log = workspace, broker_url, log
+        self.name = username or "hub"
         self.login = (["--broker-username", username] if username else []) + (["--mqtt5"] if mqtt5 else [])
+        self.options = (["--db", db_url] if db_url else []) + list(extra)
         self.password = password
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -37,24 +43,33 @@ class HubProcess:
         extra = {"EDGESHIP_BROKER_PASSWORD": self.password} if self.password else {}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "edgeship", "hub", "serve", "-w", str(self.workspace),
+                [sys.executable, "-m", "edgeship", "hub", "serve", "-w", str(self.workspace), *self.options,
                  "--broker", self.broker_url, *self.login, "--port", str(self.port)],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **extra, **env},
             )  # fmt: skip
-        if not wait:
-            return self
-        deadline = time.monotonic() + WAIT
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = WAIT) -> None:
+        """Return once the API answers ``/healthz``; fail with the log's tail if the process exits or never does."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"hub exited: {self.log.read_text()[-3000:]}"
+            assert self.process.poll() is None, f"{self.name} exited: {self.log.read_text()[-3000:]}"
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"hub did not answer within {WAIT} s: {self.log.read_text()[-3000:]}")
+        raise AssertionError(f"{self.name} did not answer within {timeout} s: {self.log.read_text()[-3000:]}")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind (its database connections and MQTT session just break)."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
