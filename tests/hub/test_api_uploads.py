@@ -13,30 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 from hub_world import HubWorld
-from rest_server import serving
 
-from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.api import create_token
 from edgeship.hub.client import HubClient, HubRequestError
 from edgeship.hub.services import HubServices
 from edgeship.modules.manifest import ENVELOPE_FILE, MANIFEST_FILE, ModuleManifest
 from edgeship.signing import Signer
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> HubWorld:
-    return HubWorld(tmp_path / "hub")
-
-
-@pytest.fixture
-def service(world: HubWorld) -> HubServices:
-    world.root.mkdir(parents=True)
-    return world.services(f"sqlite:///{world.root / 'hub.db'}")
-
-
-@pytest.fixture
-def base_url(service: HubServices) -> Iterator[str]:
-    with serving(create_app(service, OperatorTokens(service.store))) as url:
-        yield url
 
 
 @pytest.fixture

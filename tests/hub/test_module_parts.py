@@ -7,40 +7,20 @@ world's release key.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 from hub_world import HubWorld
-from rest_server import serving
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "agent"))
 from parts_world import Keys, model_bytes, signed_module, small_wheelhouse
 
-from edgeship.hub.api import OperatorTokens, create_app, create_token
+from edgeship.hub.api import create_token
 from edgeship.hub.client import HubClient
 from edgeship.hub.services import HubServices
 from edgeship.modules.manifest import MANIFEST_FILE, ModuleManifest
 from edgeship.registry import Model
 from edgeship.workspace import Workspace
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> HubWorld:
-    return HubWorld(tmp_path / "hub")
-
-
-@pytest.fixture
-def service(world: HubWorld) -> HubServices:
-    world.root.mkdir(parents=True)
-    return world.services(f"sqlite:///{world.root / 'hub.db'}")
-
-
-@pytest.fixture
-def base_url(service: HubServices) -> Iterator[str]:
-    with serving(create_app(service, OperatorTokens(service.store))) as url:
-        yield url
 
 
 def module(world: HubWorld, tmp_path: Path, name: str, seed: int) -> Path:
