@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from edgeship.hub.targeting import Condition, DeviceFacts, evaluate
+from edgeship.reported import IN_PROGRESS
 
 __all__ = ["DeploymentStatus", "DeviceDeploymentState", "DeviceStatus", "deployment_status"]
 
@@ -113,12 +114,10 @@ def _device_status(
         return DeviceStatus(device_id, "applied", sequence, applied_seq, code, None)
     if code == 500 and current:
         return DeviceStatus(device_id, "failed", sequence, applied_seq, code, reason)
-    if code == 202 and current:  # in progress: the device waits for its download host and retries (ADR 0042)
+    if code == IN_PROGRESS and current:  # the device waits for its download host and retries (ADR 0042)
         return DeviceStatus(device_id, "pending", sequence, applied_seq, code, reason)
     refused_since = (
-        code is not None
-        and code not in (200, 202, 500)
-        and reported is not None
+        code is not None and code not in (200, IN_PROGRESS, 500) and reported is not None
         and reported.received >= desired.issued
     )
     if refused_since:

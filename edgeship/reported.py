@@ -34,6 +34,7 @@ from edgeship.errors import InputError
 from edgeship.reported_text import MAX_MESSAGE, MAX_MODULES, MAX_NAME, MAX_TEXT, clip
 
 __all__ = [
+    "IN_PROGRESS",
     "MAX_MESSAGE",
     "MAX_MODULES",
     "MAX_TEXT",
@@ -46,6 +47,10 @@ __all__ = [
     "parse_reported",
 ]
 
+
+IN_PROGRESS = 202
+"""``status.code`` of a document accepted and still applying: a module waits for an unreachable download host and is
+retried (the agent's ``STATUS_CODES``; ADR 0042). The hub counts it as pending, neither applied nor failed."""
 
 ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=MAX_NAME)]
 """A module name as a report or telemetry batch names it: letters, digits, ``.``, ``_``, ``-``."""

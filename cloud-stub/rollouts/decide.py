@@ -27,22 +27,15 @@ from typing import Literal
 from edgeship.hub.rollouts.gates import Verdict
 from edgeship.hub.rollouts.policy import RolloutPolicy
 from edgeship.hub.rollouts.waves import WavePlan
+from edgeship.reported import IN_PROGRESS
 
 __all__ = ["OUTCOMES", "Decision", "DeviceProgress", "Outcome", "classify", "decide"]
 
 Outcome = Literal["pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data"]
 OUTCOMES: tuple[Outcome, ...] = (
-    "pending",
-    "soaking",
-    "succeeded",
-    "failed",
-    "refused",
-    "timed-out",
-    "unhealthy",
-    "no-data",
+    "pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data",
 )
 EXECUTED: frozenset[str] = frozenset({"succeeded", "failed", "refused", "timed-out", "unhealthy"})
-IN_PROGRESS = 202  # accepted, still applying: the agent waits for an unreachable download host and retries
 Action = Literal["wait", "advance", "complete", "waiting-approval", "abort"]
 
 
@@ -122,19 +115,13 @@ def decide(
         if last:
             return Decision("complete", f"{label}: {succeeded} of {len(members)} succeeded")
         if policy.approve_each_wave and not approved:
-            return Decision(
-                "waiting-approval", f"{label} succeeded ({succeeded} of {len(members)}); approve to start the next wave"
-            )
+            return Decision("waiting-approval", f"{label} succeeded ({succeeded} of {len(members)}); "
+                                                "approve to start the next wave")
         return Decision("advance", f"{label}: {succeeded} of {len(members)} succeeded")
     if now - wave_started > policy.wave_timeout:
-        counts = {
-            kind: sum(1 for d in members if outcomes.get(d, "pending") == kind)
-            for kind in ("succeeded", "soaking", "no-data", "pending", "timed-out", "failed", "refused", "unhealthy")
-        }
+        counts = {kind: sum(1 for d in members if outcomes.get(d, "pending") == kind) for kind in
+                  ("succeeded", "soaking", "no-data", "pending", "timed-out", "failed", "refused", "unhealthy")}
         detail = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return Decision(
-            "waiting-approval",
-            f"{label} did not reach {policy.advance_percent:g}% within "
-            f"{policy.wave_timeout:g} s ({detail}); approve to go on or abort",
-        )
+        return Decision("waiting-approval", f"{label} did not reach {policy.advance_percent:g}% within "
+                                            f"{policy.wave_timeout:g} s ({detail}); approve to go on or abort")
     return Decision("wait", f"{label}: {succeeded} of {len(members)} succeeded, {policy.advance_percent:g}% needed")

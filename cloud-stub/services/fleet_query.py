@@ -35,6 +35,7 @@ from edgeship.hub.store import HubStore
 from edgeship.hub.store.models import ReportedRow
 from edgeship.hub.store.telemetry import PresenceRow
 from edgeship.hub.targeting import DeviceFacts, evaluate
+from edgeship.reported import IN_PROGRESS
 
 __all__ = ["MAX_PAGE", "STATUSES", "FleetCounts", "FleetFilter", "FleetPage", "FleetQuery", "FleetRow"]
 
@@ -109,7 +110,7 @@ def _state(sequence: int, report: dict[str, Any] | None) -> tuple[DeviceState, i
     modules = report.get("modules")
     broken = type(modules) is dict and any(
         type(m) is dict and m.get("status") in _BAD_MODULE_STATES for m in modules.values())
-    if (code is not None and code not in (200, 202)) or broken:  # 202: in progress, waiting for a download
+    if (code is not None and code not in (200, IN_PROGRESS)) or broken:
         return "failing", applied, code
     if code == 200 and applied is not None and applied >= sequence:
         return "applied", applied, code
