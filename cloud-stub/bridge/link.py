@@ -41,6 +41,7 @@ from edgeship.hub.bridge.limits import InboundLimits
 from edgeship.hub.bridge.methods import MethodInvoker
 from edgeship.hub.bridge.packets import read_in_bursts
 from edgeship.hub.bridge.publisher import DocumentPublisher
+from edgeship.hub.bridge.resync import Resync
 from edgeship.hub.bridge.subscriber import Subscriber, subscriptions
 from edgeship.hub.services import HubServices, Outgoing
 from edgeship.mqtt import BrokerSettings, parse_device_topic
@@ -83,6 +84,7 @@ class MqttBridge:
         self.publisher = DocumentPublisher(self.client)
         self.methods = MethodInvoker(self.client)
         self.subscriber: Subscriber | None = None
+        self.resync: Resync | None = None  # after devices come back online (resync.py); made by start()
         self._services: HubServices | None = None  # what start() serves
         self.limits = limits
         self.connections = 0  # successful CONNACKs so far (a reconnect increments it)
@@ -118,6 +120,8 @@ class MqttBridge:
         self._services = services
         self.subscriber = Subscriber(services.fleet, self.limits)
         self.subscriber.start()
+        self.resync = Resync(self.client, services.store, self.publisher)
+        self.resync.start()
         properties = connect_properties(self.settings, self._persistent)
         extra: dict[str, Any] = {}
         if properties is not None:  # MQTT 5: resume the session from the first connect on, not only later ones
@@ -138,6 +142,8 @@ class MqttBridge:
         return self._republished.wait(timeout)
 
     def stop(self) -> None:
+        if self.resync is not None:
+            self.resync.stop()
         self.publisher.close()  # what was handed over goes to paho before the disconnect
         self.client.disconnect()
         self.client.loop_stop()
@@ -190,6 +196,8 @@ class MqttBridge:
         if topic.channel == "responses":
             self.methods.on_response(topic, payload)
         elif subscriber is not None and topic.channel in ("reported", "telemetry", "online"):
+            if topic.channel == "online" and payload == b"1" and not message.retain and self.resync is not None:
+                self.resync.device_online()  # a device (re)connected: what a broker node's loss lost is recovered
             # Acknowledged by the worker once the message is in the database (a report: once its batch's
             # transaction committed), not on receipt: a replica killed between the two and never restarted
             # leaves it to the survivor's drain (adopt.py), which gets only unacknowledged messages and is
