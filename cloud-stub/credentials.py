@@ -13,8 +13,9 @@ called by the same transports (REST routes, CLI through REST). Its invariants:
   revokes the old one in one transaction;
 - deleting a device revokes its credentials and removes the device (its documents,
   reports and telemetry with it); the revoked rows stay for audit and the CRL;
-- after every change a managed broker (``ManagedBroker``) gets the new password
-  file and ACL and is reloaded, before the call returns.
+- after every change a managed broker gets its new logins and is reloaded, before the
+  call returns: a Mosquitto's password file and ACL (``ManagedBroker``) or a NATS
+  cluster's ``users.conf`` (``ManagedNats``, ADR 0045).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from edgeship.errors import EdgeshipError, InputError
 from edgeship.hub.broker.ca import CertificateAuthority, fingerprint
 from edgeship.hub.broker.mosquitto import hash_password
 from edgeship.hub.broker.nats import hash_password_bcrypt
-from edgeship.hub.broker.reload import BrokerState, ManagedBroker
+from edgeship.hub.broker.reload import BrokerState, BrokerSync
 from edgeship.hub.services import DeviceView, Fleet
 from edgeship.hub.store import CredentialRecord, CredentialStore
 from edgeship.hub.store.credentials import KINDS
@@ -73,7 +74,7 @@ class DeviceCredentials:
         fleet: Fleet,
         *,
         ca: Callable[[], CertificateAuthority] | None = None,
-        broker: ManagedBroker | None = None,
+        broker: BrokerSync | None = None,
     ) -> None:
         self.fleet = fleet
         self.store = CredentialStore(fleet.store)
@@ -137,7 +138,13 @@ class DeviceCredentials:
     def broker_state(self) -> BrokerState:
         """Every device, the active password hashes and the revoked certificate serials, as the broker needs them."""
         device_ids = tuple(self.fleet.device_ids())
-        return BrokerState(device_ids, self.password_hashes(), tuple(self.store.revoked_serials()))
+        active = self.store.active()
+        hashes = {d: r.password_hash for d, r in active.items() if r.password_hash is not None}
+        bcrypt = {d: r.bcrypt_hash for d, r in active.items() if r.kind == "password" and r.bcrypt_hash}
+        # a NATS hash only the operator can give: a password issued before revision 0008, or no credential
+        operator = frozenset(d for d in device_ids if d not in active or (active[d].kind == "password"
+                                                                          and not active[d].bcrypt_hash))
+        return BrokerState(device_ids, hashes, tuple(self.store.revoked_serials()), bcrypt, operator)
 
     def sync_broker(self) -> str:
         """Rewrite the managed broker's password file and ACL from the store and reload it.

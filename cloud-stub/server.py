@@ -75,6 +75,10 @@ class HubConfig:
     # after every credential change, then SIGHUPs the pid in broker_pid_file (Mosquitto's pid_file).
     broker_config_dir: Path | None = None
     broker_pid_file: Path | None = None
+    # A NATS cluster's folder ('broker-config --engine nats -o DIR') whose users.conf the hub rewrites after every
+    # credential change, then reloads the nodes: SIGHUP to DIR/<node>.pid, or these argv lists (ADR 0045).
+    nats_config_dir: Path | None = None
+    nats_reload_commands: tuple[tuple[str, ...], ...] = ()
     document_ttl: timedelta = DEFAULT_TTL  # how long a signed document is valid; re-issued after half of it
     refresh_interval: float = 600.0  # seconds between checks for documents due for re-issue
     rollout_interval: float = 1.0  # seconds between rollout engine passes (it also runs as soon as reports arrive)
@@ -204,7 +208,7 @@ class HubServer:
                 trust_files=TrustRootFiles(self.config.trust_root or ws.root / TRUST_ROOT_FILE, ws.root / CHAIN_DIR),
                 hub_keys=partial(_hub_signers, ws), announce=feed.announce,
             )
-            self.credentials = self._credentials(ws)
+            self.credentials = self._credentials(ws, feed)
             self.replication = self._replication(ws, feed)
             self.replication.join()
             self.bridge.start(self.services)
@@ -219,9 +223,10 @@ class HubServer:
         log.info("hub API on %s, MQTT broker %s", self.api_url, self.broker_url)
         return self
 
-    def _credentials(self, ws: Workspace) -> Any:
+    def _credentials(self, ws: Workspace, feed: Any) -> Any:
         """Device credentials: certificates from the workspace's hub CA (made on first use), and the managed
-        broker folder rewritten now, so a broker started from an older folder matches the store."""
+        broker folder (Mosquitto's, or a NATS cluster's users) rewritten now, so a broker started from an older
+        folder matches the store."""
         from edgeship.hub.broker import open_ca
         from edgeship.hub.broker.reload import ManagedBroker
         from edgeship.hub.credentials import DeviceCredentials
@@ -240,6 +245,16 @@ class HubServer:
             broker = ManagedBroker(c.broker_config_dir, hub_username=c.broker_username or "hub",
                                    hub_password=c.broker_password, pid_file=c.broker_pid_file,
                                    crl=lambda serials: ca().revocation_list(serials))
+        if c.nats_config_dir is not None:
+            from edgeship.hub.broker.nats_reload import CHANGE_TOPIC, ManagedNats
+
+            nats = ManagedNats(c.nats_config_dir, hub_username=c.broker_username or "hub",
+                               hub_password=c.broker_password, commands=c.nats_reload_commands,
+                               announce=feed.announce)  # fmt: skip
+            credentials = DeviceCredentials(self.services.fleet, ca=ca, broker=nats)
+            nats.start(credentials.broker_state)  # at start a cluster that cannot be reloaded is an error
+            feed.on(CHANGE_TOPIC, partial(nats.refresh, credentials.broker_state))  # another replica's change
+            return credentials
         credentials = DeviceCredentials(self.services.fleet, ca=ca, broker=broker)
         if broker is not None:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error

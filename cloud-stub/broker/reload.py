@@ -24,14 +24,15 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from edgeship.errors import ConfigError, InputError
 from edgeship.hub.broker.mosquitto import BrokerUser, hash_password, parse_password_file, write_access_files
 from edgeship.mqtt.identity import RESERVED_NAMES, is_hub_identity, validate_hub_identity
 
-__all__ = ["BrokerState", "ManagedBroker"]
+__all__ = ["BrokerState", "BrokerSync", "ManagedBroker"]
 
 log = logging.getLogger("edgeship.hub.broker")
 
@@ -43,6 +44,20 @@ class BrokerState:
     device_ids: tuple[str, ...]
     password_hashes: Mapping[str, str]
     revoked_serials: tuple[int, ...] = ()
+    # For a NATS cluster (nats_reload.ManagedNats): the bcrypt hashes of the active passwords, and the devices whose
+    # hash only the operator can give ('broker-config --engine nats --device-passwords'): a password issued before
+    # store revision 0008 ($7$ only), or no credential at all.
+    bcrypt_hashes: Mapping[str, str] = field(default_factory=dict)
+    operator_hashed: frozenset[str] = frozenset()
+
+
+class BrokerSync(Protocol):
+    """What ``DeviceCredentials`` reloads after a change: a Mosquitto folder (``ManagedBroker``) or a NATS cluster's
+    users (``nats_reload.ManagedNats``)."""
+
+    def apply(self, read_state: Callable[[], BrokerState]) -> str:
+        """Rewrite the broker's logins for ``read_state()`` and reload it: ``"reloaded"`` or ``"written"``, or a
+        ``ConfigError`` saying what to do (the files are written)."""
 
 
 class ManagedBroker:

@@ -25,7 +25,8 @@ from edgeship.hub.store.lease import CONNECT_TIMEOUT, KEEPALIVE, libpq_url
 __all__ = ["CHANNEL", "TOPICS", "ChangeFeed", "LocalFeed", "NotifyFeed", "feed_for"]
 
 CHANNEL = "edgeship_hub"
-TOPICS = ("trust", "rollouts")  # what replicas keep in memory and reload on a notice (docs/scale.md)
+TOPICS = ("trust", "rollouts", "credentials")  # what replicas reload on a notice (docs/scale.md; credentials:
+# a NATS cluster's users.conf, ADR 0045)
 RETRY = 1.0  # seconds between attempts to reconnect the listener
 
 log = logging.getLogger("edgeship.hub.notify")

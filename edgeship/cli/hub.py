@@ -108,11 +108,23 @@ def serve(
     broker_pid_file: Annotated[Path | None, typer.Option(
         "--broker-pid-file", help="Mosquitto's pid_file: the hub sends SIGHUP there after rewriting the folder.",
         show_default=False)] = None,
+    nats_config_dir: Annotated[Path | None, typer.Option(
+        "--nats-config-dir", help="A NATS cluster's folder ('hub broker-config --engine nats -o DIR') whose users.conf "
+        "the hub rewrites on every device credential change, then reloads the nodes (SIGHUP to DIR/<node>.pid).",
+        show_default=False)] = None,
+    nats_reload_command: Annotated[list[str] | None, typer.Option(
+        "--nats-reload-command", help="With --nats-config-dir: run this (no shell; repeat for several) after each "
+        "rewrite instead of signalling pids, e.g. 'ssh n1 nats-server --signal reload'.", show_default=False)] = None,
 ) -> None:
     """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
     _need_hub_extra()
+    from edgeship.hub.broker.nats_reload import parse_reload_command
     from edgeship.hub.server import HubConfig, HubServer
 
+    if nats_config_dir is not None and broker_config_dir is not None:
+        raise InputError("Give --broker-config-dir (Mosquitto) or --nats-config-dir (a NATS cluster), not both.")
+    if nats_reload_command and nats_config_dir is None:
+        raise InputError("--nats-reload-command needs --nats-config-dir: the folder whose users.conf it reloads.")
     if embedded_broker == (broker is not None):
         raise InputError("Give either --broker mqtt://host:port or --embedded-broker (exactly one).")
     level = getattr(logging, log_level.upper(), None)
@@ -126,6 +138,8 @@ def serve(
         broker_password=broker_password, broker_ca=broker_ca, broker_protocol="5" if mqtt5 else "3.1.1",
         embedded_broker=embedded_broker, broker_port=broker_port, host=host, port=port, hub_key=hub_key,
         trust_root=trust_root, broker_config_dir=broker_config_dir, broker_pid_file=broker_pid_file,
+        nats_config_dir=nats_config_dir,
+        nats_reload_commands=tuple(parse_reload_command(text) for text in nats_reload_command or ()),
     )
     if broker_pid_file is not None and broker_config_dir is None:
         raise InputError("--broker-pid-file needs --broker-config-dir: the folder the hub rewrites before a reload.")
