@@ -100,6 +100,7 @@ class ManagedNats:
             raise InputError(f"{len(commands)} --nats-reload-command options are more than {MAX_RELOAD_COMMANDS}; "
                              "run one script that reloads every node.")  # fmt: skip
         self.folder = Path(folder)
+        self._check_folder()
         self.users_file = self.folder / USERS_FILE
         self.commands = [tuple(argv) for argv in commands]
         self.announce = announce
@@ -144,9 +145,7 @@ class ManagedNats:
     # internals --------------------------------------------------------------------------------------------------
     def _sync(self, read_state: Callable[[], BrokerState], *, only_if_changed: bool) -> bool:
         """Render from the store under both locks; write and reload (unless unchanged and ``only_if_changed``)."""
-        if not self.folder.is_dir():
-            raise ConfigError(f"The NATS config folder {self.folder} does not exist; write it with 'edgeship hub "
-                              "broker-config --engine nats -o DIR' and pass that DIR.")  # fmt: skip
+        self._check_folder()
         with self._lock, self._folder_lock():
             existing = self._existing()
             text = self._render(read_state(), existing)
@@ -160,6 +159,11 @@ class ManagedNats:
                                   "write the NATS config folder.") from exc  # fmt: skip
             self._reload()
         return True
+
+    def _check_folder(self) -> None:
+        if not self.folder.is_dir():
+            raise ConfigError(f"The NATS config folder {self.folder} does not exist; write it with 'edgeship hub "
+                              "broker-config --engine nats -o DIR' and pass that DIR.")  # fmt: skip
 
     @contextlib.contextmanager
     def _folder_lock(self) -> Iterator[None]:

@@ -11,6 +11,7 @@ are checked on ``ManagedNats`` itself, without a cluster.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -24,12 +25,16 @@ import pytest
 from hub_process import HubProcess
 from hub_workspace import make_hub_workspace
 from nats_cluster import NatsCluster
+from postgres_server import PostgresServer
 from test_nats_permissions import Session
+from typer.testing import CliRunner
 
+from edgeship.cli import app
 from edgeship.errors import ConfigError, InputError
 from edgeship.hub.broker.nats import NatsFiles, NatsUser, hash_password_bcrypt, parse_users, render_users
 from edgeship.hub.broker.nats_reload import ManagedNats, parse_reload_command
 from edgeship.hub.broker.reload import BrokerState
+from edgeship.hub.server import HubConfig, HubServer
 from edgeship.mqtt import device_topic
 
 EDGESHIP = [sys.executable, "-m", "edgeship"]
@@ -159,11 +164,19 @@ def _state(**bcrypt: str) -> BrokerState:
 
 
 def test_a_folder_that_is_missing_or_has_no_running_node_is_a_clear_error_at_start(tmp_path: Path) -> None:
+    ws, _world = make_hub_workspace(tmp_path / "ws", modules=0)
+    serve = ["hub", "serve", "-w", str(ws.root), "--broker", "mqtt://127.0.0.1:1", "--port", "0"]
+    for options, error, message in (
+        (["--nats-config-dir", str(tmp_path / "missing")], ConfigError,
+         r"NATS config folder .*missing does not exist; write it with 'edgeship hub broker-config --engine nats"),
+        (["--nats-config-dir", str(tmp_path), "--broker-config-dir", str(tmp_path)], InputError,
+         r"Give --broker-config-dir \(Mosquitto\) or --nats-config-dir \(a NATS cluster\), not both"),
+        (["--nats-reload-command", "true"], InputError, r"--nats-reload-command needs --nats-config-dir"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(app, [*serve, *options])
+        assert isinstance(result.exception, error) and re.search(message, str(result.exception)), result.output
     with pytest.raises(ConfigError, match=r"has no line for the hub user 'hub'.*broker-config --engine nats"):
-        ManagedNats(tmp_path / "missing")
-    missing = ManagedNats(tmp_path / "missing", hub_password="pw")
-    with pytest.raises(ConfigError, match=r"does not exist; write it with 'edgeship hub broker-config --engine nats"):
-        missing.start(_state)
+        ManagedNats(tmp_path)
     (tmp_path / "n1.conf").write_text("# a node\n")
     with pytest.raises(ConfigError, match=r"No NATS node runs from .* \(no <node>.pid beside n1.conf\)"):
         ManagedNats(tmp_path, hub_password="pw").start(_state)
@@ -218,3 +231,42 @@ def test_devices_reserved_for_the_hub_or_without_a_bcrypt_hash_get_no_login(tmp_
     users = parse_users((tmp_path / "users.conf").read_text())
     assert set(users) == {"hub", "new", "old"}  # 'old' keeps the operator's line; 'cert' has a certificate now
     assert '"user": "hub-x"' not in (tmp_path / "users.conf").read_text()
+
+
+def test_a_change_on_one_replica_reaches_the_folder_of_another(tmp_path: Path, postgres: PostgresServer) -> None:
+    """Two replicas on one PostgreSQL, each with a folder of its own (one replica per node host): a device created
+    on A and deleted on B reaches both folders (LISTEN/NOTIFY ``credentials``), each reloaded by its own command."""
+    ws, _world = make_hub_workspace(tmp_path / "ws", modules=0)
+    db = postgres.fresh_database()
+    hashed = hash_password_bcrypt("hub-pw")
+    script = tmp_path / "count.py"
+    script.write_text("import sys\nopen(sys.argv[1], 'a').write('x')\n")
+    replicas = []
+    for name in ("hub-a", "hub-b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "users.conf").write_text(render_users([NatsUser("hub-a", hashed), NatsUser("hub-b", hashed)]))
+        count = (sys.executable, str(script), str(tmp_path / f"{name}.runs"))
+        config = HubConfig(workspace=ws.root, db_url=db, embedded_broker=True, broker_port=0, port=0,
+                           broker_username=name, nats_config_dir=folder, nats_reload_commands=(count,))  # fmt: skip
+        replicas.append(HubServer(config))
+    a, b = replicas
+    try:
+        a.start()
+        b.start()
+
+        def users(name: str) -> set[str]:
+            return set(parse_users((tmp_path / name / "users.conf").read_text()))
+
+        _view, issued = a.credentials.create_device("cam-r")  # what POST /devices runs on replica A
+        assert issued.broker == "reloaded"
+        assert "cam-r" in users("hub-a")
+        assert eventually(lambda: "cam-r" in users("hub-b")), "replica B's folder never got A's device"
+        assert b.credentials.delete_device("cam-r") == "reloaded"
+        assert eventually(lambda: "cam-r" not in users("hub-a")), "replica A's folder kept B's deleted device"
+        runs_b = (tmp_path / "hub-b.runs").read_text()
+        time.sleep(0.5)  # the notices' echoes: nothing more changed, so no more reloads
+        assert (tmp_path / "hub-b.runs").read_text() == runs_b
+    finally:
+        for replica in replicas:
+            replica.stop()
