@@ -136,7 +136,12 @@ class Reconciler:
     def offer(self, raw: bytes) -> bool:
         """A ``desired`` message arrived; True when something changed (accepted, or refused)."""
         if raw == self.accepted_raw:
-            return False  # the retained copy of what already applies (every reconnect delivers it)
+            if self.refusal is None:
+                return False  # the retained copy of what already applies (every reconnect delivers it)
+            # The hub's newest is what applies, so a refusal since (an older document a broker node's loss left
+            # retained, refused as a replay; the hub then sends the newest again, ADR 0044) no longer stands.
+            self.refusal = None
+            return True
         if not raw:
             return False  # the hub cleared the retained message: keep running the last document
         floor = self._floor()

@@ -360,7 +360,10 @@ class Fleet:
     def _apply(self, client: paho.Client, device: SimDevice, envelope: bytes) -> None:
         """What an agent does with a retained document, minus running the modules."""
         if envelope == device.accepted_raw:
-            self.counts["unchanged"] += 1  # what the agent already applies: nothing to verify or report
+            if device.last_code in (200, 500):
+                self.counts["unchanged"] += 1  # what the agent already applies: nothing to verify or report
+                return
+            self._in_step(client, device)  # after a refused document: the agent's refusal no longer stands
             return
         started = time.perf_counter()
         if not self.verify:
@@ -408,6 +411,17 @@ class Fleet:
         client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
         self.verify_seconds += time.perf_counter() - started
 
+
+    def _in_step(self, client: paho.Client, device: SimDevice) -> None:
+        """The document it applies came again after it refused another (an older one a broker node's loss left
+        retained, ADR 0044): as ``agent.reconcile`` does, it reports 200 again."""
+        now = self.clock()
+        services, active = device.services
+        device.last_code = 200
+        self.counts["in_step_again"] += 1
+        report = build_report(device_id=device.device_id, last_applied_sequence=device.last_applied, status=200,
+                              current=CurrentState(now=now, services=services, active=active), now=now)
+        client.publish(device.reported, json.dumps(report, separators=(",", ":")), qos=1, retain=True)
 
     def _fail(self, client: paho.Client, device: SimDevice, envelope: bytes, sequence: int, code: int,
               now: datetime) -> None:
