@@ -8,7 +8,10 @@ bcrypt one: its device is left out and named, to be rotated
 (``edgeship device rotate-credentials ID``) or given in ``--device-passwords``
 (``id:$2b$...`` lines, ``htpasswd -bnBC 6 "" PASSWORD``), which overrides the store per
 device (``docs/scale.md``). The hub users get a bcrypt hash of ``--hub-password-file``:
-their password is the operator's, not one the hub issues.
+their password is the operator's, not one the hub issues. A hub serving with
+``--nats-config-dir OUT`` keeps ``OUT/users.conf`` current from then on
+(``edgeship.hub.broker.nats_reload``, ADR 0045); this command writes the node configs and the
+first ``users.conf``.
 """
 
 from __future__ import annotations
@@ -121,8 +124,9 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
         console.print(f"Left out {len(without)} device(s) without a password hash (a certificate or no credentials; "
                       f"NATS logins here are by password): {_names(without)}; give their hashes with "
                       "--device-passwords (id:$2b$... lines).", highlight=False)  # fmt: skip
-    console.print("Start each node with: nats-server -c OUT/<node>.conf; reload after a change with: "
-                  "nats-server --signal reload=<pid>", highlight=False)  # fmt: skip
+    console.print("Start each node with: nats-server -c OUT/<node>.conf (it writes OUT/<node>.pid); keep the logins "
+                  "current with: edgeship hub serve ... --nats-config-dir OUT (it rewrites users.conf and reloads the "
+                  "nodes after every device change)", highlight=False)  # fmt: skip
 
 
 def _names(device_ids: list[str]) -> str:
