@@ -122,11 +122,16 @@ def test_after_a_rotation_the_old_password_is_refused_and_the_new_one_accepted(r
     first, _ = running.create("cam-2")
     url = running.cluster.urls[1]
     assert eventually(lambda: login(url, "cam-2", first) == 0)
-    rotated = running.post("/devices/cam-2/credentials/rotate")
-    assert rotated["broker"] == "reloaded"
-    second = str(rotated["credentials"]["password"])
-    assert eventually(lambda: login(url, "cam-2", first) != 0)
-    assert login(url, "cam-2", second) == 0
+    live = Session(url, "cam-2", first)  # connected with the old password: the reload closes it
+    try:
+        rotated = running.post("/devices/cam-2/credentials/rotate")
+        assert rotated["broker"] == "reloaded"
+        second = str(rotated["credentials"]["password"])
+        assert eventually(lambda: login(url, "cam-2", first) != 0)
+        assert login(url, "cam-2", second) == 0
+        assert not live.client.is_connected()
+    finally:
+        live.close()
 
 
 def test_a_deleted_device_is_refused(running: Running) -> None:
