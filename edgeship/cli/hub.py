@@ -114,7 +114,8 @@ def serve(
         show_default=False)] = None,
     nats_reload_command: Annotated[list[str] | None, typer.Option(
         "--nats-reload-command", help="With --nats-config-dir: run this (no shell; repeat for several) after each "
-        "rewrite instead of signalling pids, e.g. 'ssh n1 nats-server --signal reload'.", show_default=False)] = None,
+        "rewrite instead of signalling pids, e.g. 'ssh n1 nats-server --signal reload'.", metavar="CMD",
+        show_default=False)] = None,
 ) -> None:
     """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
     _need_hub_extra()
