@@ -33,12 +33,12 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from edgeship.errors import ConfigError
 from edgeship.mqtt.settings import BrokerSettings, parse_broker_url
+from edgeship.records import field, record
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +56,7 @@ _TOP_KEYS = {
 _BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol"}
 
 
-@dataclass(frozen=True)
+@record
 class BrokerConfig:
     """The ``[broker]`` table; ``settings()`` checks files and the URL (``edgeship.mqtt``)."""
 
@@ -88,7 +88,7 @@ class BrokerConfig:
         )
 
 
-@dataclass(frozen=True)
+@record
 class AgentConfig:
     device_id: str
     broker: BrokerConfig

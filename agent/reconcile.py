@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +36,7 @@ from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.runtimes.base import ModuleRuntime, ModuleStatus, UnknownServiceError
 from edgeship.agent.state.store import StateStore
 from edgeship.errors import EdgeshipError, RuntimeFailure
+from edgeship.records import replace
 from edgeship.signing import TrustRoot
 
 __all__ = ["Reconciler", "desired_from"]

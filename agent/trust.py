@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edgeship.errors import EdgeshipError, PayloadTypeError, TrustRootError
 from edgeship.fsutil import atomic_write_bytes
+from edgeship.records import record
 from edgeship.signing import TRUST_ROOT_PAYLOAD_TYPE, Envelope, TrustRoot, load_trust_root, rotate
 
 __all__ = ["MAX_CHAIN", "MAX_MESSAGE_BYTES", "ROTATED_FILE", "ChainOutcome", "TrustRootKeeper", "apply_chain",
@@ -39,7 +39,7 @@ MAX_CHAIN = 256  # envelopes in one message
 ROTATED_FILE = "trust-root.json"  # under data_dir/state/: the newest rotated root, a DSSE envelope
 
 
-@dataclass(frozen=True)
+@record
 class ChainOutcome:
     """Where a chain left the device: the root to use, the envelopes accepted, the refusal if any."""
 

@@ -9,7 +9,7 @@ device, this sequence) and a release key (this build) vouch for it.
 
 This module is the one definition of a valid document, without pydantic:
 :func:`parse_document` checks every rule below and returns plain frozen
-dataclasses (:class:`Document`), which is what the agent reads (its process holds no
+records (:class:`Document`, :mod:`edgeship.records`), which is what the agent reads (its process holds no
 pydantic, ``docs/agent.md``: Footprint). The hub builds and signs with the pydantic
 models of :mod:`edgeship.deployment_model` (``DeploymentDocument``, ``ModuleEntry``,
 ``ModuleSettings``..., importable from here too); their ``from_bytes`` runs
@@ -37,12 +37,12 @@ No I/O and no clock here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgeship.errors import EnvelopeError, ManifestError
 from edgeship.modules.plain import Fields, InvalidField, integer, listing, load_json, one_of, optional, text
+from edgeship.records import field, record
 
 if TYPE_CHECKING:
     from edgeship.deployment_model import (
@@ -117,7 +117,7 @@ def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
+@record
 class Blobs:
     """Where to fetch the artifacts. Untrusted locations: their digests come from the manifest."""
 
@@ -125,7 +125,7 @@ class Blobs:
     image: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Settings:
     """How the device runs the module: per device, so hub-signed, so inert by construction."""
 
@@ -134,14 +134,14 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     module: dict[str, Any]  # the module manifest's DSSE envelope, as a JSON object
     blobs: Blobs
     settings: Settings = field(default_factory=Settings)
 
 
-@dataclass(frozen=True)
+@record
 class Document:
     device_id: str
     sequence: int

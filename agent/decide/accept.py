@@ -37,7 +37,6 @@ orders documents.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 
@@ -51,6 +50,7 @@ from edgeship.deployment import (
 )
 from edgeship.errors import EdgeshipError, EnvelopeError, ManifestError, PayloadTypeError, SignatureError
 from edgeship.modules.plain import ModuleManifest, parse_manifest
+from edgeship.records import record
 from edgeship.signing import DEPLOYMENT_PAYLOAD_TYPE, MODULE_PAYLOAD_TYPE, Envelope, TrustRoot, verify_envelope
 
 __all__ = [
@@ -123,7 +123,7 @@ def status_code_for(error: BaseException | None) -> int:
     return 500
 
 
-@dataclass(frozen=True)
+@record
 class AcceptedDocument:
     """A document that passed every check, with its modules' verified manifests by module name."""
 

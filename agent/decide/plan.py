@@ -1,7 +1,7 @@
 """The planner: desired state + current state -> an ordered list of commands. Pure.
 
 As IoT Edge's ``HealthRestartPlanner``: planning is a function of data only (the
-clock is in :class:`CurrentState`), and commands are plain frozen dataclasses the
+clock is in :class:`CurrentState`), and commands are plain frozen records the
 runner hands to an executor. Tests record the command sequence; no runtime runs.
 
 Per module name, with services in two blue/green *slots* (``<name>.a`` and
@@ -32,11 +32,11 @@ Order: orphans, then removals (they free resources), then each module by name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import ClassVar, Literal
 
 from edgeship.deployment import RestartPolicy
+from edgeship.records import field, record
 
 __all__ = [
     "SLOTS",
@@ -75,7 +75,7 @@ def service_name(module: str, slot: str) -> str:
 # --- input data -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class DesiredModule:
     """One module of an accepted deployment document, flattened for planning."""
 
@@ -94,13 +94,13 @@ class DesiredModule:
     parts: bool = False  # schemaVersion 2: fetch the parts the device lacks instead of the bundle (ADR 0028)
 
 
-@dataclass(frozen=True)
+@record
 class DesiredState:
     sequence: int
     modules: Mapping[str, DesiredModule]
 
 
-@dataclass(frozen=True)
+@record
 class RunningService:
     """What the runtime reports about one service (whatever its state)."""
 
@@ -116,7 +116,7 @@ class RunningService:
     port: int | None = None
 
 
-@dataclass(frozen=True)
+@record
 class CurrentState:
     """The device now: its services, which slot serves each module, ready environments, the time."""
 
@@ -127,7 +127,7 @@ class CurrentState:
     yielded: frozenset[str] = frozenset()  # active slots stopped to free a fixed port for a switch that never ended
 
 
-@dataclass(frozen=True)
+@record
 class RestartLimits:
     """Cool-off between restarts of a crashed module: ``base * 2**restart_count``, capped."""
 
@@ -143,7 +143,7 @@ def restart_delay(restart_count: int, limits: RestartLimits) -> timedelta:
 # --- commands --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Command:
     """A step of a plan. ``id`` is stable across plans, so the runner's cool-off follows it."""
 
@@ -160,7 +160,7 @@ class Command:
         return ()
 
 
-@dataclass(frozen=True)
+@record
 class CheckSpace(Command):
     """Refuse the update before any download when the disk cannot hold it (a full disk kills devices).
 
@@ -174,7 +174,7 @@ class CheckSpace(Command):
     unpack: int
 
 
-@dataclass(frozen=True)
+@record
 class Download(Command):
     kind: ClassVar[str] = "download"
     artifact: Literal["bundle", "image", "parts"]  # parts: the executor picks the missing ones (ADR 0028)
@@ -187,7 +187,7 @@ class Download(Command):
         return f"{self.kind}:{self.service}:{self.artifact}"
 
 
-@dataclass(frozen=True)
+@record
 class Verify(Command):
     """Check the module's release signature and every artifact digest before installing."""
 
@@ -195,7 +195,7 @@ class Verify(Command):
     module_digest: str
 
 
-@dataclass(frozen=True)
+@record
 class Install(Command):
     kind: ClassVar[str] = "install"
     module_digest: str
@@ -206,7 +206,7 @@ class Install(Command):
         return (Remove(self.module, self.service),)
 
 
-@dataclass(frozen=True)
+@record
 class StartCandidate(Command):
     kind: ClassVar[str] = "start_candidate"
 
@@ -214,12 +214,12 @@ class StartCandidate(Command):
         return (Stop(self.module, self.service),)
 
 
-@dataclass(frozen=True)
+@record
 class HealthCheck(Command):
     kind: ClassVar[str] = "health_check"
 
 
-@dataclass(frozen=True)
+@record
 class Switch(Command):
     """Make ``service`` the module's active slot (it answers on the module's port from now on)."""
 
@@ -227,17 +227,17 @@ class Switch(Command):
     previous: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Stop(Command):
     kind: ClassVar[str] = "stop"
 
 
-@dataclass(frozen=True)
+@record
 class Remove(Command):
     kind: ClassVar[str] = "remove"
 
 
-@dataclass(frozen=True)
+@record
 class Restart(Command):
     kind: ClassVar[str] = "restart"
     attempt: int = 1

@@ -26,12 +26,12 @@ only trouble is waiting is reported as in progress (202), not failed (ADR 0042).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Protocol
 
 from edgeship.agent.decide.plan import Command, Switch
 from edgeship.errors import EdgeshipError, UnreachableError
+from edgeship.records import record
 
 __all__ = ["CoolOff", "Executor", "ModuleOutcome", "PlanRunner", "RunResult", "Superseded"]
 
@@ -46,7 +46,7 @@ class Executor(Protocol):
     def execute(self, command: Command) -> None: ...
 
 
-@dataclass(frozen=True)
+@record
 class CoolOff:
     """Delay before retrying a failed command: ``base * 2**(failures - 1)`` seconds, at most ``cap``."""
 
@@ -57,7 +57,7 @@ class CoolOff:
         return float(min(self.base * (2 ** min(max(failures - 1, 0), 30)), self.cap))
 
 
-@dataclass(frozen=True)
+@record
 class ModuleOutcome:
     """How one module fared in a run; ``error`` is the reason the report carries."""
 
@@ -71,7 +71,7 @@ class ModuleOutcome:
     waiting: bool = False  # not failed: what it needs (the blob host) was unreachable; retried after the cool-off
 
 
-@dataclass(frozen=True)
+@record
 class RunResult:
     sequence: int
     outcomes: Mapping[str, ModuleOutcome]
@@ -89,7 +89,7 @@ class RunResult:
         return not self.ok and all(outcome.ok or outcome.waiting for outcome in self.outcomes.values())
 
 
-@dataclass
+@record
 class _Failures:
     count: int
     last: float
@@ -97,15 +97,15 @@ class _Failures:
     waiting: bool = False
 
 
-@dataclass
 class PlanRunner:
     """Holds the cool-off state between runs; one instance per agent."""
 
-    executor: Executor
-    clock: Callable[[], float]
-    cooloff: CoolOff = field(default_factory=CoolOff)
-    _sequence: int | None = field(default=None, init=False)
-    _failures: dict[str, _Failures] = field(default_factory=dict, init=False)
+    def __init__(self, executor: Executor, clock: Callable[[], float], cooloff: CoolOff | None = None) -> None:
+        self.executor = executor
+        self.clock = clock
+        self.cooloff = cooloff or CoolOff()
+        self._sequence: int | None = None
+        self._failures: dict[str, _Failures] = {}
 
     def failures(self, command_id: str) -> int:
         entry = self._failures.get(command_id)

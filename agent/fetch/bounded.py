@@ -32,10 +32,10 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from edgeship.errors import TransportError, UnreachableError
+from edgeship.records import record
 
 __all__ = [
     "Body",
@@ -82,7 +82,7 @@ class CancelledError(DownloadError):
     """:meth:`Cancel.cancel` was called (newer work arrived, or the agent stops); not a failure of the host."""
 
 
-@dataclass(frozen=True)
+@record
 class FetchLimits:
     """How slow a transfer may be before it is abandoned (its bytes are kept for a resume)."""
 

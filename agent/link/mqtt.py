@@ -26,7 +26,6 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -34,13 +33,14 @@ import paho.mqtt.client as paho
 from edgeship.mqtt.client import RECONNECT_MAX, RECONNECT_MIN, Will, connect_properties, make_client, reason_text
 from edgeship.mqtt.settings import BrokerSettings
 from edgeship.mqtt.topics import device_topic, parse_device_topic, response_topic
+from edgeship.records import record
 
 __all__ = ["Inbound", "MqttLink"]
 
 log = logging.getLogger("edgeship.agent")
 
 
-@dataclass(frozen=True)
+@record
 class Inbound:
     """A message for the loop: a trust-root chain, a desired document, or a direct method call."""
 

@@ -25,12 +25,12 @@ import hashlib
 import http.client
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from edgeship.errors import RuntimeFailure
 from edgeship.modules.plain import MANIFEST_FILE, ModuleManifest
+from edgeship.records import asdict, field, record
 
 __all__ = [
     "KEY_ENV_VARS",
@@ -74,7 +74,7 @@ def validate_service_name(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
+@record
 class ModuleSpec:
     """What to run: a verified module directory as service ``name`` on host port ``port``.
 
@@ -110,7 +110,7 @@ class ModuleSpec:
         return dict(zip(KEY_ENV_VARS, self.auth_keys, strict=False))
 
 
-@dataclass(frozen=True)
+@record
 class ModuleStatus:
     """What a runtime knows about one service now; ``to_dict`` is the reported form."""
 

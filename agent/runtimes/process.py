@@ -32,7 +32,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -49,6 +48,7 @@ from edgeship.agent.runtimes.procinfo import LOG_FILE, RUN_FILE, SERVICE_FILE, p
 from edgeship.errors import RuntimeFailure
 from edgeship.fsutil import atomic_dir, atomic_write_text, scratch_dir, sweep_scratch
 from edgeship.modules.plain import ModuleManifest, Part
+from edgeship.records import record
 
 __all__ = ["ProcessLimits", "ProcessRuntime", "unpack_bundle"]
 
@@ -69,7 +69,7 @@ _DIE_WITH_CALLER = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class ProcessLimits:
     """rlimits for the scoring server. ``None`` means no limit.
 

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from edgeship.errors import ConfigError
 from edgeship.fsutil import atomic_write_bytes, atomic_write_text
+from edgeship.records import asdict, field, record, replace
 
 __all__ = ["AgentState", "ServiceRecord", "StateStore"]
 
 STATE_VERSION = 1
 
 
-@dataclass(frozen=True)
+@record
 class ServiceRecord:
     """One runtime service the agent created: which build it runs and on which port."""
 
@@ -54,7 +54,7 @@ class ServiceRecord:
         return self.phase in ("installed", "yielded")
 
 
-@dataclass(frozen=True)
+@record
 class AgentState:
     last_applied_sequence: int | None = None
     services: dict[str, ServiceRecord] = field(default_factory=dict)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+
+from edgeship.records import field, record
 
 __all__ = ["MetricsDelta", "ModuleMetrics", "parse_metrics", "quantile", "text_samples"]
 
@@ -34,7 +35,7 @@ _LATENCY = "edgeship_scoring_request_duration_seconds"
 SCORING_ENDPOINTS = frozenset({"/score", "/v2/models/{name}/infer"})  # the server's endpoint label values
 
 
-@dataclass(frozen=True)
+@record
 class ModuleMetrics:
     """Cumulative counters of one server: requests, errors, and latency buckets ``{le seconds: count}``.
 
@@ -134,7 +135,7 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return lower_bound
 
 
-@dataclass(frozen=True)
+@record
 class MetricsDelta:
     """What happened between two scrapes of one server; ``errors == server_errors + client_errors``."""
 

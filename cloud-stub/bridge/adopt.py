@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -36,6 +35,7 @@ from edgeship.hub.bridge.subscriber import INBOUND_CHANNELS, Subscriber, subscri
 from edgeship.hub.services import Fleet
 from edgeship.mqtt import BrokerSettings, parse_device_topic
 from edgeship.mqtt.client import connect_properties, make_client, reason_text
+from edgeship.records import replace
 
 __all__ = ["QUIET", "adopt_session"]
 

@@ -2,7 +2,7 @@
 
 One definition of the manifest (``docs/module-manifest.md``): these functions state
 what a valid ``module.json`` is, and both sides use them. The agent parses with
-:func:`parse_manifest` into plain frozen dataclasses (the names and attributes of
+:func:`parse_manifest` into plain frozen records (:mod:`edgeship.records`; the names and attributes of
 :mod:`edgeship.modules.manifest`'s pydantic models), so its process holds no pydantic
 (``docs/agent.md``: Footprint). The packager and the hub keep the pydantic model for
 building and serialising, and its ``from_bytes`` runs :func:`check_manifest` first, so it
@@ -20,10 +20,10 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from edgeship.errors import ManifestError
+from edgeship.records import field, record
 
 __all__ = [
     "ENVELOPE_FILE",
@@ -61,14 +61,14 @@ class InvalidField(ValueError):
         self.where = where
 
 
-@dataclass(frozen=True)
+@record
 class ArtifactRef:
     path: str
     digest: str
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class ModelPin:
     name: str
     version: int
@@ -76,21 +76,21 @@ class ModelPin:
     framework: str = "custom"
 
 
-@dataclass(frozen=True)
+@record
 class EnvironmentRef:
     lock_digest: str
     python: str
     requirements: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
+@record
 class BundleRef:
     digest: str
     size: int
     path: str = "bundle.tar"
 
 
-@dataclass(frozen=True)
+@record
 class ImageRef:
     id: str
     tag: str
@@ -98,7 +98,7 @@ class ImageRef:
     archive: ArtifactRef | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Resources:
     cpu: float | None = None
     memory_gb: float | None = None
@@ -107,7 +107,7 @@ class Resources:
     accelerator: str = "none"
 
 
-@dataclass(frozen=True)
+@record
 class Part:
     """One content-addressed part: the agent fetches it by digest and checks it against both fields."""
 
@@ -115,14 +115,14 @@ class Part:
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class WheelPart:
     name: str  # the wheel's file name in wheelhouse/
     digest: str
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class ModelPart:
     """A model file (``path`` in the bundle's layout) as consecutive chunks of ``chunkSize`` bytes."""
 
@@ -132,7 +132,7 @@ class ModelPart:
     chunks: list[Part]
 
 
-@dataclass(frozen=True)
+@record
 class ImageParts:
     """The image as ``docker load`` needs it: the config (its digest is the image id) and the layer tars.
 
@@ -142,7 +142,7 @@ class ImageParts:
     layers: list[Part]
 
 
-@dataclass(frozen=True)
+@record
 class Parts:
     """Schema version 2: what a device fetches instead of the bundle (``docs/module-manifest.md``)."""
 
@@ -167,7 +167,7 @@ class Parts:
         return [] if self.image is None else [self.image.config, *self.image.layers]
 
 
-@dataclass(frozen=True)
+@record
 class ModuleManifest:
     name: str
     version: int

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.errors import ManifestError, SignatureError
 from edgeship.modules.plain import ENVELOPE_FILE, MANIFEST_FILE, ArtifactRef, ModuleManifest, Part, parse_manifest
+from edgeship.records import record
 
 if TYPE_CHECKING:
     from edgeship.signing import TrustRoot
@@ -57,7 +57,7 @@ class UnlistedFileError(ManifestError):
     """The module directory holds a file the signed manifest does not list."""
 
 
-@dataclass(frozen=True)
+@record
 class VerifiedModule:
     """A verified module directory; its manifest is the plain one (``edgeship.modules.plain``)."""
 

@@ -8,12 +8,12 @@ link call :func:`make_client` and then set their own callbacks; neither builds a
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeship.mqtt.settings import BrokerSettings
+from edgeship.records import record
 
 __all__ = [
     "RECONNECT_MAX", "RECONNECT_MIN", "Will", "connect_properties", "make_client", "mqtt_client_id", "reason_text",
@@ -33,7 +33,7 @@ def mqtt_client_id(name: str) -> str:
     return name.replace(".", "~")
 
 
-@dataclass(frozen=True)
+@record
 class Will:
     topic: str
     payload: bytes

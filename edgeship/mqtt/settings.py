@@ -8,12 +8,12 @@ certificate/key pair logs in by certificate instead of by password.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from edgeship.errors import ConfigError
+from edgeship.records import record, replace
 
 __all__ = ["DEFAULT_PORTS", "BrokerSettings", "parse_broker_url"]
 
@@ -21,7 +21,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 Protocol = Literal["3.1.1", "5"]
 
 
-@dataclass(frozen=True)
+@record
 class BrokerSettings:
     host: str
     port: int

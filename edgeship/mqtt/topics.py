@@ -17,8 +17,9 @@ so each id names exactly one subtree and an ACL pattern ``edgeship/v1/devices/%u
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Literal
+
+from edgeship.records import record
 
 __all__ = [
     "CHANNELS",
@@ -60,7 +61,7 @@ def response_topic(device_id: str, request_id: str) -> str:
     return f"{device_topic(device_id, 'responses')}/{_segment(request_id, 'Request id')}"
 
 
-@dataclass(frozen=True)
+@record
 class DeviceTopic:
     """A parsed device topic: whose, which channel, and the rest (``[method, rid]`` or ``[rid]``)."""
 

@@ -25,10 +25,10 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgeship.errors import EnvelopeError, InputError
+from edgeship.records import record
 
 __all__ = [
     "MAX_ENVELOPE_BYTES",
@@ -60,7 +60,7 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(payload), payload)
 
 
-@dataclass(frozen=True)
+@record
 class Signature:
     """One DSSE signature: raw signature bytes and the optional key id hint."""
 
@@ -74,7 +74,7 @@ class Signature:
         return out
 
 
-@dataclass(frozen=True)
+@record
 class Envelope:
     """A decoded DSSE envelope. ``payload`` is the raw body, not its base64.
 

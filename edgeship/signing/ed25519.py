@@ -15,10 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgeship.errors import SigningKeyError
+from edgeship.records import field, record
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -36,7 +36,7 @@ def keyid_of(raw_public: bytes) -> str:
     return hashlib.sha256(raw_public).hexdigest()
 
 
-@dataclass(frozen=True)
+@record
 class PublicKey:
     """An Ed25519 public key and its derived key id. Equality is by key material."""
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,6 +32,7 @@ from edgeship.errors import (
     TrustRootError,
     UnknownKeyError,
 )
+from edgeship.records import field, record
 from edgeship.signing.dsse import Envelope, SignerLike, sign_envelope
 from edgeship.signing.ed25519 import KEYTYPE, PublicKey
 
@@ -54,7 +54,7 @@ ROLES = ("root", "release", "hub")
 """root signs trust-root rotations, release signs module manifests, hub signs deployments."""
 
 
-@dataclass(frozen=True)
+@record
 class Role:
     """Key ids trusted for one role and how many distinct ones must sign."""
 
@@ -62,7 +62,7 @@ class Role:
     threshold: int = 1
 
 
-@dataclass(frozen=True)
+@record
 class TrustRoot:
     """A parsed, internally consistent trust root. Treat it as immutable."""
 
