@@ -1,0 +1,207 @@
+"""Simulated devices on a NATS cluster that behave as agents' links do, and what a test checks about them.
+
+Shared by ``test_broker_node_kill.py`` and ``test_cluster_rollout_kill.py``:
+
+- :class:`Devices`: fleets of simulated devices (``benchmarks/fleet/simulator.py``) on given nodes, each
+  logged in as itself; :meth:`Devices.move` puts a dead node's devices on another node as the agent's link
+  does (new connection, refused SUBACKs retried, ``online`` ``"1"`` and the last report on connect, the
+  device's state kept);
+- :class:`DocumentLog`: every document each device is sent, to find a sequence with two contents;
+- :func:`unfinished`: the devices not on their newest document with status 200, or whose report of it the
+  hub did not store (a lost report, counted);
+- :func:`retained`: what the broker retains on a channel, for a failure's message.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+from mqtt_probe import Probe, Received
+from simulator import Fleet
+
+from edgeship.hub.store import HubStore
+from edgeship.mqtt import device_topic
+from edgeship.signing import TrustRoot
+
+__all__ = ["STUCK", "WAIT", "Devices", "DocumentLog", "retained", "sequence_of", "unfinished"]
+
+WAIT = 150.0  # seconds to connect and subscribe every session
+STUCK = 15.0  # seconds without CONNACK/SUBACK before a simulated session is dropped and retried
+
+
+def sequence_of(payload: bytes) -> tuple[int, list[int]]:
+    """A document's sequence and the versions of the modules it names (from their signed manifests)."""
+    document = json.loads(base64.b64decode(json.loads(payload)["payload"]))
+    versions = [int(json.loads(base64.b64decode(entry["module"]["payload"]))["version"])
+                for entry in document.get("modules", {}).values()]  # fmt: skip
+    return int(document["sequence"]), versions
+
+
+class DocumentLog:
+    """Every ``desired`` document each device is sent: (device, sequence) -> digests of the contents seen."""
+
+    def __init__(self, url: str, client_id: str = "hub-probe") -> None:
+        self.contents: dict[tuple[str, int], set[str]] = {}
+        self.lock = threading.Lock()
+        self.probe = Probe(url, client_id)
+        self.probe.handlers.append(self._on)
+        self.probe.subscribe("edgeship/v1/devices/+/desired")
+
+    def _on(self, _probe: Probe, message: Received) -> None:
+        if message.payload:
+            device = message.topic.split("/")[3]
+            with self.lock:
+                key = (device, sequence_of(message.payload)[0])
+                self.contents.setdefault(key, set()).add(hashlib.sha256(message.payload).hexdigest())
+
+    def latest(self, device: str) -> int:
+        with self.lock:
+            return max(seq for d, seq in self.contents if d == device)
+
+    def twice(self) -> dict[tuple[str, int], set[str]]:
+        """(device, sequence) pairs seen with two contents or more: what must never happen."""
+        with self.lock:
+            return {key: digests for key, digests in self.contents.items() if len(digests) > 1}
+
+    def close(self) -> None:
+        self.probe.client.disconnect()
+        self.probe.client.loop_stop()
+
+
+class Devices:
+    """Simulated devices on given nodes, each logged in as itself; stepped from the test's thread.
+
+    Each connect publishes ``online`` ``"1"`` and the device's last report again, as the agent's link does.
+    """
+
+    def __init__(self, urls: list[str], ids: list[str], root: TrustRoot) -> None:
+        self.root = root
+        self.reports: dict[str, bytes] = {}  # each device's last report, as its link keeps it
+        self.fleets = [self._fleet(url, ids[i::len(urls)]) for i, url in enumerate(urls)]
+        self.attempts: dict[str, float] = {}
+        self.retries = 0
+
+    def _fleet(self, url: str, ids: list[str], before: Fleet | None = None) -> Fleet:
+        fleet = Fleet(url, ids, self.root)
+        kept = {device.device_id: device for device in before.devices} if before is not None else {}
+        for device in fleet.devices:
+            if device.device_id in kept:  # the same device on a new connection: what it applied stays
+                old = kept[device.device_id]
+                device.last_applied, device.last_code = old.last_applied, old.last_code
+                device.accepted_raw, device.services = old.accepted_raw, old.services
+            device.client.username_pw_set(device.device_id, "dev-pw")
+            self._as_link(device)
+        return fleet
+
+    def _as_link(self, device: Any) -> None:
+        """Subscriptions retried when refused; on connect ``online`` and the last report again (agent/link/mqtt.py)."""
+        client, device_id = device.client, device.device_id
+        inner_subscribe, inner_connect, publish = client.on_subscribe, client.on_connect, client.publish
+
+        def on_subscribe(client: Any, data: Any, mid: int, codes: Any, props: Any) -> None:
+            if any(getattr(code, "is_failure", False) for code in codes):  # retried as the agent's link does
+                self.retries += 1
+                client.subscribe([(data.desired, 1), (f"{device_topic(data.device_id, 'commands')}/+/+", 1)])
+                return
+            inner_subscribe(client, data, mid, codes, props)
+
+        def on_connect(client: Any, data: Any, flags: Any, reason: Any, props: Any) -> None:
+            inner_connect(client, data, flags, reason, props)
+            if not getattr(reason, "is_failure", False):
+                client.publish(device_topic(device_id, "online"), b"1", qos=1, retain=True)
+                if device_id in self.reports:
+                    client.publish(device_topic(device_id, "reported"), self.reports[device_id], qos=1, retain=True)
+
+        def recording(topic: str, payload: Any = None, qos: int = 0, retain: bool = False,
+                      properties: Any = None) -> Any:
+            if topic.endswith("/reported"):
+                self.reports[device_id] = payload.encode() if isinstance(payload, str) else bytes(payload)
+            return publish(topic, payload, qos, retain, properties)
+
+        client.on_subscribe, client.on_connect, client.publish = on_subscribe, on_connect, recording
+
+    def move(self, index: int, url: str) -> None:
+        """Fleet ``index``'s devices connect to ``url`` (their node died)."""
+        old = self.fleets[index]
+        old.close()
+        self.fleets[index] = self._fleet(url, [device.device_id for device in old.devices], old)
+        self.connect([self.fleets[index]])
+
+    def all(self) -> list[Any]:
+        return [device for fleet in self.fleets for device in fleet.devices]
+
+    def step(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for fleet in self.fleets:
+                fleet.step(0.005)
+
+    def connect(self, fleets: list[Fleet] | None = None) -> None:
+        """Connect and subscribe every session; a refused or silent connect is retried."""
+        deadline = time.monotonic() + WAIT
+        self.attempts.clear()
+        for fleet in fleets or self.fleets:
+            for device in fleet.devices:
+                device.ready = False
+            with contextlib.suppress(TimeoutError):  # retried below
+                fleet.connect(20.0)
+        while not all(device.ready for fleet in fleets or self.fleets for device in fleet.devices):
+            assert time.monotonic() < deadline, "simulated devices did not connect and subscribe"
+            now = time.monotonic()
+            for fleet in fleets or self.fleets:
+                for device in fleet.devices:
+                    sock = device.client.socket()
+                    if device.ready:
+                        continue
+                    if sock is None:
+                        self.attempts[device.device_id] = now
+                        with contextlib.suppress(OSError):
+                            device.client.reconnect()
+                    elif now - self.attempts.setdefault(device.device_id, now) > STUCK:
+                        sock.shutdown(socket.SHUT_RDWR)
+            self.step(1.0)
+
+    def close(self) -> None:
+        for fleet in self.fleets:
+            fleet.close()
+
+
+def retained(probe_url: str, channel: str) -> dict[str, bytes]:
+    """What the broker retains on ``channel`` for every device, read by a fresh subscriber."""
+    retained = Probe(probe_url, f"hub-probe-{channel}").subscribe(f"edgeship/v1/devices/+/{channel}")
+    seen: dict[str, bytes] = {}
+    end = time.monotonic() + 30
+    while time.monotonic() < end:  # until 2 s pass without a retained message
+        try:
+            message = retained.messages.get(timeout=2.0)
+        except queue.Empty:
+            break
+        seen[message.topic.split("/")[3]] = message.payload
+    retained.client.disconnect()
+    return seen
+
+
+def unfinished(devices: Devices, store: HubStore) -> dict[str, str]:
+    """Devices not (yet) on their newest document with status 200, or whose report of it the hub did not store."""
+    ids = [d.device_id for d in devices.all()]
+    newest, stored = store.latest_desired(ids), store.reported(ids)
+    behind: dict[str, str] = {}
+    for device in devices.all():
+        issued = newest[device.device_id].sequence if device.device_id in newest else None
+        if device.last_applied != issued or device.last_code != 200:
+            behind[device.device_id] = f"applied {device.last_applied} ({device.last_code}), newest issued {issued}"
+            continue
+        report = stored.get(device.device_id)
+        state = report.state if report is not None else {}
+        if state.get("lastAppliedSequence") != device.last_applied or state.get("status", {}).get("code") != 200:
+            behind[device.device_id] = (f"applied {device.last_applied}, the hub stored "
+                                        f"{state.get('lastAppliedSequence')} ({state.get('status', {}).get('code')})")
+    return behind
