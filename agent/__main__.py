@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("paho", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from edgeship.agent.lazy import LAZY_MODULES, import_lazily
+
+    for name in LAZY_MODULES:
+        import_lazily(name)  # before paho-mqtt imports it (ADR 0043)
     from edgeship.agent import faults
     from edgeship.agent.config import load_config
     from edgeship.agent.daemon import Agent

@@ -29,8 +29,6 @@ import http.client
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -155,7 +153,7 @@ class Cancel:
             raise CancelledError(f"{reason}; the bytes received are kept for a resume")
 
 
-class _Connections:
+class Connections:
     """Makes urllib's connections and remembers their sockets, so that a cancellation can shut them down.
 
     The socket is remembered at connect time: urllib drops ``connection.sock`` as soon as
@@ -192,35 +190,6 @@ class _Connections:
         for sock in list(self.sockets):
             with contextlib.suppress(OSError):
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the plain socket's: also wakes a TLS read
-
-
-class _HTTP(urllib.request.HTTPHandler):
-    def __init__(self, connections: _Connections) -> None:
-        super().__init__()
-        self._connections = connections
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connections.factory(http.client.HTTPConnection), req)
-
-
-class _HTTPS(urllib.request.HTTPSHandler):
-    def __init__(self, connections: _Connections) -> None:
-        super().__init__()
-        self._connections = connections
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(self._connections.factory(http.client.HTTPSConnection), req)
-
-
-class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
-    """Follow redirects to http(s) only (urllib allows ftp too)."""
-
-    def redirect_request(
-        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
-    ) -> urllib.request.Request | None:
-        if not newurl.startswith(("http://", "https://")):
-            raise DownloadError(f"{req.full_url} redirected to {newurl!r}, which is not http(s); fix the blob host.")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class Body:
@@ -331,8 +300,14 @@ def open_range(
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"Blob location {url!r} is not an http(s) URL.")
     cancel.check()
-    connections = _Connections(cancel)
-    opener = urllib.request.build_opener(_HTTP(connections), _HTTPS(connections), _NoOtherSchemes())
+    # urllib.request at the first download only: the idle agent does not hold it (ADR 0043)
+    import urllib.error
+    import urllib.request
+
+    from edgeship.agent.fetch.opener import build_opener
+
+    connections = Connections(cancel)
+    opener = build_opener(connections)
     request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})  # noqa: S310
     began = clock()
     with cancel.hook(connections.shutdown):

@@ -117,3 +117,26 @@ def test_bad_usage_is_one_line_and_exit_2(argv: list[str], problem: str, capsys:
         parse_args(argv)
     assert stopped.value.code == 2
     assert problem in capsys.readouterr().err
+
+
+_LAZY = r"""
+import json, sys
+from edgeship.agent.lazy import LAZY_MODULES, import_lazily
+for name in LAZY_MODULES:
+    import_lazily(name)
+from edgeship.agent.daemon import Agent  # noqa: F401  (paho-mqtt imports urllib.request)
+import paho.mqtt.client  # noqa: F401
+idle = sorted(m for m in ("urllib.error", "urllib.response") if m in sys.modules)
+import urllib.request
+url = urllib.request.Request("http://hub.invalid/blobs/x").full_url  # the first use imports the real module
+import urllib
+real = sys.modules["urllib.request"] is urllib.request and "HTTPHandler" in vars(urllib.request)
+print(json.dumps({"idle": idle, "url": url, "real": real,
+                  "loaded": "urllib.response" in sys.modules, "parent": urllib.request.__name__}))
+"""
+
+
+def test_urllib_request_is_imported_at_its_first_use_not_by_paho() -> None:
+    out = subprocess.run([sys.executable, "-OO", "-c", _LAZY], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"idle": [], "url": "http://hub.invalid/blobs/x", "real": True, "loaded": True,
+                               "parent": "urllib.request"}  # fmt: skip
