@@ -8,7 +8,9 @@ pass). The session is persistent (client id = device
 id), so QoS 1 commands sent while the device was offline arrive on reconnect; the
 last will publishes ``"0"`` retained on ``online`` and every connect publishes
 ``"1"``. The last reported state is re-published on every connect, so the hub sees
-the truth after an outage even if the report was made offline.
+the truth after an outage even if the report was made offline, and when the same
+document arrives again live (the hub's recovery pass re-sends it to devices whose
+report it lacks, ADR 0044).
 
 Failover (ADR 0039): given several broker addresses (the nodes of a cluster, which
 share sessions and retained messages), the link moves to the next one whenever the
@@ -21,6 +23,7 @@ after losing a node) is retried with a doubling delay until the broker grants it
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import queue
@@ -79,6 +82,7 @@ class MqttLink:
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
+        self._last_desired: bytes | None = None  # sha256 of the last desired message
         self._stopping = False
         self._lock = threading.Lock()
         self._pending: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE message id -> its topics
@@ -199,12 +203,14 @@ class MqttLink:
         if self.connected.is_set() and not self._stopping:
             self._subscribe(client, topics)  # a reconnect in between subscribed everything anyway
 
-    def _on_message(self, _client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _userdata: Any, message: paho.MQTTMessage) -> None:
         topic = parse_device_topic(message.topic)
         if topic is None or topic.device_id != self.device_id:
             return
         if topic.channel in ("desired", "trust-root"):
             item = Inbound(topic.channel, bytes(message.payload))
+            if topic.channel == "desired":
+                self._desired_again(client, item.payload, bool(message.retain))
             if self.on_inbound is not None:
                 self.on_inbound(item)
             else:
@@ -215,6 +221,16 @@ class MqttLink:
                 self.on_command(method, bytes(message.payload), rid)
             else:
                 self.inbox.put(Inbound("command", bytes(message.payload), method, rid))
+
+    def _desired_again(self, client: paho.Client, payload: bytes, retained: bool) -> None:
+        """The same document again, live (not the retained copy a subscribe brings): the hub sends it again because
+        it still waits for this device's report of it (ADR 0044), so the last report goes out again."""
+        digest = hashlib.sha256(payload).digest()
+        with self._lock:
+            same, self._last_desired = digest == self._last_desired, digest
+            report = self._last_report
+        if same and not retained and report is not None:
+            client.publish(device_topic(self.device_id, "reported"), report, qos=1, retain=True)
 
     # -- publishing ------------------------------------------------------------
     def publish_reported(self, report: dict[str, Any]) -> None:

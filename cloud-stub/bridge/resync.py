@@ -9,7 +9,8 @@ agent publishes ``online`` ``"1"`` on every connect (and its last report again).
 (not retained) ``"1"`` is the trigger.
 
 A pass, once devices stop coming back for :data:`QUIET` seconds (at the latest
-:data:`MAX_DELAY` seconds after the first of them), looks at the devices the hub
+:data:`MAX_DELAY` seconds after the first of them; then up to :data:`FOLLOW_UPS` more,
+:data:`MAX_DELAY` apart, while some are still waited for), looks at the devices the hub
 still waits for: those whose stored report answers an older document than their
 newest one, or none at all (:func:`lagging`). For each of them it
 
@@ -21,8 +22,10 @@ newest one, or none at all (:func:`lagging`). For each of them it
 2. publishes its newest document again: the **stored signed bytes, unchanged**, read
    on the publisher's thread as the reconnect republish does, so a newer document
    handed over meanwhile is never overtaken by an older one. A device that already
-   applies it ignores it (same bytes), so no device ever sees a new document, let
-   alone two contents under one sequence.
+   applies it does not apply it again (same bytes) but sends its last report again (the
+   agent's link does so for its document arriving live again), so a report lost on
+   the way is sent once more; no device ever sees a new document, let alone two
+   contents under one sequence.
 
 Both are what the hub already does for every device when its own connection comes
 back; a pass does it for the waiting devices only, so its cost follows the rollout in
@@ -48,12 +51,13 @@ from edgeship.hub.store import HubStore
 from edgeship.hub.store.records import DesiredRecord, ReportedRecord
 from edgeship.mqtt import device_topic
 
-__all__ = ["CHUNK", "MAX_DELAY", "QUIET", "SETTLE", "Resync", "ResyncPass", "lagging"]
+__all__ = ["CHUNK", "FOLLOW_UPS", "MAX_DELAY", "QUIET", "SETTLE", "Resync", "ResyncPass", "lagging"]
 
 QUIET = 5.0  # seconds without a device coming back before a pass runs
 MAX_DELAY = 30.0  # seconds after the first device came back at the latest (a long reconnect storm)
 SETTLE = 5.0  # seconds the per-device subscriptions stay: their retained reports arrive well within that
 CHUNK = 500  # topics per SUBSCRIBE / UNSUBSCRIBE packet
+FOLLOW_UPS = 2  # more passes, MAX_DELAY apart, while devices are still waited for (a repeat can be lost too)
 
 log = logging.getLogger("edgeship.hub.bridge")
 
@@ -96,6 +100,8 @@ class Resync:
         self._lock = threading.Lock()
         self._first: float | None = None  # when the first device came back since the last pass
         self._last = 0.0  # when the latest did
+        self._again: float | None = None  # when a follow-up pass is due
+        self._follow_ups = 0  # follow-up passes left
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -107,15 +113,15 @@ class Resync:
             if self._first is None:
                 self._first = now
             self._last = now
+            self._follow_ups = FOLLOW_UPS
         self._wake.set()
 
     def due(self) -> float | None:
         """Seconds until the scheduled pass (0: now), or None when none is scheduled."""
         with self._lock:
-            if self._first is None:
-                return None
-            at = min(self._last + self.quiet, self._first + self.max_delay)
-            return max(at - self.clock(), 0.0)
+            times = [] if self._first is None else [min(self._last + self.quiet, self._first + self.max_delay)]
+            times += [] if self._again is None else [self._again]
+            return max(min(times) - self.clock(), 0.0) if times else None
 
     def start(self) -> None:
         if self._thread is None:
@@ -132,19 +138,21 @@ class Resync:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             wait = self.due()
-            if wait is None:
-                self._wake.wait()
+            if wait is None or wait > 0:  # a device coming back (or stop) wakes it early: the time moves
+                self._wake.wait(wait)
                 self._wake.clear()
                 continue
-            if wait > 0:
-                self._stopping.wait(wait)
-                continue
             with self._lock:
-                self._first = None
+                self._first = self._again = None
             try:
-                self.run()
+                done = self.run()
             except Exception:  # the next device that comes back schedules another pass
                 log.exception("re-reading reports and re-sending documents after devices came back failed")
+                continue
+            with self._lock:
+                if done.devices and self._follow_ups > 0 and self._first is None:
+                    self._follow_ups -= 1
+                    self._again = self.clock() + self.max_delay
 
     def run(self) -> ResyncPass:
         """One pass over the devices the hub waits for (see the module's docstring)."""
