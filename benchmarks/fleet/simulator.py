@@ -154,7 +154,10 @@ class Fleet:
         clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         verify: bool = True,
         bad_release: BadRelease | None = None,
+        persistent: bool = False,
     ) -> None:
+        """``persistent``: each session survives its connection (an agent's link does that; the benchmarks keep
+        clean sessions, so a run leaves no state in the broker)."""
         self.bad_release = bad_release  # None: every document applies (the fleet benchmark)
         self.verify = verify  # False only for the benchmark's diagnostic "hub and broker alone" runs
         self.settings = parse_broker_url(broker_url)
@@ -172,7 +175,7 @@ class Fleet:
         self.counts: Counter[str] = Counter()  # applied, refused:<code>, pings, connects, subscribed
         self.verify_seconds = 0.0  # CPU-ish time inside accept_document and the report
         for device_id in ids:
-            client = make_client(self.settings, device_id, persistent=False, max_inflight=20)
+            client = make_client(self.settings, device_id, persistent=persistent, max_inflight=20)
             device = SimDevice(device_id, client)
             client.user_data_set(device)
             client.on_socket_open = self._on_socket_open

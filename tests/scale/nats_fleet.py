@@ -3,9 +3,13 @@
 Shared by ``test_broker_node_kill.py`` and ``test_cluster_rollout_kill.py``:
 
 - :class:`Devices`: fleets of simulated devices (``benchmarks/fleet/simulator.py``) on given nodes, each
-  logged in as itself; :meth:`Devices.move` puts a dead node's devices on another node as the agent's link
-  does (new connection, refused SUBACKs retried, ``online`` ``"1"`` and the last report on connect, the
-  device's state kept);
+  logged in as itself with a persistent session; :meth:`Devices.move` puts a dead node's devices on another
+  node as the agent's link does (new connection resuming the session, refused SUBACKs retried, ``online``
+  ``"1"`` and the last report on connect and when the same document arrives again live, the device's state
+  kept). Persistent as the agent's sessions are:
+  with clean sessions NATS creates every moved device's consumers anew while it re-elects its leaders, and
+  in one run of ``test_cluster_rollout_kill`` 10 moved devices were sent nothing more (documents published
+  live and again by the hub's recovery pass) for the 3 minutes the test waited;
 - :class:`DocumentLog`: every document each device is sent, to find a sequence with two contents;
 - :func:`unfinished`: the devices not on their newest document with status 200, or whose report of it the
   hub did not store (a lost report, counted);
@@ -85,12 +89,13 @@ class Devices:
     def __init__(self, urls: list[str], ids: list[str], root: TrustRoot) -> None:
         self.root = root
         self.reports: dict[str, bytes] = {}  # each device's last report, as its link keeps it
+        self.desired: dict[str, bytes] = {}  # each device's last desired message
         self.fleets = [self._fleet(url, ids[i::len(urls)]) for i, url in enumerate(urls)]
         self.attempts: dict[str, float] = {}
         self.retries = 0
 
     def _fleet(self, url: str, ids: list[str], before: Fleet | None = None) -> Fleet:
-        fleet = Fleet(url, ids, self.root)
+        fleet = Fleet(url, ids, self.root, persistent=True)  # as an agent's link: the session resumes on any node
         kept = {device.device_id: device for device in before.devices} if before is not None else {}
         for device in fleet.devices:
             if device.device_id in kept:  # the same device on a new connection: what it applied stays
@@ -102,9 +107,11 @@ class Devices:
         return fleet
 
     def _as_link(self, device: Any) -> None:
-        """Subscriptions retried when refused; on connect ``online`` and the last report again (agent/link/mqtt.py)."""
+        """As agent/link/mqtt.py: refused subscriptions retried; ``online`` and the last report again on connect, and
+        when the same document arrives again live."""
         client, device_id = device.client, device.device_id
-        inner_subscribe, inner_connect, publish = client.on_subscribe, client.on_connect, client.publish
+        inner_subscribe, inner_connect, inner_message = client.on_subscribe, client.on_connect, client.on_message
+        publish = client.publish
 
         def on_subscribe(client: Any, data: Any, mid: int, codes: Any, props: Any) -> None:
             if any(getattr(code, "is_failure", False) for code in codes):  # retried as the agent's link does
@@ -126,7 +133,16 @@ class Devices:
                 self.reports[device_id] = payload.encode() if isinstance(payload, str) else bytes(payload)
             return publish(topic, payload, qos, retain, properties)
 
-        client.on_subscribe, client.on_connect, client.publish = on_subscribe, on_connect, recording
+        def on_message(client: Any, data: Any, message: Any) -> None:
+            if message.topic == data.desired:  # the same document again, live: the last report again
+                payload = bytes(message.payload)
+                same, self.desired[device_id] = payload == self.desired.get(device_id), payload
+                if same and not message.retain and device_id in self.reports:
+                    client.publish(device_topic(device_id, "reported"), self.reports[device_id], qos=1, retain=True)
+            inner_message(client, data, message)
+
+        client.on_subscribe, client.on_connect, client.on_message = on_subscribe, on_connect, on_message
+        client.publish = recording
 
     def move(self, index: int, url: str) -> None:
         """Fleet ``index``'s devices connect to ``url`` (their node died)."""

@@ -17,9 +17,9 @@ report on its way to the hub's session (ADR 0039); the hub recovers them when th
 devices come back (``edgeship.hub.bridge.resync``, ADR 0044), which is what this test checks.
 
 The simulated devices have no failover of their own: when their node dies the test moves
-them to the next node as an agent's link does (new connection, refused SUBACKs retried,
-``online`` ``"1"`` and the last report published again on connect, the device's state kept);
-the links do it themselves.
+them to the next node as an agent's link does (``nats_fleet.Devices``: the persistent session resumed,
+refused SUBACKs retried, ``online`` ``"1"`` and the last report published again on connect, the
+device's state kept); the links do it themselves.
 """
 
 from __future__ import annotations
