@@ -213,12 +213,8 @@ class Subscriber:
     def _handle(self, topic: DeviceTopic, payload: bytes) -> None:
         device_id = topic.device_id
         try:
-            if topic.channel == "online":
+            if topic.channel == "online":  # reports are gathered and stored in batches (_flush)
                 self.fleet.record_online(device_id, _online(payload))
-            elif topic.channel == "reported":
-                if not payload:
-                    return  # a cleared retained message: nothing to record
-                self.fleet.record_reported(device_id, _json_object(payload))
             elif topic.channel == "telemetry":
                 self.fleet.record_telemetry(device_id, _json_object(payload))
             else:
