@@ -412,7 +412,13 @@ def run_nats_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse
         hub_hash, device_hash = hash_password_bcrypt(HUB_PW), hash_password_bcrypt(DEVICE_PW)
         users = [NatsUser(name, hub_hash) for name in ("hub-0", "hub-1")]
         users += [NatsUser(device, device_hash) for device in ids]
-        with NatsCluster(work / "nats", users) as cluster:
+        cluster = NatsCluster(work / "nats", users)
+        if args.nats_max_consumers is not None:  # not what the product writes: nats-server 2.15's default is 1,000
+            for config in cluster.files.configs.values():
+                text = config.read_text()
+                config.write_text(text.replace("jetstream { ", "jetstream { limits: { default_max_consumers: "
+                                                             f"{args.nats_max_consumers} }}, ", 1))
+        with cluster:
             parts = Parts()
             for index, node in enumerate(cluster.nodes):
                 parts.add(f"nats-{node.name}", lambda index=index: cluster.pid(index))  # type: ignore[misc]
@@ -581,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, nargs="*", default=[200, 1000])
     parser.add_argument("--sides", default="mosquitto,nats", help="which sides to run, in this order")
     parser.add_argument("--qos0-devices", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--nats-max-consumers", type=int,
+                        help="diagnostic: jetstream limits default_max_consumers in the nodes' configs (-1: none)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take before it stops")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of quiet between phases")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes per side")
