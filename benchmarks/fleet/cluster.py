@@ -78,7 +78,7 @@ from hub_workspace import make_hub_workspace  # noqa: E402
 from nats_cluster import NatsCluster  # noqa: E402
 from postgres_server import PostgresServer  # noqa: E402
 from run import machine, mosquitto, wait_for_quiet  # noqa: E402
-from simulator import Fleet, device_ids  # noqa: E402
+from simulator import KEEPALIVE, Fleet, device_ids  # noqa: E402
 
 from edgeship.hub.api import create_token  # noqa: E402
 from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt  # noqa: E402
@@ -193,6 +193,10 @@ def serve_devices(urls: list[str], ids: list[str], root: TrustRoot, timeout: flo
     """The subprocess's loop: step the sessions; run ``connect``, ``reconnect``, ``stats``, ``stop`` from stdin."""
     nats_fleet.WAIT = timeout  # Devices.connect's patience
     devices = nats_fleet.Devices(urls, ids, root)
+    for fleet in devices.fleets:  # each session knows its broker before its first connect: Devices.connect's retry
+        for index, device in enumerate(fleet.devices):  # calls reconnect() on sessions a slow first pass never reached
+            device.client.connect_async(fleet.settings.host, fleet.settings.port, keepalive=KEEPALIVE,
+                                        bind_address=fleet.sources[index % len(fleet.sources)])
 
     def ready() -> int:
         return sum(1 for d in devices.all() if d.ready)
