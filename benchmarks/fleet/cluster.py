@@ -38,6 +38,7 @@ reconnect storm.
 
     python benchmarks/fleet/cluster.py                                  # 200 and 1,000 devices; QoS 0 at 1,000, 10,000
     python benchmarks/fleet/cluster.py --devices 200 --qos0-devices 1000   # smoke run
+    python benchmarks/fleet/cluster.py --devices 1000 --qos0-devices --nats-max-consumers -1   # NATS's limit lifted
     python benchmarks/fleet/cluster.py --report benchmarks/fleet/results-2026-12-05-cluster.json
 
 Not a test: nothing here asserts on timing.
