@@ -38,7 +38,7 @@ reconnect storm.
 
     python benchmarks/fleet/cluster.py                                  # 200 and 1,000 devices; QoS 0 at 1,000, 10,000
     python benchmarks/fleet/cluster.py --devices 200 --qos0-devices 1000   # smoke run
-    python benchmarks/fleet/cluster.py --devices 1000 --qos0-devices --nats-max-consumers -1   # NATS's limit lifted
+    python benchmarks/fleet/cluster.py --devices 1000 --nats-max-consumers 1000   # nats-server's own limit, as before
     python benchmarks/fleet/cluster.py --report benchmarks/fleet/results-2026-12-05-cluster.json
 
 Not a test: nothing here asserts on timing.
@@ -82,7 +82,7 @@ from run import machine, mosquitto, wait_for_quiet  # noqa: E402
 from simulator import KEEPALIVE, Fleet, device_ids  # noqa: E402
 
 from edgeship.hub.api import create_token  # noqa: E402
-from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt  # noqa: E402
+from edgeship.hub.broker.nats import NatsSettings, NatsUser, hash_password_bcrypt  # noqa: E402
 from edgeship.hub.server import HubConfig, HubServer  # noqa: E402
 from edgeship.hub.store import HubStore  # noqa: E402
 from edgeship.signing import TrustRoot  # noqa: E402
@@ -417,12 +417,10 @@ def run_nats_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse
         hub_hash, device_hash = hash_password_bcrypt(HUB_PW), hash_password_bcrypt(DEVICE_PW)
         users = [NatsUser(name, hub_hash) for name in ("hub-0", "hub-1")]
         users += [NatsUser(device, device_hash) for device in ids]
-        cluster = NatsCluster(work / "nats", users)
-        if args.nats_max_consumers is not None:  # not what the product writes: nats-server 2.15's default is 1,000
-            for config in cluster.files.configs.values():
-                text = config.read_text()
-                config.write_text(text.replace("jetstream { ", "jetstream { limits: { default_max_consumers: "
-                                                             f"{args.nats_max_consumers} }}, ", 1))
+        # The product writes no consumer limit (NatsSettings.max_consumers = -1); --nats-max-consumers 1000 puts
+        # back nats-server 2.15's default, under which the results of 2026-12-05 without "unlimited" were made.
+        settings = None if args.nats_max_consumers is None else NatsSettings(max_consumers=args.nats_max_consumers)
+        cluster = NatsCluster(work / "nats", users, settings=settings)
         with cluster:
             parts = Parts()
             for index, node in enumerate(cluster.nodes):
@@ -593,7 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sides", default="mosquitto,nats", help="which sides to run, in this order")
     parser.add_argument("--qos0-devices", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--nats-max-consumers", type=int,
-                        help="diagnostic: jetstream limits default_max_consumers in the nodes' configs (-1: none)")
+                        help="diagnostic: jetstream limits default_max_consumers in the nodes' configs (the product "
+                             "writes -1, no limit; 1000 is nats-server 2.15's own default)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take before it stops")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of quiet between phases")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes per side")

@@ -151,6 +151,10 @@ class NatsSettings:
     # and storm within noise of R3) and an R1 consumer dies with its node, its delivery state with it: R3.
     consumer_replicas: int = 3
     consumer_memory_storage: bool = True  # replicated in memory: no disk write per subscription
+    # JetStream consumers a stream may have: nats-server 2.15 defaults to 1,000, and every device's two QoS 1
+    # subscriptions are two consumers of one stream, so the cluster refused devices past ~500 (-1: no limit;
+    # benchmarks/fleet/RESULTS.md, "Through a NATS cluster").
+    max_consumers: int = -1
     max_payload: int = 1024 * 1024  # a desired document or trust-root chain (docs/mqtt.md)
     max_memory_store: int = 256 * 1024 * 1024
     max_file_store: int = 8 * 1024 * 1024 * 1024
@@ -204,7 +208,7 @@ def render_node_config(node: NatsNode, cluster: Sequence[NatsNode], settings: Na
         f"http: {node.host}:{node.http_port}",
         f"max_payload: {settings.max_payload}",
         f'jetstream {{ store_dir: "{store_dir.resolve()}", max_memory_store: {settings.max_memory_store}, '
-        f"max_file_store: {settings.max_file_store} }}",
+        f"max_file_store: {settings.max_file_store}, limits: {{ default_max_consumers: {settings.max_consumers} }} }}",
         f'cluster {{ name: "{settings.cluster_name}", listen: {node.host}:{node.cluster_port}, '
         f"routes: [{', '.join(routes)}] }}",
         f"mqtt {{ listen: {node.host}:{node.mqtt_port}, stream_replicas: {settings.stream_replicas}, "
