@@ -29,7 +29,7 @@ import time
 from typing import Any
 
 from mqtt_probe import Probe, Received
-from simulator import Fleet
+from simulator import KEEPALIVE, Fleet
 
 from edgeship.hub.store import HubStore
 from edgeship.mqtt import device_topic
@@ -173,14 +173,18 @@ class Devices:
             assert time.monotonic() < deadline, "simulated devices did not connect and subscribe"
             now = time.monotonic()
             for fleet in fleets or self.fleets:
-                for device in fleet.devices:
+                for index, device in enumerate(fleet.devices):
                     sock = device.client.socket()
                     if device.ready:
                         continue
                     if sock is None:
                         self.attempts[device.device_id] = now
                         with contextlib.suppress(OSError):
-                            device.client.reconnect()
+                            if device.client.host:
+                                device.client.reconnect()
+                            else:  # the first pass ran out of time before it reached this session: never connected
+                                device.client.connect(fleet.settings.host, fleet.settings.port, keepalive=KEEPALIVE,
+                                                      bind_address=fleet.sources[index % len(fleet.sources)])
                     elif now - self.attempts.setdefault(device.device_id, now) > STUCK:
                         sock.shutdown(socket.SHUT_RDWR)
             self.step(1.0)
