@@ -72,6 +72,7 @@ for _extra in (REPO / "tests", REPO / "tests" / "hub", REPO / "tests" / "scale",
 import httpx  # noqa: E402
 import nats_fleet  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
+import run  # noqa: E402
 from evaluate import Devices as BareDevices  # noqa: E402  (benchmarks/broker: sessions with an agent's retries)
 from evaluate import cpu_seconds, envelope, publish_all  # noqa: E402
 from hub_process import HubProcess  # noqa: E402
@@ -147,8 +148,9 @@ def postmaster_pid(pg: PostgresServer) -> int | None:
 
 
 # The simulated devices, in subprocesses ---------------------------------------------------------------
-class SimProcess:
-    """``cluster.py sim``: devices ``first``..``first+count`` on ``urls`` as agents' links; JSON lines on stdin."""
+class SimProcess(run.SimProcess):
+    """``cluster.py sim``: devices ``first``..``first+count`` on ``urls`` as agents' links; commands as plain lines
+    on stdin (``read`` and ``stop`` are ``run.py``'s)."""
 
     def __init__(self, urls: Sequence[str], trust_root: Path, first: int, count: int, timeout: float) -> None:
         self.process = subprocess.Popen(
@@ -162,26 +164,6 @@ class SimProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
-
-    def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"a simulator exited with {self.process.wait()}")
-        return dict(json.loads(line))
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.send("stop")
-            self.read()
-        with contextlib.suppress(Exception):
-            assert self.process.stdin is not None
-            self.process.stdin.close()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 def all_do(sims: Sequence[SimProcess], command: str) -> list[dict[str, Any]]:
