@@ -145,8 +145,10 @@ class TelemetryStore:
             return [TelemetryRecord(r.device_id, r.received, dict(r.batch)) for r in rows]
 
     def set_online(self, device_id: str, online: bool, when: datetime) -> PresenceRecord:
+        """Record the device's ``online`` message. The device row is locked, as in :meth:`add`: two replicas storing
+        the first presence of a device at once would otherwise both insert its row (the second one refused)."""
         with self.store._tx() as s:
-            need(s.get(DeviceRow, device_id), f"device {device_id!r}")
+            need(s.get(DeviceRow, device_id, with_for_update=True), f"device {device_id!r}")
             row = s.get(PresenceRow, device_id)
             if row is None:
                 s.add(PresenceRow(device_id=device_id, online=online, last_seen=when))

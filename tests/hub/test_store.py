@@ -6,11 +6,12 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from edgeship.hub.errors import AlreadyExistsError, HubNotFoundError
 from edgeship.hub.store import DeploymentRecord, HubStore, IssueRequest, ModuleRecord, ModuleRefRecord
 from edgeship.hub.store.models import Base
+from edgeship.hub.store.telemetry import TelemetryStore
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
 DIGEST = "sha256:" + "a" * 64
@@ -189,6 +190,39 @@ def test_two_replicas_storing_a_first_report_at_once_both_succeed_and_the_later_
         racer.join(30)
         assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
         assert second.reported()["dev-1"].state == {"n": 2}
+    finally:
+        first.close()
+        second.close()
+
+
+def test_two_replicas_storing_a_first_online_at_once_both_succeed(hub_url: str) -> None:
+    """Replica A is storing dev-1's first ``online`` (device row locked, presence inserted, not committed); replica
+    B stores one too. B waits for A (the device row's lock), then updates A's row: no unique violation (the
+    combined cluster test's survivor dropped ``online`` messages on ``presence_pkey`` when B read "no row")."""
+    first, second = HubStore(hub_url), HubStore(hub_url)
+    try:
+        first.add_device("dev-1", {}, T0)
+        devices, presence = Base.metadata.tables["devices"], Base.metadata.tables["presence"]
+        outcome: list[object] = []
+
+        def store_second() -> None:
+            try:
+                outcome.append(TelemetryStore(second).set_online("dev-1", False, T0 + timedelta(seconds=1)))
+            except Exception as exc:  # what the replica got is the answer
+                outcome.append(exc)
+
+        with first.engine.begin() as conn:  # what set_online does, held open
+            conn.execute(select(devices.c.id).where(devices.c.id == "dev-1").with_for_update())
+            conn.execute(insert(presence).values(device_id="dev-1", online=True, last_seen=T0))
+            racer = threading.Thread(target=store_second)
+            racer.start()
+            racer.join(0.5)
+            if hub_url.startswith("postgresql"):  # SQLite: B's transaction may only wait at its write
+                assert racer.is_alive(), f"the second store did not wait for the first: {outcome}"
+        racer.join(30)
+        assert len(outcome) == 1 and not isinstance(outcome[0], Exception), outcome
+        stored = TelemetryStore(second).presence(["dev-1"])["dev-1"]
+        assert (stored.online, stored.last_seen) == (False, T0 + timedelta(seconds=1))
     finally:
         first.close()
         second.close()

@@ -11,6 +11,7 @@ are checked on ``ManagedNats`` itself, without a cluster.
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -221,8 +222,12 @@ def test_a_replica_rewrites_on_a_notice_only_what_changed_and_keeps_other_hub_li
     assert set(parse_users((tmp_path / "users.conf").read_text())) == {"hub-a", "hub-b", "dev-1"}
     (tmp_path / "users.conf").unlink()
     (tmp_path / "users.conf").mkdir()  # cannot be replaced by a file, even by root
-    replica.refresh(lambda: _state())  # a later failure is logged, not raised: the feed's thread keeps going
-    assert "NATS users not brought up to date after another replica's change: Cannot write" in caplog.text
+    logger = logging.getLogger("edgeship.hub.broker")
+    with caplog.at_level(logging.WARNING, logger=logger.name):  # whatever level an earlier test left on its parents
+        replica.refresh(lambda: _state())  # a later failure is logged, not raised: the feed's thread keeps going
+    assert "NATS users not brought up to date after another replica's change: Cannot write" in caplog.text, (
+        f"{logger.name}: disabled={logger.disabled} level={logger.getEffectiveLevel()} propagate={logger.propagate}; "
+        f"root handlers {logging.getLogger().handlers}; logging.disable at {logging.root.manager.disable}")
     assert "run the hub as a user that may write the NATS config folder" in caplog.text
 
 
