@@ -54,10 +54,12 @@ class Replication:
         shared: bool,
         clock: Callable[[], datetime],
         adopt: Callable[[str], int] | None = None,
+        took_over: Callable[[], None] | None = None,
         interval: float = INTERVAL,
     ) -> None:
         """``shared``: the database is PostgreSQL and other replicas may use it; ``adopt`` drains a gone
-        replica's broker session (None: this replica cannot, e.g. it speaks MQTT 3.1.1)."""
+        replica's broker session (None: this replica cannot, e.g. it speaks MQTT 3.1.1); ``took_over`` runs each
+        time this replica takes the periodic work over (it finishes what a coordinator that died committed)."""
         self.leases = leases
         self.feed = feed
         self.table = ReplicaTable(store)
@@ -66,6 +68,7 @@ class Replication:
         self.shared = shared
         self.clock = clock
         self.adopt = adopt
+        self.took_over = took_over
         self.interval = interval
         self.adopted: list[str] = []  # client ids whose sessions this replica drained
         self._stopping = threading.Event()
@@ -132,6 +135,8 @@ class Replication:
             self.leases.acquire(COORDINATOR)
         if self.leading() != was:
             log.info("this replica %s the periodic work", "now runs" if self.leading() else "no longer runs")
+            if self.leading() and self.took_over is not None:
+                self.took_over()
         if self.leading() and self.shared and time.monotonic() - self._last_sweep >= SWEEP_EVERY:
             self._last_sweep = time.monotonic()
             self._sweep()

@@ -283,6 +283,7 @@ class HubServer:
             self.store, leases_for(self.store.url, application=f"edgeship-hub {client_id}"), feed,
             client_id=client_id, protocol=settings.protocol, shared=shared,
             clock=self.config.clock, adopt=adopt if settings.protocol == "5" else None,
+            took_over=self._drain_pending,  # a coordinator killed between a rollout's wave and its documents
         )
 
     def _reload_trust(self, ws: Workspace) -> None:
@@ -305,15 +306,16 @@ class HubServer:
 
     def _drain_pending(self) -> None:
         """Finish the re-evaluations a previous run committed but did not deliver (killed mid-change), before the
-        API opens, so a retried request already finds the devices served. An error is logged: the refresh timer
-        drains again."""
+        API opens, so a retried request already finds the devices served; and again whenever this replica takes the
+        periodic work over (a coordinator killed after starting a rollout's wave, before issuing it: the wave would
+        otherwise wait for the refresh timer). An error is logged: the refresh timer drains again."""
         try:
             sent = self.services.issuing.drain_pending()
         except Exception:
             log.exception("finishing pending re-evaluations failed; the refresh timer will try again")
             return
         if sent:
-            log.info("finished pending re-evaluations left by the previous run: %d document(s)", sent)
+            log.info("finished pending re-evaluations left by a stopped run or replica: %d document(s)", sent)
 
     def _start_refresher(self) -> None:
         """Re-issue documents before they expire, every ``refresh_interval`` seconds, until :meth:`stop`."""

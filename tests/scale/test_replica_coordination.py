@@ -8,6 +8,7 @@ terminating it (``pg_terminate_backend``), as a dead network or a failover would
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from replicas import PostgresServer, ReplicaGroup
 
 from edgeship.hub.api import create_token
 from edgeship.hub.server import HubConfig, HubServer
-from edgeship.hub.store import HubStore, TokenStore
+from edgeship.hub.store import HubStore, Outbox, TokenStore
 from edgeship.hub.store.lease import AdvisoryLeases, LocalLeases, leases_for
 from edgeship.hub.store.notify import LocalFeed, NotifyFeed
 from edgeship.signing import Keyring, TrustRoot, sign_trust_root
@@ -174,3 +175,43 @@ def _newest_envelope(db: str, device: str) -> Envelope:
                            (device,)).fetchone()
     assert row is not None
     return Envelope.from_json(row[0])
+
+
+def test_a_replica_taking_the_periodic_work_over_finishes_what_the_dead_coordinator_committed(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: Any,
+) -> None:
+    """The coordinator committed a change with its re-evaluation intent (a rollout's next wave) and died before
+    issuing it; the replica that takes the lease over issues it then, not at its next refresh (600 s later).
+
+    Found by ``test_cluster_rollout_kill`` under load: the engine's replica was killed right after starting wave 2,
+    and the survivor ran the rollout on, waiting for wave 2's 80 devices, which were never sent their documents.
+    """
+    ws, _world = make_hub_workspace(tmp_path / "ws")
+    db = postgres.fresh_database()
+    ids = [f"dev-{i}" for i in range(3)]
+    config = HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)
+    with HubServer(config) as seed:
+        seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
+        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
+    store = HubStore(db)
+    first = HubServer(dataclasses.replace(config, client_id="hub-a")).start()
+    second = None
+    try:
+        second = HubServer(dataclasses.replace(config, client_id="hub-b")).start()
+        assert first.replication.leading() and not second.replication.leading()
+        before = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        Outbox(store).add("rollout lab wave-started", ids[:2], force=True)  # committed; its issuing never ran
+        first.stop()  # its leases end with it, as with a SIGKILL (the server ends the connection)
+        deadline = time.monotonic() + 20
+        while {d: r.sequence for d, r in store.latest_desired(ids).items()} == before:
+            assert time.monotonic() < deadline, "the replica that took over did not issue the committed wave"
+            time.sleep(0.2)
+        assert second.replication.leading()
+        after = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        assert after == {ids[0]: before[ids[0]] + 1, ids[1]: before[ids[1]] + 1, ids[2]: before[ids[2]]}
+        assert Outbox(store).pending() == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        store.close()
