@@ -79,6 +79,9 @@ class HubConfig:
     # credential change, then reloads the nodes: SIGHUP to DIR/<node>.pid, or these argv lists (ADR 0045).
     nats_config_dir: Path | None = None
     nats_reload_commands: tuple[tuple[str, ...], ...] = ()
+    # NATS servers (nats://host:4222, the nodes' client ports) whose JetStream stream of device messages this
+    # replica shares with the others, instead of subscribing to them over MQTT (ADR 0047); () over MQTT.
+    nats_inbound: tuple[str, ...] = ()
     document_ttl: timedelta = DEFAULT_TTL  # how long a signed document is valid; re-issued after half of it
     refresh_interval: float = 600.0  # seconds between checks for documents due for re-issue
     rollout_interval: float = 1.0  # seconds between rollout engine passes (it also runs as soon as reports arrive)
@@ -152,6 +155,7 @@ class HubServer:
         self.store: Any = None
         self.services: Any = None  # HubServices once started
         self.bridge: Any = None
+        self.inbound: Any = None  # NatsInbound with config.nats_inbound
         self.credentials: Any = None  # DeviceCredentials
         self.replication: Any = None  # Replication: leases, change notices, draining gone replicas
         self._uvicorn: Any = None
@@ -201,7 +205,8 @@ class HubServer:
             self.settings = self._broker_settings()
             self.store = HubStore(self.config.db_url or sqlite_url(ws.root))
             feed = feed_for(self.store.url, application=f"edgeship-hub {self.bridge_client_id()}")
-            self.bridge = MqttBridge(self.settings, client_id=self.config.client_id, limits=self.config.inbound)
+            self.bridge = MqttBridge(self.settings, client_id=self.config.client_id, limits=self.config.inbound,
+                                     inbound=not self.config.nats_inbound)
             self.services = HubServices.build(
                 self.store, BlobStore(ws.blobs_dir, ws.tmp_dir), trust_root, [signer], self.bridge,
                 clock=self.config.clock, ttl=self.config.document_ttl,
@@ -212,6 +217,7 @@ class HubServer:
             self.replication = self._replication(ws, feed)
             self.replication.join()
             self.bridge.start(self.services)
+            self._start_nats_inbound()
             self._drain_pending()
             self._start_api(create_app(self.services, OperatorTokens(self.store), self.credentials, registry=ws))
             self.replication.start()
@@ -259,6 +265,17 @@ class HubServer:
         if broker is not None:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
+
+    def _start_nats_inbound(self) -> None:
+        """With ``nats_inbound``: this replica's share of the devices' messages, through the bridge's subscriber."""
+        if not self.config.nats_inbound:
+            return
+        from edgeship.hub.bridge.nats_inbound import NatsInbound
+
+        assert self.settings is not None
+        self.inbound = NatsInbound(self.config.nats_inbound, self.bridge.subscriber, username=self.settings.username,
+                                   password=self.settings.password, on_online=self.bridge.resync.device_online,
+                                   name=f"edgeship-hub {self.bridge.client_id}").start()  # fmt: skip
 
     def bridge_client_id(self) -> str:
         """The MQTT client id the bridge uses (or will): what names this replica."""
@@ -405,6 +422,9 @@ class HubServer:
         if self.replication is not None:
             self.replication.stop()
             self.replication = None
+        if self.inbound is not None:  # before the bridge's subscriber stops: nothing fetched after that
+            self.inbound.stop()
+            self.inbound = None
         if self.bridge is not None:
             self.bridge.stop()
             self.bridge = None

@@ -57,7 +57,7 @@ log = logging.getLogger("edgeship.hub.bridge")
 
 class MqttBridge:
     def __init__(self, settings: BrokerSettings, *, client_id: str | None = None, group: str = "hub",
-                 limits: InboundLimits | None = None) -> None:
+                 limits: InboundLimits | None = None, inbound: bool = True) -> None:
         """The session is persistent whenever the client id is stable: ``client_id``, else the broker
         username (``hub``, ``hub-<name>``: what the generated Mosquitto config makes it anyway,
         ADR 0015). Messages devices send while the hub is away are then queued by the broker
@@ -70,7 +70,11 @@ class MqttBridge:
         ``reported`` and ``online`` messages arrive on every subscribe either way.
 
         ``limits``: what devices may send (sizes, rates, the inbound byte budget; ``limits.py``).
+        ``inbound=False``: the devices' ``reported``/``telemetry``/``online`` come from a NATS stream shared by
+        the replicas (``nats_inbound.py``, ADR 0047), not from MQTT subscriptions; the subscriber is still made
+        here, and what the session subscribed to in an earlier run is unsubscribed.
         """
+        self.inbound = inbound
         self.settings = settings
         self.group = group
         self.client_id = client_id or settings.username or f"edgeship-hub-{secrets.token_hex(4)}"
@@ -158,11 +162,12 @@ class MqttBridge:
         self.connections += 1
         self._connected.set()
         self._republished.clear()
-        wanted = subscriptions(self.settings.protocol, self.group)
+        wanted = subscriptions(self.settings.protocol, self.group, inbound=self.inbound)
         # A persistent session keeps the filters of an earlier run: one that spoke the other protocol (shared vs
-        # plain filters) would get every device message twice, on both. Drop those before subscribing.
-        other = subscriptions("3.1.1" if self.settings.protocol == "5" else "5", self.group)
-        stale = [topic for topic, _qos in other if topic not in {t for t, _q in wanted}]
+        # plain filters), or took the inbound messages over MQTT, would get every device message twice (or a
+        # copy nobody needs). Drop those before subscribing.
+        earlier = subscriptions("3.1.1", self.group) + subscriptions("5", self.group)
+        stale = [topic for topic, _qos in earlier if topic not in {t for t, _q in wanted}]
         client.unsubscribe(stale)
         client.subscribe([(topic, qos) for topic, qos in wanted])
         subscriber = self.subscriber

@@ -60,10 +60,13 @@ Ack = Callable[[], None]  # sends a message's PUBACK
 Item = Task | tuple[DeviceTopic, bytes, Ack | None] | None  # None stops the worker
 
 
-def subscriptions(protocol: str, group: str = "hub") -> list[tuple[str, int]]:
-    """``(topic filter, QoS)`` pairs the hub subscribes to; responses are never shared (see methods.py)."""
+def subscriptions(protocol: str, group: str = "hub", *, inbound: bool = True) -> list[tuple[str, int]]:
+    """``(topic filter, QoS)`` pairs the hub subscribes to; responses are never shared (see methods.py).
+
+    ``inbound=False``: the devices' messages come another way (a NATS stream, ``nats_inbound.py``), responses only.
+    """
     prefix = f"$share/{group}/" if protocol == "5" else ""
-    shared = [(f"{prefix}{TOPIC_ROOT}/+/{channel}", 1) for channel in INBOUND_CHANNELS]
+    shared = [(f"{prefix}{TOPIC_ROOT}/+/{channel}", 1) for channel in INBOUND_CHANNELS] if inbound else []
     return [*shared, (f"{TOPIC_ROOT}/+/responses/+", 1)]
 
 

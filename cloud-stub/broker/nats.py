@@ -15,7 +15,9 @@ What NATS needs beyond Mosquitto, measured on 2.15.1 (``benchmarks/broker/RESULT
 - ``$MQTT.sub.>`` in every restricted user's subscribe permissions, or every QoS 1
   subscription is refused (its JetStream consumer delivers on such a subject);
 - ``allowed_connection_types: ["MQTT"]``: a device's login must not work on the NATS
-  protocol port, where ``$MQTT.sub.>`` would let it read other devices' deliveries;
+  protocol port, where ``$MQTT.sub.>`` would let it read other devices' deliveries (a hub
+  user may also log in there, for the shared inbound stream of ADR 0047, with the
+  JetStream API subjects of that stream and consumer only, :func:`inbound_api_subjects`);
 - passwords as bcrypt hashes (``$2a$``/``$2b$``): NATS checks no other format, so
   Mosquitto's ``$7$`` hashes of the hub's store cannot be reused (``docs/scale.md``);
 - client ids without ``.``: edgeship's clients send ``.`` as ``~``
@@ -39,12 +41,15 @@ from edgeship.mqtt.topics import TOPIC_ROOT
 
 __all__ = [
     "BCRYPT_COST",
+    "INBOUND_CONSUMER",
+    "INBOUND_STREAM",
     "PID_SUFFIX",
     "NatsFiles",
     "NatsNode",
     "NatsSettings",
     "NatsUser",
     "hash_password_bcrypt",
+    "inbound_api_subjects",
     "nats_subject",
     "parse_users",
     "render_node_config",
@@ -53,6 +58,8 @@ __all__ = [
     "write_nats_config",
 ]
 
+INBOUND_STREAM = "EDGESHIP_INBOUND"  # the devices' reported/telemetry/online, shared by hub replicas (ADR 0047)
+INBOUND_CONSUMER = "hub"  # the one durable pull consumer every replica fetches from
 PID_SUFFIX = ".pid"  # <node>.pid beside <node>.conf: where a node writes its pid (render_node_config)
 BCRYPT_COST = 6  # every connect pays it: 6 is ~4 ms here, so a storm of 10,000 reconnects costs ~40 CPU-seconds
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
@@ -95,12 +102,25 @@ class NatsUser:
         return is_hub_identity(self.username)
 
 
+def inbound_api_subjects(stream: str = INBOUND_STREAM, consumer: str = INBOUND_CONSUMER) -> list[str]:
+    """The JetStream API subjects a hub publishes to for the shared inbound stream and its one consumer, no more
+    (``hub serve --nats-inbound``, ADR 0047): look up and create both, fetch, acknowledge. Replies come on
+    ``_INBOX.>``. Deleting, purging or reading the stream any other way is not among them."""
+    api = "$JS.API"
+    return [
+        f"{api}.STREAM.INFO.{stream}", f"{api}.STREAM.CREATE.{stream}",
+        f"{api}.CONSUMER.INFO.{stream}.{consumer}", f"{api}.CONSUMER.CREATE.{stream}.{consumer}",
+        f"{api}.CONSUMER.CREATE.{stream}.{consumer}.>", f"{api}.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+        f"{api}.CONSUMER.MSG.NEXT.{stream}.{consumer}", f"$JS.ACK.{stream}.{consumer}.>",
+    ]
+
+
 def user_permissions(user: NatsUser) -> dict[str, object]:
     """The user's ``permissions``: the hub's wide rights for a hub identity, else its own device's channels."""
     if user.is_hub:
         validate_hub_identity(user.username)
         everything = nats_subject(f"{TOPIC_ROOT}/#")
-        return {"publish": [everything], "subscribe": [everything, "$MQTT.sub.>"]}
+        return {"publish": [everything, *inbound_api_subjects()], "subscribe": [everything, "$MQTT.sub.>", "_INBOX.>"]}
     own = f"{TOPIC_ROOT}/{user.username}"
     return {
         "publish": [nats_subject(f"{own}/{channel}") for channel in DEVICE_WRITE],
@@ -116,8 +136,10 @@ def render_users(users: Iterable[NatsUser]) -> str:
         if user.username in seen:
             raise InputError(f"Broker user {user.username!r} is listed twice; keep one entry per device.")
         seen.add(user.username)
+        # a hub also speaks NATS for the shared inbound stream (ADR 0047); a device only MQTT
+        kinds = ["MQTT", "STANDARD"] if user.is_hub else ["MQTT"]
         entry = {"user": user.username, "password": user.password_hash, "permissions": user_permissions(user),
-                 "allowed_connection_types": ["MQTT"]}  # fmt: skip
+                 "allowed_connection_types": kinds}  # fmt: skip
         entries.append("  " + json.dumps(entry, separators=(", ", ": ")))
     if not any(is_hub_identity(name) for name in seen):
         raise InputError("The broker users lack a hub user ('hub' or 'hub-<name>'); add one, or no hub can log in.")

@@ -78,6 +78,24 @@ def hub_client(hub: str | None, token: str | None) -> HubClient:
     return HubClient(hub, token)
 
 
+def _nats_inbound_url(url: str) -> str:
+    """A ``--nats-inbound`` address, checked: ``nats://`` or ``tls://``, a host and a port, no login in it."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port, parts = None, None
+    if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname or port is None:
+        raise InputError(f"--nats-inbound {url!r} is not a NATS address; give nats://HOST:PORT (a node's client "
+                         "port, 4222 by default).")
+    if parts.username or parts.password:
+        raise InputError(f"--nats-inbound {parts.hostname}:{port} must not carry a login; the hub logs in as "
+                         "--broker-username with --broker-password.")
+    return f"{parts.scheme}://{parts.hostname}:{port}"
+
+
 @hub_app.command("serve")
 def serve(
     workspace: WorkspaceOpt = None,
@@ -116,6 +134,10 @@ def serve(
         "--nats-reload-command", help="With --nats-config-dir: run this (no shell; repeat for several) after each "
         "rewrite instead of signalling pids, e.g. 'ssh n1 nats-server --signal reload'.", metavar="CMD",
         show_default=False)] = None,
+    nats_inbound: Annotated[list[str] | None, typer.Option(
+        "--nats-inbound", help="On a NATS cluster: take the devices' reported/telemetry/online from its JetStream, "
+        "shared with the other replicas, at this NATS address (nats://host:4222, a node's client port; repeat for "
+        "more nodes), logged in as --broker-username.", metavar="URL", show_default=False)] = None,
 ) -> None:
     """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
     _need_hub_extra()
@@ -126,6 +148,10 @@ def serve(
         raise InputError("Give --broker-config-dir (Mosquitto) or --nats-config-dir (a NATS cluster), not both.")
     if nats_reload_command and nats_config_dir is None:
         raise InputError("--nats-reload-command needs --nats-config-dir: the folder whose users.conf it reloads.")
+    nats_servers = tuple(_nats_inbound_url(url) for url in nats_inbound or ())
+    if nats_servers and (embedded_broker or not broker_username):
+        raise InputError("--nats-inbound needs --broker URL and --broker-username: the hub logs in to NATS as its "
+                         "broker user ('hub' or 'hub-<name>' in the cluster's users.conf).")
     if embedded_broker == (broker is not None):
         raise InputError("Give either --broker mqtt://host:port or --embedded-broker (exactly one).")
     level = getattr(logging, log_level.upper(), None)
@@ -139,7 +165,7 @@ def serve(
         broker_password=broker_password, broker_ca=broker_ca, broker_protocol="5" if mqtt5 else "3.1.1",
         embedded_broker=embedded_broker, broker_port=broker_port, host=host, port=port, hub_key=hub_key,
         trust_root=trust_root, broker_config_dir=broker_config_dir, broker_pid_file=broker_pid_file,
-        nats_config_dir=nats_config_dir,
+        nats_config_dir=nats_config_dir, nats_inbound=nats_servers,
         nats_reload_commands=tuple(parse_reload_command(text) for text in nats_reload_command or ()),
     )
     if broker_pid_file is not None and broker_config_dir is None:
