@@ -103,6 +103,7 @@ class NatsInbound:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
+        self._last_error: Exception | None = None  # what the connection last reported (error_cb)
         self._stopping: asyncio.Event | None = None
         self._in_flight = 0  # touched on the loop's thread only
         self._task: concurrent.futures.Future[None] | None = None
@@ -145,14 +146,14 @@ class NatsInbound:
         from nats.errors import Error as NatsError
 
         self._stopping = asyncio.Event()
-        try:
-            connection = await nats.connect(
+        try:  # nats-py retries a first connect as often as a reconnect (for ever): bounded here
+            connection = await asyncio.wait_for(nats.connect(
                 self.servers, user=self.username, password=self.password, name=self.name,
-                connect_timeout=timeout, max_reconnect_attempts=-1, reconnect_time_wait=1.0,
+                connect_timeout=min(timeout, 2.0), max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, error_cb=self._on_error,
-            )  # fmt: skip
+            ), timeout)  # fmt: skip
         except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            why = str(exc) or type(exc).__name__
+            why = str(self._last_error or exc) or type(exc).__name__
             self._failure = TransportError(
                 f"The hub could not log in to NATS at {', '.join(self.servers)} as {self.username!r} ({why}); check "
                 "the address (nats://host:4222, a node's client port) and the hub's broker user and password."
@@ -264,4 +265,5 @@ class NatsInbound:
             log.debug("could not acknowledge a NATS message (%s); it will be redelivered", exc)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.warning("NATS connection of the shared inbound stream: %s", exc)

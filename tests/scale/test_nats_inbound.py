@@ -30,9 +30,13 @@ from hub_process import HubProcess
 from hub_workspace import make_hub_workspace
 from mqtt_probe import Probe
 from nats_cluster import NatsCluster
+from parts import free_port
 from replicas import PostgresServer
 from simulator import device_ids
+from typer.testing import CliRunner
 
+from edgeship.cli import app
+from edgeship.errors import InputError, TransportError
 from edgeship.hub.bridge.nats_inbound import device_topic_of, stream_subjects
 from edgeship.hub.broker.nats import INBOUND_CONSUMER, INBOUND_STREAM, NatsUser, hash_password_bcrypt, render_users
 from edgeship.hub.faults import BEFORE_TELEMETRY_STORE, FAULT_ENV
@@ -224,3 +228,21 @@ def test_a_subject_turns_back_into_the_device_topic() -> None:
     assert topic is not None and (topic.device_id, topic.channel) == ("dev.0.1", "telemetry")
     assert device_topic_of("edgeship.v1.devices.dev//1.desired") is not None  # a channel the stream never holds
     assert device_topic_of("$MQTT.sub.x") is None and device_topic_of("edgeship.v1.devices.a b.online") is None
+
+
+def test_bad_nats_inbound_options_and_an_absent_server_are_clear_errors(tmp_path: Path) -> None:
+    ws, _world = make_hub_workspace(tmp_path / "ws", modules=0)
+    serve = ["hub", "serve", "-w", str(ws.root), "--broker", "mqtt://127.0.0.1:1", "--port", "0"]
+    for options, message in (
+        (["--broker-username", "hub-0", "--nats-inbound", "http://127.0.0.1:4222"], r"is not a NATS address"),
+        (["--broker-username", "hub-0", "--nats-inbound", "nats://127.0.0.1"], r"give nats://HOST:PORT"),
+        (["--broker-username", "hub-0", "--nats-inbound", "nats://u:p@127.0.0.1:4222"], r"must not carry a login"),
+        (["--nats-inbound", "nats://127.0.0.1:4222"], r"--nats-inbound needs --broker URL and --broker-username"),
+    ):  # fmt: skip
+        result = CliRunner().invoke(app, [*serve, *options])
+        assert isinstance(result.exception, InputError), result.output
+        assert re.search(message, str(result.exception)), str(result.exception)
+    absent = f"nats://127.0.0.1:{free_port()}"
+    config = HubConfig(workspace=ws.root, embedded_broker=True, broker_port=0, port=0, nats_inbound=(absent,))
+    with pytest.raises(TransportError, match=rf"could not log in to NATS at {absent} .*check the address"):
+        HubServer(config).start()
