@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 MAPPING = PYPROJECT["tool"]["setuptools"]["package-dir"]
 HEAVY = {"onnx", "skl2onnx", "scikit-learn", "torch", "docker", "kubernetes-validate", "fastapi", "sqlalchemy",
-         "alembic"}
+         "alembic", "nats-py"}  # nats-py: the hub's shared inbound stream (ADR 0047), never on a device
 
 
 def _req_name(req: str) -> str:
