@@ -25,15 +25,17 @@ extras into the agent's memory (ADR 0011).
 from __future__ import annotations
 
 import contextlib
-import http.client
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeship.errors import TransportError, UnreachableError
 from edgeship.records import record
+
+if TYPE_CHECKING:
+    import http.client  # imported by the first download, with urllib (ADR 0043, 0046)
 
 __all__ = [
     "Body",
@@ -235,6 +237,8 @@ class Body:
                 f"{self.url} announced {self.announced} bytes but {limit} are expected (the signed size): the blob "
                 "it serves was altered or corrupted; the hub must serve the right blob."
             )
+        import http.client  # loaded by open_range already
+
         limits = self._limits
         deadline = self._began + limits.deadline_for(limit)
         window_start, window_bytes = self._began, 0
@@ -300,7 +304,8 @@ def open_range(
     if not url.startswith(("http://", "https://")):
         raise DownloadError(f"Blob location {url!r} is not an http(s) URL.")
     cancel.check()
-    # urllib.request at the first download only: the idle agent does not hold it (ADR 0043)
+    # urllib.request and http.client at the first download only: the idle agent holds neither (ADR 0043, 0046)
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -364,6 +369,7 @@ _HOST_DOWN = frozenset({502, 503, 504})  # a proxy or the hub says it is down or
 
 def _misconfigured(exc: BaseException) -> bool:
     """A TLS failure (a certificate that does not verify) or a bad URL is no outage: waiting will not cure it."""
+    import http.client
     import ssl  # loaded already when the broker link uses TLS
 
     reason = getattr(exc, "reason", exc)

@@ -3,8 +3,8 @@
 The agent's reconcile loop and ``edgeship deploy`` only ever see :class:`ModuleRuntime`:
 which engine runs a module (a container, a supervised process) is a detail of the
 runtime. Everything here is plain data with no I/O, except :func:`probe_health`
-(one HTTP GET) and :func:`wait_until_healthy`, which both runtimes share so that
-"healthy" means the same thing whatever runs the module.
+(two GETs to the module's own server, ``local_http.py``) and :func:`wait_until_healthy`,
+which both runtimes share so that "healthy" means the same thing whatever runs the module.
 
 Invariants:
 
@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import http.client
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from edgeship.agent.runtimes import local_http
 from edgeship.errors import RuntimeFailure
 from edgeship.modules.plain import MANIFEST_FILE, ModuleManifest
 from edgeship.records import asdict, field, record
@@ -57,6 +57,7 @@ SERVER_PORT = 5001  # the scoring server's port inside a module image (manifest.
 _HEALTH_POLL_FAST = 0.02  # seconds between health probes while a server is likely starting
 _HEALTH_POLL_FAST_FOR = 5.0  # seconds of fast polling after the wait began
 _HEALTH_POLL = 0.25  # seconds between health probes after that
+_HEALTH_BODY = 64 * 1024  # bytes a health answer may have (the scoring server's are a few dozen)
 
 
 class UnknownServiceError(RuntimeFailure):
@@ -138,15 +139,11 @@ def v2_model_name(manifest: ModuleManifest) -> str:
 def probe_health(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
     """True when the scoring server answers liveness ``GET /`` with 200 and readiness too."""
     for path in ("/", "/v2/health/ready"):
-        conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            conn.request("GET", path)
-            if conn.getresponse().status != 200:
+            if local_http.get(port, path, host=host, timeout=timeout, max_body=_HEALTH_BODY).status != 200:
                 return False
-        except (OSError, http.client.HTTPException):
+        except local_http.LocalHTTPError:
             return False
-        finally:
-            conn.close()
     return True
 
 

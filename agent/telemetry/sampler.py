@@ -14,13 +14,13 @@ version 2 (ADR 0024).
 
 from __future__ import annotations
 
-import http.client
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
+from edgeship.agent.runtimes import local_http
 from edgeship.agent.runtimes.base import ModuleRuntime
 from edgeship.agent.state.store import StateStore
 from edgeship.agent.telemetry.procstat import CLOCK_TICKS, cpu_ticks, process_tree, rss_bytes
@@ -38,16 +38,12 @@ log = logging.getLogger("edgeship.agent")
 
 
 def _get_metrics(port: int, timeout: float = 2.0) -> str | None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", "/metrics")
-        response = conn.getresponse()
-        body = response.read()
-        return body.decode("utf-8", "replace") if response.status == 200 else None
-    except (OSError, http.client.HTTPException):
+        response = local_http.get(port, "/metrics", timeout=timeout)
+    except local_http.LocalHTTPError as exc:
+        log.debug("no metrics from port %d: %s", port, exc)
         return None
-    finally:
-        conn.close()
+    return response.body.decode("utf-8", "replace") if response.status == 200 else None
 
 
 class TelemetrySampler:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from agent_world import AgentProcess, AgentWorld, BlobServer, Observer
+from parts import free_port
 
 from edgeship.agent.__main__ import parse_args
 
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.timeout(120)]
 
 # modules the idle agent must not hold (ADR 0026, 0030, 0043): each was measured at 0.8-10 MiB of its resident set
 HEAVY_MODULES = ("pydantic", "cryptography", "sqlite3", "prometheus_client", "typer", "rich", "httpx", "numpy",
-                 "argparse", "dataclasses", "inspect")
+                 "argparse", "dataclasses", "inspect",
+                 "http", "email")  # http.client with email: 0.75 MiB, until the first download (ADR 0046)
 
 
 @pytest.fixture
@@ -77,22 +79,36 @@ def test_an_idle_agent_reports_and_holds_no_ml_libraries(
 
 
 _PROBE = r"""
-import json, sys
+import json, socket, sys, threading
 from edgeship.agent.__main__ import parse_args
 parse_args(["--config", "agent.toml", "-v"])  # the entry point's own code, and everything the daemon imports
+from edgeship.agent.lazy import LAZY_MODULES, import_lazily
+for name in LAZY_MODULES:
+    import_lazily(name)  # as the entry point does before paho-mqtt's import
 from edgeship.agent.daemon import Agent  # noqa: F401
 import edgeship.agent.runtimes.process  # noqa: F401  (imported when the agent runs a module)
+from edgeship.agent.runtimes.base import probe_health
+from edgeship.agent.telemetry.sampler import _get_metrics
 from edgeship.agent.telemetry.scrape import parse_metrics
 from edgeship.signing.ed25519 import PublicKey
 assert PublicKey(bytes(32)).verify(bytes(64), b"data") is False  # Ed25519 through ssl's libcrypto
-parse_metrics('edgeship_scoring_requests_total{endpoint="/score",status="200"} 1\n')
+listener = socket.create_server(("127.0.0.1", int(sys.argv[2])))  # a module's server: two health GETs and a scrape
+def serve():
+    for body in (b"Healthy", b'{"ready":true}', b'edgeship_scoring_requests_total{endpoint="/score",status="200"} 1\n'):
+        conn, _ = listener.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.close()
+threading.Thread(target=serve, daemon=True).start()
+port = listener.getsockname()[1]
+assert probe_health(port) and parse_metrics(_get_metrics(port) or "").requests
 print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in json.loads(sys.argv[1]))))
 """
 
 
 def test_the_agents_imports_and_a_scrape_load_none_of_the_heavy_modules() -> None:
-    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(HEAVY_MODULES)], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", _PROBE, json.dumps(HEAVY_MODULES), str(free_port())],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
 
 
