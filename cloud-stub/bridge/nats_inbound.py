@@ -137,7 +137,8 @@ class NatsInbound:
         self._thread.join(timeout)
         self._thread = None
         log.info("took %d device message(s) from NATS stream %s (%d fetched, redeliveries included); this hub "
-                 "stored %d in all", self.acknowledged, self.settings.stream, self.fetched, self.subscriber.handled)
+                 "stored %d in all (with the recovery pass's re-read reports)", self.acknowledged,
+                 self.settings.stream, self.fetched, self.subscriber.handled)
         if not self._loop.is_running():
             self._loop.close()
 
@@ -196,7 +197,8 @@ class NatsInbound:
             with contextlib.suppress(Exception):  # another replica may have created it in between: looked up below
                 await js.add_stream(config)
             await js.stream_info(s.stream)
-            log.info("created NATS stream %s over %s (R%d)", s.stream, ", ".join(stream_subjects()), s.replicas)
+            log.info("NATS stream %s was missing: made it over %s (R%d; or another replica did at the same time)",
+                     s.stream, ", ".join(stream_subjects()), s.replicas)
         consumer = ConsumerConfig(durable_name=s.consumer, ack_policy=AckPolicy.EXPLICIT, ack_wait=s.ack_wait,
                                   deliver_policy=DeliverPolicy.ALL, max_ack_pending=-1, max_deliver=-1)  # fmt: skip
         return await js.pull_subscribe("", durable=s.consumer, stream=s.stream, config=consumer)
