@@ -157,7 +157,8 @@ class NatsInbound:
             why = str(self._last_error or exc) or type(exc).__name__
             self._failure = TransportError(
                 f"The hub could not log in to NATS at {', '.join(self.servers)} as {self.username!r} ({why}); check "
-                "the address (nats://host:4222, a node's client port) and the hub's broker user and password."
+                "the address (nats://host:4222, a node's client port), the hub's broker user and password, and that "
+                "users.conf lets hubs in there (write it again with 'edgeship hub broker-config --engine nats')."
             )
             self._ready.set()
             return
