@@ -41,7 +41,6 @@ from edgeship.agent.fetch.bounded import (
     SizeExceededError,
     SizeMismatchError,
     TooSlowError,
-    open_range,
 )
 from edgeship.modules.verify import file_digest
 
@@ -70,6 +69,15 @@ def _hex(digest: str) -> str:
     if algo != "sha256" or len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
         raise DownloadError(f"Digest {digest!r} is not a sha256:<64 hex> digest; the manifest is malformed.")
     return value
+
+
+class _Sha256(NamedTuple):
+    """The digest a worker computed, with the one method :meth:`BlobCache.fetch` reads."""
+
+    hex: str
+
+    def hexdigest(self) -> str:
+        return self.hex
 
 
 class _FileId(NamedTuple):
@@ -203,36 +211,28 @@ class BlobCache:
         """Bring ``part`` to ``size`` bytes and return its sha256; None when the host would not resume
         (the partial was deleted: start over)."""
         have = part.stat().st_size if part.is_file() else 0
-        sha = hashlib.sha256()
-        if have:
+        if have == size:  # whole already (a complete partial, or an empty blob): the digest decides
+            sha = hashlib.sha256()
             with part.open("rb") as existing:
                 for chunk in iter(lambda: existing.read(1 << 20), b""):
                     sha.update(chunk)
-        if have == size:
-            return sha  # whole already (a complete partial, or an empty blob): the digest decides
+            return sha
+        from edgeship.agent.offload import run_job  # in a worker: the agent imports no urllib (ADR 0046)
+
+        def landed(line: dict[str, Any]) -> None:
+            self.received += int(line["got"])
+            if progress is not None:
+                progress(int(line["wrote"]))
+
+        job = {"kind": "fetch", "url": url, "part": str(part), "size": size,
+               "limits": {"min_rate": self.limits.min_rate, "window": self.limits.window,
+                          "deadline": self.limits.deadline}}  # fmt: skip
         try:
-            with open_range(url, have, limits=self.limits, cancel=cancel) as body:
-                if body.status == 416:
-                    log.info("%s will not resume %s at byte %d; starting over", url, part.name, have)
-                    part.unlink(missing_ok=True)
-                    return None
-                if body.start == 0:  # a 200 to a Range request: the host starts over, so do we
-                    sha = hashlib.sha256()
-                with part.open("ab" if body.start else "wb") as out:
-
-                    def write(chunk: bytes) -> None:
-                        out.write(chunk)
-                        sha.update(chunk)
-                        self.received += len(chunk)
-                        if progress is not None:
-                            out.flush()  # what progress reports is in the file
-                            progress(out.tell())
-
-                    try:
-                        got = body.copy(write, size - body.start)
-                    finally:
-                        out.flush()
-                        os.fsync(out.fileno())
+            done = run_job(job, on_line=landed, cancel=cancel, fallback=HostUnreachableError)
+            if done["status"] == 416:
+                log.info("%s will not resume %s at byte %d; starting over", url, part.name, done["start"])
+                part.unlink(missing_ok=True)
+                return None
         except (SizeExceededError, SizeMismatchError, ResumeRefusedError) as exc:
             part.unlink(missing_ok=True)
             raise type(exc)(f"{exc} The partial download was deleted.") from exc
@@ -240,12 +240,12 @@ class BlobCache:
             raise DownloadError(
                 f"Writing {part} failed ({exc}); free space on the agent's data disk. The bytes written are kept."
             ) from exc
-        if body.start + got < size:
+        if done["start"] + done["got"] < size:
             raise HostUnreachableError(
-                f"{url} closed the connection after {body.start + got} of {size} bytes; "
+                f"{url} closed the connection after {done['start'] + done['got']} of {size} bytes; "
                 "they are kept and the next try resumes."
             )
-        return sha
+        return _Sha256(str(done["sha256"]))
 
     def _finish(self, url: str, part: Path, final: Path, digest: str, got: str) -> Path:
         if got != digest:

@@ -93,6 +93,14 @@ class ProcessLimits:
 
 
 def unpack_bundle(bundle: Path, dest: Path, *, wheelhouse: bool = True) -> None:
+    """:func:`unpack_here` in the agent's worker, so the agent never imports ``tarfile`` (ADR 0046)."""
+    from edgeship.agent.offload import run_job
+
+    run_job({"kind": "unpack", "bundle": str(bundle), "dest": str(dest), "wheelhouse": wheelhouse},
+            fallback=RuntimeFailure)
+
+
+def unpack_here(bundle: Path, dest: Path, *, wheelhouse: bool = True) -> None:
     """Extract ``bundle`` into the empty folder ``dest``, refusing anything that could escape it.
 
     An edgeship bundle holds only files and folders with relative names, so an
@@ -101,7 +109,7 @@ def unpack_bundle(bundle: Path, dest: Path, *, wheelhouse: bool = True) -> None:
     is written. ``wheelhouse=False`` leaves out ``wheelhouse/`` (most of a bundle's
     bytes), which only building a venv reads; every entry is still checked.
     """
-    import tarfile  # only an install unpacks: not held by the idle agent (ADR 0030)
+    import tarfile  # in the worker (python -m edgeship.agent.worker), not the agent (ADR 0046)
 
     try:
         with tarfile.open(bundle, mode="r:") as tar:
