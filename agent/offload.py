@@ -61,7 +61,7 @@ def run_job(
     fallback: type[Exception] = WorkerError,
 ) -> dict[str, Any]:
     """The worker's ``result`` for ``job``; its error raised again (an unknown class as ``fallback``)."""
-    with _started(job) as child:
+    with _started(job, fallback) as child:
         final: dict[str, Any] | None = None
         hook = cancel.hook(child.kill) if cancel is not None else contextlib.nullcontext()
         with hook:
@@ -76,7 +76,7 @@ def run_job(
     if cancel is not None:
         cancel.check()
     if final is None:
-        raise fallback(f"The agent's worker for a {job['kind']} exited with code {code} before it answered; "
+        raise fallback(f"The agent's {job['kind']} worker exited with code {code} before it answered; "
                        "the next try runs it again.")
     if "error" in final:
         raise ERRORS.get(str(final["error"]), fallback)(str(final["message"]))
@@ -84,11 +84,15 @@ def run_job(
 
 
 @contextlib.contextmanager
-def _started(job: dict[str, Any]) -> Iterator[subprocess.Popen[bytes]]:
-    child = subprocess.Popen(
-        [sys.executable, *_flags(), "-m", "edgeship.agent.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
-    )  # fmt: skip
+def _started(job: dict[str, Any], fallback: type[Exception]) -> Iterator[subprocess.Popen[bytes]]:
+    try:
+        child = subprocess.Popen(
+            [sys.executable, *_flags(), "-m", "edgeship.agent.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+        )  # fmt: skip
+    except OSError as exc:  # out of memory or processes: not a fault of the disk or the host
+        raise fallback(f"The agent's {job['kind']} worker could not be started ({exc}); the next try "
+                       "starts it again.") from exc
     try:
         assert child.stdin is not None
         with contextlib.suppress(BrokenPipeError):  # a worker gone at once answers nothing: run_job says so

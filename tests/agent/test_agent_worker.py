@@ -162,9 +162,15 @@ def test_a_worker_killed_mid_transfer_is_a_retry_and_an_unknown_job_one_sentence
     killer = threading.Thread(target=oom_killer)
     killer.start()
     cache = BlobCache(tmp_path / "c", server.url, limits=FetchLimits(min_rate=1, window=600, deadline=600))
-    with pytest.raises(HostUnreachableError, match=r"^The agent's worker for a fetch exited with code -9 before it "
+    with pytest.raises(HostUnreachableError, match=r"^The agent's fetch worker exited with code -9 before it "
                                                    r"answered; the next try runs it again\.$"):  # fmt: skip
         cache.fetch(f"/blobs/{digest}", digest, len(DATA))
     killer.join()
     with pytest.raises(WorkerError, match=r"^the worker knows no job 'nosuchjob'; agent and worker are of different"):
         run_job({"kind": "nosuchjob"})
+
+
+def test_a_worker_that_cannot_start_is_one_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))  # as when exec fails (ENOMEM, EAGAIN)
+    with pytest.raises(RuntimeFailure, match=r"^The agent's unpack worker could not be started \(.*no-python"):
+        unpack_bundle(_bundle(tmp_path / "b.tar"), tmp_path / "out")
