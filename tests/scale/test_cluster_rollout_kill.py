@@ -136,7 +136,8 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
             assert state == "rolling-out" or state == "completed", rollout()
             assert time.monotonic() < deadline, (
                 f"rollout {rollout()}; {len(unfinished(devices, store))} devices not on the release or their "
-                f"report lost: {dict(list(unfinished(devices, store).items())[:5])}\n{_logs(replicas)}")
+                f"report lost: {dict(list(unfinished(devices, store).items())[:5])}\n"
+                f"{devices.describe(list(unfinished(devices, store))[:5])}\n{_logs(replicas)}")
             devices.step(0.5)
         on_release = [d for d in devices.all() if d.accepted_raw and sequence_of(d.accepted_raw)[1] == [1]]
         assert len(on_release) == DEVICES
