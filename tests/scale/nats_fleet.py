@@ -16,7 +16,9 @@ Shared by ``test_broker_node_kill.py`` and ``test_cluster_rollout_kill.py``:
 - :class:`DocumentLog`: every document each device is sent, to find a sequence with two contents;
 - :func:`unfinished`: the devices not on their newest document with status 200, or whose report of it the
   hub did not store (a lost report, counted);
-- :func:`retained`: what the broker retains on a channel, for a failure's message.
+- :func:`retained`: what the broker retains on a channel, for a failure's message;
+- :func:`fleet_users`: the logins of two hub replicas, the probe and every device; :func:`replica_logs`: the
+  tail of each replica's log, for a failure's message.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ from typing import Any
 from mqtt_probe import Probe, Received
 from simulator import KEEPALIVE, Fleet
 
+from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt
 from edgeship.hub.store import HubStore
 from edgeship.mqtt import device_topic
 from edgeship.signing import TrustRoot
 
-__all__ = ["STUCK", "WAIT", "Devices", "DocumentLog", "retained", "sequence_of", "unfinished"]
+__all__ = ["STUCK", "WAIT", "Devices", "DocumentLog", "fleet_users", "replica_logs", "retained", "sequence_of",
+           "unfinished"]
 
 WAIT = 150.0  # seconds to connect and subscribe every session
 STUCK = 15.0  # seconds without CONNACK/SUBACK before a simulated session is dropped and retried
@@ -262,3 +266,15 @@ def unfinished(devices: Devices, store: HubStore) -> dict[str, str]:
             behind[device.device_id] = (f"applied {device.last_applied}, the hub stored "
                                         f"{state.get('lastAppliedSequence')} ({state.get('status', {}).get('code')})")
     return behind
+
+
+def fleet_users(device_ids: list[str]) -> list[NatsUser]:
+    """NATS logins: ``hub-0``, ``hub-1`` and ``hub-probe`` with password ``hub-pw``, each device with ``dev-pw``."""
+    hub_hash, device_hash = hash_password_bcrypt("hub-pw"), hash_password_bcrypt("dev-pw")
+    return [NatsUser(name, hub_hash) for name in ("hub-0", "hub-1", "hub-probe")] + [
+        NatsUser(device, device_hash) for device in device_ids]
+
+
+def replica_logs(replicas: list[Any]) -> str:
+    """The last 3,000 characters of each hub process's log (``HubProcess``), for a failure's message."""
+    return "\n".join(f"--- {r.name}\n{r.log.read_text()[-3000:]}" for r in replicas if r.log.exists())

@@ -41,12 +41,11 @@ import pytest
 from hub_process import HubProcess
 from hub_workspace import make_hub_workspace
 from nats_cluster import NatsCluster
-from nats_fleet import Devices, DocumentLog, sequence_of, unfinished
+from nats_fleet import Devices, DocumentLog, fleet_users, replica_logs, sequence_of, unfinished
 from replicas import PostgresServer
 from simulator import device_ids
 
 from edgeship.hub.api import create_token
-from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt
 from edgeship.hub.server import HubConfig, HubServer
 from edgeship.hub.store import HubStore
 
@@ -63,11 +62,7 @@ def _coordinator(replicas: list[HubProcess]) -> int:
         if leading:
             return leading[-1]
         time.sleep(0.2)
-    raise AssertionError("no replica took the coordinator lease:\n" + _logs(replicas))
-
-
-def _logs(replicas: list[HubProcess]) -> str:
-    return "\n".join(f"--- {r.name}\n{r.log.read_text()[-3000:]}" for r in replicas if r.log.exists())
+    raise AssertionError("no replica took the coordinator lease:\n" + replica_logs(replicas))
 
 
 @pytest.fixture
@@ -80,9 +75,7 @@ def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
         seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
         seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
         token, root = create_token(seed.store, "tests"), seed.services.keys.trust_root
-    hub_hash, device_hash = hash_password_bcrypt("hub-pw"), hash_password_bcrypt("dev-pw")
-    users = [NatsUser(name, hub_hash) for name in ("hub-0", "hub-1", "hub-probe")]
-    users += [NatsUser(device, device_hash) for device in ids]
+    users = fleet_users(ids)
     logs = tmp_path / "logs"
     logs.mkdir()
     with NatsCluster(tmp_path / "nats", users) as cluster:
@@ -129,7 +122,7 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
             return dict(answer.json())
 
         while rollout()["wave"] < 2:  # the second wave (50 %) is going out
-            assert time.monotonic() < deadline, f"{rollout()}\n{_logs(replicas)}"
+            assert time.monotonic() < deadline, f"{rollout()}\n{replica_logs(replicas)}"
             devices.step(0.3)
         replicas[leader].kill()
         cluster.kill(0)
@@ -141,7 +134,7 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
             assert time.monotonic() < deadline, (
                 f"rollout {rollout()}; {len(unfinished(devices, store))} devices not on the release or their "
                 f"report lost: {dict(list(unfinished(devices, store).items())[:5])}\n"
-                f"{devices.describe(list(unfinished(devices, store))[:5])}\n{_logs(replicas)}")
+                f"{devices.describe(list(unfinished(devices, store))[:5])}\n{replica_logs(replicas)}")
             devices.step(0.5)
         on_release = [d for d in devices.all() if d.accepted_raw and sequence_of(d.accepted_raw)[1] == [1]]
         assert len(on_release) == DEVICES

@@ -30,6 +30,7 @@ from hub_process import HubProcess
 from hub_workspace import make_hub_workspace
 from mqtt_probe import Probe
 from nats_cluster import NatsCluster
+from nats_fleet import fleet_users, replica_logs
 from parts import free_port
 from replicas import PostgresServer
 from simulator import device_ids
@@ -92,13 +93,9 @@ def _wait_stored(db_url: str, sent: set[tuple[str, int]], replicas: list[HubProc
     deadline = time.monotonic() + WAIT
     while not sent <= set(stored := _stored(db_url)):
         assert time.monotonic() < deadline, (f"{len(sent - set(stored))} of {len(sent)} samples never stored:\n"
-                                             + _logs(replicas))  # fmt: skip
+                                             + replica_logs(replicas))  # fmt: skip
         time.sleep(0.5)
     return stored
-
-
-def _logs(replicas: list[HubProcess]) -> str:
-    return "\n".join(f"--- {r.name}\n{r.log.read_text()[-3000:]}" for r in replicas if r.log.exists())
 
 
 def _took(replica: HubProcess) -> tuple[int, int]:
@@ -116,9 +113,7 @@ def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
     db = postgres.fresh_database()
     with HubServer(HubConfig(workspace=ws.root, db_url=db, embedded_broker=True, broker_port=0, port=0)) as seed:
         seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
-    hub_hash, device_hash = hash_password_bcrypt("hub-pw"), hash_password_bcrypt("dev-pw")
-    users = [NatsUser(name, hub_hash) for name in ("hub-0", "hub-1", "hub-probe")]
-    users += [NatsUser(device, device_hash) for device in ids]
+    users = fleet_users(ids)
     logs = tmp_path / "logs"
     logs.mkdir()
     with NatsCluster(tmp_path / "nats", users) as cluster:
@@ -165,7 +160,7 @@ def test_a_replica_killed_with_a_batch_fetched_loses_none_of_it(world: dict[str,
     try:
         deadline = time.monotonic() + WAIT
         while victim.alive():
-            assert time.monotonic() < deadline, f"{victim.name} never took a message:\n{_logs([victim])}"
+            assert time.monotonic() < deadline, f"{victim.name} never took a message:\n{replica_logs([victim])}"
             time.sleep(0.1)
         assert "fault injection" in victim.log.read_text()  # it died holding a fetched, unacknowledged message
         survivor.start()  # the batch the victim fetched is the survivor's once the ack wait has passed
