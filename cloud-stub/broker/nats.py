@@ -18,6 +18,9 @@ What NATS needs beyond Mosquitto, measured on 2.15.1 (``benchmarks/broker/RESULT
   protocol port, where ``$MQTT.sub.>`` would let it read other devices' deliveries (a hub
   user may also log in there, for the shared inbound stream of ADR 0047, with the
   JetStream API subjects of that stream and consumer only, :func:`inbound_api_subjects`);
+- for a filter ending in ``#``, its parent subject as well (``commands/#`` is subscribed
+  as ``…commands.>`` and ``…commands``; without the second NATS refused every device's
+  ``commands/#`` and no direct method reached a device through the cluster);
 - passwords as bcrypt hashes (``$2a$``/``$2b$``): NATS checks no other format, so
   Mosquitto's ``$7$`` hashes of the hub's store cannot be reused (``docs/scale.md``);
 - client ids without ``.``: edgeship's clients send ``.`` as ``~``
@@ -51,6 +54,7 @@ __all__ = [
     "hash_password_bcrypt",
     "inbound_api_subjects",
     "nats_subject",
+    "nats_subscribe_subjects",
     "parse_users",
     "render_node_config",
     "render_users",
@@ -68,6 +72,13 @@ _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 def nats_subject(topic_filter: str) -> str:
     """NATS's subject for an MQTT topic or filter: ``/`` -> ``.``, ``.`` -> ``//``, ``+`` -> ``*``, ``#`` -> ``>``."""
     return ".".join({"+": "*", "#": ">"}.get(level, level.replace(".", "//")) for level in topic_filter.split("/"))
+
+
+def nats_subscribe_subjects(topic_filter: str) -> list[str]:
+    """The subjects a subscribe permission needs for an MQTT filter: NATS subscribes ``a/#`` as both ``a.>`` and
+    ``a`` (``#`` also matches the parent level), and refuses the whole filter (SUBACK 0x80) if either is denied."""
+    subject = nats_subject(topic_filter)
+    return [subject[: -len(".>")], subject] if subject.endswith(".>") else [subject]
 
 
 def hash_password_bcrypt(password: str, cost: int = BCRYPT_COST) -> str:
@@ -120,11 +131,13 @@ def user_permissions(user: NatsUser) -> dict[str, object]:
     if user.is_hub:
         validate_hub_identity(user.username)
         everything = nats_subject(f"{TOPIC_ROOT}/#")
-        return {"publish": [everything, *inbound_api_subjects()], "subscribe": [everything, "$MQTT.sub.>", "_INBOX.>"]}
+        return {"publish": [everything, *inbound_api_subjects()],
+                "subscribe": [*nats_subscribe_subjects(f"{TOPIC_ROOT}/#"), "$MQTT.sub.>", "_INBOX.>"]}
     own = f"{TOPIC_ROOT}/{user.username}"
     return {
         "publish": [nats_subject(f"{own}/{channel}") for channel in DEVICE_WRITE],
-        "subscribe": [nats_subject(f"{own}/{channel}") for channel in DEVICE_READ] + ["$MQTT.sub.>"],
+        "subscribe": [subject for channel in DEVICE_READ for subject in nats_subscribe_subjects(f"{own}/{channel}")]
+        + ["$MQTT.sub.>"],
     }
 
 

@@ -60,13 +60,32 @@ class Hub:
         self.client = make_client(self.settings, "hub", persistent=False)
         self.client.connect(self.settings.host, self.settings.port)
         self.client.loop_start()
+        wait_for(self.client.is_connected, 30, "the hub's CONNACK")  # paho refuses a publish until then
 
     def publish(self, payload: bytes) -> None:
-        self.client.publish(device_topic(DEVICE, "desired"), payload, qos=1, retain=True).wait_for_publish(10)
+        info = self.client.publish(device_topic(DEVICE, "desired"), payload, qos=1, retain=True)
+        info.wait_for_publish(30)
+        assert info.is_published(), "the broker did not acknowledge the document within 30 s"
 
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def published_until_received(hub: Hub, inbox: queue.Queue[Inbound], payload: bytes, timeout: float,
+                             seen: frozenset[bytes] = frozenset()) -> bytes:  # fmt: skip
+    """Publish a document retained and wait for the link to deliver it, publishing it again every 10 s as the hub's
+    recovery pass does (ADR 0044): a NATS node learns another node's retained messages asynchronously, so a device
+    subscribing there just after the publish may miss the retained copy (the likely cause of a document
+    not delivered in 30 s in CI at load 3, which this machine reproduced 2 times in 10 beside busy loops)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hub.publish(payload)
+        try:
+            return desired(inbox, min(10.0, deadline - time.monotonic()), seen)
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def test_the_link_moves_to_the_next_node_when_its_node_is_killed_and_keeps_receiving_documents(
@@ -77,15 +96,13 @@ def test_the_link_moves_to_the_next_node_when_its_node_is_killed_and_keeps_recei
     link = MqttLink(addresses, DEVICE, inbox)
     hub = Hub(cluster.urls[2])
     try:
-        hub.publish(b"document 1")
         link.start()
-        assert desired(inbox, 30) == b"document 1"
+        assert published_until_received(hub, inbox, b"document 1", 60) == b"document 1"
         assert link.settings.port == cluster.nodes[0].mqtt_port
         cluster.kill(0)  # the node the link is on
         wait_for(lambda: link.connected.is_set() and link.settings.port != cluster.nodes[0].mqtt_port, 60,
                  "the link on another node")  # fmt: skip
-        hub.publish(b"document 2")
-        assert desired(inbox, 60, seen=frozenset({b"document 1"})) == b"document 2"
+        assert published_until_received(hub, inbox, b"document 2", 60, seen=frozenset({b"document 1"})) == b"document 2"
         assert link.failovers >= 1
     finally:
         link.stop()
@@ -99,9 +116,9 @@ def test_the_link_starts_on_a_later_address_when_the_first_does_not_answer(clust
     link = MqttLink(addresses, DEVICE, inbox)
     hub = Hub(cluster.urls[1])
     try:
-        hub.publish(b"document for a device whose first broker is gone")
         link.start()
-        assert desired(inbox, 30) == b"document for a device whose first broker is gone"
+        document = b"document for a device whose first broker is gone"
+        assert published_until_received(hub, inbox, document, 60) == document
         # a loaded machine may also pass over a node that answered too slowly
         assert link.settings.port in {node.mqtt_port for node in cluster.nodes} and link.failovers >= 1
     finally:

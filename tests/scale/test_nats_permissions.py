@@ -186,6 +186,23 @@ def test_a_device_reads_only_its_own_documents_on_any_node(cluster: Cluster) -> 
         hub.close()
 
 
+def test_a_device_receives_its_direct_method_calls_and_not_another_devices(cluster: Cluster) -> None:
+    running = cluster.running
+    hub = Session(running.urls[2], "hub", "hub-secret")
+    own = Session(running.urls[1], OWN, "pw-a")
+    try:
+        # NATS subscribes 'commands/#' as '...commands.>' and '...commands': both must be granted, or the SUBACK is 0x80
+        assert own.subscribe(device_topic(OWN, "commands") + "/#") == [1]
+        assert own.subscribe(device_topic(OTHER, "commands") + "/#") == [128]
+        for device in (OTHER, OWN):
+            hub.client.publish(f"{device_topic(device, 'commands')}/logs/r-{device}", b"{}", qos=1).wait_for_publish(10)
+        wait(lambda: (f"{device_topic(OWN, 'commands')}/logs/r-{OWN}", b"{}") in own.messages)
+        assert [topic for topic, _ in own.messages] == [f"{device_topic(OWN, 'commands')}/logs/r-{OWN}"]
+    finally:
+        own.close()
+        hub.close()
+
+
 def test_a_device_cannot_publish_as_another_device(cluster: Cluster) -> None:
     running = cluster.running
     hub = Session(running.urls[1], "hub", "hub-secret")
