@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edgeship.errors import InputError, ScoringError
+from edgeship.fsutil import atomic_dir, sweep_scratch
 
 if TYPE_CHECKING:  # the registry (sqlite3 and friends) is loaded only by lay_out_models: serving never needs it
     from edgeship.registry import ModelRef
@@ -69,7 +70,9 @@ def lay_out_models(workspace: Workspace, refs: Sequence[ModelRef], root: Path) -
     """Materialize verified copies of ``refs`` under ``root/azureml-models``.
 
     Unknown models raise the registry's ModelNotFoundError. Laying out the same
-    version twice is a no-op, so a restarted service reuses its folder.
+    version twice is a no-op, so a restarted service reuses its folder. Each version
+    folder is built beside its place and renamed into it: a layout killed half-way
+    leaves no half-copied model that a later run would take for a whole one.
     """
     from edgeship.registry import Model
 
@@ -84,11 +87,13 @@ def lay_out_models(workspace: Workspace, refs: Sequence[ModelRef], root: Path) -
         version_dir = root / MODELS_FOLDER / model.name / str(model.version)
         target = version_dir / source.name
         if not target.exists():
-            version_dir.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target, copy_function=_link_or_copy)
-            else:
-                _link_or_copy(str(source), str(target))
+            version_dir.parent.mkdir(parents=True, exist_ok=True)
+            sweep_scratch(version_dir.parent)  # what a killed earlier layout left behind
+            with atomic_dir(version_dir) as build:  # all of the version folder appears, or none of it
+                if source.is_dir():
+                    shutil.copytree(source, build / source.name, copy_function=_link_or_copy)
+                else:
+                    _link_or_copy(str(source), str(build / source.name))
         deployed.append(DeployedModel(model.name, model.version, version_dir, target))
     return deployed
 

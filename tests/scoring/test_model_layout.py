@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import SCRIPTS, Server, run_cli
 
+from edgeship.registry import Model, ModelRef
+from edgeship.scoring.layout import lay_out_models
 from edgeship.workspace import Workspace
 
 
@@ -101,3 +108,31 @@ def test_data_collector_writes_json_lines_under_the_data_dir(serve) -> None:
     first = json.loads(predictions.read_text().splitlines()[0])
     assert first["data"] == [3, 7]
     assert first["correlationId"] == r.json()["correlation"]
+
+
+def test_a_layout_killed_half_way_leaves_no_half_model_and_the_next_one_is_whole(tmp_path: Path) -> None:
+    ws = Workspace.at(tmp_path / "ws")
+    ws.create()
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for index in range(1000):  # long enough to copy that the kill lands while it runs
+        (folder / f"part-{index:04d}.bin").write_bytes(os.urandom(2048))
+    Model.register(ws, folder, "big")
+    root = tmp_path / "layout"
+    script = ("import sys; from pathlib import Path; from edgeship.workspace import Workspace; "
+              "from edgeship.registry import ModelRef; from edgeship.scoring.layout import lay_out_models; "
+              "lay_out_models(Workspace.at(Path(sys.argv[1])), [ModelRef('big', 1)], Path(sys.argv[2]))")  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-c", script, str(ws.root), str(root)])
+    name_dir = root / "azureml-models" / "big"
+    deadline = time.monotonic() + 60
+    while not (name_dir.is_dir() and any(name_dir.iterdir())) and process.poll() is None:
+        assert time.monotonic() < deadline, "the layout never started"
+        time.sleep(0.001)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(10)
+    version_dir = name_dir / "1"
+    if version_dir.exists():  # the kill came after the rename: then it is whole
+        assert len(list((version_dir / "big").iterdir())) == 1000
+    [deployed] = lay_out_models(ws, [ModelRef("big", 1)], root)
+    assert deployed.path == version_dir / "big" and len(list(deployed.path.iterdir())) == 1000
+    assert [p.name for p in name_dir.iterdir()] == ["1"]  # the killed run's scratch folder is gone
