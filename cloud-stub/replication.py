@@ -9,8 +9,9 @@
   (``store/replicas.py``) and holds the lease ``replica:<client id>`` while it lives. The
   coordinator tries each other replica's lease; one it can take belongs to a replica
   that is gone, whose broker session it drains (``bridge/adopt.py``) before deleting
-  its row. A replica that (re)starts waits for its own lease, so it never runs while a
-  survivor drains its session.
+  its row, and whose committed but undelivered re-evaluations it then issues. A
+  replica that (re)starts waits for its own lease, so it never runs while a survivor
+  drains its session.
 - **Changes reach every replica.** The change feed (``store/notify.py``) runs the
   handlers ``HubServer`` registers (reload the trust root, wake the rollout engine).
 
@@ -54,12 +55,13 @@ class Replication:
         shared: bool,
         clock: Callable[[], datetime],
         adopt: Callable[[str], int] | None = None,
-        took_over: Callable[[], None] | None = None,
+        finish_pending: Callable[[], None] | None = None,
         interval: float = INTERVAL,
     ) -> None:
         """``shared``: the database is PostgreSQL and other replicas may use it; ``adopt`` drains a gone
-        replica's broker session (None: this replica cannot, e.g. it speaks MQTT 3.1.1); ``took_over`` runs each
-        time this replica takes the periodic work over (it finishes what a coordinator that died committed)."""
+        replica's broker session (None: this replica cannot, e.g. it speaks MQTT 3.1.1); ``finish_pending`` issues
+        what a replica that died committed and did not deliver: it runs each time this replica takes the periodic
+        work over (the dead one was the coordinator) and after each gone replica it sweeps (any other one)."""
         self.leases = leases
         self.feed = feed
         self.table = ReplicaTable(store)
@@ -68,7 +70,7 @@ class Replication:
         self.shared = shared
         self.clock = clock
         self.adopt = adopt
-        self.took_over = took_over
+        self.finish_pending = finish_pending
         self.interval = interval
         self.adopted: list[str] = []  # client ids whose sessions this replica drained
         self._stopping = threading.Event()
@@ -135,14 +137,16 @@ class Replication:
             self.leases.acquire(COORDINATOR)
         if self.leading() != was:
             log.info("this replica %s the periodic work", "now runs" if self.leading() else "no longer runs")
-            if self.leading() and self.took_over is not None:
-                self.took_over()
+            if self.leading() and self.finish_pending is not None:
+                self.finish_pending()
         if self.leading() and self.shared and time.monotonic() - self._last_sweep >= SWEEP_EVERY:
             self._last_sweep = time.monotonic()
             self._sweep()
 
     def _sweep(self) -> None:
-        """Drain and forget every registered replica whose lease this one can take (it is gone)."""
+        """Drain and forget every registered replica whose lease this one can take (it is gone), then issue what
+        it committed and did not deliver (killed between a REST change and its documents)."""
+        gone = 0
         for client_id, protocol in self.table.list():
             if client_id == self.client_id or self._stopping.is_set():
                 continue
@@ -155,7 +159,10 @@ class Replication:
                     self.adopt(client_id)
                     self.adopted.append(client_id)
                 self.table.remove(client_id)
+                gone += 1
             except Exception:
                 log.exception("draining the session of gone replica %r failed; trying again later", client_id)
             finally:
                 self.leases.release(lease)
+        if gone and self.finish_pending is not None:
+            self.finish_pending()

@@ -300,7 +300,7 @@ class HubServer:
             self.store, leases_for(self.store.url, application=f"edgeship-hub {client_id}"), feed,
             client_id=client_id, protocol=settings.protocol, shared=shared,
             clock=self.config.clock, adopt=adopt if settings.protocol == "5" else None,
-            took_over=self._drain_pending,  # a coordinator killed between a rollout's wave and its documents
+            finish_pending=self._drain_pending,  # a replica killed between a committed change and its documents
         )
 
     def _reload_trust(self, ws: Workspace) -> None:
@@ -325,7 +325,8 @@ class HubServer:
         """Finish the re-evaluations a previous run committed but did not deliver (killed mid-change), before the
         API opens, so a retried request already finds the devices served; and again whenever this replica takes the
         periodic work over (a coordinator killed after starting a rollout's wave, before issuing it: the wave would
-        otherwise wait for the refresh timer). An error is logged: the refresh timer drains again."""
+        otherwise wait for the refresh timer) or finds another replica gone (killed between a REST change and its
+        documents). An error is logged: the refresh timer drains again."""
         try:
             sent = self.services.issuing.drain_pending()
         except Exception:

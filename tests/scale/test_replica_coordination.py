@@ -215,3 +215,38 @@ def test_a_replica_taking_the_periodic_work_over_finishes_what_the_dead_coordina
         if second is not None:
             second.stop()
         store.close()
+
+
+def test_a_replica_killed_between_a_change_and_its_documents_has_them_issued_by_the_coordinator(
+    tmp_path: Path, postgres: PostgresServer, mosquitto: Any,
+) -> None:
+    """A replica that is not the coordinator committed a change with its re-evaluation intent (a REST request) and
+    died before issuing it; the coordinator's sweep finds it gone and issues it, not at its next refresh (600 s)."""
+    ws, _world = make_hub_workspace(tmp_path / "ws")
+    db = postgres.fresh_database()
+    ids = [f"dev-{i}" for i in range(3)]
+    config = HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)
+    with HubServer(config) as seed:
+        seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
+        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
+    store = HubStore(db)
+    first = HubServer(dataclasses.replace(config, client_id="hub-a")).start()
+    second = None
+    try:
+        second = HubServer(dataclasses.replace(config, client_id="hub-b")).start()
+        assert first.replication.leading() and not second.replication.leading()
+        before = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        Outbox(store).add("tags changed through hub-b", ids[1:], force=True)  # committed; its issuing never ran
+        second.stop()  # its leases end with it, as with a SIGKILL; its row stays for the sweep
+        deadline = time.monotonic() + 20
+        while {d: r.sequence for d, r in store.latest_desired(ids).items()} == before:
+            assert time.monotonic() < deadline, "the coordinator did not issue the gone replica's committed change"
+            time.sleep(0.2)
+        after = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        assert after == {ids[0]: before[ids[0]], ids[1]: before[ids[1]] + 1, ids[2]: before[ids[2]] + 1}
+        assert Outbox(store).pending() == [] and first.replication.leading()
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+        store.close()
