@@ -275,7 +275,8 @@ class HubServer:
         assert self.settings is not None
         self.inbound = NatsInbound(self.config.nats_inbound, self.bridge.subscriber, username=self.settings.username,
                                    password=self.settings.password, on_online=self.bridge.resync.device_online,
-                                   name=f"edgeship-hub {self.bridge.client_id}").start()  # fmt: skip
+                                   name=f"edgeship-hub {self.bridge.client_id}",
+                                   ca_file=self.settings.ca_file).start()  # fmt: skip
 
     def bridge_client_id(self) -> str:
         """The MQTT client id the bridge uses (or will): what names this replica."""

@@ -32,10 +32,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from edgeship.errors import TransportError
@@ -90,8 +92,12 @@ class NatsInbound:
 
     def __init__(self, servers: Sequence[str], subscriber: Subscriber, *, username: str | None,
                  password: str | None, on_online: Callable[[], None] | None = None,
-                 settings: StreamSettings | None = None, name: str = "edgeship-hub") -> None:  # fmt: skip
+                 settings: StreamSettings | None = None, name: str = "edgeship-hub",
+                 ca_file: Path | None = None) -> None:  # fmt: skip
+        """``ca_file``: the CA that signed the nodes' certificate (the hub's ``--broker-ca``), for a node that
+        requires TLS (``tls://`` or a ``nats://`` node that asks for it; ADR 0048); None: the system's CAs."""
         self.servers = list(servers)
+        self.ca_file = ca_file
         self.subscriber = subscriber
         self.username, self.password = username, password
         self.on_online = on_online
@@ -147,9 +153,16 @@ class NatsInbound:
         from nats.errors import Error as NatsError
 
         self._stopping = asyncio.Event()
+        try:
+            tls = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file is not None else None
+        except (OSError, ssl.SSLError) as exc:
+            self._failure = TransportError(f"The hub cannot use {self.ca_file} as the CA of the NATS nodes ({exc}); "
+                                           "give --broker-ca a PEM file of the CA that signed their certificate.")
+            self._ready.set()
+            return
         try:  # nats-py retries a first connect as often as a reconnect (for ever): bounded here
             connection = await asyncio.wait_for(nats.connect(
-                self.servers, user=self.username, password=self.password, name=self.name,
+                self.servers, user=self.username, password=self.password, name=self.name, tls=tls,
                 connect_timeout=min(timeout, 2.0), max_reconnect_attempts=-1, reconnect_time_wait=0.5,
                 allow_reconnect=True, error_cb=self._on_error,
             ), timeout)  # fmt: skip
@@ -158,7 +171,9 @@ class NatsInbound:
             self._failure = TransportError(
                 f"The hub could not log in to NATS at {', '.join(self.servers)} as {self.username!r} ({why}); check "
                 "the address (nats://host:4222, a node's client port), the hub's broker user and password, and that "
-                "users.conf lets hubs in there (write it again with 'edgeship hub broker-config --engine nats')."
+                "users.conf lets hubs in there (write it again with 'edgeship hub broker-config --engine nats')"
+                + (", and that --broker-ca names the CA that signed the nodes' certificate." if self._tls_wanted()
+                   else ".")
             )
             self._ready.set()
             return
@@ -181,6 +196,10 @@ class NatsInbound:
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
+
+    def _tls_wanted(self) -> bool:
+        return self.ca_file is not None or any(url.startswith("tls://") for url in self.servers) or isinstance(
+            self._last_error, ssl.SSLError)
 
     async def _open(self, connection: Any) -> Any:
         """The stream and its durable consumer, created when missing (two replicas racing both succeed)."""

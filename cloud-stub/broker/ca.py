@@ -141,8 +141,14 @@ class CertificateAuthority:
     def key_pem(self) -> str:
         return _key_pem(self._key)
 
-    def issue_server(self, hosts: Sequence[str], *, days: int = LEAF_DAYS) -> IssuedCertificate:
-        """A broker certificate valid for ``hosts`` (DNS names and IP addresses)."""
+    def issue_server(
+        self, hosts: Sequence[str], *, days: int = LEAF_DAYS, also_client: bool = False
+    ) -> IssuedCertificate:
+        """A broker certificate valid for ``hosts`` (DNS names and IP addresses).
+
+        ``also_client``: the certificate also authenticates its holder as a TLS client, which a NATS
+        node needs on the routes to its peers (each side verifies the other; ADR 0048).
+        """
         if not hosts:
             raise InputError("A server certificate needs at least one host name or IP address.")
         names: list[x509.GeneralName] = []
@@ -151,7 +157,8 @@ class CertificateAuthority:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:
                 names.append(x509.DNSName(host))
-        return self._issue(hosts[0], ExtendedKeyUsageOID.SERVER_AUTH, days, names)
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, *([ExtendedKeyUsageOID.CLIENT_AUTH] if also_client else [])]
+        return self._issue(hosts[0], usages, days, names)
 
     def issue_client(self, device_id: str, *, days: int = LEAF_DAYS) -> IssuedCertificate:
         """A device certificate whose common name is ``device_id`` (its broker username).
@@ -168,7 +175,7 @@ class CertificateAuthority:
                 f"Device id {device_id[:24]!r}... has {len(device_id)} characters, but a certificate's common name "
                 f"holds at most {MAX_COMMON_NAME} (RFC 5280); use a shorter id or a password login."
             )
-        return self._issue(device_id, ExtendedKeyUsageOID.CLIENT_AUTH, days, [])
+        return self._issue(device_id, [ExtendedKeyUsageOID.CLIENT_AUTH], days, [])
 
     def revocation_list(self, serials: Iterable[int], *, days: int = 30) -> str:
         """A PEM CRL naming revoked certificate serials (a broker's ``crlfile``); reissue before ``days``."""
@@ -185,7 +192,7 @@ class CertificateAuthority:
         return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
     def _issue(
-        self, common_name: str, usage: x509.ObjectIdentifier, days: int, names: list[x509.GeneralName]
+        self, common_name: str, usages: list[x509.ObjectIdentifier], days: int, names: list[x509.GeneralName]
     ) -> IssuedCertificate:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(timezone.utc)
@@ -200,10 +207,10 @@ class CertificateAuthority:
             .not_valid_after(min(now + timedelta(days=days), self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                _key_usage(digital_signature=True, key_agreement=usage == ExtendedKeyUsageOID.SERVER_AUTH),
+                _key_usage(digital_signature=True, key_agreement=ExtendedKeyUsageOID.SERVER_AUTH in usages),
                 critical=True,
             )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False

@@ -69,7 +69,8 @@ def broker_config(
     no_plain: Annotated[bool, typer.Option("--no-plain", help="Only the TLS listener.")] = False,
     tls_host: Annotated[
         list[str] | None,
-        typer.Option("--tls-host", help="Broker host name or IP for the TLS certificate (repeat); turns TLS on.",
+        typer.Option("--tls-host", help="Broker host name or IP for the TLS certificate (repeat); turns TLS on "
+                     "(with --engine nats: on every node's MQTT, client and route ports; nodes' hosts are added).",
                      show_default=False),
     ] = None,
     tls_port: Annotated[int, typer.Option("--tls-port", help="TLS listener port.")] = 8883,
@@ -110,7 +111,13 @@ def broker_config(
     if engine not in ("mosquitto", "nats"):
         raise InputError(f"Unknown --engine {engine!r}; use mosquitto or nats.")
     if engine == "nats":
-        _nats(out, hub_password_file, workspace, db, hub_username, device_passwords, nats_node or [])
+        if require_certificate or no_plain or tls_port != 8883:
+            raise InputError("--require-certificate, --no-plain and --tls-port are Mosquitto's; with --engine nats "
+                             "--tls-host turns TLS on for every node's ports (given by --nats-node), and devices "
+                             "log in by password.")  # fmt: skip
+        ca = (ca_dir or workspace_from(workspace).root / "broker-ca") if tls_host else None
+        _nats(out, hub_password_file, workspace, db, hub_username, device_passwords, nats_node or [],
+              tls_host or [], ca)  # fmt: skip
         return
     try:
         from edgeship.hub.broker.mosquitto import (
@@ -167,9 +174,10 @@ def broker_config(
 
 
 def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | None, hub_username: list[str] | None,
-          device_passwords: Path | None, nodes: list[str]) -> None:  # fmt: skip
-    """``--engine nats``: the hub's devices with the bcrypt hashes of the store or the file
-    (``edgeship.cli.broker_config_nats``)."""
+          device_passwords: Path | None, nodes: list[str], tls_hosts: list[str],
+          ca_dir: Path | None) -> None:  # fmt: skip
+    """``--engine nats``: the hub's devices with the bcrypt hashes of the store or the file, TLS from the hub CA in
+    ``ca_dir`` when given (``edgeship.cli.broker_config_nats``)."""
     try:
         from edgeship.cli.broker_config_nats import DeviceHashes, parse_bcrypt_lines, write_nats
         from edgeship.hub.store import CredentialStore, HubStore, sqlite_url
@@ -186,7 +194,7 @@ def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | 
     finally:
         store.close()
     hub_names = [validate_hub_identity(name) for name in dict.fromkeys(hub_username or ["hub"])]
-    write_nats(out, nodes, device_ids, hub_names, hub_password, hashes)
+    write_nats(out, nodes, device_ids, hub_names, hub_password, hashes, tls_hosts=tls_hosts, ca_dir=ca_dir)
 
 
 def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool,

@@ -11,13 +11,15 @@ device (``docs/scale.md``). The hub users get a bcrypt hash of ``--hub-password-
 their password is the operator's, not one the hub issues. A hub serving with
 ``--nats-config-dir OUT`` keeps ``OUT/users.conf`` current from then on
 (``edgeship.hub.broker.nats_reload``, ADR 0045); this command writes the node configs and the
-first ``users.conf``.
+first ``users.conf``. With ``--tls-host`` it also issues one server certificate from the hub CA
+(``--ca-dir``) naming those hosts and every node's, and every node serves MQTT, NATS clients and
+its routes over TLS only (ADR 0048).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ from edgeship.cli._common import console
 from edgeship.errors import InputError
 
 if TYPE_CHECKING:
+    from edgeship.hub.broker.nats import NatsTls
     from edgeship.hub.store import CredentialRecord
 
 __all__ = ["DeviceHashes", "parse_bcrypt_lines", "parse_node", "write_nats"]
@@ -86,9 +89,10 @@ def parse_bcrypt_lines(text: str) -> dict[str, str]:
 
 
 def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: list[str], hub_password: str,
-               hashes: DeviceHashes) -> None:  # fmt: skip
-    """Write the node configs and ``users.conf``; say which devices were left out, why, and what to do."""
-    from edgeship.hub.broker.nats import NatsNode, NatsUser, hash_password_bcrypt, write_nats_config
+               hashes: DeviceHashes, *, tls_hosts: Sequence[str] = (), ca_dir: Path | None = None) -> None:  # fmt: skip
+    """Write the node configs and ``users.conf`` (and with ``ca_dir`` the TLS files); say which devices were left
+    out, why, and what to do."""
+    from edgeship.hub.broker.nats import NatsNode, NatsSettings, NatsUser, hash_password_bcrypt, write_nats_config
     from edgeship.mqtt.identity import is_hub_identity
 
     if len(nodes) < 3:
@@ -108,7 +112,8 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
             users.append(NatsUser(device_id, hashed))  # refuses anything but bcrypt
         else:
             (to_rotate if device_id in hashes.issued_before else without).append(device_id)
-    files = write_nats_config(out, cluster, users)
+    tls = _issue_tls(out, ca_dir, [*tls_hosts, *(node.host for node in cluster)]) if ca_dir is not None else None
+    files = write_nats_config(out, cluster, users, NatsSettings(tls=tls))
     devices = [user.username for user in users[len(hub_names):]]
     supplied = sum(1 for device_id in devices if device_id in hashes.supplied)
     console.print(f"Wrote {', '.join(p.name for p in files.configs.values())} and {files.users_file.name} in {out} "
@@ -124,9 +129,29 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
         console.print(f"Left out {len(without)} device(s) without a password hash (a certificate or no credentials; "
                       f"NATS logins here are by password): {_names(without)}; give their hashes with "
                       "--device-passwords (id:$2b$... lines).", highlight=False)  # fmt: skip
+    if tls is not None:
+        console.print(f"TLS only on every node's MQTT, client and route ports with {tls.cert_file.name} (from the hub "
+                      f"CA in {ca_dir}); give devices and hubs {tls.ca_file} and use mqtts:// and tls:// addresses.",
+                      highlight=False)  # fmt: skip
     console.print("Start each node with: nats-server -c OUT/<node>.conf (it writes OUT/<node>.pid); keep the logins "
                   "current with: edgeship hub serve ... --nats-config-dir OUT (it rewrites users.conf and reloads the "
                   "nodes after every device change)", highlight=False)  # fmt: skip
+
+
+def _issue_tls(out: Path, ca_dir: Path, hosts: list[str]) -> NatsTls:
+    """Load or create the hub CA, issue one certificate for every node's host (and the given names) into ``out``:
+    ``ca.pem``, ``server.crt``, ``server.key`` (0600), the names Mosquitto's TLS listener uses."""
+    from edgeship.fsutil import atomic_write_text
+    from edgeship.hub.broker.ca import open_ca
+    from edgeship.hub.broker.nats import NatsTls
+
+    ca = open_ca(ca_dir)
+    server = ca.issue_server(list(dict.fromkeys(hosts)), also_client=True)  # routes verify each other's certificate
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "ca.pem", ca.cert_pem)
+    atomic_write_text(out / "server.key", server.key_pem, mode=0o600)
+    atomic_write_text(out / "server.crt", server.cert_pem)
+    return NatsTls(cert_file=out / "server.crt", key_file=out / "server.key", ca_file=out / "ca.pem")
 
 
 def _names(device_ids: list[str]) -> str:
