@@ -108,7 +108,7 @@ def serve(
         "'hub' or 'hub-<name>', one per hub process.", show_default=False)] = None,
     broker_password: Annotated[str | None, typer.Option("--broker-password", envvar="EDGESHIP_BROKER_PASSWORD",
                                                         show_default=False)] = None,
-    broker_ca: Annotated[Path | None, typer.Option("--broker-ca", help="CA file for mqtts://.",
+    broker_ca: Annotated[Path | None, typer.Option("--broker-ca", help="CA file for mqtts:// and tls://.",
                                                    show_default=False)] = None,
     mqtt5: Annotated[bool, typer.Option("--mqtt5", help="Speak MQTT 5 (shared subscriptions for replicas).")] = False,
     embedded_broker: Annotated[bool, typer.Option("--embedded-broker",
