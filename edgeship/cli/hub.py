@@ -89,7 +89,7 @@ def _nats_inbound_url(url: str) -> str:
         port, parts = None, None
     if parts is None or parts.scheme not in ("nats", "tls") or not parts.hostname or port is None:
         raise InputError(f"--nats-inbound {url!r} is not a NATS address; give nats://HOST:PORT (a node's client "
-                         "port, 4222 by default).")
+                         "port, 4222 by default; tls://HOST:PORT on a cluster with TLS).")
     if parts.username or parts.password:
         raise InputError(f"--nats-inbound {parts.hostname}:{port} must not carry a login; the hub logs in as "
                          "--broker-username with --broker-password.")
