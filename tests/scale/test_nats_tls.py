@@ -218,6 +218,7 @@ def test_plain_mqtt_and_a_client_trusting_another_ca_are_refused(cluster: TlsClu
     assert (info_line(node.host, node.cluster_port, peer) or {}).get("tls_required") is True
 
 
+@pytest.mark.slow  # ~10-13 s
 def test_the_hub_takes_a_devices_report_from_nats_over_tls_and_needs_the_ca_for_it(cluster: TlsCluster) -> None:
     node = cluster.running.nodes[1]
     config = HubConfig(workspace=cluster.workspace, broker_url=cluster.url(1), broker_username="hub",
@@ -240,6 +241,7 @@ def test_the_hub_takes_a_devices_report_from_nats_over_tls_and_needs_the_ca_for_
         HubServer(without_ca).start()
 
 
+@pytest.mark.slow  # ~10-13 s
 def test_an_agent_link_given_every_tls_node_fails_over_between_them(cluster: TlsCluster) -> None:
     addresses = [parse_broker_url(cluster.url(i), username=DEVICE, password="dev-pw", ca_file=cluster.ca_file)
                  for i in range(3)]  # fmt: skip
