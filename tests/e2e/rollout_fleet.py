@@ -53,7 +53,7 @@ MODULE = "digits"
 DEVICES = tuple(f"edge-{n}" for n in range(1, 7))
 GROUP = "tags.group = 'rollouts'"  # every device of the fleet; the base deployment and most rollouts target it
 FIRST_INSTALL = 240.0  # seconds: the first install builds the shared venv
-WAIT = 90.0  # seconds for anything after that (a model-only update takes a few)
+WAIT = 150.0  # seconds for anything after that (a model-only update takes a few; a gate rollout took 83 s at load 4)
 PORTS_PER_AGENT = 40
 
 
