@@ -7,7 +7,8 @@ rule of its own (``docs/rollouts.md``):
 - :func:`classify` turns what one device reported about the document that carried
   the release into an outcome: *pending*, *soaking* (applied, not yet for ``soak``
   seconds), *succeeded*, *failed* (500, or rolled back to another version),
-  *refused* (a 4xx code), or *timed-out* (no report within ``wave_timeout``); a device
+  *refused* (a 4xx code; not a 409 that refuses an *older* copy after the release
+  applied), or *timed-out* (no report within ``wave_timeout``); a device
   that reports 202 (in progress: its download host was unreachable, it retries) is
   still *pending*, so a hub outage mid-wave fails no device (ADR 0042).
 - :func:`decide` looks at every device the rollout has reached: it aborts when at
@@ -21,7 +22,7 @@ rule of its own (``docs/rollouts.md``):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from edgeship.hub.rollouts.gates import Verdict
@@ -30,6 +31,8 @@ from edgeship.hub.rollouts.waves import WavePlan
 from edgeship.reported import IN_PROGRESS
 
 __all__ = ["OUTCOMES", "Decision", "DeviceProgress", "Outcome", "classify", "decide"]
+
+REPLAYED = 409  # the agent's code for a document not above its last applied sequence (docs/mqtt.md)
 
 Outcome = Literal["pending", "soaking", "succeeded", "failed", "refused", "timed-out", "unhealthy", "no-data"]
 OUTCOMES: tuple[Outcome, ...] = (
@@ -56,6 +59,13 @@ class DeviceProgress:
 def classify(progress: DeviceProgress, policy: RolloutPolicy, now: float) -> Outcome:
     """One device's outcome for the release (see the module docstring)."""
     answered = progress.reported_sequence is not None and progress.reported_sequence >= progress.issued_sequence
+    if answered and progress.code == REPLAYED:
+        # It applied the release's document (or a later one) and then refused an older copy as a replay: one a
+        # broker node's loss left retained, or a late duplicate (ADR 0044; the hub sends the newest again). That
+        # refusal is not about the release: judge what runs, or wait for the next report.
+        if not progress.running_release:
+            return "timed-out" if now - progress.issued_at > policy.wave_timeout else "pending"
+        progress = replace(progress, code=200)
     if not answered and progress.code is not None and 400 <= progress.code < 500:
         # an agent that refuses a document keeps its lastAppliedSequence (docs/mqtt.md): a 4xx report
         # received after the release was issued is the answer to it

@@ -152,7 +152,16 @@ SOAK = RolloutPolicy(waves=parse_waves("1,100%"), soak=60, wave_timeout=300)
         (DeviceProgress(5, issued_at=0, reported_sequence=5, code=500), 20, "failed"),
         (DeviceProgress(5, issued_at=0, reported_sequence=6, code=200, running_release=False), 20, "failed"),
         (DeviceProgress(5, issued_at=0, reported_sequence=5, code=401), 20, "refused"),
-        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=409), 20, "refused"),
+        # 409 after the release applied refuses an older copy (a broker node's loss left it retained, ADR 0044):
+        # not a refusal of the release; judged by what runs, or pending until the next report
+        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=409), 20, "pending"),
+        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=409), 301, "timed-out"),
+        (DeviceProgress(5, issued_at=0, reported_sequence=5, code=409, running_release=True, applied_at=10), 70,
+         "succeeded"),
+        (DeviceProgress(5, issued_at=0, reported_sequence=6, code=409, running_release=True, applied_at=10), 30,
+         "soaking"),
+        # ...while a 409 of the release's own document (a sequence jump: too far above the device's floor) is one
+        (DeviceProgress(5, issued_at=10, reported_sequence=4, code=409, reported_at=12), 20, "refused"),
         # an agent that refuses a document keeps its older lastAppliedSequence: the time tells
         (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=12), 20, "refused"),
         (DeviceProgress(5, issued_at=10, reported_sequence=4, code=401, reported_at=8), 20, "pending"),
