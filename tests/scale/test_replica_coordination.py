@@ -177,6 +177,43 @@ def _newest_envelope(db: str, device: str) -> Envelope:
     return Envelope.from_json(row[0])
 
 
+def _issued_after_a_replica_dies(tmp_path: Path, postgres: PostgresServer, mosquitto: Any, *, dies: str,
+                                 reason: str, devices: slice, what: str) -> None:  # fmt: skip
+    """Two replicas on one database, hub-a coordinating; ``reason``'s re-evaluation intent is committed for
+    ``devices`` (of three) and never issued, then replica ``dies`` stops (its leases end with it, as with a SIGKILL:
+    the server ends the connection; its row stays for the sweep). The survivor must issue exactly those devices'
+    documents, coordinate, and leave nothing pending."""
+    ws, _world = make_hub_workspace(tmp_path / "ws")
+    db = postgres.fresh_database()
+    ids = [f"dev-{i}" for i in range(3)]
+    config = HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)
+    with HubServer(config) as seed:
+        seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
+        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
+    store = HubStore(db)
+    replicas: dict[str, HubServer] = {}
+    try:
+        for client_id in ("hub-a", "hub-b"):
+            replicas[client_id] = HubServer(dataclasses.replace(config, client_id=client_id)).start()
+        assert replicas["hub-a"].replication.leading() and not replicas["hub-b"].replication.leading()
+        before = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        Outbox(store).add(reason, ids[devices], force=True)  # committed; its issuing never ran
+        replicas[dies].stop()
+        deadline = time.monotonic() + 20
+        while {d: r.sequence for d, r in store.latest_desired(ids).items()} == before:
+            assert time.monotonic() < deadline, what
+            time.sleep(0.2)
+        survivor = replicas["hub-b" if dies == "hub-a" else "hub-a"]
+        assert survivor.replication.leading()
+        after = {d: r.sequence for d, r in store.latest_desired(ids).items()}
+        assert after == {d: before[d] + (1 if d in ids[devices] else 0) for d in ids}
+        assert Outbox(store).pending() == []
+    finally:
+        for replica in replicas.values():
+            replica.stop()
+        store.close()
+
+
 def test_a_replica_taking_the_periodic_work_over_finishes_what_the_dead_coordinator_committed(
     tmp_path: Path, postgres: PostgresServer, mosquitto: Any,
 ) -> None:
@@ -186,35 +223,9 @@ def test_a_replica_taking_the_periodic_work_over_finishes_what_the_dead_coordina
     Found by ``test_cluster_rollout_kill`` under load: the engine's replica was killed right after starting wave 2,
     and the survivor ran the rollout on, waiting for wave 2's 80 devices, which were never sent their documents.
     """
-    ws, _world = make_hub_workspace(tmp_path / "ws")
-    db = postgres.fresh_database()
-    ids = [f"dev-{i}" for i in range(3)]
-    config = HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)
-    with HubServer(config) as seed:
-        seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
-        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
-    store = HubStore(db)
-    first = HubServer(dataclasses.replace(config, client_id="hub-a")).start()
-    second = None
-    try:
-        second = HubServer(dataclasses.replace(config, client_id="hub-b")).start()
-        assert first.replication.leading() and not second.replication.leading()
-        before = {d: r.sequence for d, r in store.latest_desired(ids).items()}
-        Outbox(store).add("rollout lab wave-started", ids[:2], force=True)  # committed; its issuing never ran
-        first.stop()  # its leases end with it, as with a SIGKILL (the server ends the connection)
-        deadline = time.monotonic() + 20
-        while {d: r.sequence for d, r in store.latest_desired(ids).items()} == before:
-            assert time.monotonic() < deadline, "the replica that took over did not issue the committed wave"
-            time.sleep(0.2)
-        assert second.replication.leading()
-        after = {d: r.sequence for d, r in store.latest_desired(ids).items()}
-        assert after == {ids[0]: before[ids[0]] + 1, ids[1]: before[ids[1]] + 1, ids[2]: before[ids[2]]}
-        assert Outbox(store).pending() == []
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-        store.close()
+    _issued_after_a_replica_dies(tmp_path, postgres, mosquitto, dies="hub-a", reason="rollout lab wave-started",
+                                 devices=slice(None, 2),
+                                 what="the replica that took over did not issue the committed wave")  # fmt: skip
 
 
 def test_a_replica_killed_between_a_change_and_its_documents_has_them_issued_by_the_coordinator(
@@ -222,31 +233,6 @@ def test_a_replica_killed_between_a_change_and_its_documents_has_them_issued_by_
 ) -> None:
     """A replica that is not the coordinator committed a change with its re-evaluation intent (a REST request) and
     died before issuing it; the coordinator's sweep finds it gone and issues it, not at its next refresh (600 s)."""
-    ws, _world = make_hub_workspace(tmp_path / "ws")
-    db = postgres.fresh_database()
-    ids = [f"dev-{i}" for i in range(3)]
-    config = HubConfig(workspace=ws.root, db_url=db, broker_url=mosquitto.url, port=0)
-    with HubServer(config) as seed:
-        seed.services.catalog.upload_from_workspace(ws.root, "digits", 1)
-        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
-    store = HubStore(db)
-    first = HubServer(dataclasses.replace(config, client_id="hub-a")).start()
-    second = None
-    try:
-        second = HubServer(dataclasses.replace(config, client_id="hub-b")).start()
-        assert first.replication.leading() and not second.replication.leading()
-        before = {d: r.sequence for d, r in store.latest_desired(ids).items()}
-        Outbox(store).add("tags changed through hub-b", ids[1:], force=True)  # committed; its issuing never ran
-        second.stop()  # its leases end with it, as with a SIGKILL; its row stays for the sweep
-        deadline = time.monotonic() + 20
-        while {d: r.sequence for d, r in store.latest_desired(ids).items()} == before:
-            assert time.monotonic() < deadline, "the coordinator did not issue the gone replica's committed change"
-            time.sleep(0.2)
-        after = {d: r.sequence for d, r in store.latest_desired(ids).items()}
-        assert after == {ids[0]: before[ids[0]], ids[1]: before[ids[1]] + 1, ids[2]: before[ids[2]] + 1}
-        assert Outbox(store).pending() == [] and first.replication.leading()
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
-        store.close()
+    _issued_after_a_replica_dies(tmp_path, postgres, mosquitto, dies="hub-b", reason="tags changed through hub-b",
+                                 devices=slice(1, None),
+                                 what="the coordinator did not issue the gone replica's committed change")  # fmt: skip
