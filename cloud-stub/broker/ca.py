@@ -30,7 +30,8 @@ from edgeship.errors import InputError
 from edgeship.fsutil import atomic_write_text
 
 __all__ = [
-    "CA_DAYS", "LEAF_DAYS", "MAX_COMMON_NAME", "CertificateAuthority", "IssuedCertificate", "fingerprint", "open_ca",
+    "CA_DAYS", "LEAF_DAYS", "MAX_COMMON_NAME", "CertificateAuthority", "IssuedCertificate", "ServerFiles",
+    "fingerprint", "open_ca", "write_server_files",
 ]
 
 CA_DAYS = 3650  # days the hub CA is valid
@@ -70,6 +71,28 @@ def open_ca(folder: Path, *, create: bool = True) -> CertificateAuthority:
     atomic_write_text(ca_key, ca.key_pem, mode=0o600)
     atomic_write_text(ca_cert, ca.cert_pem)
     return ca
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    """What a broker's TLS listener reads: the hub CA, its certificate and its key (0600)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def write_server_files(out: Path, ca: CertificateAuthority, hosts: Sequence[str], *,
+                       also_client: bool = False) -> ServerFiles:  # fmt: skip
+    """Issue a broker certificate for ``hosts`` and write ``ca.pem``, ``server.crt`` and ``server.key`` (0600) into
+    ``out``, each atomically (Mosquitto's listener and every NATS node use these names)."""
+    server = ca.issue_server(hosts, also_client=also_client)
+    out.mkdir(parents=True, exist_ok=True)
+    files = ServerFiles(ca_file=out / "ca.pem", cert_file=out / "server.crt", key_file=out / "server.key")
+    atomic_write_text(files.ca_file, ca.cert_pem)
+    atomic_write_text(files.cert_file, server.cert_pem)
+    atomic_write_text(files.key_file, server.key_pem, mode=0o600)
+    return files
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:

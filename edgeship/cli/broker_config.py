@@ -201,15 +201,11 @@ def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_
                   revoked: list[int]) -> TlsListener:  # fmt: skip
     """Load or create the hub CA, issue the broker's server certificate and the CRL into ``out``, describe the
     listener. The running hub (``--broker-config-dir``) rewrites ``crl.pem`` when it revokes a certificate."""
-    from edgeship.hub.broker.ca import open_ca
+    from edgeship.hub.broker.ca import open_ca, write_server_files
     from edgeship.hub.broker.mosquitto import TlsListener
 
     ca = open_ca(ca_dir)
-    server = ca.issue_server(hosts)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ca.pem", ca.cert_pem)
-    atomic_write_text(out / "server.crt", server.cert_pem)
-    atomic_write_text(out / "server.key", server.key_pem, mode=0o600)
+    files = write_server_files(out, ca, hosts)
     atomic_write_text(out / "crl.pem", ca.revocation_list(revoked))
-    return TlsListener(ca_file=out / "ca.pem", cert_file=out / "server.crt", key_file=out / "server.key", port=port,
+    return TlsListener(ca_file=files.ca_file, cert_file=files.cert_file, key_file=files.key_file, port=port,
                        require_certificate=require_certificate, crl_file=out / "crl.pem")  # fmt: skip

@@ -141,17 +141,12 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
 def _issue_tls(out: Path, ca_dir: Path, hosts: list[str]) -> NatsTls:
     """Load or create the hub CA, issue one certificate for every node's host (and the given names) into ``out``:
     ``ca.pem``, ``server.crt``, ``server.key`` (0600), the names Mosquitto's TLS listener uses."""
-    from edgeship.fsutil import atomic_write_text
-    from edgeship.hub.broker.ca import open_ca
+    from edgeship.hub.broker.ca import open_ca, write_server_files
     from edgeship.hub.broker.nats import NatsTls
 
-    ca = open_ca(ca_dir)
-    server = ca.issue_server(list(dict.fromkeys(hosts)), also_client=True)  # routes verify each other's certificate
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ca.pem", ca.cert_pem)
-    atomic_write_text(out / "server.key", server.key_pem, mode=0o600)
-    atomic_write_text(out / "server.crt", server.cert_pem)
-    return NatsTls(cert_file=out / "server.crt", key_file=out / "server.key", ca_file=out / "ca.pem")
+    # routes verify each other's certificate: it must also authenticate a client
+    files = write_server_files(out, open_ca(ca_dir), list(dict.fromkeys(hosts)), also_client=True)
+    return NatsTls(cert_file=files.cert_file, key_file=files.key_file, ca_file=files.ca_file)
 
 
 def _names(device_ids: list[str]) -> str:
