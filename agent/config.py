@@ -12,6 +12,7 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
     data_dir = "/var/lib/edgeship-agent"
     runtime = "process"                        # process | docker | auto
     telemetry_interval = 30                    # seconds
+    telemetry_resend_after = 30                # seconds before an unconfirmed batch is sent again (ADR 0049)
     port_range = [5100, 5199]                  # ports for modules without settings.port
     health_timeout = 60                        # seconds
     min_free_bytes = 268435456                 # bytes an update must leave free on the data disk
@@ -49,7 +50,8 @@ __all__ = ["AgentConfig", "BrokerConfig", "RuntimeKind", "example_config", "load
 
 RuntimeKind = Literal["process", "docker", "auto"]
 _TOP_KEYS = {
-    "device_id", "hub_url", "trust_root", "data_dir", "runtime", "telemetry_interval", "port_range",
+    "device_id", "hub_url", "trust_root", "data_dir", "runtime", "telemetry_interval", "telemetry_resend_after",
+    "port_range",
     "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker", "min_free_bytes",
     "max_partial_bytes", "part_cache_bytes", "download_min_rate", "download_rate_window", "download_deadline",
 }  # fmt: skip
@@ -97,6 +99,7 @@ class AgentConfig:
     data_dir: Path
     runtime: RuntimeKind = "process"
     telemetry_interval: float = 30.0  # seconds between telemetry samples
+    telemetry_resend_after: float = 30.0  # seconds before a batch the hub has not confirmed is sent again
     port_range: tuple[int, int] = (5100, 5199)  # inclusive; for modules without settings.port
     health_timeout: float = 60.0  # seconds a candidate has to answer its health probe
     reconcile_interval: float = 5.0  # seconds between reconcile ticks (restarts, cool-off retries)
@@ -245,6 +248,9 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
     limit = data.get("telemetry_queue_limit", 10_000)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise _fail(path, "telemetry_queue_limit", f"must be a positive whole number, not {limit!r}")
+    resend_after = _number(data, "telemetry_resend_after", path, 30.0)
+    if resend_after > 900:
+        raise _fail(path, "telemetry_resend_after", f"must be at most 900 seconds, not {resend_after:g}")
     return AgentConfig(
         device_id=device_id,
         broker=broker_config,
@@ -253,6 +259,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
         data_dir=_path(base, str(_string(data, "data_dir", path, required=True))),  # type: ignore[arg-type]
         runtime=runtime,
         telemetry_interval=_number(data, "telemetry_interval", path, 30.0),
+        telemetry_resend_after=resend_after,
         port_range=(ports[0], ports[1]),
         health_timeout=_number(data, "health_timeout", path, 60.0),
         reconcile_interval=_number(data, "reconcile_interval", path, 5.0),
@@ -275,6 +282,7 @@ trust_root = "trust-root.json"        # 'edgeship keys trust-root' writes it
 data_dir = "agent-data"               # state, blob cache, module runtimes, telemetry queue
 runtime = "process"                   # process | docker | auto
 telemetry_interval = 30               # seconds
+telemetry_resend_after = 30           # seconds before a batch the hub has not confirmed is sent again
 port_range = [5100, 5199]             # module ports when a document gives none
 health_timeout = 60                   # seconds for a new module to become healthy
 min_free_bytes = 268435456            # bytes an update must leave free on the data disk (256 MiB)

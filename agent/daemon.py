@@ -49,8 +49,10 @@ from edgeship.agent.methods import MethodWorker
 from edgeship.agent.reconcile import Reconciler
 from edgeship.agent.runtimes.base import ModuleRuntime, UnknownServiceError
 from edgeship.agent.state.store import StateStore
+from edgeship.agent.telemetry.confirm import StoredConfirmations
 from edgeship.agent.telemetry.queue import TelemetryQueue
-from edgeship.agent.telemetry.sampler import TelemetrySampler, TelemetrySender
+from edgeship.agent.telemetry.sampler import TelemetrySampler
+from edgeship.agent.telemetry.sender import TelemetrySender
 from edgeship.agent.trust import TrustRootKeeper
 from edgeship.errors import ConfigError, RuntimeFailure
 
@@ -109,9 +111,10 @@ class Agent:
         self._trust_seen: bytes | None = None  # the last trust-root payload paho delivered (paho's thread only)
         self.inbox: queue.Queue[Inbound] = queue.Queue()
         self.guard = ModuleGuard()
+        self.stored = StoredConfirmations()  # the hub's telemetry-stored messages, for the sender
         self.link = MqttLink(
             config.broker_addresses, config.device_id, self.inbox, on_command=self._on_command,
-            on_inbound=self._on_inbound,
+            on_inbound=self._on_inbound, on_stored=self.stored.note,
         )  # fmt: skip
         self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)
         parts = PartCache(BlobCache(data / "parts", config.hub_url, limits=limits), max_bytes=config.part_cache_bytes)
@@ -127,7 +130,8 @@ class Agent:
         )  # fmt: skip
         self.telemetry = TelemetryQueue(data / "telemetry", config.telemetry_queue_limit)
         self.sampler = TelemetrySampler(self.runtime, self.state, self.telemetry, now)
-        self.sender = TelemetrySender(config.device_id, self.telemetry, self.link)
+        self.sender = TelemetrySender(config.device_id, self.telemetry, self.link, self.stored,
+                                      resend_after=config.telemetry_resend_after)
         self._clock = clock
         self._now = now
         self._last_desired: bytes | None = None  # re-offered after a rotation (it may have been refused for want of it)

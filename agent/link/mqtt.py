@@ -1,10 +1,11 @@
-"""The agent's MQTT link: subscribe to its own ``trust-root``, ``desired`` and ``commands/#``, publish the rest.
+"""The agent's MQTT link: subscribe to its own ``trust-root``, ``desired``, ``commands/#`` and ``telemetry-stored``.
 
 Thin on purpose: it never decides anything. Incoming messages become
 :class:`Inbound` items on a queue that the reconcile loop drains in its own thread
 (never in paho's network thread); direct method calls go to ``on_command`` instead
 when one is given (the agent's method thread, so they never wait behind a reconcile
-pass). The session is persistent (client id = device
+pass), and the hub's ``telemetry-stored`` confirmations to ``on_stored`` (the telemetry
+sender's, ``agent/telemetry/confirm.py``). The session is persistent (client id = device
 id), so QoS 1 commands sent while the device was offline arrive on reconnect; the
 last will publishes ``"0"`` retained on ``online`` and every connect publishes
 ``"1"``. The last reported state is re-published on every connect, so the hub sees
@@ -61,12 +62,16 @@ class MqttLink:
         inbox: queue.Queue[Inbound],
         on_command: Callable[[str, bytes, str], None] | None = None,
         on_inbound: Callable[[Inbound], None] | None = None,
+        on_stored: Callable[[bytes], object] | None = None,
     ) -> None:
         """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on.
 
         ``on_inbound(item)``, when given, queues desired documents and trust roots instead of
         a plain ``inbox.put`` (in paho's thread; the agent also stops a download the item
         supersedes, atomically with the put).
+
+        ``on_stored(payload)`` takes the hub's ``telemetry-stored`` messages (in paho's thread);
+        without it the link does not subscribe to them.
 
         ``settings``: one broker, or the addresses of a cluster's nodes in the order to try
         them (the first is tried first; all share the login and TLS settings of the first).
@@ -79,6 +84,7 @@ class MqttLink:
         self.inbox = inbox
         self.on_command = on_command
         self.on_inbound = on_inbound
+        self.on_stored = on_stored
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
@@ -171,8 +177,11 @@ class MqttLink:
     def _topics(self) -> list[tuple[str, int]]:
         # trust-root first: the broker sends retained messages in subscription order, so a rotated
         # root arrives before a document signed by its new hub key (the agent also retries after it).
-        return [(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
-                (device_topic(self.device_id, "commands") + "/#", 1)]
+        topics = [(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
+                  (device_topic(self.device_id, "commands") + "/#", 1)]
+        if self.on_stored is not None:
+            topics.append((device_topic(self.device_id, "telemetry-stored"), 1))
+        return topics
 
     def _subscribe(self, client: paho.Client, topics: list[tuple[str, int]]) -> None:
         with self._lock:  # held across the call: the SUBACK's callback must find the topics
@@ -215,6 +224,9 @@ class MqttLink:
                 self.on_inbound(item)
             else:
                 self.inbox.put(item)
+        elif topic.channel == "telemetry-stored":
+            if self.on_stored is not None:
+                self.on_stored(bytes(message.payload))
         elif topic.channel == "commands":
             method, rid = topic.rest
             if self.on_command is not None:

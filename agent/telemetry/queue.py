@@ -3,13 +3,15 @@
 Each sample gets a sequence number that never repeats, so the hub can order and
 de-duplicate. When more than ``limit`` samples wait, the oldest are dropped and
 counted; the count travels in the next batch (``dropped``) and is cleared only when
-that batch was acknowledged. A batch leaves the queue only after the broker
-acknowledged its publish (:meth:`ack`).
+that batch was acknowledged. A batch leaves the queue only when it was acknowledged
+(:meth:`ack`): by the hub's ``telemetry-stored`` once the hub has been seen to send
+those, else by the broker's PUBACK (``sender.py``, ADR 0049). Whether the hub confirms
+is kept here too (``hubConfirms``), so a restarted agent goes on waiting for the hub.
 
 Layout of the queue's folder (ADR 0030: a folder of files instead of SQLite, which
 cost the idle agent 1.5 MiB of its resident set)::
 
-    queue.json                  {"nextSeq": N, "floor": F, "dropped": D}
+    queue.json                  {"nextSeq": N, "floor": F, "dropped": D, "hubConfirms": 0|1}
     00000000000000000042.json   one sample each, named by its seq
 
 ``queue.json`` is the commit point, written atomically (``edgeship.fsutil``) before any
@@ -60,6 +62,7 @@ class TelemetryQueue:
         meta = self._read_meta()
         self._floor = meta.get("floor", 1)
         self._dropped = meta.get("dropped", 0)
+        self._hub_confirms = bool(meta.get("hubConfirms", 0))
         present = sorted(int(m[1]) for m in map(_SAMPLE.match, (p.name for p in self.path.iterdir())) if m)
         self._next = max([meta.get("nextSeq", 1), self._floor, *(s + 1 for s in present)])
         for seq in present:
@@ -83,7 +86,8 @@ class TelemetryQueue:
         return self.path / f"{seq:020d}.json"
 
     def _commit(self) -> None:
-        meta = {"nextSeq": self._next, "floor": self._floor, "dropped": self._dropped}
+        meta = {"nextSeq": self._next, "floor": self._floor, "dropped": self._dropped,
+                "hubConfirms": int(self._hub_confirms)}
         atomic_write_bytes(self.path / _META, json.dumps(meta).encode())
 
     def push(self, sample: dict[str, Any]) -> int:
@@ -112,6 +116,19 @@ class TelemetryQueue:
         with self._lock:
             return self._dropped
 
+    @property
+    def hub_confirms(self) -> bool:
+        """Whether batches wait for the hub's ``telemetry-stored`` (True) or only for the broker's PUBACK."""
+        with self._lock:
+            return self._hub_confirms
+
+    def set_hub_confirms(self, confirms: bool) -> None:
+        """Remember (on disk) whether the hub confirms what it stored."""
+        with self._lock:
+            if self._hub_confirms != confirms:
+                self._hub_confirms = confirms
+                self._commit()
+
     def peek(self, max_samples: int = 100) -> Batch | None:
         """The oldest samples (in order), or None when the queue is empty."""
         with self._lock:
@@ -133,7 +150,7 @@ class TelemetryQueue:
             return Batch(samples, last, self._dropped)
 
     def ack(self, batch: Batch) -> None:
-        """The broker has the batch: remove its samples and the drops it reported."""
+        """The batch was delivered (or refused for good): remove its samples and the drops it reported."""
         with self._lock:
             self._floor = max(self._floor, batch.last_seq + 1)
             self._dropped = max(0, self._dropped - batch.dropped)

@@ -200,6 +200,9 @@ class TimedLink:
     def forget(self, device_id: str) -> None:
         self.bridge.forget(device_id)
 
+    def confirm_telemetry(self, device_id: str, seq: int, refused: str | None) -> None:
+        self.bridge.confirm_telemetry(device_id, seq, refused)
+
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         return self.bridge.invoke(device_id, method, args, timeout)
 

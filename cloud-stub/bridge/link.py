@@ -27,6 +27,7 @@ when it starts serving (as a server gets its application), so neither is assigne
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -44,7 +45,7 @@ from edgeship.hub.bridge.publisher import DocumentPublisher
 from edgeship.hub.bridge.resync import Resync
 from edgeship.hub.bridge.subscriber import Subscriber, subscriptions
 from edgeship.hub.services import HubServices, Outgoing
-from edgeship.mqtt import BrokerSettings, parse_device_topic
+from edgeship.mqtt import BrokerSettings, device_topic, parse_device_topic
 from edgeship.mqtt.client import connect_properties, make_client, reason_text
 
 __all__ = ["CONNECT_TIMEOUT", "MAX_INFLIGHT", "MqttBridge"]
@@ -113,6 +114,12 @@ class MqttBridge:
 
     def forget(self, device_id: str) -> None:
         self.publisher.forget(device_id)
+
+    def confirm_telemetry(self, device_id: str, seq: int, refused: str | None) -> None:
+        """QoS 0 (ADR 0049): a lost confirmation costs one copy of the batch; a stored one would cost the broker a
+        write per batch (on NATS, a stream write)."""
+        message = {"seq": seq} if refused is None else {"seq": seq, "refused": refused[:500]}
+        self.client.publish(device_topic(device_id, "telemetry-stored"), json.dumps(message).encode(), qos=0)
 
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         return self.methods.invoke(device_id, method, args, timeout)

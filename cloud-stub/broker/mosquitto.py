@@ -6,7 +6,7 @@ isolation rule of ``docs/mqtt.md`` is carried by Mosquitto ``pattern`` lines wit
 ``%u`` (the authenticated username, which is the device id), so the ACL does not
 grow with the fleet and a new device needs only a password line or a certificate::
 
-    pattern read  edgeship/v1/devices/%u/desired          (and trust-root)
+    pattern read  edgeship/v1/devices/%u/desired          (and trust-root, telemetry-stored)
     pattern read  edgeship/v1/devices/%u/commands/#
     pattern write edgeship/v1/devices/%u/reported        (and telemetry, online, responses/#)
     user hub                                             (and every other hub identity, hub-<name>)
@@ -62,7 +62,7 @@ __all__ = [
 
 PBKDF2_ITERATIONS = 101  # Mosquitto 2.0's own default: every connect pays this, so a reconnect storm does too
 _SALT_BYTES = 12  # as mosquitto_passwd
-DEVICE_READ = ("desired", "trust-root", "commands/#")
+DEVICE_READ = ("desired", "trust-root", "commands/#", "telemetry-stored")
 """Channels a device may subscribe to, under ``edgeship/v1/devices/<its id>/``."""
 DEVICE_WRITE = ("reported", "telemetry", "online", "responses/#")
 """Channels a device may publish to, under ``edgeship/v1/devices/<its id>/``."""

@@ -168,13 +168,28 @@ class Fleet:
         """Validate a telemetry batch (``edgeship.hub.telemetry``) and store its new samples, bounded per device.
 
         Samples the hub already holds (same ``seq`` and ``time``: a re-sent batch) are dropped;
-        None when none was new (``TelemetryStore.add``). Either way the batch is acknowledged.
+        None when none was new (``TelemetryStore.add``). Either way the batch is acknowledged,
+        and the device is told (``telemetry-stored``, ADR 0049) once the store committed; a batch
+        refused for its content is confirmed with the reason, so the agent stops sending it.
         """
-        parsed = parse_telemetry(batch)
-        if parsed.device_id != device_id:
-            raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
+        try:
+            parsed = parse_telemetry(batch)
+            if parsed.device_id != device_id:
+                raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
+        except InputError as exc:
+            self._confirm_telemetry(device_id, batch, str(exc))
+            raise
         fault_point(BEFORE_TELEMETRY_STORE)
-        return self.telemetry.add(validate_device_id(device_id), dict(batch), self.clock())
+        stored = self.telemetry.add(validate_device_id(device_id), dict(batch), self.clock())
+        self._confirm_telemetry(device_id, batch)
+        return stored
+
+    def _confirm_telemetry(self, device_id: str, batch: Any, refused: str | None = None) -> None:
+        seqs = [s.get("seq") for s in batch.get("samples", ()) if isinstance(s, Mapping)] \
+            if isinstance(batch, Mapping) and isinstance(batch.get("samples"), list) else []
+        last = max((q for q in seqs if isinstance(q, int) and not isinstance(q, bool) and q >= 1), default=None)
+        if last is not None:
+            self.link.confirm_telemetry(device_id, last, refused)
 
     def record_online(self, device_id: str, online: bool) -> PresenceRecord:
         """The device's retained ``online`` flag: ``True`` when it connects, ``False`` from its last will."""

@@ -13,7 +13,9 @@ Invariants every link keeps (``docs/mqtt.md``):
   document when it (re)connects;
 - a document older than one already sent for that device is never sent after it;
 - :meth:`DeviceLink.publish_trust_root` for a device goes out before any document
-  published after it (same connection, same order).
+  published after it (same connection, same order);
+- :meth:`DeviceLink.confirm_telemetry` may be lost (QoS 0): an agent that misses it sends
+  the batch again, and the hub stores each sample once (ADR 0049).
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class DeviceLink(Protocol):
     def forget(self, device_id: str) -> None:
         """A deleted device: clear what is retained for it and forget its newest sequence."""
 
+    def confirm_telemetry(self, device_id: str, seq: int, refused: str | None) -> None:
+        """Tell a device the hub stored (or refused, saying why) its telemetry batch up to ``seq``; may be lost."""
+
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         """Call a direct method and return the device's answer ``{"status", "result"|"error"}``.
 
@@ -70,6 +75,9 @@ class OfflineLink:
         return None
 
     def forget(self, device_id: str) -> None:
+        return None
+
+    def confirm_telemetry(self, device_id: str, seq: int, refused: str | None) -> None:
         return None
 
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:

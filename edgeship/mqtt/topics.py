@@ -6,6 +6,7 @@
     edgeship/v1/devices/{id}/trust-root           hub -> device, retained, QoS 1: {"chain": [trust-root envelopes]}
     edgeship/v1/devices/{id}/reported             device -> hub, retained, QoS 1: reported state (JSON)
     edgeship/v1/devices/{id}/telemetry            device -> hub, QoS 1: a batch of metrics (JSON)
+    edgeship/v1/devices/{id}/telemetry-stored     hub -> device, QoS 0: {"seq": N} the hub stored a batch (ADR 0049)
     edgeship/v1/devices/{id}/online               device -> hub, retained: "1"; last will "0"
     edgeship/v1/devices/{id}/commands/{method}/{rid}   operator -> device, QoS 1: a direct method call (JSON args)
     edgeship/v1/devices/{id}/responses/{rid}      device -> operator, QoS 1: its answer (JSON)
@@ -33,8 +34,12 @@ __all__ = [
 ]
 
 TOPIC_ROOT = "edgeship/v1/devices"
-Channel = Literal["desired", "reported", "telemetry", "online", "commands", "responses", "trust-root"]
-CHANNELS: tuple[Channel, ...] = ("desired", "reported", "telemetry", "online", "commands", "responses", "trust-root")
+Channel = Literal[
+    "desired", "reported", "telemetry", "online", "commands", "responses", "trust-root", "telemetry-stored"
+]
+CHANNELS: tuple[Channel, ...] = (
+    "desired", "reported", "telemetry", "online", "commands", "responses", "trust-root", "telemetry-stored"
+)
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")  # ids, method names and request ids
 
 

@@ -19,8 +19,10 @@ import pytest
 
 from edgeship.agent.runtimes.base import ModuleStatus
 from edgeship.agent.state.store import ServiceRecord, StateStore
+from edgeship.agent.telemetry.confirm import StoredConfirmations
 from edgeship.agent.telemetry.queue import TelemetryQueue
-from edgeship.agent.telemetry.sampler import TelemetrySampler, TelemetrySender
+from edgeship.agent.telemetry.sampler import TelemetrySampler
+from edgeship.agent.telemetry.sender import TelemetrySender
 from edgeship.hub.telemetry import parse_telemetry
 from edgeship.scoring.metrics import Metrics
 
@@ -110,7 +112,7 @@ def test_the_sender_sends_version_2_and_the_hub_accepts_it(tmp_path: Path, metri
     queue.push({"time": "2026-03-01T11:59:00Z", "cpuPercent": 0.0, "memoryBytes": 0,  # queued by an older agent
                 "modules": {"digits": {"requests": 1, "errors": 0, "latencyMs": {"p50": 1, "p95": 1, "p99": 1}}}})
     link = Published()
-    TelemetrySender("dev-1", queue, link).pump()
+    TelemetrySender("dev-1", queue, link, StoredConfirmations()).pump()
     batch = link.batches[0]
     assert batch["schemaVersion"] == 2 and batch["samples"][0]["modules"]["digits"]["version"] == 3
     parsed = parse_telemetry(batch)
@@ -126,7 +128,7 @@ def test_a_sender_for_an_older_hub_sends_version_1_without_the_new_keys(
     served.observe("/score", 500, 0.002)
     TelemetrySampler(PortsRuntime({"digits.a": port}), state, queue, lambda: T0).sample()
     link = Published()
-    TelemetrySender("dev-1", queue, link, schema_version=1).pump()
+    TelemetrySender("dev-1", queue, link, StoredConfirmations(), schema_version=1).pump()
     batch = link.batches[0]
     assert batch["schemaVersion"] == 1
     assert set(batch["samples"][0]["modules"]["digits"]) == {"requests", "errors", "latencyMs"}
@@ -134,4 +136,4 @@ def test_a_sender_for_an_older_hub_sends_version_1_without_the_new_keys(
     parse_telemetry(batch)  # the version 1 schema (what an older hub checks) accepts it
     assert queue.peek() is not None  # unchanged on disk: sent as version 1, still queued until acknowledged
     with pytest.raises(ValueError, match="schema version 3"):
-        TelemetrySender("dev-1", queue, link, schema_version=3)
+        TelemetrySender("dev-1", queue, link, StoredConfirmations(), schema_version=3)

@@ -29,6 +29,7 @@ def test_the_acl_gives_each_device_only_its_own_channels_and_the_hub_the_tree() 
         "pattern read edgeship/v1/devices/%u/desired",
         "pattern read edgeship/v1/devices/%u/trust-root",
         "pattern read edgeship/v1/devices/%u/commands/#",
+        "pattern read edgeship/v1/devices/%u/telemetry-stored",
         "pattern write edgeship/v1/devices/%u/reported",
         "pattern write edgeship/v1/devices/%u/telemetry",
         "pattern write edgeship/v1/devices/%u/online",

@@ -29,6 +29,7 @@ class MemoryLink:
     documents: list[Outgoing] = field(default_factory=list)
     batches: list[list[Outgoing]] = field(default_factory=list)
     forgotten: list[str] = field(default_factory=list)
+    confirmed: list[tuple[str, int, str | None]] = field(default_factory=list)  # telemetry-stored messages
     failure: Exception | None = None  # set: publish raises it (a link that broke mid-delivery)
 
     def publish(self, documents: Sequence[Outgoing]) -> None:
@@ -43,6 +44,9 @@ class MemoryLink:
 
     def forget(self, device_id: str) -> None:
         self.forgotten.append(device_id)
+
+    def confirm_telemetry(self, device_id: str, seq: int, refused: str | None) -> None:
+        self.confirmed.append((device_id, seq, refused))
 
     def invoke(self, device_id: str, method: str, args: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         return self.answer(device_id, method, args, timeout)
