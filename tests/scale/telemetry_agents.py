@@ -1,0 +1,140 @@
+"""Agents' telemetry paths on a NATS cluster with a real ``hub serve --nats-inbound``: what reaches the hub's store.
+
+Shared by ``test_telemetry_confirmation_nats.py`` and ``benchmarks/broker/telemetry_confirmation.py``
+(ADR 0049, the hub's ``telemetry-stored`` acknowledgement):
+
+- :class:`TelemetryDevice`: one device's telemetry path as the agent wires it (``agent/daemon.py``): a
+  :class:`~edgeship.agent.link.mqtt.MqttLink` logged in as the device over a list of node addresses (it fails
+  over along it), an on-disk :class:`~edgeship.agent.telemetry.queue.TelemetryQueue`, and a
+  :class:`~edgeship.agent.telemetry.sender.TelemetrySender`. With ``confirms`` the link feeds the hub's
+  confirmations to :class:`~edgeship.agent.telemetry.confirm.StoredConfirmations`; without, the link does not
+  subscribe to them, so the sender never sees one and counts the broker's PUBACK (what an agent did before);
+- :class:`Pump`: one thread that pushes a sample into each device's queue every ``sample_every`` seconds while
+  sampling is on and calls every connected sender's ``pump()`` every 0.2 s, as the agent's telemetry thread does;
+- :func:`prepare_stream`: the inbound stream and consumer made before the hub starts, by the hub's own code, so
+  the test knows the stream's leader node and can put the hub and the devices on the other two;
+- :func:`stored_samples`: every ``(device, seq)`` the hub's telemetry table holds (one entry per stored copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from nats_cluster import NatsCluster
+
+from edgeship.agent.link.mqtt import Inbound, MqttLink
+from edgeship.agent.telemetry.confirm import StoredConfirmations
+from edgeship.agent.telemetry.queue import TelemetryQueue
+from edgeship.agent.telemetry.sender import TelemetrySender
+from edgeship.hub.bridge.nats_inbound import NatsInbound
+from edgeship.hub.broker.nats import INBOUND_STREAM
+from edgeship.mqtt.settings import BrokerSettings
+
+__all__ = ["PUMP_EVERY", "Pump", "TelemetryDevice", "missing_and_twice", "prepare_stream", "stored_samples"]
+
+PUMP_EVERY = 0.2  # seconds between two pump() calls, as agent/daemon.py's telemetry thread
+HUB_PASSWORD, DEVICE_PASSWORD = "hub-pw", "dev-pw"  # nats_fleet.fleet_users' logins
+
+
+class TelemetryDevice:
+    """One device's link, queue, confirmations and sender; ``pushed`` lists the seqs its queue handed out."""
+
+    def __init__(self, device_id: str, nodes: list[int], cluster: NatsCluster, folder: Path, *, confirms: bool,
+                 resend_after: float) -> None:  # fmt: skip
+        self.device_id = device_id
+        addresses = [BrokerSettings("127.0.0.1", cluster.nodes[i].mqtt_port, username=device_id,
+                                    password=DEVICE_PASSWORD) for i in nodes]  # fmt: skip
+        self.confirmations = StoredConfirmations()
+        self.queue = TelemetryQueue(folder)
+        self.inbox: queue.Queue[Inbound] = queue.Queue()  # trust roots and documents: not looked at here
+        self.link = MqttLink(addresses, device_id, self.inbox,
+                             on_stored=self.confirmations.note if confirms else None)  # fmt: skip
+        self.sender = TelemetrySender(device_id, self.queue, self.link, self.confirmations, resend_after=resend_after)
+        self.pushed: list[int] = []
+
+    def push(self) -> None:
+        at = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        self.pushed.append(self.queue.push({"time": at, "cpuPercent": 1.0, "memoryBytes": 1024, "modules": {}}))
+
+
+class Pump(threading.Thread):
+    """Samples (while ``sampling`` is set) and pumps every device's sender; ``sample_every`` is per device."""
+
+    def __init__(self, devices: list[TelemetryDevice], sample_every: float) -> None:
+        super().__init__(name="telemetry-pump", daemon=True)
+        self.devices, self.sample_every = devices, sample_every
+        self.sampling = threading.Event()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self._next_sample = 0.0
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                now = time.monotonic()
+                if self.sampling.is_set() and now >= self._next_sample:
+                    self._next_sample = now + self.sample_every
+                    for device in self.devices:
+                        device.push()
+                for device in self.devices:
+                    if device.link.connected.is_set():
+                        device.sender.pump()
+                self.stopping.wait(max(0.0, PUMP_EVERY - (time.monotonic() - now)))
+        except BaseException as exc:  # handed to the caller's thread, which fails with it
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+def prepare_stream(cluster: NatsCluster, node: int) -> str:
+    """Make the inbound stream and its consumer as the hub does (``NatsInbound``), as ``hub-0``; the leader's name.
+
+    The hub finds them made and opens them. Made first so that the stream's leader is known before the hub and
+    the devices pick their nodes: the leader's node is the one to kill.
+    """
+    import nats
+
+    async def make() -> str:
+        connection = await nats.connect(f"nats://127.0.0.1:{cluster.nodes[node].client_port}", user="hub-0",
+                                        password=HUB_PASSWORD)  # fmt: skip
+        try:
+            opener = NatsInbound([], None, username="hub-0", password=HUB_PASSWORD)  # type: ignore[arg-type]
+            await opener._open(connection)  # the hub's own stream and consumer settings
+            info = await connection.jetstream(timeout=10.0).stream_info(INBOUND_STREAM)
+            assert info.cluster is not None and info.cluster.leader, f"stream {INBOUND_STREAM} has no leader: {info}"
+            return str(info.cluster.leader)
+        finally:
+            await connection.close()
+
+    return asyncio.run(make())
+
+
+def stored_samples(db_url: str) -> list[tuple[str, int]]:
+    """Every sample the hub's telemetry table holds, one ``(device, seq)`` per stored copy."""
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute("SELECT device_id, batch FROM telemetry").fetchall()
+    found: list[tuple[str, int]] = []
+    for device, batch in rows:
+        data = batch if isinstance(batch, dict) else json.loads(batch)
+        found += [(device, int(sample["seq"])) for sample in data["samples"]]
+    return found
+
+
+def missing_and_twice(devices: list[TelemetryDevice], stored: list[tuple[str, int]]) -> tuple[list[Any], list[Any]]:
+    """The pushed samples the store lacks, and those it holds more than once (each ``(device, seq)``)."""
+    held = Counter(stored)
+    pushed = [(device.device_id, seq) for device in devices for seq in device.pushed]
+    return [key for key in pushed if key not in held], sorted(key for key, n in held.items() if n > 1)
+
