@@ -13,6 +13,9 @@ Shared by ``test_telemetry_confirmation_nats.py`` and ``benchmarks/broker/teleme
   sampling is on and calls every connected sender's ``pump()`` every 0.2 s, as the agent's telemetry thread does;
 - :func:`prepare_stream`: the inbound stream and consumer made before the hub starts, by the hub's own code, so
   the test knows the stream's leader node and can put the hub and the devices on the other two;
+- :func:`telemetry_world`: all of it on a fresh cluster and database: the hub (its MQTT login and its
+  ``--nats-inbound`` on one node that does not lead the stream), the devices alternating between the two such
+  nodes with the leader last in their address lists, and the pump; ``victim`` is the leader's node;
 - :func:`stored_samples`: every ``(device, seq)`` the hub's telemetry table holds (one entry per stored copy).
 """
 
@@ -24,11 +27,18 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hub_process import HubProcess
+from hub_workspace import make_hub_workspace
 from nats_cluster import NatsCluster
+from nats_fleet import fleet_users
+from simulator import device_ids
 
 from edgeship.agent.link.mqtt import Inbound, MqttLink
 from edgeship.agent.telemetry.confirm import StoredConfirmations
@@ -36,9 +46,11 @@ from edgeship.agent.telemetry.queue import TelemetryQueue
 from edgeship.agent.telemetry.sender import TelemetrySender
 from edgeship.hub.bridge.nats_inbound import NatsInbound
 from edgeship.hub.broker.nats import INBOUND_STREAM
+from edgeship.hub.server import HubConfig, HubServer
 from edgeship.mqtt.settings import BrokerSettings
 
-__all__ = ["PUMP_EVERY", "Pump", "TelemetryDevice", "missing_and_twice", "prepare_stream", "stored_samples"]
+__all__ = ["PUMP_EVERY", "Pump", "TelemetryDevice", "TelemetryWorld", "missing_and_twice", "prepare_stream",
+           "stored_samples", "telemetry_world"]
 
 PUMP_EVERY = 0.2  # seconds between two pump() calls, as agent/daemon.py's telemetry thread
 HUB_PASSWORD, DEVICE_PASSWORD = "hub-pw", "dev-pw"  # nats_fleet.fleet_users' logins
@@ -93,7 +105,8 @@ class Pump(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
-        self.join(10)
+        if self.ident is not None:  # started
+            self.join(10)
 
 
 def prepare_stream(cluster: NatsCluster, node: int) -> str:
@@ -138,3 +151,58 @@ def missing_and_twice(devices: list[TelemetryDevice], stored: list[tuple[str, in
     pushed = [(device.device_id, seq) for device in devices for seq in device.pushed]
     return [key for key in pushed if key not in held], sorted(key for key, n in held.items() if n > 1)
 
+
+
+@dataclass
+class TelemetryWorld:
+    cluster: NatsCluster
+    victim: int  # the node leading the inbound stream
+    hub: HubProcess
+    groups: dict[str, list[TelemetryDevice]]
+    pump: Pump
+    db_url: str
+
+    @property
+    def devices(self) -> list[TelemetryDevice]:
+        return [device for group in self.groups.values() for device in group]
+
+    def start(self) -> None:
+        """The hub (until its API answers), every device's link (in the background), and the pump."""
+        self.hub.start()
+        for device in self.devices:
+            device.link.start()
+        self.pump.start()
+
+
+@contextmanager
+def telemetry_world(folder: Path, db_url: str, groups: dict[str, tuple[int, bool]], *, resend_after: float,
+                    sample_every: float) -> Iterator[TelemetryWorld]:  # fmt: skip
+    """A fresh cluster, workspace and hub on ``db_url`` (an empty database); ``groups``: name -> (devices, confirms).
+
+    Nothing is started but the cluster: :meth:`TelemetryWorld.start`. Everything is stopped on the way out.
+    """
+    ws, _world = make_hub_workspace(folder / "ws", modules=1)
+    names = {name: device_ids(f"{name}-", 0, count) for name, (count, _confirms) in groups.items()}
+    ids = [device for group in names.values() for device in group]
+    with HubServer(HubConfig(workspace=ws.root, db_url=db_url, embedded_broker=True, broker_port=0, port=0)) as seed:
+        seed.services.fleet.create_devices((device, {"site": "lab"}) for device in ids)
+    with NatsCluster(folder / "nats", fleet_users(ids)) as cluster:
+        victim = [node.name for node in cluster.nodes].index(prepare_stream(cluster, 0))
+        hub_node, other = (victim + 1) % 3, (victim + 2) % 3
+        hub = HubProcess(ws.root, cluster.urls[hub_node], folder / "hub.log", username="hub-0", password=HUB_PASSWORD,
+                         db_url=db_url,
+                         extra=("--nats-inbound", f"nats://127.0.0.1:{cluster.nodes[hub_node].client_port}"))
+        orders = [[hub_node, other, victim], [other, hub_node, victim]]
+        devices = {name: [TelemetryDevice(device, orders[n % 2], cluster, folder / "queues" / device,
+                                          confirms=groups[name][1], resend_after=resend_after)
+                          for n, device in enumerate(group)]
+                   for name, group in names.items()}  # fmt: skip
+        world = TelemetryWorld(cluster, victim, hub, devices, Pump([d for g in devices.values() for d in g],
+                                                                      sample_every), db_url)  # fmt: skip
+        try:
+            yield world
+        finally:
+            world.pump.stop()
+            for device in world.devices:
+                device.link.stop()
+            hub.stop()

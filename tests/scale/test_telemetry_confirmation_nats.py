@@ -26,15 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hub_process import HubProcess
-from hub_workspace import make_hub_workspace
-from nats_cluster import NatsCluster
-from nats_fleet import fleet_users, replica_logs
+from nats_fleet import replica_logs
 from replicas import PostgresServer
-from simulator import device_ids
-from telemetry_agents import HUB_PASSWORD, Pump, TelemetryDevice, missing_and_twice, prepare_stream, stored_samples
-
-from edgeship.hub.server import HubConfig, HubServer
+from telemetry_agents import Pump, TelemetryWorld, missing_and_twice, stored_samples, telemetry_world
 
 pytestmark = pytest.mark.slow
 
@@ -54,54 +48,28 @@ def _wait(what: str, done: Any, timeout: float, pump: Pump, detail: Any) -> None
 
 
 @pytest.fixture
-def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
-    ws, _world = make_hub_workspace(tmp_path / "ws", modules=1)
-    ids = device_ids("tel-", 0, DEVICES)
-    db = postgres.fresh_database()
-    with HubServer(HubConfig(workspace=ws.root, db_url=db, embedded_broker=True, broker_port=0, port=0)) as seed:
-        seed.services.fleet.create_devices((d, {"site": "lab"}) for d in ids)
-    with NatsCluster(tmp_path / "nats", fleet_users(ids)) as cluster:
-        names = [node.name for node in cluster.nodes]
-        victim = names.index(prepare_stream(cluster, 0))
-        hub_node, other = (victim + 1) % 3, (victim + 2) % 3
-        hub = HubProcess(ws.root, cluster.urls[hub_node], tmp_path / "hub.log", username="hub-0",
-                         password=HUB_PASSWORD, db_url=db,
-                         extra=("--nats-inbound", f"nats://127.0.0.1:{cluster.nodes[hub_node].client_port}"))
-        devices = [TelemetryDevice(d, [first, second, victim], cluster, tmp_path / "queues" / d, confirms=True,
-                                   resend_after=RESEND_AFTER)
-                   for n, d in enumerate(ids) for first, second in [(hub_node, other) if n % 2 else (other, hub_node)]]
-        pump = Pump(devices, SAMPLE_EVERY)
-        try:
-            yield {"cluster": cluster, "victim": victim, "hub": hub, "devices": devices, "pump": pump, "db": db}
-        finally:
-            pump.stop()
-            for device in devices:
-                device.link.stop()
-            hub.stop()
+def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[TelemetryWorld]:
+    with telemetry_world(tmp_path, postgres.fresh_database(), {"tel": (DEVICES, True)}, resend_after=RESEND_AFTER,
+                         sample_every=SAMPLE_EVERY) as world:  # fmt: skip
+        yield world
 
 
-def test_every_sample_is_stored_once_when_the_inbound_streams_leader_is_killed(world: dict[str, Any]) -> None:
-    cluster: NatsCluster = world["cluster"]
-    hub: HubProcess = world["hub"]
-    devices: list[TelemetryDevice] = world["devices"]
-    pump: Pump = world["pump"]
-    hub.start()
-    for device in devices:
-        device.link.start()
-    pump.start()
+def test_every_sample_is_stored_once_when_the_inbound_streams_leader_is_killed(world: TelemetryWorld) -> None:
+    devices, pump = world.devices, world.pump
+    world.start()
     pump.sampling.set()
     _wait("every device saw the hub confirm a batch", lambda: all(d.queue.hub_confirms for d in devices),
           CONNECT_WAIT, pump, lambda: [d.device_id for d in devices if not d.queue.hub_confirms])
     time.sleep(BEFORE_KILL)
-    cluster.kill(world["victim"])
+    world.cluster.kill(world.victim)
     time.sleep(AFTER_KILL)
     pump.sampling.clear()
     stopped_at = time.monotonic()
     _wait("every queue emptied (each batch confirmed by the hub)", lambda: all(len(d.queue) == 0 for d in devices),
-          DRAIN_WAIT, pump, lambda: {d.device_id: len(d.queue) for d in devices if len(d.queue)}
-          | {"hub": replica_logs([hub])})  # fmt: skip
+          DRAIN_WAIT, pump, lambda: ({d.device_id: len(d.queue) for d in devices if len(d.queue)},
+                                     replica_logs([world.hub])))  # fmt: skip
 
-    missing, twice = missing_and_twice(devices, stored_samples(world["db"]))
+    missing, twice = missing_and_twice(devices, stored_samples(world.db_url))
     pushed = sum(len(d.pushed) for d in devices)
     copies = sum(d.sender.copies for d in devices)
     print(f"{pushed} samples from {len(devices)} devices, {copies} copies, queues empty "
