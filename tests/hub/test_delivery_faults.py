@@ -56,11 +56,11 @@ OUTAGE = 15.0  # seconds the hub stays down, as in the issue
 class GeneratedBroker:
     """Mosquitto on the generated config (``persistence true`` in ``<folder>/data``), on a fixed port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, autosave_interval: int = 2) -> None:  # short, so a test need not wait long
         self.binary = need_binary("mosquitto")
         self.port = free_port()
         users = [BrokerUser(name, hash_password(pw)) for name, pw in PASSWORDS.items()]
-        settings = MosquittoSettings(port=self.port, autosave_interval=2,  # short, so a test need not wait long
+        settings = MosquittoSettings(port=self.port, autosave_interval=autosave_interval,
                                      run_as="root" if os.geteuid() == 0 else None)  # fmt: skip
         files = write_broker_config(folder, users, settings)
         self.saved = folder / "data" / "mosquitto.db"
@@ -94,7 +94,7 @@ class AgentRun:
     """``edgeship agent run`` for dev-1, telemetry every ``interval`` s, logging in with its password."""
 
     def __init__(self, home: Path, hub_url: str, trust_root: Path, broker_port: int, interval: float,
-                 protocol: str) -> None:  # fmt: skip
+                 protocol: str, resend_after: float = 30.0) -> None:  # fmt: skip
         home.mkdir(parents=True, exist_ok=True)
         self.home, self.log = home, home / "agent.log"
         self.queue = home / "data" / "telemetry" / "queue.json"
@@ -102,7 +102,7 @@ class AgentRun:
         self.config.write_text(
             f'device_id = "{DEVICE}"\nhub_url = "{hub_url}"\ntrust_root = {json.dumps(str(trust_root))}\n'
             f'data_dir = {json.dumps(str(home / "data"))}\nruntime = "process"\n'
-            f"telemetry_interval = {interval}\nreconcile_interval = 1\n\n"
+            f"telemetry_interval = {interval}\ntelemetry_resend_after = {resend_after}\nreconcile_interval = 1\n\n"
             f'[broker]\nurl = "mqtt://127.0.0.1:{broker_port}"\nusername = "{DEVICE}"\n'
             f'password = "{PASSWORDS[DEVICE]}"\nprotocol = "{protocol}"\n'
         )
@@ -192,9 +192,21 @@ def protocol() -> str:
 
 
 @pytest.fixture
-def world(tmp_path: Path, interval: float, protocol: str) -> Iterator[World]:
+def autosave() -> int:
+    """Seconds between the broker's saves (a test may override it)."""
+    return 2
+
+
+@pytest.fixture
+def resend_after() -> float:
+    """Seconds before the agent sends a batch the hub has not confirmed again (a test may override it)."""
+    return 30.0
+
+
+@pytest.fixture
+def world(tmp_path: Path, interval: float, protocol: str, autosave: int, resend_after: float) -> Iterator[World]:
     ws, _ = make_hub_workspace(tmp_path / "ws", modules=0)
-    broker = GeneratedBroker(tmp_path / "broker").start()
+    broker = GeneratedBroker(tmp_path / "broker", autosave).start()
     hub_url = broker.url("hub").replace("hub:hub-secret@", "")
     with HubServer(HubConfig(workspace=ws.root, broker_url=hub_url, broker_username="hub",
                              broker_password=PASSWORDS["hub"], port=0)) as seed:  # fmt: skip
@@ -202,7 +214,7 @@ def world(tmp_path: Path, interval: float, protocol: str) -> Iterator[World]:
     hub = HubProcess(ws.root, hub_url, tmp_path / "hub.log", username="hub", password=PASSWORDS["hub"],
                      mqtt5=protocol == "5").start()  # fmt: skip
     agent = AgentRun(tmp_path / "agent", hub.url, ws.root / "trust-root.json", broker.port, interval,
-                     protocol).start()  # fmt: skip
+                     protocol, resend_after).start()  # fmt: skip
     store = HubStore(sqlite_url(ws.root))
     world = World(broker, hub, agent, store)
     try:
@@ -278,3 +290,21 @@ def test_telemetry_across_an_agent_sigkill_is_stored_once_each(world: World) -> 
     world.count_exactly(after=world.agent.last_seq())
     report = world.newest_report()
     world.wait("the hub to hold the restarted agent's report", lambda: world.hub_has_report(report))
+
+
+@pytest.mark.parametrize(("autosave", "resend_after"), [(3600, 1.0)])
+def test_telemetry_a_broker_took_while_no_hub_was_there_survives_the_brokers_sigkill_before_it_saved(
+        world: World) -> None:
+    """What PUBACKs alone could not keep (docs/mqtt.md, before ADR 0049): the broker acknowledges the agent's batches
+    while the hub is down and is SIGKILLed before it saved them, or the hub's session (``autosave_interval`` 3600 s:
+    never, in this test). The agent has seen the hub confirm, so it keeps every batch until the hub's
+    ``telemetry-stored`` names it, and sends it again (here after 1 s, doubling) until the restarted hub stores it."""
+    world.wait("the hub to confirm (the agent then waits for it)",
+               lambda: json.loads(world.agent.queue.read_text()).get("hubConfirms") == 1)
+    world.hub.kill()
+    mark = world.agent.last_seq()
+    world.wait("the agent to sample while the hub is down", lambda: world.agent.last_seq() >= mark + 4)
+    world.broker.stop(signal.SIGKILL)  # everything it took since the hub died is gone with it
+    world.broker.start()
+    world.hub.start()
+    world.count_exactly(after=world.agent.last_seq())

@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from hub_world import HubWorld
+from memory_link import MemoryLink
 
+from edgeship.errors import InputError
+from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.services import HubServices
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -96,3 +99,36 @@ def test_a_re_send_stored_by_two_threads_at_once_is_stored_once(hub: HubServices
         t.join()
     assert errors == []
     assert _stored(hub) == list(range(1, 51))
+
+
+def test_the_device_is_told_what_was_stored_a_copy_included_and_what_was_refused_with_why(
+        hub_url: str, world: HubWorld) -> None:
+    link = MemoryLink()
+    hub = world.services(hub_url, link=link)
+    hub.fleet.create_device("dev-1")
+    batch = _batch((4, T0), (5, T0 + timedelta(seconds=10)))
+    hub.fleet.record_telemetry("dev-1", batch)
+    hub.fleet.record_telemetry("dev-1", batch)  # a copy sent again because the first confirmation was lost
+    assert link.confirmed == [("dev-1", 5, None), ("dev-1", 5, None)]
+    bad = _batch((6, T0 + timedelta(seconds=20)))
+    bad["samples"][0]["cpuPercent"] = -1
+    with pytest.raises(InputError):
+        hub.fleet.record_telemetry("dev-1", bad)
+    assert link.confirmed[-1][:2] == ("dev-1", 6) and "cpuPercent" in str(link.confirmed[-1][2])
+    with pytest.raises(InputError):  # another device's batch on this device's topic: refused, said to this device
+        hub.fleet.record_telemetry("dev-1", {**_batch((7, T0 + timedelta(seconds=30))), "deviceId": "dev-2"})
+    assert link.confirmed[-1][:2] == ("dev-1", 7) and "dev-2" in str(link.confirmed[-1][2])
+    assert _stored(hub) == [4, 5]
+
+
+def test_nothing_is_confirmed_when_the_batch_names_no_sample_or_the_device_is_unknown(
+        hub_url: str, world: HubWorld) -> None:
+    link = MemoryLink()
+    hub = world.services(hub_url, link=link)
+    hub.fleet.create_device("dev-1")
+    for junk in ({"samples": "no"}, {"schemaVersion": 1, "deviceId": "dev-1", "dropped": 0, "samples": [{}]}):
+        with pytest.raises(InputError):
+            hub.fleet.record_telemetry("dev-1", junk)
+    with pytest.raises(HubNotFoundError):
+        hub.fleet.record_telemetry("dev-9", {**_batch((1, T0)), "deviceId": "dev-9"})
+    assert link.confirmed == []
