@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgeship.agent.telemetry.confirm import StoredConfirmations
@@ -52,13 +51,17 @@ class Publisher(Protocol):
     def publish_telemetry(self, batch: dict[str, Any]) -> Any: ...
 
 
-@dataclass
 class _InFlight:
-    batch: Batch
-    info: Any  # paho's MQTTMessageInfo of the newest copy
-    first_sent: float
-    next_copy: float
-    delay: float
+    """The batch in flight (a plain class: the agent does not import ``dataclasses``, ADR 0043)."""
+
+    __slots__ = ("batch", "delay", "first_sent", "info", "next_copy")
+
+    def __init__(self, batch: Batch, info: Any, first_sent: float, next_copy: float, delay: float) -> None:
+        self.batch = batch
+        self.info = info  # paho's MQTTMessageInfo of the newest copy
+        self.first_sent = first_sent
+        self.next_copy = next_copy
+        self.delay = delay
 
 
 class TelemetrySender:
