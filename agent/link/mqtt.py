@@ -179,8 +179,8 @@ class MqttLink:
         # root arrives before a document signed by its new hub key (the agent also retries after it).
         topics = [(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
                   (device_topic(self.device_id, "commands") + "/#", 1)]
-        if self.on_stored is not None:
-            topics.append((device_topic(self.device_id, "telemetry-stored"), 1))
+        if self.on_stored is not None:  # QoS 0 as the hub sends it: on NATS a QoS 1 subscription costs a consumer
+            topics.append((device_topic(self.device_id, "telemetry-stored"), 0))
         return topics
 
     def _subscribe(self, client: paho.Client, topics: list[tuple[str, int]]) -> None:
