@@ -29,6 +29,7 @@ so a provisioning bundle (config, trust root, certificates) can move as a whole.
     password_file = "broker-password"          # or password = "..."
     ca_file = "hub-ca.pem"
     protocol = "3.1.1"                         # or "5"
+    subscribe_qos = 1                          # 0 on a NATS cluster: no JetStream consumer per subscription (ADR 0050)
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ _TOP_KEYS = {
     "health_timeout", "reconcile_interval", "telemetry_queue_limit", "broker", "min_free_bytes",
     "max_partial_bytes", "part_cache_bytes", "download_min_rate", "download_rate_window", "download_deadline",
 }  # fmt: skip
-_BROKER_KEYS = {"url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol"}
+_BROKER_KEYS = {
+    "url", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "protocol", "subscribe_qos",
+}  # fmt: skip
 
 
 @record
@@ -70,6 +73,7 @@ class BrokerConfig:
     key_file: Path | None = None
     protocol: str = "3.1.1"
     more_urls: tuple[str, ...] = ()  # further addresses of the same broker cluster, in the order to try them
+    subscribe_qos: int = 1  # of the agent's trust-root, desired and commands subscriptions (ADR 0050)
 
     def settings(self) -> BrokerSettings:
         return self._settings(self.url)
@@ -206,6 +210,9 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
     protocol = broker.get("protocol", "3.1.1")
     if protocol not in ("3.1.1", "5"):
         raise _fail(path, "broker.protocol", f"must be \"3.1.1\" or \"5\", not {protocol!r}")
+    subscribe_qos = broker.get("subscribe_qos", 1)
+    if subscribe_qos not in (0, 1) or isinstance(subscribe_qos, bool):
+        raise _fail(path, "broker.subscribe_qos", f"must be 0 or 1, not {subscribe_qos!r}")
     urls = _urls(broker, path)
     broker_config = BrokerConfig(
         url=urls[0],
@@ -216,6 +223,7 @@ def config_from_dict(data: dict[str, Any], path: Path) -> AgentConfig:
         cert_file=_path(base, _string(broker, "cert_file", path, "broker.")),
         key_file=_path(base, _string(broker, "key_file", path, "broker.")),
         protocol=protocol,
+        subscribe_qos=subscribe_qos,
     )
     try:
         addresses = broker_config.all_settings()

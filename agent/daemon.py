@@ -114,7 +114,7 @@ class Agent:
         self.stored = StoredConfirmations()  # the hub's telemetry-stored messages, for the sender
         self.link = MqttLink(
             config.broker_addresses, config.device_id, self.inbox, on_command=self._on_command,
-            on_inbound=self._on_inbound, on_stored=self.stored.note,
+            on_inbound=self._on_inbound, on_stored=self.stored.note, subscribe_qos=config.broker.subscribe_qos,
         )  # fmt: skip
         self.methods = MethodWorker(self.runtime, self.state, self.guard, self.link.respond)
         parts = PartCache(BlobCache(data / "parts", config.hub_url, limits=limits), max_bytes=config.part_cache_bytes)

@@ -63,6 +63,7 @@ class MqttLink:
         on_command: Callable[[str, bytes, str], None] | None = None,
         on_inbound: Callable[[Inbound], None] | None = None,
         on_stored: Callable[[bytes], object] | None = None,
+        subscribe_qos: int = 1,
     ) -> None:
         """``on_command(method, payload, request_id)`` runs in paho's thread: it must only hand the call on.
 
@@ -72,6 +73,11 @@ class MqttLink:
 
         ``on_stored(payload)`` takes the hub's ``telemetry-stored`` messages (in paho's thread);
         without it the link does not subscribe to them.
+
+        ``subscribe_qos``: the QoS of the ``trust-root``, ``desired`` and ``commands/#`` subscriptions. 0 on a NATS
+        cluster, where each QoS 1 subscription costs a replicated JetStream consumer (ADR 0050): documents are
+        retained, so every (re)subscribe brings the newest, and only a command sent while the device is offline
+        is lost.
 
         ``settings``: one broker, or the addresses of a cluster's nodes in the order to try
         them (the first is tried first; all share the login and TLS settings of the first).
@@ -85,6 +91,9 @@ class MqttLink:
         self.on_command = on_command
         self.on_inbound = on_inbound
         self.on_stored = on_stored
+        if subscribe_qos not in (0, 1):
+            raise ValueError(f"subscribe_qos must be 0 or 1, not {subscribe_qos!r}")
+        self.subscribe_qos = subscribe_qos
         self.connected = threading.Event()
         self._online = device_topic(device_id, "online")
         self._last_report: bytes | None = None
@@ -177,8 +186,9 @@ class MqttLink:
     def _topics(self) -> list[tuple[str, int]]:
         # trust-root first: the broker sends retained messages in subscription order, so a rotated
         # root arrives before a document signed by its new hub key (the agent also retries after it).
-        topics = [(device_topic(self.device_id, "trust-root"), 1), (device_topic(self.device_id, "desired"), 1),
-                  (device_topic(self.device_id, "commands") + "/#", 1)]
+        qos = self.subscribe_qos
+        topics = [(device_topic(self.device_id, "trust-root"), qos), (device_topic(self.device_id, "desired"), qos),
+                  (device_topic(self.device_id, "commands") + "/#", qos)]
         if self.on_stored is not None:  # QoS 0 as the hub sends it: on NATS a QoS 1 subscription costs a consumer
             topics.append((device_topic(self.device_id, "telemetry-stored"), 0))
         return topics

@@ -169,3 +169,63 @@ def test_agent_toml_takes_one_broker_url_or_a_list_of_a_clusters_nodes(tmp_path:
         path.write_text(head + f"[broker]\nurl = {bad}\n")
         with pytest.raises(ConfigError, match=says):
             load_config(path)
+
+
+def _consumers(cluster: NatsCluster) -> int:
+    """JetStream consumers the cluster holds (``/jsz`` of the first live node: the meta layer's count)."""
+    import httpx
+
+    for node in cluster.nodes:
+        try:
+            return int(httpx.get(f"http://{node.host}:{node.http_port}/jsz", timeout=5).json()["consumers"])
+        except httpx.HTTPError:
+            continue
+    raise AssertionError("no node answered /jsz")
+
+
+def test_with_subscribe_qos_0_the_link_costs_no_consumer_and_still_gets_documents_across_a_node_kill(
+    cluster: NatsCluster,
+) -> None:
+    """ADR 0050: on NATS every QoS 1 subscription is a replicated JetStream consumer (1,000 devices took minutes to
+    subscribe). With ``[broker] subscribe_qos = 0`` the link's three subscriptions make none, and a document still
+    arrives live and, retained, after the link moved to another node."""
+    addresses = [parse_broker_url(url, username=DEVICE, password="dev-pw") for url in cluster.urls]
+    hub = Hub(cluster.urls[2])
+    inbox: queue.Queue[Inbound] = queue.Queue()
+    link = MqttLink(addresses, DEVICE, inbox, subscribe_qos=0)
+    try:
+        before = _consumers(cluster)
+        link.start()
+        assert published_until_received(hub, inbox, b"document 1", 60) == b"document 1"
+        assert _consumers(cluster) == before, "a QoS 0 subscription made a JetStream consumer"
+        cluster.kill(0)  # the node the link is on
+        wait_for(lambda: link.connected.is_set() and link.settings.port != cluster.nodes[0].mqtt_port, 60,
+                 "the link on another node")  # fmt: skip
+        assert published_until_received(hub, inbox, b"document 2", 60, seen=frozenset({b"document 1"})) == b"document 2"
+    finally:
+        link.stop()
+        hub.close()
+    qos1 = MqttLink(addresses[1:], DEVICE, queue.Queue())  # the same session and subscriptions at QoS 1: consumers
+    try:
+        qos1.start()
+        wait_for(lambda: _consumers(cluster) > before, 60, "the QoS 1 subscriptions' consumers (the count works)")
+    finally:
+        qos1.stop()
+    with pytest.raises(ValueError, match="subscribe_qos must be 0 or 1"):
+        MqttLink(addresses, DEVICE, inbox, subscribe_qos=2)
+
+
+def test_agent_toml_takes_subscribe_qos_0_or_1(tmp_path: Path) -> None:
+    from edgeship.agent.config import load_config
+    from edgeship.errors import ConfigError
+
+    head = 'device_id = "site.7"\nhub_url = "http://127.0.0.1:8800"\ntrust_root = "t.json"\ndata_dir = "d"\n'
+    path = tmp_path / "agent.toml"
+    path.write_text(head + '[broker]\nurl = "mqtt://b1:1883"\n')
+    assert load_config(path).broker.subscribe_qos == 1
+    path.write_text(head + '[broker]\nurl = "mqtt://b1:1883"\nsubscribe_qos = 0\n')
+    assert load_config(path).broker.subscribe_qos == 0
+    for bad in ("2", "true", '"0"'):
+        path.write_text(head + f'[broker]\nurl = "mqtt://b1:1883"\nsubscribe_qos = {bad}\n')
+        with pytest.raises(ConfigError, match=r"broker\.subscribe_qos must be 0 or 1"):
+            load_config(path)
