@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from nats_fleet import replica_logs
 from replicas import PostgresServer
-from telemetry_agents import Pump, TelemetryWorld, missing_and_twice, stored_samples, telemetry_world
+from telemetry_agents import Pump, TelemetryDevice, TelemetryWorld, missing_and_twice, stored_samples, telemetry_world
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,13 @@ def _wait(what: str, done: Any, timeout: float, pump: Pump, detail: Any) -> None
         assert pump.error is None, f"the pump thread failed: {pump.error!r}"
         assert time.monotonic() < deadline, f"{what} within {timeout:g} s: {detail()}"
         time.sleep(0.1)
+
+
+def _state(devices: list[TelemetryDevice], which: set[str]) -> str:
+    """What the senders of ``which`` saw, for a failure's message."""
+    return "; ".join(f"{d.device_id}: highest confirmed {d.confirmations.seq} ({d.confirmations.count} confirmations), "
+                     f"{d.sender.copies} copies, hub confirms {d.queue.hub_confirms}, {d.link.failovers} failovers"
+                     for d in devices if d.device_id in which)
 
 
 @pytest.fixture
@@ -74,7 +81,8 @@ def test_every_sample_is_stored_once_when_the_inbound_streams_leader_is_killed(w
     copies = sum(d.sender.copies for d in devices)
     print(f"{pushed} samples from {len(devices)} devices, {copies} copies, queues empty "
           f"{time.monotonic() - stopped_at:.1f} s after sampling stopped")  # with -s: what the run exercised
-    assert not missing, f"{len(missing)} of {pushed} samples confirmed but not stored: {missing[:20]}"
+    assert not missing, (f"{len(missing)} of {pushed} samples confirmed but not stored: {missing[:20]}; "
+                         f"{_state(devices, {device for device, _seq in missing})}")
     assert not twice, f"{len(twice)} samples stored more than once: {twice[:20]}"
     assert copies >= 1, (f"no batch went unconfirmed for {RESEND_AFTER:g} s around the leader's death "
                          f"({pushed} samples; queues empty {time.monotonic() - stopped_at:.1f} s after sampling "
