@@ -5,7 +5,8 @@ Shared by ``test_telemetry_confirmation_nats.py`` and ``benchmarks/broker/teleme
 
 - :class:`TelemetryDevice`: one device's telemetry path as the agent wires it (``agent/daemon.py``): a
   :class:`~edgeship.agent.link.mqtt.MqttLink` logged in as the device over a list of node addresses (it fails
-  over along it), an on-disk :class:`~edgeship.agent.telemetry.queue.TelemetryQueue`, and a
+  over along it; QoS 0 subscriptions, ``[broker] subscribe_qos = 0`` as on a NATS cluster, ADR 0050), an
+  on-disk :class:`~edgeship.agent.telemetry.queue.TelemetryQueue`, and a
   :class:`~edgeship.agent.telemetry.sender.TelemetrySender`. With ``confirms`` the link feeds the hub's
   confirmations to :class:`~edgeship.agent.telemetry.confirm.StoredConfirmations`; without, the link does not
   subscribe to them, so the sender never sees one and counts the broker's PUBACK (what an agent did before);
@@ -67,8 +68,8 @@ class TelemetryDevice:
         self.confirmations = StoredConfirmations()
         self.queue = TelemetryQueue(folder)
         self.inbox: queue.Queue[Inbound] = queue.Queue()  # trust roots and documents: not looked at here
-        self.link = MqttLink(addresses, device_id, self.inbox,
-                             on_stored=self.confirmations.note if confirms else None)  # fmt: skip
+        self.link = MqttLink(addresses, device_id, self.inbox, on_stored=self.confirmations.note if confirms else None,
+                             subscribe_qos=0)  # as agents on NATS are configured (ADR 0050)
         self.sender = TelemetrySender(device_id, self.queue, self.link, self.confirmations, resend_after=resend_after)
         self.pushed: list[int] = []
 
