@@ -38,7 +38,14 @@ for _extra in (REPO / "tests", REPO / "tests" / "scale", REPO / "tests" / "hub",
         sys.path.insert(0, str(_extra))
 
 from postgres_server import PostgresServer  # noqa: E402
-from telemetry_agents import TelemetryDevice, TelemetryWorld, missing_and_twice, stored_samples, telemetry_world  # noqa: E402
+from telemetry_agents import (  # noqa: E402
+    TelemetryDevice,
+    TelemetryWorld,
+    missing_and_twice,
+    stored_samples,
+    stream_leader,
+    telemetry_world,
+)
 
 from edgeship.hub.store.telemetry import KEEP_PER_DEVICE  # noqa: E402
 
@@ -74,6 +81,7 @@ def run_once(folder: Path, db_url: str, args: argparse.Namespace) -> dict[str, o
             raise RuntimeError(f"the devices were not all sending within {args.connect_wait:g} s")
         time.sleep(args.before_kill)
         leader = world.cluster.nodes[world.victim].name
+        leader_now = stream_leader(world.cluster, world.hub_node)  # it may have moved since the stream was made
         world.cluster.kill(world.victim)
         time.sleep(args.after_kill)
         world.pump.sampling.clear()
@@ -92,7 +100,7 @@ def run_once(folder: Path, db_url: str, args: argparse.Namespace) -> dict[str, o
         if most > KEEP_PER_DEVICE:  # a device's oldest batches may have been pruned: the count would be wrong
             raise RuntimeError(f"a device pushed {most} samples, more than the {KEEP_PER_DEVICE} batches the hub "
                                "keeps per device; sample less often or for less time")
-        figures: dict[str, object] = {"leader_killed": leader, "load_start": load_start}
+        figures: dict[str, object] = {"killed": leader, "leader_at_kill": leader_now, "load_start": load_start}
         for name, devices in world.groups.items():
             missing, twice = missing_and_twice(devices, stored)
             unsent = sum(len(d.queue) for d in devices)

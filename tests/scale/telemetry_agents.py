@@ -17,6 +17,7 @@ Shared by ``test_telemetry_confirmation_nats.py`` and ``benchmarks/broker/teleme
 - :func:`telemetry_world`: all of it on a fresh cluster and database: the hub (its MQTT login and its
   ``--nats-inbound`` on one node that does not lead the stream), the devices alternating between the two such
   nodes with the leader last in their address lists, and the pump; ``victim`` is the leader's node;
+- :func:`stream_leader`: which node leads the stream now (the benchmark checks it is still the one it kills);
 - :func:`stored_samples`: every ``(device, seq)`` the hub's telemetry table holds (one entry per stored copy).
 """
 
@@ -51,7 +52,7 @@ from edgeship.hub.server import HubConfig, HubServer
 from edgeship.mqtt.settings import BrokerSettings
 
 __all__ = ["PUMP_EVERY", "Pump", "TelemetryDevice", "TelemetryWorld", "missing_and_twice", "prepare_stream",
-           "stored_samples", "telemetry_world"]
+           "stored_samples", "stream_leader", "telemetry_world"]
 
 PUMP_EVERY = 0.2  # seconds between two pump() calls, as agent/daemon.py's telemetry thread
 HUB_PASSWORD, DEVICE_PASSWORD = "hub-pw", "dev-pw"  # nats_fleet.fleet_users' logins
@@ -133,6 +134,22 @@ def prepare_stream(cluster: NatsCluster, node: int) -> str:
     return asyncio.run(make())
 
 
+def stream_leader(cluster: NatsCluster, node: int) -> str:
+    """The name of the node leading the inbound stream now, asked as ``hub-0`` through ``node``."""
+    import nats
+
+    async def ask() -> str:
+        connection = await nats.connect(f"nats://127.0.0.1:{cluster.nodes[node].client_port}", user="hub-0",
+                                        password=HUB_PASSWORD)  # fmt: skip
+        try:
+            info = await connection.jetstream(timeout=10.0).stream_info(INBOUND_STREAM)
+            return str(info.cluster.leader) if info.cluster is not None else ""
+        finally:
+            await connection.close()
+
+    return asyncio.run(ask())
+
+
 def stored_samples(db_url: str) -> list[tuple[str, int]]:
     """Every sample the hub's telemetry table holds, one ``(device, seq)`` per stored copy."""
     import psycopg
@@ -158,6 +175,7 @@ def missing_and_twice(devices: list[TelemetryDevice], stored: list[tuple[str, in
 class TelemetryWorld:
     cluster: NatsCluster
     victim: int  # the node leading the inbound stream
+    hub_node: int  # the node the hub logs in to (MQTT and --nats-inbound)
     hub: HubProcess
     groups: dict[str, list[TelemetryDevice]]
     pump: Pump
@@ -198,8 +216,8 @@ def telemetry_world(folder: Path, db_url: str, groups: dict[str, tuple[int, bool
                                           confirms=groups[name][1], resend_after=resend_after)
                           for n, device in enumerate(group)]
                    for name, group in names.items()}  # fmt: skip
-        world = TelemetryWorld(cluster, victim, hub, devices, Pump([d for g in devices.values() for d in g],
-                                                                      sample_every), db_url)  # fmt: skip
+        pump = Pump([device for group in devices.values() for device in group], sample_every)
+        world = TelemetryWorld(cluster, victim, hub_node, hub, devices, pump, db_url)
         try:
             yield world
         finally:
