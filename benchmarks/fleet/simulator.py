@@ -23,6 +23,12 @@ refusal). Every device then also notes when a document naming the release first
 reached it, when it reported on it, and when a later document without it
 arrived (the ``release`` command returns that log).
 
+Optionally (``Fleet(..., telemetry=Telemetry(folder))``, ``sim_telemetry.py``;
+used by ``tests/scale/test_cluster_rollout_kill.py``) every device also sends
+telemetry as the agent does: the agent's on-disk queue, its sender and the hub's
+``telemetry-stored`` confirmations (ADR 0049), the device subscribed to its own
+``telemetry-stored`` topic, the senders pumped from the loop.
+
 Why not a thread per client: paho's ``loop_start()`` starts a thread and a
 ``select()`` per client and dies past about 340 clients per process
 (``../shared/DESIGN.md``). Here paho's ``on_socket_*`` callbacks register each
@@ -56,7 +62,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 
@@ -67,6 +73,9 @@ from edgeship.errors import EdgeshipError
 from edgeship.mqtt import device_topic, parse_broker_url, parse_device_topic
 from edgeship.mqtt.client import make_client
 from edgeship.signing import TrustRoot
+
+if TYPE_CHECKING:
+    from sim_telemetry import Telemetry
 
 __all__ = ["SOURCES", "BadRelease", "Fleet", "SimDevice", "device_ids"]
 
@@ -155,9 +164,13 @@ class Fleet:
         verify: bool = True,
         bad_release: BadRelease | None = None,
         persistent: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         """``persistent``: each session survives its connection (an agent's link does that; the benchmarks keep
-        clean sessions, so a run leaves no state in the broker)."""
+        clean sessions, so a run leaves no state in the broker). ``telemetry``: every device also sends telemetry
+        as the agent does (``sim_telemetry.py``); None (the benchmarks) sends none."""
+        self.telemetry = telemetry
+        self._next_pump = 0.0
         self.bad_release = bad_release  # None: every document applies (the fleet benchmark)
         self.verify = verify  # False only for the benchmark's diagnostic "hub and broker alone" runs
         self.settings = parse_broker_url(broker_url)
@@ -186,6 +199,9 @@ class Fleet:
             client.on_subscribe = self._on_subscribe
             client.on_message = self._on_message
             self.devices.append(device)
+            if telemetry is not None:
+                telemetry.attach(device_id)
+        self._ids = [device.device_id for device in self.devices]
 
     # sessions -------------------------------------------------------------------------------
     def connect(self, timeout: float = 120.0) -> None:
@@ -267,6 +283,10 @@ class Fleet:
                 device.client.loop_write()
         self._flush()
         now = time.monotonic()
+        if self.telemetry is not None and now >= self._next_pump:
+            self._next_pump = now + self.telemetry.pump_every
+            self.telemetry.pump(self._ids)
+            self._flush()
         if now - self._last_misc > MISC_EVERY:
             self._last_misc = now
             for device in self.devices:
@@ -319,12 +339,21 @@ class Fleet:
                 self.epoll.modify(fd, _IN)
 
     # MQTT callbacks ----------------------------------------------------------------------------
+    def subscriptions(self, device: SimDevice) -> list[tuple[str, int]]:
+        """What a device subscribes to: its ``desired`` and ``commands/+/+``, and ``telemetry-stored`` with telemetry
+        (QoS 1 each, as the agent's link)."""
+        topics = [(device.desired, 1), (f"{device_topic(device.device_id, 'commands')}/+/+", 1)]
+        if self.telemetry is not None:
+            topics.append((device_topic(device.device_id, "telemetry-stored"), self.telemetry.stored_qos))
+        return topics
+
     def _on_connect(self, client: paho.Client, device: SimDevice, _flags: Any, reason: Any, _props: Any) -> None:
         if getattr(reason, "is_failure", False):
             self.counts["connect_refused"] += 1
             return
-        base = device_topic(device.device_id, "commands")
-        client.subscribe([(device.desired, 1), (f"{base}/+/+", 1)])
+        client.subscribe(self.subscriptions(device))
+        if self.telemetry is not None:
+            self.telemetry.attach(device.device_id).connected(client)
 
     def _on_subscribe(self, _client: paho.Client, device: SimDevice, _mid: int, _codes: Any, _props: Any) -> None:
         if not device.ready:
@@ -339,6 +368,9 @@ class Fleet:
                 self._note_release(device, bytes(message.payload))
             if message.payload:
                 self._apply(client, device, bytes(message.payload))
+            return
+        if self.telemetry is not None and message.topic == self.telemetry.attach(device.device_id).stored_topic:
+            self.telemetry.note(device.device_id, bytes(message.payload))
             return
         topic = parse_device_topic(message.topic)
         if topic is not None and topic.channel == "commands" and message.payload:

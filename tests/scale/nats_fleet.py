@@ -13,6 +13,8 @@ Shared by ``test_broker_node_kill.py`` and ``test_cluster_rollout_kill.py``:
   (the failure message showed them unconnected) and, same signature, in a CI run. Persistent as the agent's
   sessions are (an earlier run with clean sessions, where 10 moved devices were sent nothing more, likely
   met the same drops);
+- with a :class:`sim_telemetry.Telemetry`, every device also sends telemetry as the agent does (its queue,
+  sender and the hub's ``telemetry-stored`` confirmations, ADR 0049); a moved device keeps its queue;
 - :class:`DocumentLog`: every document each device is sent, to find a sequence with two contents;
 - :func:`unfinished`: the devices not on their newest document with status 200, or whose report of it the
   hub did not store (a lost report, counted);
@@ -34,6 +36,7 @@ import time
 from typing import Any
 
 from mqtt_probe import Probe, Received
+from sim_telemetry import Telemetry
 from simulator import KEEPALIVE, Fleet
 
 from edgeship.hub.broker.nats import NatsUser, hash_password_bcrypt
@@ -93,8 +96,9 @@ class Devices:
     Each connect publishes ``online`` ``"1"`` and the device's last report again, as the agent's link does.
     """
 
-    def __init__(self, urls: list[str], ids: list[str], root: TrustRoot) -> None:
+    def __init__(self, urls: list[str], ids: list[str], root: TrustRoot, telemetry: Telemetry | None = None) -> None:
         self.root = root
+        self.telemetry = telemetry  # None: no telemetry
         self.reports: dict[str, bytes] = {}  # each device's last report, as its link keeps it
         self.desired: dict[str, bytes] = {}  # each device's last desired message
         self.fleets = [self._fleet(url, ids[i::len(urls)]) for i, url in enumerate(urls)]
@@ -106,7 +110,8 @@ class Devices:
         self._next_redial = 0.0
 
     def _fleet(self, url: str, ids: list[str], before: Fleet | None = None) -> Fleet:
-        fleet = Fleet(url, ids, self.root, persistent=True)  # as an agent's link: the session resumes on any node
+        # persistent as an agent's link: the session resumes on any node
+        fleet = Fleet(url, ids, self.root, persistent=True, telemetry=self.telemetry)
         kept = {device.device_id: device for device in before.devices} if before is not None else {}
         for device in fleet.devices:
             if device.device_id in kept:  # the same device on a new connection: what it applied stays
@@ -114,10 +119,10 @@ class Devices:
                 device.last_applied, device.last_code = old.last_applied, old.last_code
                 device.accepted_raw, device.services = old.accepted_raw, old.services
             device.client.username_pw_set(device.device_id, "dev-pw")
-            self._as_link(device)
+            self._as_link(fleet, device)
         return fleet
 
-    def _as_link(self, device: Any) -> None:
+    def _as_link(self, fleet: Fleet, device: Any) -> None:
         """As agent/link/mqtt.py: refused subscriptions retried; ``online`` and the last report again on connect, and
         when the same document arrives again live."""
         client, device_id = device.client, device.device_id
@@ -127,7 +132,7 @@ class Devices:
         def on_subscribe(client: Any, data: Any, mid: int, codes: Any, props: Any) -> None:
             if any(getattr(code, "is_failure", False) for code in codes):  # retried as the agent's link does
                 self.retries += 1
-                client.subscribe([(data.desired, 1), (f"{device_topic(data.device_id, 'commands')}/+/+", 1)])
+                client.subscribe(fleet.subscriptions(data))
                 return
             inner_subscribe(client, data, mid, codes, props)
 
@@ -211,7 +216,9 @@ class Devices:
             with contextlib.suppress(TimeoutError):  # retried below
                 fleet.connect(20.0)
         while not all(device.ready for fleet in fleets for device in fleet.devices):
-            assert time.monotonic() < deadline, "simulated devices did not connect and subscribe"
+            assert time.monotonic() < deadline, (
+                f"{sum(not d.ready for f in fleets for d in f.devices)} simulated devices did not connect and "
+                f"subscribe in {WAIT:.0f} s ({self.retries} refused SUBACKs retried)")
             now = time.monotonic()
             for fleet in fleets:
                 for index, device in enumerate(fleet.devices):

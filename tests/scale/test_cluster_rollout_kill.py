@@ -14,9 +14,21 @@ message; the stores are idempotent (a report is an upsert that never goes back a
 of a replica's loss already holds everything and there is no session to drain (ADR 0039, ADR 0044). The
 replicas connect to the two nodes that stay up: a hub takes one broker address.
 
+Every device also sends telemetry as the agent does (``benchmarks/fleet/sim_telemetry.py``: the agent's on-disk
+queue and sender, each batch kept until the hub's ``telemetry-stored`` says it stored it, a copy after 10 s
+doubling; ADR 0049): a sample every 30 s (the agent's default interval), from before the kills until the
+rollout completed and every device sampled once more after the kills; then every queue must empty.
+
 Asserted: the surviving replica takes the rollout engine over and the rollout completes; every device ends on
 its newest document (the release) with status 200; the hub stored every device's report of it (none lost,
-counted); no (device, sequence) was ever sent with two contents.
+counted); no (device, sequence) was ever sent with two contents; no telemetry sample is lost or stored twice:
+the (device, seq) pairs in PostgreSQL's ``telemetry`` table are exactly those pushed, each once (counted), and
+the hub confirmed telemetry to every device. The devices' queues start as those of agents that have seen this
+hub confirm before (``hubConfirms`` in the queue's folder): a new agent counts the broker's PUBACK until its
+first confirmation, and in a run that started so, 8 devices lost a sample sent in that window when the node
+died. With the confirmations ignored (the PUBACK counts) 168 of 1,089 samples were lost: devices on a node
+that stayed up, published just before the other node's SIGKILL, PUBACKed and never delivered to the
+surviving replica (ADR 0047).
 
 The issue's 1,000 devices (``EDGESHIP_CLUSTER_DEVICES`` sets another number). Before the generated configs
 lifted nats-server 2.15's limit of 1,000 JetStream consumers (ADR 0039 revision 2) a fleet of 1,000 never
@@ -30,8 +42,10 @@ at load 7).
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +57,7 @@ from hub_workspace import make_hub_workspace
 from nats_cluster import NatsCluster
 from nats_fleet import Devices, DocumentLog, fleet_users, replica_logs, sequence_of, unfinished
 from replicas import PostgresServer
+from sim_telemetry import Telemetry
 from simulator import device_ids
 
 from edgeship.hub.api import create_token
@@ -53,6 +68,35 @@ pytestmark = pytest.mark.slow
 
 DEVICES = int(os.environ.get("EDGESHIP_CLUSTER_DEVICES", "1000"))
 WAIT = 180.0  # seconds for the rollout to complete after the kills (moving 100 sessions took 42-46 s at load 10)
+SAMPLE_EVERY = 30.0  # seconds between one device's telemetry samples (the agent's default): 33 batches/s for 1,000
+# devices, each stored by both replicas (together they stored ~130 one-sample batches/s in benchmarks/fleet/RESULTS.md)
+RESEND_AFTER = 10.0  # seconds before a sender publishes an unconfirmed batch again (the agent's: 30 s)
+DRAIN = 120.0  # seconds for every queued sample to be confirmed after the rollout completed
+
+
+def _stored_samples(db_url: str) -> Counter[tuple[str, int]]:
+    """How often each (device, seq) is in the hub's ``telemetry`` table (the JSON batches as stored)."""
+    import psycopg
+
+    with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        rows = conn.execute("SELECT device_id, batch FROM telemetry").fetchall()
+    stored: Counter[tuple[str, int]] = Counter()
+    for device, batch in rows:
+        data = batch if isinstance(batch, dict) else json.loads(batch)
+        stored.update((device, int(sample["seq"])) for sample in data["samples"])
+    return stored
+
+
+def _samples_lost_or_twice(pushed: list[tuple[str, int]], stored: Counter[tuple[str, int]]) -> str:
+    """A failure's message naming the samples lost, stored twice or never pushed; empty when stored == pushed."""
+    missing = sorted(set(pushed) - set(stored))
+    twice = sorted(key for key, n in stored.items() if n > 1)
+    unknown = sorted(set(stored) - set(pushed))
+    if not (missing or twice or unknown):
+        return ""
+    return (f"of {len(pushed)} telemetry samples pushed, {len(missing)} were not stored (first: {missing[:10]}), "
+            f"{len(twice)} were stored twice (first: {twice[:10]}), {len(unknown)} stored were never pushed "
+            f"(first: {unknown[:10]})")
 
 
 def _coordinator(replicas: list[HubProcess]) -> int:
@@ -88,7 +132,7 @@ def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
             for replica in replicas:
                 replica.wait_ready()
             yield {"cluster": cluster, "replicas": replicas, "ids": ids, "token": token, "root": root,
-                   "store": store}  # fmt: skip
+                   "store": store, "db": db, "telemetry": tmp_path / "telemetry"}  # fmt: skip
         finally:
             store.close()
             for replica in replicas:
@@ -101,9 +145,17 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
     store: HubStore = world["store"]
     headers = {"Authorization": f"Bearer {world['token']}"}
     log = DocumentLog(cluster.urls[2].replace("mqtt://", "mqtt://hub-probe:hub-pw@"))
-    devices = Devices(cluster.urls[:2], world["ids"], world["root"])
+    # stored_qos 0, not 1 as the agent's link: the hub publishes telemetry-stored at QoS 0, so it arrives at QoS 0
+    # either way, but on NATS a QoS 1 subscription is one more replicated JetStream consumer per device (3,000 for
+    # 1,000 devices): subscribing took 59 s and failed once in 2 tries here, 16-83 s in 4 at QoS 0 (load 10-20).
+    # hub_confirms: the queues are those of agents that have seen this hub confirm (ADR 0049), so each batch waits for
+    # the hub's telemetry-stored from the first; a new agent counts the broker's PUBACK until its first confirmation.
+    telemetry = Telemetry(world["telemetry"], interval=SAMPLE_EVERY, resend_after=RESEND_AFTER, stored_qos=0,
+                          hub_confirms=True)
+    devices = Devices(cluster.urls[:2], world["ids"], world["root"], telemetry)
     try:
         devices.connect()
+        telemetry.start()  # through the kills until the rollout completed
         deadline = time.monotonic() + WAIT
         while unfinished(devices, store):  # each device applied its first (empty) document and the hub has it
             assert time.monotonic() < deadline, f"{len(unfinished(devices, store))} devices never reported"
@@ -124,6 +176,7 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
         while rollout()["wave"] < 2:  # the second wave (50 %) is going out
             assert time.monotonic() < deadline, f"{rollout()}\n{replica_logs(replicas)}"
             devices.step(0.3)
+        before_kill, killed = len(telemetry.pushed), time.monotonic()
         replicas[leader].kill()
         cluster.kill(0)
         devices.move(0, cluster.urls[1])  # what each device's link does when its node dies
@@ -136,6 +189,21 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
                 f"report lost: {dict(list(unfinished(devices, store).items())[:5])}\n"
                 f"{devices.describe(list(unfinished(devices, store))[:5])}\n{replica_logs(replicas)}")
             devices.step(0.5)
+        while time.monotonic() < killed + SAMPLE_EVERY:  # every device sampled since the kills
+            devices.step(0.5)
+        telemetry.stop()
+        deadline = time.monotonic() + DRAIN
+        while pending := telemetry.pending():  # each queue keeps a batch until the hub confirmed it stored it
+            assert time.monotonic() < deadline, (
+                f"{len(pending)} devices' telemetry never confirmed: {dict(list(pending.items())[:5])}; "
+                f"{devices.describe(list(pending)[:5])}\n{replica_logs(replicas)}")
+            devices.step(0.5)
+        lost = _samples_lost_or_twice(telemetry.pushed, _stored_samples(world["db"]))
+        assert not lost, f"{lost}; {telemetry.copies()} batches sent again\n{replica_logs(replicas)}"
+        per_device = Counter(device for device, _ in telemetry.pushed)  # under the hub's 100 kept batches each
+        assert len(per_device) == DEVICES and max(per_device.values()) < 100, per_device.most_common(3)
+        assert before_kill and len({device for device, _ in telemetry.pushed[before_kill:]}) == DEVICES
+        assert not telemetry.unconfirmed(), f"the hub confirmed no telemetry to {telemetry.unconfirmed()[:5]}"
         on_release = [d for d in devices.all() if d.accepted_raw and sequence_of(d.accepted_raw)[1] == [1]]
         assert len(on_release) == DEVICES
         status = httpx.get(f"{survivor.url}/deployments/lab", headers=headers, timeout=30).json()["status"]
