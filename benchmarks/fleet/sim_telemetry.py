@@ -112,7 +112,7 @@ class Telemetry:
     """The telemetry of every simulated device, kept in folders under ``root``; one per test, shared by its fleets."""
 
     def __init__(self, root: Path, *, interval: float = 5.0, resend_after: float = 2.0, pump_every: float = 0.2,
-                 stored_qos: int = 1, hub_confirms: bool = False, clock: Callable[[], float] = time.monotonic,
+                 hub_confirms: bool = False, clock: Callable[[], float] = time.monotonic,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         if interval <= 0 or pump_every <= 0:
             raise ValueError(f"interval ({interval}) and pump_every ({pump_every}) must be above 0")
@@ -120,7 +120,6 @@ class Telemetry:
         self.interval = interval
         self.resend_after = resend_after
         self.pump_every = pump_every
-        self.stored_qos = stored_qos  # of the telemetry-stored subscription
         self.hub_confirms = hub_confirms  # each new queue starts waiting for the hub's confirmations
         self.clock = clock
         self.now = now

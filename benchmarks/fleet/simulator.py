@@ -340,11 +340,12 @@ class Fleet:
 
     # MQTT callbacks ----------------------------------------------------------------------------
     def subscriptions(self, device: SimDevice) -> list[tuple[str, int]]:
-        """What a device subscribes to: its ``desired`` and ``commands/+/+``, and ``telemetry-stored`` with telemetry
-        (QoS 1 each, as the agent's link)."""
+        """What a device subscribes to: its ``desired`` and ``commands/+/+`` (QoS 1), and with telemetry
+        ``telemetry-stored`` at QoS 0 as the agent's link (the hub sends it at QoS 0; on NATS a QoS 1 subscription
+        would cost a replicated JetStream consumer per device)."""
         topics = [(device.desired, 1), (f"{device_topic(device.device_id, 'commands')}/+/+", 1)]
         if self.telemetry is not None:
-            topics.append((device_topic(device.device_id, "telemetry-stored"), self.telemetry.stored_qos))
+            topics.append((device_topic(device.device_id, "telemetry-stored"), 0))
         return topics
 
     def _on_connect(self, client: paho.Client, device: SimDevice, _flags: Any, reason: Any, _props: Any) -> None:

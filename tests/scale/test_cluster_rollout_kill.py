@@ -145,13 +145,9 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
     store: HubStore = world["store"]
     headers = {"Authorization": f"Bearer {world['token']}"}
     log = DocumentLog(cluster.urls[2].replace("mqtt://", "mqtt://hub-probe:hub-pw@"))
-    # stored_qos 0, not 1 as the agent's link: the hub publishes telemetry-stored at QoS 0, so it arrives at QoS 0
-    # either way, but on NATS a QoS 1 subscription is one more replicated JetStream consumer per device (3,000 for
-    # 1,000 devices): subscribing took 59 s and failed once in 2 tries here, 16-83 s in 4 at QoS 0 (load 10-20).
     # hub_confirms: the queues are those of agents that have seen this hub confirm (ADR 0049), so each batch waits for
     # the hub's telemetry-stored from the first; a new agent counts the broker's PUBACK until its first confirmation.
-    telemetry = Telemetry(world["telemetry"], interval=SAMPLE_EVERY, resend_after=RESEND_AFTER, stored_qos=0,
-                          hub_confirms=True)
+    telemetry = Telemetry(world["telemetry"], interval=SAMPLE_EVERY, resend_after=RESEND_AFTER, hub_confirms=True)
     devices = Devices(cluster.urls[:2], world["ids"], world["root"], telemetry)
     try:
         devices.connect()
