@@ -14,7 +14,8 @@ SUBACKs and silent connects retried, ``online`` and the last report again on eve
 Both hubs use PostgreSQL (one server, a fresh database per side), so what differs is the broker and the
 replicas. Timed, per side:
 
-1. **subscribe**: every session connected and SUBACKed (``desired``, ``commands/+/+``, QoS 1); then
+1. **subscribe**: every session connected and SUBACKed (``desired``, ``commands/+/+``; QoS 1 on Mosquitto, and on
+   the cluster QoS 0 as agents there are configured, ADR 0050, or 1 with ``--nats-subscribe-qos 1``); then
    **first documents**: until the hub's database holds every device's applied report of its first document;
 2. **fan-out**: ``POST /deployments`` (to the last hub: ``hub-1`` on the cluster, the only one beside Mosquitto)
    targeting every device, until the database holds every device's applied report of its new document
@@ -152,10 +153,12 @@ class SimProcess(run.SimProcess):
     """``cluster.py sim``: devices ``first``..``first+count`` on ``urls`` as agents' links; commands as plain lines
     on stdin (``read`` and ``stop`` are ``run.py``'s)."""
 
-    def __init__(self, urls: Sequence[str], trust_root: Path, first: int, count: int, timeout: float) -> None:
+    def __init__(self, urls: Sequence[str], trust_root: Path, first: int, count: int, timeout: float,
+                 subscribe_qos: int = 1) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "sim", "--urls", ",".join(urls), "--trust-root",
-             str(trust_root), "--first", str(first), "--count", str(count), "--timeout", str(timeout)],
+             str(trust_root), "--first", str(first), "--count", str(count), "--timeout", str(timeout),
+             "--subscribe-qos", str(subscribe_qos)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )  # fmt: skip
         self.read()
@@ -172,10 +175,10 @@ def all_do(sims: Sequence[SimProcess], command: str) -> list[dict[str, Any]]:
     return [sim.read() for sim in sims]
 
 
-def serve_devices(urls: list[str], ids: list[str], root: TrustRoot, timeout: float) -> None:
+def serve_devices(urls: list[str], ids: list[str], root: TrustRoot, timeout: float, subscribe_qos: int = 1) -> None:
     """The subprocess's loop: step the sessions; run ``connect``, ``reconnect``, ``stats``, ``stop`` from stdin."""
     nats_fleet.WAIT = timeout  # Devices.connect's patience
-    devices = nats_fleet.Devices(urls, ids, root)
+    devices = nats_fleet.Devices(urls, ids, root, subscribe_qos=subscribe_qos)
     for fleet in devices.fleets:  # each session knows its broker before its first connect: Devices.connect's retry
         for index, device in enumerate(fleet.devices):  # calls reconnect() on sessions a slow first pass never reached
             device.client.connect_async(fleet.settings.host, fleet.settings.port, keepalive=KEEPALIVE,
@@ -290,7 +293,8 @@ def measure_side(name: str, device_urls: list[str], hubs: list[HubProcess], part
                  args: argparse.Namespace) -> dict[str, Any]:  # fmt: skip
     """Subscribe, first documents, fan-out and storm for one side whose broker and hubs run."""
     n = len(ids)
-    result: dict[str, Any] = {"side": name, "devices": n, "load_start": os.getloadavg()}
+    result: dict[str, Any] = {"side": name, "devices": n, "load_start": os.getloadavg(),
+                              "subscribe_qos": args.nats_subscribe_qos if name == "nats" else 1}
     store = HubStore(db)
     sims: list[SimProcess] = []
     trust_file = work / f"trust-root-{name}.json"
@@ -299,7 +303,8 @@ def measure_side(name: str, device_urls: list[str], hubs: list[HubProcess], part
     share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     first = 0
     for index, count in enumerate(share):
-        sim = SimProcess(device_urls, trust_file, first, count, args.timeout)
+        qos = args.nats_subscribe_qos if name == "nats" else 1  # Mosquitto fleets keep QoS 1 (ADR 0050)
+        sim = SimProcess(device_urls, trust_file, first, count, args.timeout, qos)
         sims.append(sim)
         parts.add(f"sim-{index}", lambda sim=sim: sim.process.pid)  # type: ignore[misc]
         first += count
@@ -558,9 +563,11 @@ def sim_main(argv: Sequence[str]) -> int:
     parser.add_argument("--first", type=int, required=True)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--timeout", type=float, required=True)
+    parser.add_argument("--subscribe-qos", type=int, choices=(0, 1), default=1)
     args = parser.parse_args(argv)
     root = TrustRoot.from_json(args.trust_root.read_bytes())
-    serve_devices(args.urls.split(","), device_ids(PREFIX, args.first, args.count), root, args.timeout)
+    serve_devices(args.urls.split(","), device_ids(PREFIX, args.first, args.count), root, args.timeout,
+                  args.subscribe_qos)
     return 0
 
 
@@ -575,6 +582,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nats-max-consumers", type=int,
                         help="diagnostic: jetstream limits default_max_consumers in the nodes' configs (the product "
                              "writes -1, no limit; 1000 is nats-server 2.15's own default)")
+    parser.add_argument("--nats-subscribe-qos", type=int, choices=(0, 1), default=0,
+                        help="QoS of the devices' subscriptions on the cluster: 0 as docs/scale.md configures agents "
+                             "there (ADR 0050); 1 for the runs before it")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a phase may take before it stops")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds of quiet between phases")
     parser.add_argument("--sim-procs", type=int, default=2, help="simulator processes per side")

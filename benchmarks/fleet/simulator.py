@@ -165,11 +165,13 @@ class Fleet:
         bad_release: BadRelease | None = None,
         persistent: bool = False,
         telemetry: Telemetry | None = None,
+        subscribe_qos: int = 1,
     ) -> None:
         """``persistent``: each session survives its connection (an agent's link does that; the benchmarks keep
         clean sessions, so a run leaves no state in the broker). ``telemetry``: every device also sends telemetry
         as the agent does (``sim_telemetry.py``); None (the benchmarks) sends none."""
         self.telemetry = telemetry
+        self.subscribe_qos = subscribe_qos  # of desired and commands: 0 as agents on a NATS cluster (ADR 0050)
         self._next_pump = 0.0
         self.bad_release = bad_release  # None: every document applies (the fleet benchmark)
         self.verify = verify  # False only for the benchmark's diagnostic "hub and broker alone" runs
@@ -340,10 +342,11 @@ class Fleet:
 
     # MQTT callbacks ----------------------------------------------------------------------------
     def subscriptions(self, device: SimDevice) -> list[tuple[str, int]]:
-        """What a device subscribes to: its ``desired`` and ``commands/+/+`` (QoS 1), and with telemetry
+        """What a device subscribes to: its ``desired`` and ``commands/+/+`` (``subscribe_qos``), and with telemetry
         ``telemetry-stored`` at QoS 0 as the agent's link (the hub sends it at QoS 0; on NATS a QoS 1 subscription
         would cost a replicated JetStream consumer per device)."""
-        topics = [(device.desired, 1), (f"{device_topic(device.device_id, 'commands')}/+/+", 1)]
+        qos = self.subscribe_qos
+        topics = [(device.desired, qos), (f"{device_topic(device.device_id, 'commands')}/+/+", qos)]
         if self.telemetry is not None:
             topics.append((device_topic(device.device_id, "telemetry-stored"), 0))
         return topics

@@ -96,8 +96,11 @@ class Devices:
     Each connect publishes ``online`` ``"1"`` and the device's last report again, as the agent's link does.
     """
 
-    def __init__(self, urls: list[str], ids: list[str], root: TrustRoot, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, urls: list[str], ids: list[str], root: TrustRoot, telemetry: Telemetry | None = None, *,
+                 subscribe_qos: int = 1) -> None:
+        """``subscribe_qos``: of each device's ``desired`` and ``commands``; 0 as agents on NATS (ADR 0050)."""
         self.root = root
+        self.subscribe_qos = subscribe_qos
         self.telemetry = telemetry  # None: no telemetry
         self.reports: dict[str, bytes] = {}  # each device's last report, as its link keeps it
         self.desired: dict[str, bytes] = {}  # each device's last desired message
@@ -111,7 +114,7 @@ class Devices:
 
     def _fleet(self, url: str, ids: list[str], before: Fleet | None = None) -> Fleet:
         # persistent as an agent's link: the session resumes on any node
-        fleet = Fleet(url, ids, self.root, persistent=True, telemetry=self.telemetry)
+        fleet = Fleet(url, ids, self.root, persistent=True, telemetry=self.telemetry, subscribe_qos=self.subscribe_qos)
         kept = {device.device_id: device for device in before.devices} if before is not None else {}
         for device in fleet.devices:
             if device.device_id in kept:  # the same device on a new connection: what it applied stays
