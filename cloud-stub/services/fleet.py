@@ -185,9 +185,7 @@ class Fleet:
         return stored
 
     def _confirm_telemetry(self, device_id: str, batch: Any, refused: str | None = None) -> None:
-        seqs = [s.get("seq") for s in batch.get("samples", ()) if isinstance(s, Mapping)] \
-            if isinstance(batch, Mapping) and isinstance(batch.get("samples"), list) else []
-        last = max((q for q in seqs if isinstance(q, int) and not isinstance(q, bool) and q >= 1), default=None)
+        last = _last_seq(batch)
         if last is not None:
             self.link.confirm_telemetry(device_id, last, refused)
 
@@ -208,6 +206,15 @@ class Fleet:
         self.store.get_device(validate_device_id(device_id))  # HubNotFoundError for an unknown device
         check_method_call(method, args, timeout)
         return self.link.invoke(device_id, method, args, timeout)
+
+
+def _last_seq(batch: Any) -> int | None:
+    """A telemetry batch's highest sample ``seq`` (at least 1), read leniently: a refused batch is confirmed too."""
+    samples = batch.get("samples") if isinstance(batch, Mapping) else None
+    if not isinstance(samples, list):
+        return None
+    seqs = [sample.get("seq") for sample in samples if isinstance(sample, Mapping)]
+    return max((q for q in seqs if isinstance(q, int) and not isinstance(q, bool) and q >= 1), default=None)
 
 
 def _check_report(device_id: str, state: Any) -> None:
