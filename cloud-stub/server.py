@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeship.deployment import DEFAULT_TTL
-from edgeship.errors import SignatureError, TransportError
+from edgeship.errors import ConfigError, SignatureError, TransportError
 from edgeship.mqtt import BrokerSettings, parse_broker_url
 from edgeship.workspace import Workspace
 
@@ -156,6 +156,7 @@ class HubServer:
         self.services: Any = None  # HubServices once started
         self.bridge: Any = None
         self.inbound: Any = None  # NatsInbound with config.nats_inbound
+        self.auth_callout: Any = None  # NatsAuthCallout when the NATS folder's users.conf declares one (ADR 0051)
         self.credentials: Any = None  # DeviceCredentials
         self.replication: Any = None  # Replication: leases, change notices, draining gone replicas
         self._uvicorn: Any = None
@@ -260,11 +261,34 @@ class HubServer:
             credentials = DeviceCredentials(self.services.fleet, ca=ca, broker=nats)
             nats.start(credentials.broker_state)  # at start a cluster that cannot be reloaded is an error
             feed.on(CHANGE_TOPIC, partial(nats.refresh, credentials.broker_state))  # another replica's change
+            self._start_auth_callout(nats)
             return credentials
         credentials = DeviceCredentials(self.services.fleet, ca=ca, broker=broker)
         if broker is not None:
             broker.apply(credentials.broker_state)  # at start a broker that cannot be reloaded is an error
         return credentials
+
+    def _start_auth_callout(self, nats: Any) -> None:
+        """When the cluster's ``users.conf`` sends device logins to the hubs: decide them from the logins ``nats``
+        keeps, with the issuer key beside it, over the ``--nats-inbound`` addresses (ADR 0051)."""
+        if nats.auth_callout is None:
+            return
+        from edgeship.hub.broker.nats_callout import SEED_FILE, LoginDecider, NatsAuthCallout, load_issuer
+
+        c = self.config
+        if not c.nats_inbound:
+            raise ConfigError(f"{nats.users_file} sends device logins to the hub (auth callout); give the nodes' "
+                              "client addresses with --nats-inbound nats://HOST:4222, or no device can log in.")
+        issuer = load_issuer(nats.folder / SEED_FILE)
+        if issuer.public_key != nats.auth_callout:
+            raise ConfigError(f"{nats.folder / SEED_FILE} is not the key users.conf names as the auth callout's issuer "
+                              f"({nats.auth_callout}); write the folder again with 'edgeship hub broker-config "
+                              "--engine nats --auth-callout' and restart the nodes.")  # fmt: skip
+        assert self.settings is not None
+        self.auth_callout = NatsAuthCallout(c.nats_inbound, LoginDecider(issuer, nats.logins),
+                                            username=self.settings.username, password=self.settings.password,
+                                            ca_file=self.settings.ca_file,
+                                            name=f"edgeship-hub {self.bridge_client_id()} auth").start()  # fmt: skip
 
     def _start_nats_inbound(self) -> None:
         """With ``nats_inbound``: this replica's share of the devices' messages, through the bridge's subscriber."""
@@ -424,6 +448,9 @@ class HubServer:
         if self.replication is not None:
             self.replication.stop()
             self.replication = None
+        if self.auth_callout is not None:
+            self.auth_callout.stop()
+            self.auth_callout = None
         if self.inbound is not None:  # before the bridge's subscriber stops: nothing fetched after that
             self.inbound.stop()
             self.inbound = None

@@ -35,6 +35,7 @@ What NATS needs beyond Mosquitto, measured on 2.15.1 (``benchmarks/broker/RESULT
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +43,12 @@ from pathlib import Path
 from edgeship.errors import ConfigError, InputError
 from edgeship.fsutil import atomic_write_text
 from edgeship.hub.broker.mosquitto import DEVICE_READ, DEVICE_WRITE
+from edgeship.hub.broker.nats_jwt import ACCOUNT, public_key_bytes
 from edgeship.mqtt.identity import is_hub_identity, validate_device_id, validate_hub_identity
 from edgeship.mqtt.topics import TOPIC_ROOT
 
 __all__ = [
+    "AUTH_SUBJECT",
     "BCRYPT_COST",
     "INBOUND_CONSUMER",
     "INBOUND_STREAM",
@@ -60,6 +63,7 @@ __all__ = [
     "inbound_api_subjects",
     "nats_subject",
     "nats_subscribe_subjects",
+    "parse_auth_callout",
     "parse_users",
     "render_node_config",
     "render_users",
@@ -67,6 +71,7 @@ __all__ = [
     "write_nats_config",
 ]
 
+AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"  # where a node asks the auth callout about a login (ADR 0051)
 INBOUND_STREAM = "EDGESHIP_INBOUND"  # the devices' reported/telemetry/online, shared by hub replicas (ADR 0047)
 INBOUND_CONSUMER = "hub"  # the one durable pull consumer every replica fetches from
 PID_SUFFIX = ".pid"  # <node>.pid beside <node>.conf: where a node writes its pid (render_node_config)
@@ -137,7 +142,8 @@ def user_permissions(user: NatsUser) -> dict[str, object]:
         validate_hub_identity(user.username)
         everything = nats_subject(f"{TOPIC_ROOT}/#")
         return {"publish": [everything, *inbound_api_subjects()],
-                "subscribe": [*nats_subscribe_subjects(f"{TOPIC_ROOT}/#"), "$MQTT.sub.>", "_INBOX.>"]}
+                "subscribe": [*nats_subscribe_subjects(f"{TOPIC_ROOT}/#"), "$MQTT.sub.>", "_INBOX.>", AUTH_SUBJECT],
+                "allow_responses": True}  # the auth callout answers on the node's reply subject (ADR 0051)
     own = f"{TOPIC_ROOT}/{user.username}"
     return {
         "publish": [nats_subject(f"{own}/{channel}") for channel in DEVICE_WRITE],
@@ -146,8 +152,12 @@ def user_permissions(user: NatsUser) -> dict[str, object]:
     }
 
 
-def render_users(users: Iterable[NatsUser]) -> str:
-    """``users.conf``: the ``authorization`` block every node includes. Duplicate names are refused."""
+def render_users(users: Iterable[NatsUser], auth_callout: str | None = None) -> str:
+    """``users.conf``: the ``authorization`` block every node includes. Duplicate names are refused.
+
+    ``auth_callout``: the issuer's public account nkey; the nodes then send every login but the hubs' to the hub
+    replicas (:mod:`.nats_callout`, ADR 0051), and the device lines stay only as the fallback for a cluster
+    restarted without the callout."""
     seen: set[str] = set()
     entries = []
     for user in sorted(users, key=lambda u: u.username):
@@ -159,10 +169,15 @@ def render_users(users: Iterable[NatsUser]) -> str:
         entry = {"user": user.username, "password": user.password_hash, "permissions": user_permissions(user),
                  "allowed_connection_types": kinds}  # fmt: skip
         entries.append("  " + json.dumps(entry, separators=(", ", ": ")))
-    if not any(is_hub_identity(name) for name in seen):
+    hubs = sorted(name for name in seen if is_hub_identity(name))
+    if not hubs:
         raise InputError("The broker users lack a hub user ('hub' or 'hub-<name>'); add one, or no hub can log in.")
-    return "# edgeship broker users (generated; edit the hub's device list instead).\nauthorization {\n users = [\n" + \
-        "\n".join(entries) + "\n ]\n}\n"  # fmt: skip
+    callout = []
+    if auth_callout is not None:
+        public_key_bytes(auth_callout, ACCOUNT)  # an account nkey, or refused
+        callout = [f' auth_callout {{ issuer: "{auth_callout}", auth_users: {json.dumps(hubs)} }}']
+    return "\n".join(["# edgeship broker users (generated; edit the hub's device list instead).", "authorization {",
+                      " users = [", *entries, " ]", *callout, "}", ""])
 
 
 @dataclass(frozen=True)
@@ -213,9 +228,20 @@ class NatsSettings:
     max_memory_store: int = 256 * 1024 * 1024
     max_file_store: int = 8 * 1024 * 1024 * 1024
     tls: NatsTls | None = None  # None: every port speaks in clear (a private network only)
+    auth_callout: str | None = None  # the issuer's public account nkey: the hubs decide device logins (ADR 0051)
 
 
 _SCAFFOLD = {"authorization {", "users = [", "]", "}"}  # render_users's lines around the entries
+_CALLOUT = re.compile(r'^auth_callout \{ issuer: "(?P<issuer>A[A-Z2-7]{55})", auth_users: (?P<hubs>\[[^\]]*\]) \}$')
+
+
+def parse_auth_callout(text: str) -> tuple[str, list[str]] | None:
+    """The auth callout's issuer and hub users in a ``users.conf`` :func:`render_users` wrote, or None."""
+    for raw in text.splitlines():
+        match = _CALLOUT.match(raw.strip())
+        if match is not None:
+            return match["issuer"], list(json.loads(match["hubs"]))
+    return None
 
 
 def parse_users(text: str) -> dict[str, str]:
@@ -224,7 +250,7 @@ def parse_users(text: str) -> dict[str, str]:
     users: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if not line or line.startswith("#") or line in _SCAFFOLD:
+        if not line or line.startswith("#") or line in _SCAFFOLD or _CALLOUT.match(line):
             continue
         try:
             entry = json.loads(line)
@@ -338,7 +364,7 @@ def write_nats_config(folder: Path, nodes: Sequence[NatsNode], users: Iterable[N
     if len(set(names)) != len(names):
         raise ConfigError(f"NATS node names must differ ({', '.join(names)}); give each node its own name.")
     users_file = folder / "users.conf"
-    text = render_users(users)
+    text = render_users(users, settings.auth_callout)
     configs = {node.name: folder / f"{node.name}.conf" for node in nodes}
     rendered = {node.name: render_node_config(node, nodes, settings, folder / f"{node.name}-data", users_file,
                                               folder / f"{node.name}{PID_SUFFIX}") for node in nodes}  # fmt: skip

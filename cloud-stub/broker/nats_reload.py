@@ -46,7 +46,14 @@ from pathlib import Path
 
 from edgeship.errors import ConfigError, EdgeshipError, InputError
 from edgeship.fsutil import atomic_write_text
-from edgeship.hub.broker.nats import PID_SUFFIX, NatsUser, hash_password_bcrypt, parse_users, render_users
+from edgeship.hub.broker.nats import (
+    PID_SUFFIX,
+    NatsUser,
+    hash_password_bcrypt,
+    parse_auth_callout,
+    parse_users,
+    render_users,
+)
 from edgeship.hub.broker.reload import BrokerState
 from edgeship.mqtt.identity import RESERVED_NAMES, is_hub_identity, validate_hub_identity
 
@@ -106,6 +113,8 @@ class ManagedNats:
         self.announce = announce
         self._lock = threading.Lock()
         self._left_out: frozenset[str] = frozenset()
+        self._logins: dict[str, str] = {}  # device -> bcrypt hash, as last rendered (the auth callout reads it)
+        self.auth_callout = self._callout()
         self._hub_hash = self._existing().get(self.hub_username) or (
             hash_password_bcrypt(hub_password) if hub_password else None)  # fmt: skip
         if self._hub_hash is None:
@@ -113,6 +122,28 @@ class ManagedNats:
                 f"{self.users_file} has no line for the hub user {self.hub_username!r}; write the folder with "
                 "'edgeship hub broker-config --engine nats -o DIR' first or pass --broker-password."
             )
+
+    def logins(self) -> dict[str, str]:
+        """Every device that may log in and its bcrypt hash, as ``users.conf`` last said (the auth callout's
+        source, ``nats_callout.LoginDecider``): the file and the callout never disagree."""
+        return self._logins
+
+    def _callout(self) -> str | None:
+        """The auth callout's issuer if ``users.conf`` declares one (kept on every rewrite). Its ``auth_users`` can
+        change only with a node restart, so this hub's user must already be among them."""
+        if not self.users_file.is_file():
+            return None
+        declared = parse_auth_callout(self.users_file.read_text(encoding="utf-8"))
+        if declared is None:
+            return None
+        issuer, hubs = declared
+        if self.hub_username not in hubs:
+            raise ConfigError(
+                f"{self.users_file} sends logins to an auth callout whose hub users are {', '.join(hubs)}, not "
+                f"{self.hub_username!r}; write the folder again with 'edgeship hub broker-config --engine nats "
+                "--auth-callout' naming this hub with --hub-username, and restart the nodes (NATS cannot reload that)."
+            )
+        return issuer
 
     # what the hub calls ----------------------------------------------------------------------------------------
     def start(self, read_state: Callable[[], BrokerState]) -> str:
@@ -211,7 +242,8 @@ class ManagedNats:
                 log.warning("%d device(s) get no NATS login (a certificate, no credential, or a password issued "
                             "before the hub kept bcrypt hashes): %s; give each a new password with 'edgeship device "
                             "rotate-credentials ID'", len(left_out), ", ".join(left_out[:20]))  # fmt: skip
-        return render_users(users)
+        self._logins = {user.username: user.password_hash for user in users if not user.is_hub}
+        return render_users(users, self.auth_callout)
 
     def _reload(self) -> None:
         failed = self._run_commands() if self.commands else self._signal_nodes()

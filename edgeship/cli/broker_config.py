@@ -105,6 +105,12 @@ def broker_config(
         typer.Option("--nats-node", help="With --engine nats: a cluster node as NAME=HOST or "
                      "NAME=HOST:CLIENT,CLUSTER,MQTT,HTTP ports (repeat, at least 3).", show_default=False),
     ] = None,
+    auth_callout: Annotated[
+        bool,
+        typer.Option("--auth-callout", help="With --engine nats: the nodes ask the hub replicas about every device "
+                     "login (the hub binds each device's MQTT client id to its login; needs 'hub serve "
+                     "--nats-config-dir OUT --nats-inbound URL'). Writes the hub's key OUT/auth-callout.nk (0600)."),
+    ] = False,
 ) -> None:
     """Write the broker's security config for the hub's devices: Mosquitto's (reload it with SIGHUP) or a NATS
     cluster's (--engine nats)."""
@@ -117,8 +123,10 @@ def broker_config(
                              "log in by password.")  # fmt: skip
         ca = (ca_dir or workspace_from(workspace).root / "broker-ca") if tls_host else None
         _nats(out, hub_password_file, workspace, db, hub_username, device_passwords, nats_node or [],
-              tls_host or [], ca)  # fmt: skip
+              tls_host or [], ca, auth_callout=auth_callout)  # fmt: skip
         return
+    if auth_callout:
+        raise InputError("--auth-callout is for a NATS cluster (--engine nats); Mosquitto binds client ids itself.")
     try:
         from edgeship.hub.broker.mosquitto import (
             BrokerUser,
@@ -175,7 +183,7 @@ def broker_config(
 
 def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | None, hub_username: list[str] | None,
           device_passwords: Path | None, nodes: list[str], tls_hosts: list[str],
-          ca_dir: Path | None) -> None:  # fmt: skip
+          ca_dir: Path | None, *, auth_callout: bool = False) -> None:  # fmt: skip
     """``--engine nats``: the hub's devices with the bcrypt hashes of the store or the file, TLS from the hub CA in
     ``ca_dir`` when given (``edgeship.cli.broker_config_nats``)."""
     try:
@@ -194,7 +202,8 @@ def _nats(out: Path, hub_password_file: Path, workspace: Path | None, db: str | 
     finally:
         store.close()
     hub_names = [validate_hub_identity(name) for name in dict.fromkeys(hub_username or ["hub"])]
-    write_nats(out, nodes, device_ids, hub_names, hub_password, hashes, tls_hosts=tls_hosts, ca_dir=ca_dir)
+    write_nats(out, nodes, device_ids, hub_names, hub_password, hashes, tls_hosts=tls_hosts, ca_dir=ca_dir,
+               auth_callout=auth_callout)
 
 
 def _tls_listener(out: Path, ca_dir: Path, hosts: list[str], port: int, require_certificate: bool,

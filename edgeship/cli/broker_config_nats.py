@@ -89,7 +89,8 @@ def parse_bcrypt_lines(text: str) -> dict[str, str]:
 
 
 def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: list[str], hub_password: str,
-               hashes: DeviceHashes, *, tls_hosts: Sequence[str] = (), ca_dir: Path | None = None) -> None:  # fmt: skip
+               hashes: DeviceHashes, *, tls_hosts: Sequence[str] = (), ca_dir: Path | None = None,
+               auth_callout: bool = False) -> None:  # fmt: skip
     """Write the node configs and ``users.conf`` (and with ``ca_dir`` the TLS files); say which devices were left
     out, why, and what to do."""
     from edgeship.hub.broker.nats import NatsNode, NatsSettings, NatsUser, hash_password_bcrypt, write_nats_config
@@ -113,7 +114,13 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
         else:
             (to_rotate if device_id in hashes.issued_before else without).append(device_id)
     tls = _issue_tls(out, ca_dir, [*tls_hosts, *(node.host for node in cluster)]) if ca_dir is not None else None
-    files = write_nats_config(out, cluster, users, NatsSettings(tls=tls))
+    issuer = None
+    if auth_callout:
+        from edgeship.hub.broker.nats_callout import make_issuer
+
+        out.mkdir(parents=True, exist_ok=True)
+        issuer = make_issuer(out).public_key  # kept across reruns: the nodes know only this public key
+    files = write_nats_config(out, cluster, users, NatsSettings(tls=tls, auth_callout=issuer))
     devices = [user.username for user in users[len(hub_names):]]
     supplied = sum(1 for device_id in devices if device_id in hashes.supplied)
     console.print(f"Wrote {', '.join(p.name for p in files.configs.values())} and {files.users_file.name} in {out} "
@@ -132,6 +139,10 @@ def write_nats(out: Path, nodes: list[str], device_ids: list[str], hub_names: li
     if tls is not None:
         console.print(f"TLS only on every node's MQTT, client and route ports with {tls.cert_file.name} (from the hub "
                       f"CA in {ca_dir}); give devices and hubs {tls.ca_file} and use mqtts:// and tls:// addresses.",
+                      highlight=False)  # fmt: skip
+    if issuer is not None:
+        console.print(f"Device logins go to the hub replicas (auth callout, issuer {issuer}); the key that signs "
+                      f"their answers is {out / 'auth-callout.nk'}: keep it on the hub hosts only, never on a node.",
                       highlight=False)  # fmt: skip
     console.print("Start each node with: nats-server -c OUT/<node>.conf (it writes OUT/<node>.pid); keep the logins "
                   "current with: edgeship hub serve ... --nats-config-dir OUT (it rewrites users.conf and reloads the "

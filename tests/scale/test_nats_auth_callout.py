@@ -1,0 +1,173 @@
+"""The NATS auth callout binds a device's MQTT client id to its login (ADR 0051), on a real 3-node cluster.
+
+Without it (``users.conf`` logins only) a device that logs in as itself with another
+device's client id replaces that device's connection, again and again. Here the nodes
+run with ``auth_callout`` and a :class:`NatsAuthCallout` answers as the hub would; every
+test logs in over real MQTT and reads the node's verdict from the CONNACK.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats_cluster import NatsCluster
+
+from edgeship.hub.broker.nats import NatsSettings, NatsUser, hash_password_bcrypt
+from edgeship.hub.broker.nats_callout import LoginDecider, NatsAuthCallout
+from edgeship.hub.broker.nats_jwt import NKey
+from edgeship.mqtt import device_topic, parse_broker_url
+from edgeship.mqtt.client import make_client, mqtt_client_id
+
+DEV_A, DEV_B = "dev-a", "dev.b"  # dev.b: its client id is dev~b
+PASSWORDS = {DEV_A: "pw-a", DEV_B: "pw-b", "hub": "hub-secret"}
+
+
+class Session:
+    """An MQTT connection that records CONNACK codes, disconnects, SUBACK codes and messages."""
+
+    def __init__(self, url: str, username: str, password: str, client_id: str | None = None) -> None:
+        settings = parse_broker_url(url, username=username, password=password)
+        self.client = make_client(settings, username, persistent=False)
+        if client_id is not None:  # make_client sends mqtt_client_id(username): an impostor sets another
+            self.client._client_id = client_id.encode()
+        self.connack: list[int] = []
+        self.disconnects = 0
+        self.subacks: list[list[int]] = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(int(rc.value))
+        self.client.on_disconnect = lambda *_a: self._disconnected()
+        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.append([int(c.value) for c in codes])
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
+        self.client.connect(settings.host, settings.port)
+        self.client.loop_start()
+        started = time.monotonic()
+        wait(lambda: bool(self.connack) or self.disconnects > 0 or time.monotonic() > started + 10)
+
+    def _disconnected(self) -> None:
+        self.disconnects += 1
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.connack) and self.connack[0] == 0
+
+    def subscribe(self, topic: str) -> list[int]:
+        count = len(self.subacks)
+        self.client.subscribe(topic, 0)
+        wait(lambda: len(self.subacks) > count)
+        return self.subacks[-1]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@dataclass
+class World:
+    cluster: NatsCluster
+    callout: NatsAuthCallout
+    decider: LoginDecider
+    logins: dict[str, str]  # what the decider reads: username -> bcrypt hash
+
+    @property
+    def url(self) -> str:
+        return self.cluster.urls[1]
+
+    def login(self, username: str, password: str | None = None, client_id: str | None = None) -> Session:
+        return Session(self.url, username, PASSWORDS.get(username, "?") if password is None else password, client_id)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root: Path = tmp_path_factory.mktemp("nats-callout")
+    issuer = NKey.generate()
+    hashes = {name: hash_password_bcrypt(password) for name, password in PASSWORDS.items()}
+    users = [NatsUser(name, hashed) for name, hashed in hashes.items()]
+    logins = {name: hashed for name, hashed in hashes.items() if name != "hub"}
+    decider = LoginDecider(issuer, lambda: logins)
+    with NatsCluster(root, users, settings=NatsSettings(auth_callout=issuer.public_key)) as cluster:
+        servers = [f"nats://{node.host}:{node.client_port}" for node in cluster.nodes]
+        callout = NatsAuthCallout(servers, decider, username="hub", password=PASSWORDS["hub"]).start()
+        try:
+            yield World(cluster, callout, decider, logins)
+        finally:
+            callout.stop()
+
+
+def test_a_device_logs_in_with_its_own_client_id_and_reads_only_its_own_topics(world: World) -> None:
+    session = world.login(DEV_B)
+    try:
+        assert session.accepted, session.connack
+        assert session.subscribe(device_topic(DEV_B, "desired")) == [0]
+        assert session.subscribe(device_topic(DEV_A, "desired")) == [0x80]  # the permissions came with the JWT
+    finally:
+        session.close()
+
+
+def test_an_impostors_client_id_is_refused_and_the_victim_stays_connected(world: World) -> None:
+    victim = world.login(DEV_B)
+    try:
+        assert victim.accepted
+        impostor = world.login(DEV_A, client_id=mqtt_client_id(DEV_B))
+        try:
+            assert not impostor.accepted, "dev-a logged in with dev.b's client id"
+            assert impostor.connack in ([], [5], [0x87]) or impostor.disconnects > 0
+        finally:
+            impostor.close()
+        time.sleep(2)  # without the callout the two replaced each other every second
+        assert victim.disconnects == 0
+        assert victim.subscribe(device_topic(DEV_B, "desired")) == [0]
+    finally:
+        victim.close()
+
+
+def test_a_wrong_password_or_an_unknown_device_is_refused(world: World) -> None:
+    for session in (world.login(DEV_A, password="wrong"), world.login("dev-z", password="pw-a")):
+        try:
+            assert not session.accepted
+        finally:
+            session.close()
+
+
+def test_a_device_cannot_log_in_over_the_nats_protocol(world: World) -> None:
+    import asyncio
+
+    import nats
+    from nats.errors import Error as NatsError
+
+    node = world.cluster.nodes[0]
+
+    async def attempt() -> None:
+        connection = await nats.connect(f"nats://{node.host}:{node.client_port}", user=DEV_A,
+                                        password=PASSWORDS[DEV_A], allow_reconnect=False, connect_timeout=5)
+        await connection.close()
+
+    with pytest.raises((NatsError, OSError, asyncio.TimeoutError)):
+        asyncio.run(attempt())
+
+
+def test_a_device_added_to_the_logins_can_log_in_at_once(world: World) -> None:
+    world.logins["dev-new"] = hash_password_bcrypt("pw-new")
+    PASSWORDS["dev-new"] = "pw-new"
+    session = world.login("dev-new")
+    try:
+        assert session.accepted
+    finally:
+        session.close()
+    del world.logins["dev-new"]
+    again = world.login("dev-new")
+    try:
+        assert not again.accepted
+    finally:
+        again.close()
