@@ -171,3 +171,24 @@ def test_a_device_added_to_the_logins_can_log_in_at_once(world: World) -> None:
         assert not again.accepted
     finally:
         again.close()
+
+
+
+def test_a_reload_asks_again_for_every_connection_and_closes_a_removed_devices(world: World) -> None:
+    """What the hub's reload after a credential change does under the callout (``ManagedNats`` sends SIGHUP): the
+    nodes ask again for each live connection, so a deleted or rotated device is disconnected, the others stay."""
+    world.logins["dev-gone"] = hash_password_bcrypt("pw-gone")
+    PASSWORDS["dev-gone"] = "pw-gone"
+    staying, leaving = world.login(DEV_A), world.login("dev-gone")
+    try:
+        assert staying.accepted and leaving.accepted
+        asked = world.decider.allowed + world.decider.refused
+        del world.logins["dev-gone"]
+        world.cluster.reload()
+        wait(lambda: not leaving.client.is_connected() or leaving.disconnects > 0)
+        assert world.decider.allowed + world.decider.refused > asked
+        time.sleep(1)
+        assert staying.disconnects == 0 and staying.client.is_connected()
+    finally:
+        staying.close()
+        leaving.close()
