@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -61,6 +62,8 @@ from sim_telemetry import Telemetry
 from simulator import device_ids
 
 from edgeship.hub.api import create_token
+from edgeship.hub.broker.nats import NatsSettings
+from edgeship.hub.broker.nats_callout import make_issuer
 from edgeship.hub.server import HubConfig, HubServer
 from edgeship.hub.store import HubStore
 
@@ -109,8 +112,17 @@ def _coordinator(replicas: list[HubProcess]) -> int:
     raise AssertionError("no replica took the coordinator lease:\n" + replica_logs(replicas))
 
 
-@pytest.fixture
-def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(params=["mqtt-inbound", "auth-callout"])
+def world(request: pytest.FixtureRequest, tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
+    """``mqtt-inbound``: each replica subscribes to every device over MQTT, logins in ``users.conf``.
+    ``auth-callout``: the deployment ``docs/scale.md`` recommends, each replica with ``--nats-config-dir`` on the
+    cluster's folder, ``--nats-inbound`` (one shared JetStream consumer, ADR 0047) and the folder's auth callout
+    (ADR 0051), so every device login, the moved half's included, is decided by a replica, one of them killed."""
     ws, _world = make_hub_workspace(tmp_path / "ws", modules=1)
     ids = device_ids("dev.", 0, DEVICES)
     db = postgres.fresh_database()
@@ -122,9 +134,14 @@ def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
     users = fleet_users(ids)
     logs = tmp_path / "logs"
     logs.mkdir()
-    with NatsCluster(tmp_path / "nats", users) as cluster:
+    callout = request.param == "auth-callout"
+    folder = tmp_path / "nats"
+    settings = NatsSettings(auth_callout=make_issuer(_made(folder)).public_key) if callout else NatsSettings()
+    with NatsCluster(folder, users, settings=settings) as cluster:
+        extra = ("--nats-config-dir", str(folder), *(arg for node in cluster.nodes[1:] for arg in (
+            "--nats-inbound", f"nats://{node.host}:{node.client_port}"))) if callout else ()  # fmt: skip
         replicas = [HubProcess(ws.root, cluster.urls[1 + i], logs / f"hub-{i}.log", username=f"hub-{i}",
-                               password="hub-pw", db_url=db) for i in range(2)]  # fmt: skip
+                               password="hub-pw", db_url=db, extra=extra) for i in range(2)]  # fmt: skip
         store = HubStore(db)
         try:
             for replica in replicas:
@@ -132,7 +149,7 @@ def world(tmp_path: Path, postgres: PostgresServer) -> Iterator[dict[str, Any]]:
             for replica in replicas:
                 replica.wait_ready()
             yield {"cluster": cluster, "replicas": replicas, "ids": ids, "token": token, "root": root,
-                   "store": store, "db": db, "telemetry": tmp_path / "telemetry"}  # fmt: skip
+                   "store": store, "db": db, "telemetry": tmp_path / "telemetry", "callout": callout}  # fmt: skip
         finally:
             store.close()
             for replica in replicas:
@@ -206,6 +223,10 @@ def test_a_rollout_completes_when_a_replica_and_a_broker_node_are_killed_during_
         assert status["counts"]["reportingSuccess"] == DEVICES, status["counts"]
         assert not log.twice(), f"documents with one sequence and two contents: {list(log.twice())[:5]}"
         assert "now runs the periodic work" in survivor.log.read_text()
+        if world["callout"]:  # the moved half logged in again after the kills: through the survivor's callout
+            survivor.stop()
+            decided = re.search(r"decided \d+ NATS login\(s\): (\d+) allowed, (\d+) refused", survivor.log.read_text())
+            assert decided is not None and int(decided[1]) >= DEVICES // 2, decided
     finally:
         devices.close()
         log.close()
