@@ -137,7 +137,9 @@ def serve(
     nats_inbound: Annotated[list[str] | None, typer.Option(
         "--nats-inbound", help="On a NATS cluster: take the devices' reported/telemetry/online from its JetStream, "
         "shared with the other replicas, at this NATS address (nats://host:4222, a node's client port; repeat for "
-        "more nodes), logged in as --broker-username.", metavar="URL", show_default=False)] = None,
+        "more nodes), logged in as --broker-username; also where the hub answers the cluster's auth callout when "
+        "--nats-config-dir's users.conf has one ('broker-config --engine nats --auth-callout').", metavar="URL",
+        show_default=False)] = None,
 ) -> None:
     """Run the hub: REST API and MQTT bridge (and an embedded broker with --embedded-broker). Ctrl-C stops it."""
     _need_hub_extra()

@@ -140,3 +140,18 @@ def test_the_surviving_replica_answers_logins_and_a_deleted_device_is_disconnect
         assert not accepted(url, "cam-3", password)
     finally:
         live.close()
+
+
+def test_a_hub_that_cannot_answer_the_callout_does_not_start_and_says_why(running: Running, tmp_path: Path) -> None:
+    from edgeship.errors import ConfigError
+    from edgeship.hub.broker.nats_reload import ManagedNats
+    from edgeship.hub.server import HubConfig, HubServer
+
+    with pytest.raises(ConfigError, match="not 'hub-9'"):  # auth_users change only with a node restart
+        ManagedNats(running.folder, hub_username="hub-9", hub_password="x")
+    workspace = running.replicas[1].workspace
+    config = HubConfig(workspace=workspace, db_url=running.replicas[1].options[1], broker_url=running.cluster.urls[1],
+                       broker_username="hub-1", broker_password="hub-secret", nats_config_dir=running.folder,
+                       port=0)  # fmt: skip
+    with pytest.raises(ConfigError, match="--nats-inbound"):
+        HubServer(config).start()
