@@ -9,7 +9,10 @@ SUBACKs and silent connects retried, ``online`` and the last report again on eve
 - **nats**: a 3-node NATS cluster (``tests/scale/nats_cluster.py``, ``edgeship.hub.broker.nats``'s defaults:
   R3 streams and in-memory R3 consumers, per-device users) and two ``edgeship hub serve`` replicas on one real
   PostgreSQL, ``hub-<i>`` on node ``i``, MQTT 3.1.1, each storing every message (ADR 0039, ADR 0044); the
-  devices spread over the three nodes.
+  devices spread over the three nodes;
+- **nats-callout** (``--sides nats-callout``): the same cluster in the deployment ``docs/scale.md`` recommends:
+  the replicas decide every device login (auth callout, ADR 0051; each device pays one bcrypt check on a hub
+  instead of on a node) and share the devices' messages through one JetStream consumer (``--nats-inbound``).
 
 Both hubs use PostgreSQL (one server, a fresh database per side), so what differs is the broker and the
 replicas. Timed, per side:
@@ -40,6 +43,7 @@ reconnect storm.
     python benchmarks/fleet/cluster.py                                  # 200 and 1,000 devices; QoS 0 at 1,000, 10,000
     python benchmarks/fleet/cluster.py --devices 200 --qos0-devices 1000   # smoke run
     python benchmarks/fleet/cluster.py --devices 1000 --nats-max-consumers 1000   # nats-server's own limit, as before
+    python benchmarks/fleet/cluster.py --devices 10000 --sides nats,nats-callout --qos0-devices   # the callout's cost
     python benchmarks/fleet/cluster.py --report benchmarks/fleet/results-2026-12-05-cluster.json
 
 Not a test: nothing here asserts on timing.
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -85,6 +90,7 @@ from simulator import KEEPALIVE, Fleet, device_ids  # noqa: E402
 
 from edgeship.hub.api import create_token  # noqa: E402
 from edgeship.hub.broker.nats import NatsSettings, NatsUser, hash_password_bcrypt  # noqa: E402
+from edgeship.hub.broker.nats_callout import make_issuer  # noqa: E402
 from edgeship.hub.server import HubConfig, HubServer  # noqa: E402
 from edgeship.hub.store import HubStore  # noqa: E402
 from edgeship.signing import TrustRoot  # noqa: E402
@@ -294,7 +300,7 @@ def measure_side(name: str, device_urls: list[str], hubs: list[HubProcess], part
     """Subscribe, first documents, fan-out and storm for one side whose broker and hubs run."""
     n = len(ids)
     result: dict[str, Any] = {"side": name, "devices": n, "load_start": os.getloadavg(),
-                              "subscribe_qos": args.nats_subscribe_qos if name == "nats" else 1}
+                              "subscribe_qos": args.nats_subscribe_qos if name.startswith("nats") else 1}
     store = HubStore(db)
     sims: list[SimProcess] = []
     trust_file = work / f"trust-root-{name}.json"
@@ -303,7 +309,7 @@ def measure_side(name: str, device_urls: list[str], hubs: list[HubProcess], part
     share = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
     first = 0
     for index, count in enumerate(share):
-        qos = args.nats_subscribe_qos if name == "nats" else 1  # Mosquitto fleets keep QoS 1 (ADR 0050)
+        qos = args.nats_subscribe_qos if name.startswith("nats") else 1  # Mosquitto fleets keep QoS 1 (ADR 0050)
         sim = SimProcess(device_urls, trust_file, first, count, args.timeout, qos)
         sims.append(sim)
         parts.add(f"sim-{index}", lambda sim=sim: sim.process.pid)  # type: ignore[misc]
@@ -398,7 +404,14 @@ def run_mosquitto_side(ids: list[str], pg: PostgresServer, work: Path, args: arg
             hub.stop()
 
 
-def run_nats_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_nats_callout_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The deployment ``docs/scale.md`` recommends: the replicas decide every device login (auth callout, ADR 0051)
+    with ``--nats-config-dir`` on the cluster's folder, and share the devices' messages with ``--nats-inbound``."""
+    return run_nats_side(ids, pg, work, args, callout=True)
+
+
+def run_nats_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse.Namespace, *,
+                  callout: bool = False) -> dict[str, Any]:  # fmt: skip
     db = pg.fresh_database()
     with seeded(work, db, ids) as (workspace, token, root):
         hub_hash, device_hash = hash_password_bcrypt(HUB_PW), hash_password_bcrypt(DEVICE_PW)
@@ -406,22 +419,30 @@ def run_nats_side(ids: list[str], pg: PostgresServer, work: Path, args: argparse
         users += [NatsUser(device, device_hash) for device in ids]
         # The product writes no consumer limit (NatsSettings.max_consumers = -1); --nats-max-consumers 1000 puts
         # back nats-server 2.15's default, under which the results of 2026-12-05 without "unlimited" were made.
-        settings = None if args.nats_max_consumers is None else NatsSettings(max_consumers=args.nats_max_consumers)
-        cluster = NatsCluster(work / "nats", users, settings=settings)
+        settings = NatsSettings() if args.nats_max_consumers is None else NatsSettings(
+            max_consumers=args.nats_max_consumers)  # fmt: skip
+        folder = work / "nats"
+        if callout:
+            folder.mkdir(parents=True, exist_ok=True)
+            settings = dataclasses.replace(settings, auth_callout=make_issuer(folder).public_key)
+        cluster = NatsCluster(folder, users, settings=settings)
         with cluster:
             parts = Parts()
             for index, node in enumerate(cluster.nodes):
                 parts.add(f"nats-{node.name}", lambda index=index: cluster.pid(index))  # type: ignore[misc]
             parts.add("postgres", lambda: postmaster_pid(pg))
+            extra = ("--nats-config-dir", str(folder), *(arg for node in cluster.nodes for arg in (
+                "--nats-inbound", f"nats://{node.host}:{node.client_port}"))) if callout else ()  # fmt: skip
             hubs = [HubProcess(workspace, cluster.urls[i], work / f"hub-{i}.log", username=f"hub-{i}",
-                               password=HUB_PW, db_url=db) for i in range(2)]  # fmt: skip
+                               password=HUB_PW, db_url=db, extra=extra) for i in range(2)]  # fmt: skip
             for hub in hubs:
                 parts.add(hub.name, lambda hub=hub: hub.process.pid if hub.alive() and hub.process else None)  # type: ignore[misc]
                 hub.start(wait=False)
             try:
                 for hub in hubs:
                     hub.wait_ready()
-                return measure_side("nats", cluster.urls, hubs, parts, db, ids, root, token, work, args)
+                name = "nats-callout" if callout else "nats"
+                return measure_side(name, cluster.urls, hubs, parts, db, ids, root, token, work, args)
             finally:
                 for hub in hubs:
                     hub.stop()
@@ -577,7 +598,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return sim_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, nargs="*", default=[200, 1000])
-    parser.add_argument("--sides", default="mosquitto,nats", help="which sides to run, in this order")
+    parser.add_argument("--sides", default="mosquitto,nats", help="which sides to run, in this order: mosquitto, "
+                        "nats, nats-callout (the replicas answer the auth callout and share inbound, ADR 0051)")
     parser.add_argument("--qos0-devices", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--nats-max-consumers", type=int,
                         help="diagnostic: jetstream limits default_max_consumers in the nodes' configs (the product "
@@ -604,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                             "sides": [], "qos0": []}  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="edgeship-cluster-bench-"))
-    runners = {"mosquitto": run_mosquitto_side, "nats": run_nats_side}
+    runners = {"mosquitto": run_mosquitto_side, "nats": run_nats_side, "nats-callout": run_nats_callout_side}
     try:
         with PostgresServer() as pg:
             for n in args.devices:
