@@ -30,6 +30,7 @@ import hmac
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ __all__ = ["QUEUE", "SEED_FILE", "LoginDecider", "NatsAuthCallout", "load_issuer
 QUEUE = "edgeship-hub-auth"  # every replica answers in one queue group: each login is decided once
 SEED_FILE = "auth-callout.nk"  # beside users.conf: the issuer's seed, the hub's secret (0600)
 CONNECT_TIMEOUT = 10.0
+WARN_EVERY = 60.0  # seconds between two warnings about one login name's refusals
+MAX_WARNED = 10_000  # login names remembered for that; past it the memory starts again
 
 log = logging.getLogger("edgeship.hub.broker")
 
@@ -85,6 +88,8 @@ class LoginDecider:
         self.account = account
         self._checked: dict[str, tuple[str, bytes]] = {}  # username -> (hash, sha256 of a password bcrypt accepted)
         self._lock = threading.Lock()
+        self._warned: dict[str, float] = {}  # login name -> when its last refusal was logged
+        self._unlogged = 0
         self.allowed = 0
         self.refused = 0
 
@@ -104,7 +109,7 @@ class LoginDecider:
             username, permissions = self._decide(nats)
         except InputError as exc:
             self.refused += 1
-            log.warning("refused a NATS login: %s", exc)
+            self._log_refusal(str(_section(nats, "connect_opts").get("user"))[:80], str(exc))
             return self._response(server, user_nkey, error=str(exc)).encode("ascii")
         self.allowed += 1
         nats_user = {"pub": {"allow": permissions["publish"]}, "sub": {"allow": permissions["subscribe"]},
@@ -132,6 +137,23 @@ class LoginDecider:
             raise InputError(f"device {shown!r} sent the MQTT client id {str(client.get('mqtt_id'))[:80]!r}; a "
                              f"device must use its own, {wanted!r}")  # fmt: skip
         return username, user_permissions(NatsUser(username, hashed))
+
+    def _log_refusal(self, username: str, why: str) -> None:
+        """A warning per login name at most every :data:`WARN_EVERY` seconds: a device retrying a bad login every
+        second, or a fleet after a mistake, must not flood the hub's log; the refusals left out are counted."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._warned.get(username)
+            if last is not None and now - last < WARN_EVERY:
+                self._unlogged += 1
+                return
+            if len(self._warned) >= MAX_WARNED:
+                self._warned.clear()
+            self._warned[username] = now
+            unlogged, self._unlogged = self._unlogged, 0
+        log.warning("refused a NATS login: %s%s", why,
+                    f" ({unlogged} other refusal(s) of logins warned about in the last minute not logged)"
+                    if unlogged else "")  # fmt: skip
 
     def _password_matches(self, username: str, password: str, hashed: str) -> bool:
         import bcrypt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +127,14 @@ def test_users_conf_names_the_issuer_and_the_hubs_and_refuses_a_key_that_is_no_a
     assert parse_auth_callout(render_users(users)) is None
     with pytest.raises(InputError, match="not a public account nkey"):
         render_users(users, NKey.generate(USER).public_key)
+
+
+def test_a_login_refused_again_and_again_is_logged_once_a_minute(decider: LoginDecider,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="edgeship.hub.broker"):
+        for _ in range(5):
+            answer_of(decider, request(password="wrong"))
+        answer_of(decider, request(user="dev.z"))  # another name: its own warning, counting the four left out
+    warnings = [r.getMessage() for r in caplog.records if "refused a NATS login" in r.getMessage()]
+    assert len(warnings) == 2 and decider.refused == 6, warnings
+    assert "'dev.a'" in warnings[0] and "'dev.z'" in warnings[1] and "4 other refusal(s)" in warnings[1]
