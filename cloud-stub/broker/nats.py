@@ -182,7 +182,7 @@ def render_users(users: Iterable[NatsUser], auth_callout: str | None = None) -> 
 
 @dataclass(frozen=True)
 class NatsNode:
-    """One cluster member: its name and the four ports it listens on (``host`` for all of them)."""
+    """One cluster member: its name and the four ports it listens on (``host`` for all but monitoring)."""
 
     name: str
     client_port: int  # NATS protocol (no device may log in there: allowed_connection_types)
@@ -190,6 +190,9 @@ class NatsNode:
     mqtt_port: int  # where devices and the hub connect
     http_port: int  # monitoring: /healthz says when JetStream (and so MQTT) is ready
     host: str = "127.0.0.1"
+    # The monitoring port has no login and /connz lists every connection's user and address: loopback only, reached
+    # from the node's host (a health check there, or ssh); another address only where that network is private.
+    monitor_host: str = "127.0.0.1"
 
     @property
     def mqtt_url(self) -> str:
@@ -289,7 +292,7 @@ def render_node_config(node: NatsNode, cluster: Sequence[NatsNode], settings: Na
         *([f'pid_file: "{pid_file.resolve()}"'] if pid_file is not None else []),
         f"listen: {node.host}:{node.client_port}",
         *([without_ca] if tls else []),  # the NATS client port (hubs' --nats-inbound)
-        f"http: {node.host}:{node.http_port}",
+        f"http: {node.monitor_host}:{node.http_port}",
         f"max_payload: {settings.max_payload}",
         f'jetstream {{ store_dir: "{store_dir.resolve()}", max_memory_store: {settings.max_memory_store}, '
         f"max_file_store: {settings.max_file_store}, limits: {{ default_max_consumers: {settings.max_consumers} }} }}",

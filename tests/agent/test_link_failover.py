@@ -184,7 +184,7 @@ def _consumers(cluster: NatsCluster) -> set[str]:
 
     for node in cluster.nodes:
         try:
-            answer = httpx.get(f"http://{node.host}:{node.http_port}/jsz",
+            answer = httpx.get(f"http://{node.monitor_host}:{node.http_port}/jsz",
                                params={"accounts": "true", "streams": "true", "consumers": "true"}, timeout=5)
         except httpx.HTTPError:
             continue

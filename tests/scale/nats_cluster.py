@@ -87,7 +87,7 @@ class NatsCluster:
         """Until the node's JetStream has a meta leader (MQTT sessions need it), which takes a quorum of nodes."""
         node, process = self.nodes[index], self.processes[index]
         deadline = time.monotonic() + timeout
-        url = f"http://{node.host}:{node.http_port}/healthz"  # JetStream with a meta leader
+        url = f"http://{node.monitor_host}:{node.http_port}/healthz"  # JetStream with a meta leader
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"nats-server {node.name} exited with {process.returncode}: {self.log_tail(index)}")

@@ -60,6 +60,7 @@ class TlsCluster:
     ca_file: Path  # the hub CA's certificate the CLI wrote beside the configs
     workspace: Path  # the hub's workspace (hub.db with DEVICE)
     output: str
+    command: list[str]  # the broker-config arguments that wrote the folder (a renewal runs them again)
 
     def url(self, index: int, scheme: str = "mqtts") -> str:
         return f"{scheme}://127.0.0.1:{self.running.nodes[index].mqtt_port}"
@@ -79,15 +80,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster]:
     nodes = NatsCluster.pick_nodes(3)
     out = root / "nats"
     specs = [f"{n.name}={n.host}:{n.client_port},{n.cluster_port},{n.mqtt_port},{n.http_port}" for n in nodes]
-    result = CliRunner().invoke(app, [
+    command = [
         "hub", "broker-config", "--engine", "nats", "-o", str(out), "--db", sqlite_url(ws.root),
         "--hub-password-file", str(root / "hub.pw"), "--device-passwords", str(root / "devices.pw"),
         "--tls-host", "localhost", "--ca-dir", str(root / "ca"), *(a for spec in specs for a in ("--nats-node", spec)),
-    ])  # fmt: skip
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     files = NatsFiles({n.name: out / f"{n.name}.conf" for n in nodes}, out / "users.conf")
     with NatsCluster.from_files(out, nodes, files) as running:
-        yield TlsCluster(running, out / "ca.pem", ws.root, result.output)
+        yield TlsCluster(running, out / "ca.pem", ws.root, result.output, command)
 
 
 class Session:
@@ -142,6 +144,8 @@ def test_the_rendered_node_config_asks_for_tls_on_mqtt_clients_and_routes(tmp_pa
     assert lines["mqtt"].endswith(f"tls {{ cert_file: {crt}, key_file: {key}, timeout: 5 }} }}")
     plain = render_node_config(nodes[0], nodes, NatsSettings(), tmp_path / "d", tmp_path / "users.conf")
     assert "tls" not in plain
+    # every port on the node's address but monitoring, which has no login and lists every connection (/connz)
+    assert lines["listen"] == "listen: 10.0.0.1:4222" and lines["http"] == "http: 127.0.0.1:8222"
 
 
 def test_tls_files_that_are_missing_open_to_others_or_not_a_pair_are_refused(tmp_path: Path) -> None:
@@ -276,3 +280,32 @@ def test_an_agent_link_given_every_tls_node_fails_over_between_them(cluster: Tls
     finally:
         link.stop()
         hub.close()
+
+
+def test_a_renewed_certificate_is_served_after_a_reload_without_a_restart(cluster: TlsCluster) -> None:
+    """ADR 0048's renewal: the same broker-config again, then ``nats-server --signal reload`` (SIGHUP) per node."""
+    import ssl
+
+    from cryptography import x509
+
+    def serial(pem: bytes) -> int:
+        return int(x509.load_pem_x509_certificate(pem).serial_number)
+
+    folder = cluster.ca_file.parent
+    up = [i for i, process in enumerate(cluster.running.processes) if process is not None]  # the fail-over test kills
+    nodes = [cluster.running.nodes[i] for i in up]
+    old, pids = serial((folder / "server.crt").read_bytes()), [cluster.running.pid(i) for i in up]
+    result = CliRunner().invoke(app, cluster.command)
+    assert result.exit_code == 0, result.output
+    new = serial((folder / "server.crt").read_bytes())
+    assert new != old
+    cluster.running.reload()
+    for node in nodes:
+        served = lambda node=node: serial(ssl.get_server_certificate(("127.0.0.1", node.mqtt_port)).encode())  # noqa: E731
+        wait_for(lambda served=served: served() == new, 15, f"node {node.name} to serve the renewed certificate")
+    assert len(nodes) >= 2 and [cluster.running.pid(i) for i in up] == pids  # reloaded, not restarted
+    device = Session(cluster.url(up[0]), DEVICE, "dev-pw", cluster.ca_file)
+    try:
+        assert device.connack == [0]
+    finally:
+        device.close()
