@@ -11,16 +11,25 @@ counted per device, channel and reason (:meth:`Subscriber.stats`); the worker lo
 one summary line per ``log_interval`` with drops, never one line per message, and
 nothing a device sends can stop the worker.
 
-Reported states are written in batches: the worker takes whatever has queued up
-(at most :data:`BATCH` messages) and stores all the reports among them in one
-transaction (``record_reported_many``). One transaction per report cost about
-1 ms on SQLite, which at 10,000 devices was most of a fan-out's tail
-(``benchmarks/fleet/RESULTS.md``); a device that reported twice in one batch
-keeps its last report. Each message's PUBACK is sent after the transaction that
-stored it committed (reports: after their batch's), never on receipt: a hub killed
-in between leaves the message in its broker session. A hub that restarts would also
-be sent the retained reports again when it subscribes, but a replica that is gone
-for good is only drained (``adopt.py``), which gets the unacknowledged messages alone.
+Reported states and telemetry are written in batches: the worker takes whatever has
+queued up (at most :data:`BATCH` messages) and stores all the reports among them in one
+transaction (``record_reported_many``), then all the telemetry batches in another
+(``record_telemetry_many``, ADR 0052). One transaction per report cost about 1 ms on
+SQLite, which at 10,000 devices was most of a fan-out's tail, and one per telemetry
+batch held a replica to ~118 batches/s (``benchmarks/fleet/RESULTS.md``); a device that
+reported twice in one batch keeps its last report, and a device's telemetry batches
+are stored in the order they came. Each message's PUBACK is sent after the transaction
+that stored it committed, never on receipt: a hub killed in between leaves the message
+in its broker session. A hub that restarts would also be sent the retained reports
+again when it subscribes, but a replica that is gone for good is only drained
+(``adopt.py``), which gets the unacknowledged messages alone.
+
+When a batch's transaction fails: the reports are lost to this hub (logged with their
+count; a device reports again on its next change and on every connect). The telemetry
+batches are stored again one transaction each, so one batch the database refuses
+costs only itself; what still fails is logged with its count and not confirmed to the
+device (``telemetry-stored``, ADR 0049), whose agent sends it again. The PUBACKs are
+sent either way, as before: a database outage must not fill the broker's session.
 
 On MQTT 5 the subscriptions are shared (``$share/hub/...``): several hub replicas
 split the devices' messages between them, and a gone replica's share, which Mosquitto
@@ -175,6 +184,8 @@ class Subscriber:
                     if topic.channel == "reported":
                         if payload:  # an empty payload clears a retained message: nothing to record
                             pending.reports.append((topic, _json_object(payload)))
+                    elif topic.channel == "telemetry":
+                        pending.telemetry.append((topic, _json_object(payload)))
                     else:
                         self._handle(topic, payload)
                 except _Malformed as exc:
@@ -188,12 +199,14 @@ class Subscriber:
                 return
 
     def _flush(self, pending: _Pending) -> None:
-        """Store the reports gathered so far in one transaction, then acknowledge every message gathered."""
+        """Store the reports, then the telemetry, gathered so far (a transaction each); then acknowledge them all."""
         if pending.reports:
             self._record_reports(pending.reports)
+        if pending.telemetry:
+            self._record_telemetry(pending.telemetry)
         for ack in pending.acks:
             self._run(ack)
-        pending.reports, pending.acks = [], []
+        pending.reports, pending.telemetry, pending.acks = [], [], []
 
     @staticmethod
     def _run(task: Task) -> None:
@@ -213,27 +226,57 @@ class Subscriber:
         for device_id, why in refused:
             self._drop(topics[device_id], "unknown-device" if why.startswith("No device ") else "schema", why)
 
+    def _record_telemetry(self, batches: list[tuple[DeviceTopic, dict[str, Any]]]) -> None:
+        """Store telemetry batches in one transaction; if it fails, each alone (see the module's docstring)."""
+        items = [(t.device_id, batch) for t, batch in batches]
+        try:
+            outcomes = self.fleet.record_telemetry_many(items)
+        except Exception:
+            log.exception("the hub could not store %d telemetry batches in one transaction; storing them one at a "
+                          "time", len(items))
+            outcomes = self._record_telemetry_alone(items)
+        for (topic, _), outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, EdgeshipError):
+                self._refuse(topic, outcome)
+            elif outcome is not _FAILED:
+                self.handled += 1
+
+    def _record_telemetry_alone(self, items: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+        outcomes: list[Any] = []
+        failed: Exception | None = None
+        for item in items:
+            try:
+                outcomes.extend(self.fleet.record_telemetry_many([item]))
+            except Exception as exc:
+                failed = exc
+                outcomes.append(_FAILED)
+        if failed is not None:
+            log.error("the hub could not store %d of %d telemetry batches (last error: %s); their devices were not "
+                      "told, so their agents send them again", outcomes.count(_FAILED), len(items), failed)
+        return outcomes
+
     def _handle(self, topic: DeviceTopic, payload: bytes) -> None:
         device_id = topic.device_id
         try:
-            if topic.channel == "online":  # reports are gathered and stored in batches (_flush)
+            if topic.channel == "online":  # reports and telemetry are gathered and stored in batches (_flush)
                 self.fleet.record_online(device_id, _online(payload))
-            elif topic.channel == "telemetry":
-                self.fleet.record_telemetry(device_id, _json_object(payload))
             else:
                 return
         except _Malformed:
             raise
-        except HubNotFoundError:
-            self._drop(topic, "unknown-device")
-            return
-        except InputError as exc:
-            self._drop(topic, "schema", str(exc))
-            return
         except EdgeshipError as exc:
-            self._drop(topic, "refused", str(exc))
+            self._refuse(topic, exc)
             return
         self.handled += 1
+
+    def _refuse(self, topic: DeviceTopic, exc: EdgeshipError) -> None:
+        """Count a message the fleet refused: an unknown device, its content, or another rule."""
+        if isinstance(exc, HubNotFoundError):
+            self._drop(topic, "unknown-device")
+        elif isinstance(exc, InputError):
+            self._drop(topic, "schema", str(exc))
+        else:
+            self._drop(topic, "refused", str(exc))
 
     def _drop(self, topic: DeviceTopic, reason: str, detail: str | None = None) -> None:
         self.drops.count(topic.device_id, topic.channel, reason, detail)
@@ -244,11 +287,15 @@ class _Malformed(EdgeshipError):
     pass
 
 
+_FAILED = object()  # a telemetry batch whose store failed (the database), neither stored nor refused
+
+
 @dataclass
 class _Pending:
-    """What the worker gathered since its last flush: reports to store together, then PUBACKs to send."""
+    """What the worker gathered since its last flush: reports and telemetry to store together, then PUBACKs to send."""
 
     reports: list[tuple[DeviceTopic, dict[str, Any]]] = field(default_factory=list)
+    telemetry: list[tuple[DeviceTopic, dict[str, Any]]] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
 
 

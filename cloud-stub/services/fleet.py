@@ -10,12 +10,13 @@ counts and drops. Nothing here knows about HTTP or MQTT.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from edgeship.errors import InputError
+from edgeship.errors import EdgeshipError, InputError
+from edgeship.hub.errors import HubNotFoundError
 from edgeship.hub.faults import AFTER_CHANGE_COMMIT, BEFORE_TELEMETRY_STORE, fault_point
 from edgeship.hub.services.issuing import Issuing
 from edgeship.hub.services.link import DeviceLink
@@ -167,22 +168,55 @@ class Fleet:
     def record_telemetry(self, device_id: str, batch: Mapping[str, Any]) -> TelemetryRecord | None:
         """Validate a telemetry batch (``edgeship.hub.telemetry``) and store its new samples, bounded per device.
 
-        Samples the hub already holds (same ``seq`` and ``time``: a re-sent batch) are dropped;
-        None when none was new (``TelemetryStore.add``). Either way the batch is acknowledged,
-        and the device is told (``telemetry-stored``, ADR 0049) once the store committed; a batch
-        refused for its content is confirmed with the reason, so the agent stops sending it.
+        :meth:`record_telemetry_many` for one batch: an ``InputError`` when it is refused for its
+        content (the device is told why), a ``HubNotFoundError`` for an unknown device.
         """
-        try:
-            parsed = parse_telemetry(batch)
-            if parsed.device_id != device_id:
-                raise InputError(f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
-        except InputError as exc:
-            self._confirm_telemetry(device_id, batch, str(exc))
-            raise
+        (outcome,) = self.record_telemetry_many([(device_id, batch)])
+        if isinstance(outcome, EdgeshipError):
+            raise outcome
+        return outcome
+
+    def record_telemetry_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[TelemetryRecord | EdgeshipError | None]:
+        """Validate telemetry batches and store their new samples in one transaction (``TelemetryStore.add_many``).
+
+        For the MQTT bridge's worker: the batches that arrived since its last write go in together.
+        Per item, in order: what was stored; None when every sample was already stored (same ``seq``
+        and ``time``: a re-sent batch); or the error that refused it alone, the others being stored:
+        an ``InputError`` for its content (the device is told why at once, ``telemetry-stored`` with
+        ``refused``, so the agent stops sending it) or a ``HubNotFoundError`` for an unknown device
+        (not told: it sends the batch again). Stored and duplicate batches are confirmed to their
+        devices (ADR 0049) after the transaction committed; if it fails, none is, and the error is
+        raised: their agents send them again.
+        """
+        outcomes: list[TelemetryRecord | EdgeshipError | None] = [None] * len(items)
+        accepted: list[tuple[int, str, dict[str, Any]]] = []
+        for i, (device_id, batch) in enumerate(items):
+            try:
+                try:
+                    parsed = parse_telemetry(batch)
+                    if parsed.device_id != device_id:
+                        raise InputError(
+                            f"Telemetry names device {parsed.device_id!r} but arrived for {device_id!r}; ignored.")
+                except InputError as exc:
+                    self._confirm_telemetry(device_id, batch, str(exc))
+                    raise
+                accepted.append((i, validate_device_id(device_id), dict(batch)))
+            except InputError as exc:
+                outcomes[i] = exc
+        if not accepted:
+            return outcomes
         fault_point(BEFORE_TELEMETRY_STORE)
-        stored = self.telemetry.add(validate_device_id(device_id), dict(batch), self.clock())
-        self._confirm_telemetry(device_id, batch)
-        return stored
+        now = self.clock()
+        stored, unknown = self.telemetry.add_many([(device_id, batch, now) for _, device_id, batch in accepted])
+        for (i, device_id, batch), record in zip(accepted, stored, strict=True):
+            if device_id in unknown:
+                outcomes[i] = HubNotFoundError(f"No device {device_id!r} on the hub.")
+                continue
+            outcomes[i] = record
+            self._confirm_telemetry(device_id, batch)
+        return outcomes
 
     def _confirm_telemetry(self, device_id: str, batch: Any, refused: str | None = None) -> None:
         last = _last_seq(batch)
