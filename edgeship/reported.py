@@ -4,7 +4,7 @@ An agent publishes it, retained, on ``edgeship/v1/devices/{id}/reported``
 (``edgeship.agent.decide.report.build_report`` builds it; ``docs/mqtt.md``)::
 
     {"schemaVersion": 1, "deviceId": "dev-1", "reportedAt": "2026-01-01T00:00:00Z",
-     "lastAppliedSequence": 7,
+     "reportNumber": 1767225600042, "lastAppliedSequence": 7,
      "status": {"code": 200, "description": "ok: ...", "message": null},
      "modules": {"digits": {"version": 3, "desiredVersion": 3, "service": "digits.b",
                             "status": "running", "restartCount": 0, "exitCode": null,
@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, ValidationError
 
 from edgeship.errors import InputError
-from edgeship.reported_text import MAX_MESSAGE, MAX_MODULES, MAX_NAME, MAX_TEXT, clip
+from edgeship.reported_text import MAX_MESSAGE, MAX_MODULES, MAX_NAME, MAX_REPORT_NUMBER, MAX_TEXT, clip
 
 __all__ = [
     "IN_PROGRESS",
@@ -90,6 +90,8 @@ class ReportedState(_Strict):
     device_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, alias="deviceId")
     reported_at: Annotated[datetime, Strict(False)] | None = Field(default=None, alias="reportedAt")  # JSON text
+    # grows by one per published report (agent/state/report_number.py): orders two reports of one document
+    report_number: Annotated[int, Field(ge=0, le=MAX_REPORT_NUMBER)] | None = Field(default=None, alias="reportNumber")
     last_applied_sequence: _Count | None = Field(default=None, alias="lastAppliedSequence")
     status: ReportedStatus
     modules: dict[ModuleName, ReportedModule] = Field(default_factory=dict, max_length=MAX_MODULES)

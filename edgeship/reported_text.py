@@ -7,12 +7,13 @@ this module, so its process holds no pydantic (``docs/agent.md``: Footprint).
 
 from __future__ import annotations
 
-__all__ = ["MAX_MESSAGE", "MAX_MODULES", "MAX_NAME", "MAX_TEXT", "clip"]
+__all__ = ["MAX_MESSAGE", "MAX_MODULES", "MAX_NAME", "MAX_REPORT_NUMBER", "MAX_TEXT", "clip"]
 
 MAX_MODULES = 64  # modules in one report (as telemetry's per-sample limit)
 MAX_TEXT = 1024  # characters of a module's or the trust root's lastError, and of status.description
 MAX_MESSAGE = 4096  # characters of status.message (the agent joins its modules' errors into it)
 MAX_NAME = 128  # characters of a module or service name
+MAX_REPORT_NUMBER = 2**53  # the highest reportNumber (agent/state/report_number.py): exact in every JSON reader
 
 
 def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:

@@ -1,5 +1,6 @@
 """Reported state: each device's newest report, stored as received (the last stored wins, unless it answers an
-older document than the stored one: ``(trustRootVersion, lastAppliedSequence)`` never goes back)."""
+older document than the stored one: ``(trustRootVersion, lastAppliedSequence)`` never goes back, and within one
+document neither does the agent's ``reportNumber``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, or_, select
+from sqlalchemy import BigInteger, ColumnElement, Table, and_, cast, not_, or_, select
 from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -82,18 +83,34 @@ def _upsert(session: Session, table: Table) -> PgInsert | SqliteInsert:
     when a hub-key rotation voids its replay floor (``agent/decide/accept.replay_floor``: a stolen key pushed
     it up): that comes with a higher trust root, or after the device reported refusing documents under the
     new root (a 4xx report keeps the old floor's sequence), so a stored refusal is replaced by any report.
-    Reports without a sequence (a wiped device), and reports of one document, replace each other in the order
-    they are stored; without a trust root version on either side the sequence alone decides."""
+    Reports without a sequence (a wiped device) replace each other in the order they are stored; without a trust
+    root version on either side the sequence alone decides.
+
+    Reports of one document (same root and sequence: a 202 "waiting for the download host", then its 200) are
+    ordered by the agent's ``reportNumber``, which grows by one per report it publishes (its ``reportedAt`` is its
+    wall clock and may go back): a report replaces the stored one only if its number is not lower, even over a
+    stored refusal (the rule above is for a sequence that went down). When either lacks the number (agents from
+    before it, rows stored before it) the last stored wins, as before."""
     upsert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = upsert(table)
     stored_seq, new_seq = (t.state["lastAppliedSequence"].as_integer() for t in (table.c, statement.excluded))
     stored_root, new_root = (t.state["trustRootVersion"].as_integer() for t in (table.c, statement.excluded))
+    stored_number, new_number = (_big(t.state["reportNumber"]) for t in (table.c, statement.excluded))
     stored_code = table.c.state[("status", "code")].as_integer()
     same_root = or_(stored_root.is_(None), new_root.is_(None), new_root == stored_root)
-    newer = or_(stored_seq.is_(None), new_seq.is_(None), new_root > stored_root, stored_code.between(400, 499),
-                and_(same_root, new_seq >= stored_seq))
+    same_document = and_(same_root, new_seq == stored_seq)
+    in_order = or_(stored_number.is_(None), new_number.is_(None), new_number >= stored_number)
+    newer = or_(stored_seq.is_(None), new_seq.is_(None), new_root > stored_root,
+                and_(stored_code.between(400, 499), not_(same_document)),
+                and_(same_root, new_seq > stored_seq), and_(same_document, in_order))
     return statement.on_conflict_do_update(
         index_elements=[table.c.device_id],
         set_={"state": statement.excluded.state, "received": statement.excluded.received},
         where=newer,
     )
+
+
+def _big(value: Any) -> ColumnElement[int]:
+    """A JSON number as a 64-bit integer: ``as_integer()`` casts to PostgreSQL's 32-bit ``INTEGER``, and a
+    ``reportNumber`` goes up to 2**53."""
+    return cast(value.as_string(), BigInteger)

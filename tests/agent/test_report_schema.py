@@ -63,8 +63,19 @@ def test_the_largest_report_the_agent_builds_validates_and_fits_the_hubs_size_li
     ({"modules": {"bad/name": {"status": "running"}}}, "modules.bad/name.[key]"),
     ({"schemaVersion": 2}, "schemaVersion"),
     ({"lastAppliedSequence": True}, "lastAppliedSequence"),
+    ({"reportNumber": True}, "reportNumber"),
+    ({"reportNumber": "5"}, "reportNumber"),
+    ({"reportNumber": 5.0}, "reportNumber"),
+    ({"reportNumber": -1}, "reportNumber"),
+    ({"reportNumber": 2**53 + 1}, "reportNumber"),
 ])
 def test_a_report_outside_the_schema_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
     report = {"schemaVersion": 1, "deviceId": "dev-1", "status": {"code": 200}} | change
     with pytest.raises(InputError, match=re.escape(f"Reported state field {field}:")):
         parse_reported(report)
+
+
+@pytest.mark.parametrize("number", [0, 1, 2**53, None])
+def test_a_report_number_from_0_to_2_53_is_accepted_and_may_be_left_out(number: int | None) -> None:
+    report = {"schemaVersion": 1, "status": {"code": 200}} | ({} if number is None else {"reportNumber": number})
+    assert parse_reported(json.loads(json.dumps(report))).report_number == number

@@ -163,6 +163,63 @@ def test_a_lower_sequence_under_a_newer_trust_root_replaces_the_report_and_a_sta
     assert store.reported()["dev-2"].state == recovered
 
 
+def _report(code: int, number: int | None = None, sequence: int = 7) -> dict[str, object]:
+    report: dict[str, object] = {"lastAppliedSequence": sequence, "trustRootVersion": 1, "status": {"code": code}}
+    return report if number is None else {**report, "reportNumber": number}
+
+
+def test_a_202_stored_after_the_200_that_followed_it_does_not_replace_it(store: HubStore) -> None:
+    """Two replicas share a device's reports of one document: its 202 ("waiting for the download host") reaches the
+    database after the 200 that followed it. The agent's reportNumber orders them (ADR 0037, ninth session)."""
+    store.add_device("dev-1", {}, T0)
+    waiting, applied = _report(202, 5), _report(200, 6)
+    store.put_reported_many([("dev-1", applied, T0)])
+    store.put_reported_many([("dev-1", waiting, T0 + timedelta(seconds=1))])
+    assert store.reported()["dev-1"].state == applied and store.reported()["dev-1"].received == T0
+    store.put_reported("dev-1", waiting, T0 + timedelta(seconds=2))
+    assert store.reported()["dev-1"].state == applied
+    again = _report(200, 6)  # the same report sent again on a reconnect replaces it
+    store.put_reported("dev-1", again, T0 + timedelta(seconds=3))
+    assert store.reported()["dev-1"].received == T0 + timedelta(seconds=3)
+    failed = _report(500, 7)
+    store.put_reported_many([("dev-1", failed, T0 + timedelta(seconds=4))])
+    assert store.reported()["dev-1"].state == failed
+    # a refusal of a newer document keeps the sequence: ordered by number too, not replaced by the older 200
+    refused = _report(409, 8)
+    store.put_reported("dev-1", refused, T0 + timedelta(seconds=5))
+    store.put_reported("dev-1", _report(200, 6), T0 + timedelta(seconds=6))
+    assert store.reported()["dev-1"].state == refused
+    # the next document's report wins whatever its number (an agent's counter started again from the clock)
+    store.put_reported("dev-1", _report(200, 1, sequence=8), T0 + timedelta(seconds=7))
+    assert store.reported()["dev-1"].state == _report(200, 1, sequence=8)
+
+
+def test_report_numbers_up_to_2_53_compare_as_integers(store: HubStore) -> None:
+    """Past 2**31 (PostgreSQL's INTEGER): a counter started from the clock in ms is about 1.8e12."""
+    store.add_device("dev-1", {}, T0)
+    newest = _report(200, 2**53)
+    store.put_reported("dev-1", newest, T0)
+    store.put_reported_many([("dev-1", _report(202, 2**53 - 1), T0 + timedelta(seconds=1))])
+    store.put_reported_many([("dev-1", _report(202, 2**31), T0 + timedelta(seconds=2))])
+    assert store.reported()["dev-1"].state == newest
+
+
+def test_a_report_without_a_number_orders_as_before_within_one_document(store: HubStore) -> None:
+    """Older agents send no reportNumber, and rows stored before it have none: within one document the last stored
+    wins, whichever side lacks it; a stored refusal is replaced by any report; a sequence never goes back."""
+    store.add_device("dev-1", {}, T0)
+    store.put_reported("dev-1", _report(200, 6), T0)
+    store.put_reported("dev-1", _report(202), T0 + timedelta(seconds=1))  # the new one has no number
+    assert store.reported()["dev-1"].state == _report(202)
+    store.put_reported_many([("dev-1", _report(500, 3), T0 + timedelta(seconds=2))])  # the stored one has none
+    assert store.reported()["dev-1"].state == _report(500, 3)
+    store.put_reported("dev-1", _report(409), T0 + timedelta(seconds=3))
+    store.put_reported("dev-1", _report(200, 2), T0 + timedelta(seconds=4))
+    assert store.reported()["dev-1"].state == _report(200, 2)
+    store.put_reported("dev-1", _report(200, 99, sequence=6), T0 + timedelta(seconds=5))  # an older document
+    assert store.reported()["dev-1"].state == _report(200, 2)
+
+
 def test_two_replicas_storing_a_first_report_at_once_both_succeed_and_the_later_wins(hub_url: str) -> None:
     """Replica A's transaction inserted dev-1's first report and has not committed; replica B stores one too.
 
