@@ -6,7 +6,8 @@ the runtime), plans, runs the plan and reports. Each stage catches its own error
 so a corrupt document, a broken runtime or a failing module still ends in a
 report with a status code. A refused document never changes the last applied one:
 the agent keeps running (and restarting) the modules of the document it accepted
-before. The clock is injected.
+before. The clock is injected. A report goes out only when it changed, and each one
+that goes out takes the next ``reportNumber`` (``agent/state/report_number.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from edgeship.agent.decide.runner import ModuleOutcome, PlanRunner, RunResult
 from edgeship.agent.execute import RuntimeExecutor
 from edgeship.agent.guard import ModuleGuard
 from edgeship.agent.runtimes.base import ModuleRuntime, ModuleStatus, UnknownServiceError
+from edgeship.agent.state.report_number import ReportNumbers
 from edgeship.agent.state.store import StateStore
 from edgeship.errors import EdgeshipError, RuntimeFailure
 from edgeship.records import replace
@@ -87,6 +89,7 @@ class Reconciler:
         publish: Callable[[dict[str, Any]], None],
         now: Callable[[], datetime],
         guard: ModuleGuard | None = None,
+        report_numbers: ReportNumbers | None = None,
     ) -> None:
         self.device_id = device_id
         self.trust_root = trust_root
@@ -97,6 +100,7 @@ class Reconciler:
         self.publish = publish
         self.now = now
         self.guard = guard or ModuleGuard()
+        self.report_numbers = report_numbers or ReportNumbers(state.root, now)
         self.accepted: AcceptedDocument | None = None
         self.accepted_raw: bytes | None = None
         self.refusal: BaseException | None = None
@@ -290,7 +294,8 @@ class Reconciler:
     def _report(
         self, desired: DesiredState | None, current: CurrentState, result: RunResult | None, error: str | None
     ) -> dict[str, Any] | None:
-        """Build the report and publish it when it differs from the last one (``reportedAt`` aside)."""
+        """Build the report and publish it, numbered, when it differs from the last one (``reportedAt`` and
+        ``reportNumber`` aside)."""
         status = overall_status(self.refusal, result)
         if error is not None and status in (200, 202):
             status = 500
@@ -311,6 +316,9 @@ class Reconciler:
         )
         if self._last_report is not None and _same(report, self._last_report):
             return None
+        number = self.report_numbers.take()  # written down before the report goes out
+        if number is not None:
+            report["reportNumber"] = number
         self._last_report = report
         self.publish(report)
         modules = ", ".join(
@@ -396,5 +404,9 @@ def _merge(first: RunResult | None, then: RunResult) -> RunResult:
     )
 
 
+_UNCOMPARED = ("reportedAt", "reportNumber")  # they differ in every report, so an unchanged state is not sent again
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return {k: v for k, v in a.items() if k != "reportedAt"} == {k: v for k, v in b.items() if k != "reportedAt"}
+    return ({k: v for k, v in a.items() if k not in _UNCOMPARED}
+            == {k: v for k, v in b.items() if k not in _UNCOMPARED})

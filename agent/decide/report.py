@@ -19,6 +19,10 @@ A refused document never changes it. ``trustRootVersion`` is the trust root the
 agent verifies with; ``trustRoot.lastError`` says why the last trust-root message was
 refused (``docs/agent.md``, rotation), and never changes ``status``.
 
+A published report also carries ``"reportNumber": N``, which grows by one per published
+report and never goes back; the reconciler adds it once it knows the report changed
+(``agent/state/report_number.py``), so it is not built here.
+
 The hub validates every report against ``edgeship.reported.ReportedState`` and
 refuses what does not fit, so free text is clipped here to its limits.
 """

@@ -4,6 +4,7 @@
 
     state/desired.dsse.json   the last accepted deployment envelope, byte for byte
     state/agent.json          last applied sequence, services (with digests and ports), active slots
+    state/report-number.json  the last published report's number (``report_number.py``, not this class)
 
 Why the agent keeps digests itself: a runtime reports a service's state and port
 but not which signed build it runs, and the planner needs that to tell "converged"
