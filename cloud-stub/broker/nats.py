@@ -75,6 +75,9 @@ AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"  # where a node asks the auth callout about 
 INBOUND_STREAM = "EDGESHIP_INBOUND"  # the devices' reported/telemetry/online, shared by hub replicas (ADR 0047)
 INBOUND_CONSUMER = "hub"  # the one durable pull consumer every replica fetches from
 PID_SUFFIX = ".pid"  # <node>.pid beside <node>.conf: where a node writes its pid (render_node_config)
+# Seconds a node waits for a login's answer (NATS's authorization timeout; 2 by default): with the auth callout the
+# answer comes from a hub, and in a reconnect storm it waits behind other logins' bcrypt checks (ADR 0051).
+CALLOUT_AUTH_TIMEOUT = 5.0
 BCRYPT_COST = 6  # every connect pays it: 6 is ~4 ms here, so a storm of 10,000 reconnects costs ~40 CPU-seconds
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 
@@ -175,7 +178,8 @@ def render_users(users: Iterable[NatsUser], auth_callout: str | None = None) -> 
     callout = []
     if auth_callout is not None:
         public_key_bytes(auth_callout, ACCOUNT)  # an account nkey, or refused
-        callout = [f' auth_callout {{ issuer: "{auth_callout}", auth_users: {json.dumps(hubs)} }}']
+        callout = [f" timeout: {CALLOUT_AUTH_TIMEOUT:g}",
+                   f' auth_callout {{ issuer: "{auth_callout}", auth_users: {json.dumps(hubs)} }}']
     return "\n".join(["# edgeship broker users (generated; edit the hub's device list instead).", "authorization {",
                       " users = [", *entries, " ]", *callout, "}", ""])
 
@@ -235,6 +239,7 @@ class NatsSettings:
 
 
 _SCAFFOLD = {"authorization {", "users = [", "]", "}"}  # render_users's lines around the entries
+_TIMEOUT = re.compile(r"^timeout: [0-9.]+$")
 _CALLOUT = re.compile(r'^auth_callout \{ issuer: "(?P<issuer>A[A-Z2-7]{55})", auth_users: (?P<hubs>\[[^\]]*\]) \}$')
 
 
@@ -253,7 +258,7 @@ def parse_users(text: str) -> dict[str, str]:
     users: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        if not line or line.startswith("#") or line in _SCAFFOLD or _CALLOUT.match(line):
+        if not line or line.startswith("#") or line in _SCAFFOLD or _CALLOUT.match(line) or _TIMEOUT.match(line):
             continue
         try:
             entry = json.loads(line)

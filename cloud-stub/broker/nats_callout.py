@@ -16,7 +16,9 @@ decides:
 - then the user JWT carries the permissions ``users.conf`` would give it
   (:func:`~edgeship.hub.broker.nats.user_permissions`), for MQTT connections only.
 
-Anything else is answered with an error and the node closes the connection. A password
+Anything else is answered with an error and the node closes the connection. Each replica
+decides up to :data:`IN_FLIGHT` requests at once on :data:`POOL` threads, and leaves a request
+past its ``exp`` unanswered (its node gave up: the device tries again). A password
 that passed bcrypt once is remembered as its SHA-256 until the device's hash changes, so a
 reconnect storm costs a hash lookup per device, not a bcrypt check.
 """
@@ -24,6 +26,7 @@ reconnect storm costs a hash lookup per device, not a bcrypt check.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import hmac
@@ -47,6 +50,8 @@ __all__ = ["QUEUE", "SEED_FILE", "LoginDecider", "NatsAuthCallout", "load_issuer
 QUEUE = "edgeship-hub-auth"  # every replica answers in one queue group: each login is decided once
 SEED_FILE = "auth-callout.nk"  # beside users.conf: the issuer's seed, the hub's secret (0600)
 CONNECT_TIMEOUT = 10.0
+IN_FLIGHT = 64  # requests taken from the subscription and not yet answered, per replica
+POOL = 4  # threads deciding them: bcrypt releases the GIL, so a bcrypt check per core, and remembered ones between
 WARN_EVERY = 60.0  # seconds between two warnings about one login name's refusals
 MAX_WARNED = 10_000  # login names remembered for that; past it the memory starts again
 
@@ -92,11 +97,19 @@ class LoginDecider:
         self._unlogged = 0
         self.allowed = 0
         self.refused = 0
+        self.expired = 0  # requests left unanswered: the node had stopped waiting
 
-    def answer(self, token: bytes) -> bytes:
-        """The response JWT for an authorization request JWT. A request that is not one gets no answer
-        (:class:`InputError`): it names no server to answer to."""
+    def answer(self, token: bytes, *, slow: bool = True) -> bytes | None:
+        """The response JWT for an authorization request JWT, or None for a request whose node stopped waiting
+        (past its ``exp``: in a storm a late answer only costs the node work, and the device tries again). A
+        request that is not one gets no answer (:class:`InputError`): it names no server to answer to. With
+        ``slow=False`` a password that needs a bcrypt check raises :class:`NeedsBcrypt` instead (the caller asks
+        again where a bcrypt check may block)."""
         request = decode_jwt(token, SERVER)
+        expires = request.get("exp")
+        if isinstance(expires, int) and expires < time.time():
+            self.expired += 1
+            return None
         nats = request.get("nats")
         if not isinstance(nats, dict):
             raise InputError("The authorization request has no 'nats' claims.")
@@ -106,7 +119,9 @@ class LoginDecider:
             raise InputError("The authorization request's server or user key is missing or not its signer's.")
         public_key_bytes(user_nkey, USER)  # a user nkey, or refused
         try:
-            username, permissions = self._decide(nats)
+            username, permissions = self._decide(nats, slow)
+        except NeedsBcrypt:
+            raise
         except InputError as exc:
             self.refused += 1
             self._log_refusal(str(_section(nats, "connect_opts").get("user"))[:80], str(exc))
@@ -119,7 +134,7 @@ class LoginDecider:
                               self.issuer)  # fmt: skip
         return self._response(server, user_nkey, jwt=user_jwt).encode("ascii")
 
-    def _decide(self, nats: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _decide(self, nats: Mapping[str, Any], slow: bool) -> tuple[str, dict[str, Any]]:
         options, client = _section(nats, "connect_opts"), _section(nats, "client_info")
         username, password = options.get("user"), options.get("pass")
         if not isinstance(username, str) or not username or not isinstance(password, str) or not password:
@@ -128,7 +143,7 @@ class LoginDecider:
         if is_hub_identity(username):  # hubs are the callout's auth_users: a hub name here is not the hub
             raise InputError(f"{shown!r} is a hub identity, which the cluster checks itself")
         hashed = self.logins().get(username)
-        if hashed is None or not self._password_matches(username, password, hashed):
+        if hashed is None or not self._password_matches(username, password, hashed, slow):
             raise InputError(f"wrong username or password for {shown!r}")
         if client.get("type") != "mqtt" and client.get("client_type") != "mqtt":
             raise InputError(f"device {shown!r} connected over the NATS protocol; devices log in over MQTT only")
@@ -155,7 +170,7 @@ class LoginDecider:
                     f" ({unlogged} other refusal(s) of logins warned about in the last minute not logged)"
                     if unlogged else "")  # fmt: skip
 
-    def _password_matches(self, username: str, password: str, hashed: str) -> bool:
+    def _password_matches(self, username: str, password: str, hashed: str, slow: bool) -> bool:
         import bcrypt
 
         digest = hashlib.sha256(password.encode("utf-8")).digest()
@@ -163,6 +178,8 @@ class LoginDecider:
             known = self._checked.get(username)
         if known is not None and known[0] == hashed and hmac.compare_digest(known[1], digest):
             return True
+        if not slow:
+            raise NeedsBcrypt(username)
         try:
             ok = bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
         except ValueError:
@@ -176,6 +193,10 @@ class LoginDecider:
         body = {"jwt": jwt} if jwt is not None else {"error": error}
         return encode_jwt({"sub": user_nkey, "aud": server,
                            "nats": {**body, "type": "authorization_response", "version": 2}}, self.issuer)
+
+
+class NeedsBcrypt(InputError):
+    """A login whose password only a bcrypt check can decide (``LoginDecider.answer(slow=False)``)."""
 
 
 def _section(claims: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -198,6 +219,9 @@ class NatsAuthCallout:
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._connection: Any = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(POOL, thread_name_prefix="edgeship-hub-nats-auth")
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, timeout: float = CONNECT_TIMEOUT) -> NatsAuthCallout:
         """Connect and subscribe; a :class:`TransportError` saying why if that fails within ``timeout``."""
@@ -228,13 +252,31 @@ class NatsAuthCallout:
         await self._connection.flush(timeout)
 
     async def _on_request(self, msg: Any) -> None:
+        """nats-py hands a subscription's next message over only when this returns: wait for a free slot, then
+        decide on the pool in a task of its own, so up to :data:`IN_FLIGHT` logins are decided at once. While every
+        slot is taken, requests wait in the subscription's queue (bounded by nats-py's pending limits)."""
+        await self._slots.acquire()
+        task = self._loop.create_task(self._answer(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Any) -> None:
         try:
-            answer = await self._loop.run_in_executor(None, self.decider.answer, msg.data)
+            try:  # a remembered password is decided here (~0.3 ms); a bcrypt check goes to the pool
+                answer = self.decider.answer(msg.data, slow=False)
+            except NeedsBcrypt:
+                answer = await self._loop.run_in_executor(self._pool, self.decider.answer, msg.data)
         except InputError as exc:
             log.warning("ignored a message on %s that is no authorization request: %s", AUTH_SUBJECT, exc)
             return
-        if msg.reply:
-            await msg.respond(answer)
+        except Exception:  # the service must survive anything one request does
+            log.exception("the NATS auth callout failed on a request; continuing")
+            return
+        finally:
+            self._slots.release()
+        if answer is not None and msg.reply:
+            with contextlib.suppress(Exception):  # a connection lost meanwhile: the node times the login out
+                await msg.respond(answer)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is None:
@@ -245,7 +287,9 @@ class NatsAuthCallout:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
         self._thread = None
-        log.info("decided %d NATS login(s): %d allowed, %d refused", self.decider.allowed + self.decider.refused,
-                 self.decider.allowed, self.decider.refused)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("decided %d NATS login(s): %d allowed, %d refused; %d request(s) left unanswered because their node "
+                 "had stopped waiting", self.decider.allowed + self.decider.refused, self.decider.allowed,
+                 self.decider.refused, self.decider.expired)  # fmt: skip
         if not self._loop.is_running():
             self._loop.close()

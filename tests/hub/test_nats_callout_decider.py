@@ -27,14 +27,15 @@ HASH = hash_password_bcrypt("pw-a")
 
 
 def request(user: str = "dev.a", password: str = "pw-a", mqtt_id: str | None = "dev~a", kind: str = "mqtt",
-            signer: NKey = SERVER_KEY, server_id: str | None = None) -> bytes:  # fmt: skip
+            signer: NKey = SERVER_KEY, server_id: str | None = None, expires: int | None = None) -> bytes:  # fmt: skip
     client: dict[str, Any] = {"user": user, "type": kind, **({"mqtt_id": mqtt_id} if mqtt_id is not None else {})}
     nats = {"server_id": {"id": server_id or signer.public_key, "name": "n0", "host": "127.0.0.1"},
             "user_nkey": USER_KEY.public_key, "client_info": client,
             "connect_opts": {"user": user, "pass": password, "protocol": 0},
             "type": "authorization_request", "version": 2}  # fmt: skip
-    return encode_jwt({"sub": "nats_authorization_request", "aud": "nats-authorization-request", "nats": nats},
-                      signer).encode()  # fmt: skip
+    claims = {"sub": "nats_authorization_request", "aud": "nats-authorization-request", "nats": nats,
+              **({"exp": expires} if expires is not None else {})}  # fmt: skip
+    return encode_jwt(claims, signer).encode()
 
 
 @pytest.fixture
@@ -43,7 +44,9 @@ def decider() -> LoginDecider:
 
 
 def answer_of(decider: LoginDecider, token: bytes) -> dict[str, Any]:
-    response = decode_jwt(decider.answer(token), ACCOUNT)
+    answer = decider.answer(token)
+    assert answer is not None
+    response = decode_jwt(answer, ACCOUNT)
     assert response["iss"] == decider.issuer.public_key and response["sub"] == USER_KEY.public_key
     assert response["aud"] == SERVER_KEY.public_key
     return dict(response["nats"])
@@ -138,3 +141,26 @@ def test_a_login_refused_again_and_again_is_logged_once_a_minute(decider: LoginD
     warnings = [r.getMessage() for r in caplog.records if "refused a NATS login" in r.getMessage()]
     assert len(warnings) == 2 and decider.refused == 6, warnings
     assert "'dev.a'" in warnings[0] and "'dev.z'" in warnings[1] and "4 other refusal(s)" in warnings[1]
+
+
+def test_a_request_its_node_stopped_waiting_for_is_left_unanswered(decider: LoginDecider) -> None:
+    """In a storm an answer after the node's timeout only costs work: the device is told nothing and retries."""
+    import time
+
+    assert decider.answer(request(expires=int(time.time()) - 1)) is None
+    assert (decider.expired, decider.allowed, decider.refused) == (1, 0, 0)
+    assert "jwt" in answer_of(decider, request(expires=int(time.time()) + 5))
+
+
+def test_only_a_password_not_yet_checked_needs_the_slow_path(decider: LoginDecider) -> None:
+    """The service decides remembered passwords on its event loop and sends only bcrypt checks to its threads."""
+    from edgeship.hub.broker.nats_callout import NeedsBcrypt
+
+    with pytest.raises(NeedsBcrypt):
+        decider.answer(request(), slow=False)
+    assert decider.allowed == decider.refused == 0  # nothing decided yet
+    assert "jwt" in answer_of(decider, request())  # bcrypt, on the slow path
+    fast = decider.answer(request(), slow=False)
+    assert fast is not None and "jwt" in decode_jwt(fast, ACCOUNT)["nats"]
+    unknown = decider.answer(request(user="dev.z"), slow=False)  # no hash to check: refused at once
+    assert unknown is not None and "error" in decode_jwt(unknown, ACCOUNT)["nats"]
