@@ -192,3 +192,15 @@ def test_a_reload_asks_again_for_every_connection_and_closes_a_removed_devices(w
     finally:
         staying.close()
         leaving.close()
+
+
+def test_the_nodes_wait_longer_for_the_callout_than_for_a_password_check(world: World) -> None:
+    import json
+    import urllib.request
+
+    from edgeship.hub.broker.nats import CALLOUT_AUTH_TIMEOUT
+
+    node = world.cluster.nodes[0]
+    with urllib.request.urlopen(f"http://{node.monitor_host}:{node.http_port}/varz", timeout=5) as answer:
+        varz = json.loads(answer.read())
+    assert varz["auth_timeout"] == CALLOUT_AUTH_TIMEOUT  # NATS's default, 2 s, refused most of a storm (ADR 0051)
