@@ -24,7 +24,10 @@ warm-up login (a hub user over MQTT on each node, so the nodes' MQTT streams exi
    (paho's: 1 s, doubling per failure to 30 s); what is measured is the login, so nothing is subscribed;
 2. every session disconnects, a pause (``--settle``), then the **second storm** (a reconnect): the callout now
    remembers each password bcrypt accepted (a SHA-256 lookup), the nodes check bcrypt again;
-3. **impostor check**: device 0 logs in with device 1's client id on device 1's node while device 1 is
+3. **reload**: with every device connected, SIGHUP to every node (what the hub sends after a credential change);
+   with the callout each node asks again about every live connection: the decisions, the seconds until they stop,
+   the CPU, and the sessions still connected after it;
+4. **impostor check**: device 0 logs in with device 1's client id on device 1's node while device 1 is
    connected; refused, and device 1 still connected 2 s later? Run in both configurations: with ``users.conf``
    the impostor is expected to win (ADR 0051's finding), with the callout to be refused.
 
@@ -337,6 +340,31 @@ def impostor_check(fleets: Sequence[LoginFleet], urls: Sequence[str], ids: Seque
             "victim_stayed": victim_stayed}  # fmt: skip
 
 
+def reload_check(cluster: NatsCluster, fleets: Sequence[LoginFleet], nodes: Sequence[int],
+                 callouts: Sequence[CalloutProcess], quiet: float = 3.0, timeout: float = 120.0) -> dict[str, Any]:
+    """What the hub's reload after a credential change costs with every device connected: SIGHUP to every node (as
+    ``ManagedNats`` sends it), then until the callouts have decided nothing new for ``quiet`` seconds (with the
+    callout, each node asks again about every live connection). Sessions lost by it are counted."""
+    connected = sum(1 for fleet in fleets for state in fleet.outcome.values() if state == ACCEPTED)
+    nodes_cpu, callout_cpu = cpu_seconds(nodes), cpu_seconds([c.pid for c in callouts])
+    before = decisions(callouts)
+    started = last_change = time.monotonic()
+    seen = sum(before.values())
+    cluster.reload()
+    while time.monotonic() - last_change < quiet and time.monotonic() - started < timeout:
+        step_all(fleets, 0.5)
+        now = sum(decisions(callouts).values())
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+    after = decisions(callouts)
+    still = sum(1 for fleet in fleets for state in fleet.outcome.values() if state == ACCEPTED)
+    return {"connected": connected, "still_connected": still,
+            "seconds_until_quiet": round(last_change - started, 2) if callouts else None,
+            "decisions": {k: v - before[k] for k, v in after.items()},
+            "nodes_cpu": round(cpu_seconds(nodes) - nodes_cpu, 2),
+            "callouts_cpu": round(cpu_seconds([c.pid for c in callouts]) - callout_cpu, 2) if callouts else None}
+
+
 # The callout processes -----------------------------------------------------------------------------------
 class CalloutProcess:
     """``auth_callout.py callout`` in a subprocess: a hub replica's auth callout, JSON lines on stdin/stdout."""
@@ -470,6 +498,9 @@ def measure(config: str, work: Path, ids: list[str], passwords: Mapping[str, str
             outcome["node_log"] = logs.since_last()
             result[label] = outcome
             print(f"{config}: {label} {json.dumps(outcome)}", flush=True)
+        result["reload"] = reload_check(cluster, fleets, nodes, callouts)
+        result["reload"]["node_log"] = logs.since_last()
+        print(f"{config}: reload {json.dumps(result['reload'])}", flush=True)
         result["impostor"] = impostor_check(fleets, cluster.urls, ids, passwords)
         result["impostor"]["node_log"] = logs.since_last()
         print(f"{config}: impostor {json.dumps(result['impostor'])}", flush=True)

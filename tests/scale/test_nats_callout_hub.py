@@ -125,6 +125,24 @@ def test_a_device_logs_in_as_itself_and_cannot_take_another_devices_client_id(ru
         victim.close()
 
 
+def test_only_a_removed_login_makes_the_hub_reload_the_nodes(running: Running) -> None:
+    """With the callout a new login is known to the hubs at once; a reload (every node asks again about every live
+    connection) is only for cutting a deleted or rotated device's connection."""
+
+    def reloads() -> int:
+        return sum(replica.log.read_text().count("reloaded NATS node") for replica in running.replicas)
+
+    url = running.cluster.urls[1]
+    before = reloads()
+    password = running.create(0, "cam-4")
+    assert eventually(lambda: accepted(url, "cam-4", password))
+    assert reloads() == before
+    answer = httpx.delete(f"{running.replicas[0].url}/devices/cam-4", headers=running.headers, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert reloads() >= before + 3  # SIGHUP to each of the three nodes
+    assert not accepted(url, "cam-4", password)
+
+
 def test_the_surviving_replica_answers_logins_and_a_deleted_device_is_disconnected(running: Running) -> None:
     url = running.cluster.urls[0]
     password = running.create(0, "cam-3")
