@@ -215,6 +215,14 @@ def test_a_row_without_a_range_is_always_compared_and_one_older_than_the_kept_ba
     assert store.add("dev-03", _batch("dev-03", 1), T0) is not None, "pushed out by the bound: stored again"
 
 
+def test_a_batch_of_many_devices_keeps_each_ones_newest_batches(hub: HubServices) -> None:
+    store = TelemetryStore(hub.store, keep=3)
+    store.add_many([(d, _batch(d, q), T0) for q in range(1, 6) for d in DEVICES[:5]])
+    store.add_many([(d, _batch(d, 6), T0) for d in DEVICES[:3]] + [("dev-09", _batch("dev-09", 1), T0)])
+    kept = {d: [s["seq"] for r in store.recent(d, 10) for s in r.batch["samples"]] for d in [*DEVICES[:5], "dev-09"]}
+    assert kept == {**{d: [6, 5, 4] for d in DEVICES[:3]}, **{d: [5, 4, 3] for d in DEVICES[3:5]}, "dev-09": [1]}
+
+
 def test_the_migration_gives_old_rows_their_seq_range(hub_url: str) -> None:
     HubStore(hub_url).close()
     engine = HubStore(hub_url).engine
