@@ -8,8 +8,9 @@ whether a device message may enter the hub's inbound queue, in this order:
    per second, ``burst`` at once) and one of payload bytes (``byte_rate``,
    ``byte_burst``); a message either bucket cannot pay for is dropped (``rate``,
    ``byte-rate``). Bytes matter because storing a telemetry batch costs the hub
-   time in proportion to the device's kept telemetry (``TelemetryStore.add``
-   compares it with every kept sample), not just per message;
+   time in proportion to the device's kept telemetry (``TelemetryStore.add_many``
+   compares it with the kept samples whose batch's seq range overlaps its own: every
+   one, for a batch spanning every seq), not just per message;
 3. **device share**: one device's messages waiting for the worker may hold at most
    ``device_queue_bytes`` (``device-share``), so one device never takes the budget;
 4. **budget**: all messages admitted and not yet handled hold at most

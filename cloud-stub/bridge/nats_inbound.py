@@ -48,7 +48,7 @@ from edgeship.mqtt import TOPIC_ROOT, DeviceTopic, parse_device_topic
 __all__ = ["ACK_WAIT", "IN_FLIGHT", "MAX_AGE", "MAX_BYTES", "NatsInbound", "StreamSettings", "device_topic_of"]
 
 # Seconds before a message fetched and not acknowledged goes to another replica: what a killed replica's messages
-# wait. IN_FLIGHT telemetry batches (one transaction each, ~2-5 ms on PostgreSQL) are stored well within it;
+# wait. IN_FLIGHT messages (the worker's telemetry batches in one transaction, ADR 0052) are stored well within it;
 # one that is not is stored twice, once (ADR 0047).
 ACK_WAIT = 15.0
 IN_FLIGHT = BATCH  # messages fetched and not yet acknowledged, per replica

@@ -4,8 +4,10 @@ Creating or re-tagging a device commits its re-evaluation intent with the change
 store does), then drains it through :class:`~edgeship.hub.services.issuing.Issuing`, so the
 device has its document before the call returns. Inbound device messages come from the
 MQTT bridge's worker: each is validated here (``edgeship.reported``,
-``edgeship.hub.telemetry``) and stored; an invalid one is an ``InputError`` the bridge
-counts and drops. Nothing here knows about HTTP or MQTT.
+``edgeship.hub.telemetry``) and stored, the reports and the telemetry batches the worker
+gathered each in one transaction (``record_reported_many``, ``record_telemetry_many``,
+ADR 0052); an invalid one is an ``InputError`` the bridge counts and drops, alone.
+Nothing here knows about HTTP or MQTT.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ between the smallest and the largest sample p99, is exact when the samples are a
 reads a tail concentrated in one sample lower than it is; between two versions of one
 module on one device, measured the same way, it compares like with like.
 
-Rows are written by :func:`record` inside :meth:`TelemetryStore.add`'s transaction,
+Rows are written by :func:`record` inside :meth:`TelemetryStore.add_many`'s transaction,
 from the samples that transaction stores: a re-sent sample is dropped there, so it is
 counted once here too (and, as there, a re-send older than the kept batches counts
 again). Only module entries of schemaVersion 2 that name their version and split their
@@ -121,7 +121,7 @@ def bucket_of(when: datetime) -> datetime:
 def record(session: Session, device_id: str, samples: Sequence[dict[str, Any]]) -> None:
     """Add validated samples (``edgeship.hub.telemetry``) to the device's history, in the caller's transaction.
 
-    The caller holds the device row's lock (``TelemetryStore.add``), so no other writer
+    The caller holds the device row's lock (``TelemetryStore.add_many``), so no other writer
     touches this device's rows meanwhile.
     """
     buckets = _group(samples)
