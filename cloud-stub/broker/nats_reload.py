@@ -176,30 +176,35 @@ class ManagedNats:
 
     # internals --------------------------------------------------------------------------------------------------
     def _sync(self, read_state: Callable[[], BrokerState], *, only_if_changed: bool) -> bool:
-        """Render from the store under both locks; write and reload (unless unchanged and ``only_if_changed``)."""
+        """Render from the store under both locks; write and reload (unless unchanged and ``only_if_changed``).
+
+        With the auth callout the reload follows the logins this replica decides from, not the file: a replica
+        that learns of a removed login from another's notice reloads too, though the shared file is already
+        written, since the nodes may have asked it, still unaware, during the first replica's reload."""
         self._check_folder()
         with self._lock, self._folder_lock():
             existing, before = self._existing(), self._logins
             text = self._render(read_state(), existing)
             current = self.users_file.read_text(encoding="utf-8") if self.users_file.is_file() else None
-            if only_if_changed and text == current:
-                return False
-            try:
-                atomic_write_text(self.users_file, text, mode=0o600)
-            except OSError as exc:
-                raise ConfigError(f"Cannot write {self.users_file} ({exc.strerror}); run the hub as a user that may "
-                                  "write the NATS config folder.") from exc  # fmt: skip
-            if self._must_reload(before):
+            changed = text != current or not only_if_changed
+            if changed:
+                try:
+                    atomic_write_text(self.users_file, text, mode=0o600)
+                except OSError as exc:
+                    raise ConfigError(f"Cannot write {self.users_file} ({exc.strerror}); run the hub as a user that "
+                                      "may write the NATS config folder.") from exc  # fmt: skip
+            reload = self._must_reload(before) if self.auth_callout is not None else changed
+            if reload:
                 self._reload()
             self._synced = True
-        return True
+        return changed or reload
 
     def _must_reload(self, before: dict[str, str]) -> bool:
-        """Always without the auth callout (the nodes check the file). With it the nodes ask the hubs, who already
-        know a new login: a reload is needed only to cut live connections whose login was removed or changed (on
-        a reload every node asks again about every connection: 13.6 s and ~14 CPU-seconds for 2,000 connections
-        here, ADR 0051), and at start (a node may hold connections from before)."""
-        if self.auth_callout is None or not self._synced:
+        """With the auth callout the nodes ask the hubs, who already know a new login: a reload is needed only to
+        cut live connections whose login was removed or changed (on a reload every node asks again about every
+        connection: 13.6 s and ~14 CPU-seconds for 2,000 connections here, ADR 0051), and at start (a node may
+        hold connections from before)."""
+        if not self._synced:
             return True
         return any(self._logins.get(name) != hashed for name, hashed in before.items())
 

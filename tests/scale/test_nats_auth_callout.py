@@ -12,65 +12,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats_cluster import NatsCluster
+from test_nats_permissions import Session, wait
 
 from edgeship.hub.broker.nats import NatsSettings, NatsUser, hash_password_bcrypt
 from edgeship.hub.broker.nats_callout import LoginDecider, NatsAuthCallout
 from edgeship.hub.broker.nats_jwt import NKey
-from edgeship.mqtt import device_topic, parse_broker_url
-from edgeship.mqtt.client import make_client, mqtt_client_id
+from edgeship.mqtt import device_topic
+from edgeship.mqtt.client import mqtt_client_id
 
 DEV_A, DEV_B = "dev-a", "dev.b"  # dev.b: its client id is dev~b
 PASSWORDS = {DEV_A: "pw-a", DEV_B: "pw-b", "hub": "hub-secret"}
-
-
-class Session:
-    """An MQTT connection that records CONNACK codes, disconnects, SUBACK codes and messages."""
-
-    def __init__(self, url: str, username: str, password: str, client_id: str | None = None) -> None:
-        settings = parse_broker_url(url, username=username, password=password)
-        self.client = make_client(settings, username, persistent=False)
-        if client_id is not None:  # make_client sends mqtt_client_id(username): an impostor sets another
-            self.client._client_id = client_id.encode()
-        self.connack: list[int] = []
-        self.disconnects = 0
-        self.subacks: list[list[int]] = []
-        self.messages: list[tuple[str, bytes]] = []
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(int(rc.value))
-        self.client.on_disconnect = lambda *_a: self._disconnected()
-        self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.append([int(c.value) for c in codes])
-        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
-        self.client.connect(settings.host, settings.port)
-        self.client.loop_start()
-        started = time.monotonic()
-        wait(lambda: bool(self.connack) or self.disconnects > 0 or time.monotonic() > started + 10)
-
-    def _disconnected(self) -> None:
-        self.disconnects += 1
-
-    @property
-    def accepted(self) -> bool:
-        return bool(self.connack) and self.connack[0] == 0
-
-    def subscribe(self, topic: str) -> list[int]:
-        count = len(self.subacks)
-        self.client.subscribe(topic, 0)
-        wait(lambda: len(self.subacks) > count)
-        return self.subacks[-1]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def wait(condition: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 @dataclass
@@ -109,7 +63,7 @@ def test_a_device_logs_in_with_its_own_client_id_and_reads_only_its_own_topics(w
     session = world.login(DEV_B)
     try:
         assert session.accepted, session.connack
-        assert session.subscribe(device_topic(DEV_B, "desired")) == [0]
+        assert session.subscribe(device_topic(DEV_B, "desired")) == [1]
         assert session.subscribe(device_topic(DEV_A, "desired")) == [0x80]  # the permissions came with the JWT
     finally:
         session.close()
@@ -127,7 +81,7 @@ def test_an_impostors_client_id_is_refused_and_the_victim_stays_connected(world:
             impostor.close()
         time.sleep(2)  # without the callout the two replaced each other every second
         assert victim.disconnects == 0
-        assert victim.subscribe(device_topic(DEV_B, "desired")) == [0]
+        assert victim.subscribe(device_topic(DEV_B, "desired")) == [1]
     finally:
         victim.close()
 

@@ -25,7 +25,7 @@ from hub_process import HubProcess
 from hub_workspace import make_hub_workspace
 from nats_cluster import NatsCluster
 from postgres_server import PostgresServer
-from test_nats_auth_callout import Session
+from test_nats_permissions import Session
 
 from edgeship.hub.broker.nats import NatsFiles, parse_auth_callout
 from edgeship.hub.broker.nats_callout import SEED_FILE, load_issuer
@@ -137,10 +137,17 @@ def test_only_a_removed_login_makes_the_hub_reload_the_nodes(running: Running) -
     password = running.create(0, "cam-4")
     assert eventually(lambda: accepted(url, "cam-4", password))
     assert reloads() == before
-    answer = httpx.delete(f"{running.replicas[0].url}/devices/cam-4", headers=running.headers, timeout=60)
-    assert answer.status_code == 200, answer.text
-    assert reloads() >= before + 3  # SIGHUP to each of the three nodes
-    assert not accepted(url, "cam-4", password)
+    live = Session(url, "cam-4", password)
+    try:
+        assert live.accepted
+        answer = httpx.delete(f"{running.replicas[0].url}/devices/cam-4", headers=running.headers, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert reloads() >= before + 3  # SIGHUP to each of the three nodes
+        # whichever replica the nodes ask: the other one reloads again once it has the change notice
+        assert eventually(lambda: live.disconnects > 0 and not live.client.is_connected())
+        assert eventually(lambda: not accepted(url, "cam-4", password))
+    finally:
+        live.close()
 
 
 def test_the_surviving_replica_answers_logins_and_a_deleted_device_is_disconnected(running: Running) -> None:

@@ -38,21 +38,35 @@ OWN, OTHER, MOSQUITTO_ONLY, ISSUED, LATER = "site.a", "site-b", "site-c", "site.
 
 
 class Session:
-    """A logged-in MQTT client that records SUBACK codes and messages."""
+    """A logged-in MQTT client that records CONNACK codes, disconnects, SUBACK codes and messages.
 
-    def __init__(self, url: str, username: str, password: str) -> None:
+    ``client_id``: another client id than the login's own (an impostor, ADR 0051)."""
+
+    def __init__(self, url: str, username: str, password: str, client_id: str | None = None) -> None:
         self.settings = parse_broker_url(url, username=username, password=password)
         self.client = make_client(self.settings, username, persistent=False)
+        if client_id is not None:  # make_client sends mqtt_client_id(username)
+            self.client._client_id = client_id.encode()
         self.connack: list[int] = []
+        self.disconnects = 0
         self.subacks: list[list[int]] = []
         self.messages: list[tuple[str, bytes]] = []
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.append(int(rc.value))
+        self.client.on_disconnect = lambda *_a: self._disconnected()
         self.client.on_subscribe = lambda _c, _u, _m, codes, _p: self.subacks.append([int(c.value) for c in codes])
         self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.client.connect(self.settings.host, self.settings.port)
         self.client.loop_start()
         started = time.monotonic()
-        wait(lambda: bool(self.connack) or time.monotonic() > started + 5)  # a refused login may get no CONNACK
+        # a refused login may get no CONNACK, only a closed connection
+        wait(lambda: bool(self.connack) or self.disconnects > 0 or time.monotonic() > started + 10)
+
+    def _disconnected(self) -> None:
+        self.disconnects += 1
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.connack) and self.connack[0] == 0
 
     def subscribe(self, topic: str) -> list[int]:
         count = len(self.subacks)
