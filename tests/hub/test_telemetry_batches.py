@@ -4,6 +4,7 @@ PostgreSQL), compared only with the kept batches whose seq range overlaps; the w
 from __future__ import annotations
 
 import json
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,30 @@ def test_nothing_is_confirmed_when_the_transaction_fails(hub: HubServices, link:
         hub.fleet.record_telemetry_many([(d, _batch(d, 2)) for d in DEVICES])
     assert link.confirmed == []
     assert {d: _stored(hub, d) for d in DEVICES} == {d: [1] for d in DEVICES}, "all or none"
+
+
+def test_replicas_storing_the_same_copies_at_once_store_each_once(hub: HubServices) -> None:
+    """Four workers (as four replicas) store the same devices' batches in four orders at once: no deadlock, no error,
+    each sample once (the device rows are locked, in id order, before the kept batches are read)."""
+    batches = [(d, _batch(d, *range(1, 21))) for d in DEVICES]
+    orders = [batches, batches[::-1], batches[1::2] + batches[::2], batches[::2][::-1] + batches[1::2]]
+    barrier = threading.Barrier(len(orders))
+    errors: list[BaseException] = []
+
+    def store(items: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            barrier.wait()
+            hub.fleet.record_telemetry_many(items)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=store, args=(order,)) for order in orders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {d: _stored(hub, d) for d in DEVICES} == {d: list(range(1, 21)) for d in DEVICES}
 
 
 def _subscriber_run(hub: HubServices, messages: list[tuple[str, str, bytes]]) -> tuple[Subscriber, int]:
